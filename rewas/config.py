@@ -1,0 +1,309 @@
+"""Frozen configuration dataclasses. Defaults are the paper's numbers (DESIGN §2); presets live at the bottom.
+
+Every component is built from its config alone, and a saved model folder stores the whole `ModelConfig` as
+JSON, so a checkpoint always carries what rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Waveform and log-mel front end (AudioLDM defaults)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    log_clamp: float = 1e-5
+    peak: float = 0.5  # the official loader removes the mean and peak-normalises each clip to this
+    window_seconds: float = 5.12  # one generation window: 81,920 samples, 512 mel frames
+
+    @property
+    def pad(self) -> int:
+        """Reflect padding on each side before an un-centred STFT: (n_fft - hop) / 2 = 432."""
+        return (self.n_fft - self.hop_length) // 2
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def window_frames(self) -> int:
+        return self.window_samples // self.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        """Mel frames per second (100 for 16 kHz / hop 160)."""
+        return self.sample_rate / self.hop_length
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Frame sampling and preprocessing of Synchformer's visual branch."""
+
+    fps: float = 25.0
+    resize_short: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    segment_frames: int = 16
+    segment_stride: int = 8
+
+    def num_segments(self, num_frames: int) -> int:
+        """Segments of `segment_frames` with `segment_stride` that fit in `num_frames` (at least one)."""
+        return max(1, (num_frames - self.segment_frames) // self.segment_stride + 1)
+
+
+@dataclass(frozen=True)
+class VideoEncoderConfig:
+    """Motionformer ViT (divided space-time attention) + per-frame spatial aggregation."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    tubelet: int = 2
+    num_frames: int = 16  # frames per segment
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    agg_heads: int = 12
+    agg_ff: int = 3072
+
+    @property
+    def tokens_per_segment(self) -> int:
+        return self.num_frames // self.tubelet
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Savitzky-Golay smoothing of the energy target and of phi's prediction."""
+
+    smooth_window: int = 9
+    smooth_order: int = 2
+    paper_tokens: int = 112  # video tokens of a 5 s clip (14 segments x 8); the target is resized to the token count
+
+
+@dataclass(frozen=True)
+class PhiConfig:
+    """Energy predictor phi: video features -> one energy value per token."""
+
+    in_dim: int = 768
+    width: int = 768
+    depth: int = 3  # the released weights have 3 blocks (the paper text says 2)
+    num_heads: int = 8
+    mlp_dim: int = 3072
+    norm_eps: float = 1e-6
+    head_dims: tuple[int, ...] = (128, 64, 16)
+    released_attention: bool = False  # True: reproduce the release's batch-axis attention (batch_first=False bug)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """AudioLDM-M openaimodel UNet; text enters by FiLM (concatenated to the time embedding)."""
+
+    in_channels: int = 8
+    out_channels: int = 8
+    model_channels: int = 192
+    channel_mult: tuple[int, ...] = (1, 2, 3, 5)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (8, 4, 2)  # downsample factors that get a spatial transformer
+    num_head_channels: int = 32
+    transformer_depth: int = 1
+    film_dim: int = 512
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.model_channels * 4
+
+    @property
+    def emb_dim(self) -> int:
+        """Time embedding concatenated with the FiLM text embedding."""
+        return self.time_embed_dim * 2
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Mel VAE: (B, 1, T, n_mels) <-> (B, z_channels, T/4, n_mels/4)."""
+
+    in_channels: int = 1
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 8
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass(frozen=True)
+class VocoderConfig:
+    """HiFi-GAN V1 generator, 64 mels in, x160 upsampling."""
+
+    n_mels: int = 64
+    upsample_rates: tuple[int, ...] = (5, 4, 2, 2, 2)
+    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
+    upsample_initial_channel: int = 1024
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+
+    @property
+    def hop(self) -> int:
+        out = 1
+        for r in self.upsample_rates:
+            out *= r
+        return out
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """CLAP text tower: RoBERTa -> pooler -> projection MLP -> L2 norm."""
+
+    tokenizer: str = "roberta-bpe"  # "roberta-bpe" (vocab.json + merges.txt) or "bytes" (UTF-8 bytes, no files)
+    vocab_size: int = 50265
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 514
+    layer_norm_eps: float = 1e-5
+    proj_dim: int = 512
+    max_length: int = 512
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Diffusion schedule (training) and the default sampler (the released script's)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    beta_schedule: str = "scaled_linear"  # linear in sqrt(beta)
+    scheduler: str = "ddim"  # "ddim" or "dpmsolver++"
+    steps: int = 200
+    guidance: float = 3.0
+    eta: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "paper"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    video_encoder: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    phi: PhiConfig = field(default_factory=PhiConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.unet.in_channels == self.vae.z_channels, "unet.in_channels must equal vae.z_channels"),
+            (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal text.proj_dim"),
+            (self.phi.in_dim == self.video_encoder.embed_dim, "phi.in_dim must equal video_encoder.embed_dim"),
+            (self.vocoder.n_mels == self.audio.n_mels, "vocoder.n_mels must equal audio.n_mels"),
+            (self.vocoder.hop == self.audio.hop_length, "vocoder upsampling must equal audio.hop_length"),
+            (self.video_encoder.num_frames == self.video.segment_frames, "encoder frames must equal segment_frames"),
+            (self.video_encoder.img_size == self.video.crop, "encoder img_size must equal video.crop"),
+            (self.audio.window_frames % self.latent_time_multiple == 0,
+             "window frames must be a multiple of the VAE x UNet downsampling"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"inconsistent ModelConfig {self.name!r}: {message}")
+
+    @property
+    def latent_time_multiple(self) -> int:
+        """Mel frames per latent frame times the UNet's total downsampling."""
+        return self.vae.downsample * 2 ** (len(self.unet.channel_mult) - 1)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(channels, time, freq) of one window's latent: (8, 128, 16) for the paper."""
+        d = self.vae.downsample
+        return (self.vae.z_channels, self.audio.window_frames // d, self.audio.n_mels // d)
+
+    def replace(self, **sections: typing.Any) -> "ModelConfig":
+        """New config with whole sections or fields replaced, e.g. replace(sampler={"steps": 25})."""
+        changes = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            changes[key] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data):
+    """Rebuild a (nested) frozen dataclass from plain JSON data; lists become tuples, unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value)
+        else:
+            kwargs[name] = _tuplify(value)
+    return cls(**kwargs)
+
+
+def _tuplify(value):
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- presets
+
+
+def paper() -> ModelConfig:
+    """The paper's model: AudioLDM-M + energy adapter + phi + Synchformer visual branch, exact sizes."""
+    return ModelConfig(name="paper")
+
+
+def debug() -> ModelConfig:
+    """Tiny random model for tests: every stage of the real architecture, a few thousand times smaller."""
+    return ModelConfig(
+        name="debug",
+        video_encoder=VideoEncoderConfig(embed_dim=32, depth=1, num_heads=2, agg_heads=2, agg_ff=64),
+        phi=PhiConfig(in_dim=32, width=32, depth=1, num_heads=2, mlp_dim=64, head_dims=(16, 8, 4)),
+        unet=UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
+                        num_head_channels=16, film_dim=32),
+        vae=VAEConfig(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1),
+        vocoder=VocoderConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),)),
+        text=TextEncoderConfig(tokenizer="bytes", vocab_size=259, hidden_size=32, num_layers=2, num_heads=2,
+                               intermediate_size=64, max_positions=130, proj_dim=32, max_length=128),
+        sampler=SamplerConfig(steps=4),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], ModelConfig]] = {"paper": paper, "debug": debug}

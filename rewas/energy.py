@@ -1,0 +1,142 @@
+"""③ Energy: the control signal. Audio -> log-mel -> energy (mean over mel bins, one value per 10 ms frame).
+
+Definitions follow the released code (DESIGN §2):
+
+* `waveform_energy`: mean removal + peak-normalise to 0.5, reflect pad (n_fft - hop)/2 = 432, un-centred STFT
+  (1024 / hop 160, Hann), magnitude, 64 slaney mel bins 0-8 kHz, natural log clamped at 1e-5, mean over bins.
+  5.12 s of 16 kHz audio gives exactly 512 values.
+* `energy_target`: what phi is trained on: nearest resize to the token count, Savitzky-Golay (9, 2), nearest
+  resize back.
+* `curve_from_tokens`: the inverse path at inference: phi's per-token output smoothed and resized to mel frames.
+
+Everything works on batches: tensors of shape (..., N) in, (..., frames) out.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.signal import savgol_filter
+
+from .config import AudioConfig, EnergyConfig
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(cfg: AudioConfig) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) slaney-scale, slaney-normalised filterbank (librosa's default)."""
+    from transformers.audio_utils import mel_filter_bank
+
+    fb = mel_filter_bank(
+        num_frequency_bins=cfg.n_fft // 2 + 1,
+        num_mel_filters=cfg.n_mels,
+        min_frequency=cfg.fmin,
+        max_frequency=cfg.fmax,
+        sampling_rate=cfg.sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return torch.from_numpy(np.ascontiguousarray(fb.T)).float()
+
+
+def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:
+    """Remove the mean and scale the peak to `peak`, per clip. (..., N) -> (..., N)."""
+    wav = wav - wav.mean(dim=-1, keepdim=True)
+    return peak * wav / (wav.abs().amax(dim=-1, keepdim=True) + 1e-8)
+
+
+def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """(..., N) float waveform at cfg.sample_rate -> (..., n_mels, N // hop) natural-log mel magnitude."""
+    lead = wav.shape[:-1]
+    x = wav.reshape(-1, wav.shape[-1]).float()
+    n = x.shape[-1]
+    if n <= cfg.pad:  # reflect padding needs more samples than the pad; zero-extend very short clips first
+        x = F.pad(x, (0, cfg.pad + 1 - n))
+    x = F.pad(x[:, None], (cfg.pad, cfg.pad), mode="reflect")[:, 0]
+    spec = torch.stft(
+        x,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window=torch.hann_window(cfg.win_length, device=x.device),
+        center=False,
+        return_complex=True,
+    ).abs()  # (B, n_fft/2+1, frames)
+    mel = _mel_basis(cfg).to(x.device) @ spec
+    mel = torch.log(mel.clamp(min=cfg.log_clamp))
+    frames = max(1, n // cfg.hop_length)
+    return mel[..., :frames].reshape(*lead, cfg.n_mels, frames)
+
+
+def waveform_energy(wav: torch.Tensor | np.ndarray, cfg: AudioConfig = AudioConfig(), normalize: bool = True) -> torch.Tensor:
+    """(..., N) waveform -> (..., N // hop) energy in nats: the unsmoothed training target and metric input."""
+    wav = torch.as_tensor(wav)
+    if normalize:
+        wav = normalize_waveform(wav.float(), cfg.peak)
+    return log_mel(wav, cfg).mean(dim=-2)
+
+
+def resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour resize along the last axis, as F.interpolate(mode='nearest'). (..., L) -> (..., size)."""
+    lead = x.shape[:-1]
+    out = F.interpolate(x.reshape(-1, 1, x.shape[-1]).float(), size=size, mode="nearest")
+    return out.reshape(*lead, size)
+
+
+def smooth(x: torch.Tensor, cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
+    """Savitzky-Golay along the last axis (scipy, mode 'interp'); shorter curves use the largest odd window that fits."""
+    length = x.shape[-1]
+    window = min(cfg.smooth_window, length if length % 2 else length - 1)
+    if window <= cfg.smooth_order:
+        return x.clone()
+    out = savgol_filter(x.detach().cpu().double().numpy(), window, cfg.smooth_order, axis=-1)
+    return torch.from_numpy(out).to(dtype=x.dtype, device=x.device)
+
+
+def energy_target(energy: torch.Tensor, num_tokens: int, cfg: EnergyConfig = EnergyConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training targets from a frame energy (..., F).
+
+    Returns (token_target (..., num_tokens) - what phi regresses - and the smoothed curve resized back to (..., F)).
+    """
+    tokens = smooth(resize_nearest(energy, num_tokens), cfg)
+    return tokens, resize_nearest(tokens, energy.shape[-1])
+
+
+def curve_from_tokens(token_energy: torch.Tensor, num_frames: int, cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
+    """phi's output (..., S) -> smoothed energy curve (..., num_frames) for the adapter."""
+    return resize_nearest(smooth(token_energy, cfg), num_frames)
+
+
+def resample_curve(times: np.ndarray, values: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
+    """A user-supplied curve (time_s, energy) linearly interpolated onto mel-frame times (held at the ends)."""
+    order = np.argsort(times)
+    return np.interp(frame_times, np.asarray(times, float)[order], np.asarray(values, float)[order])
+
+
+def frame_times(num_frames: int, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """Start time of each mel frame in seconds (frame k covers [k * hop, (k + 1) * hop) after the 432-sample pad)."""
+    return np.arange(num_frames) / cfg.frame_rate
+
+
+def write_csv(path, energy: np.ndarray, cfg: AudioConfig = AudioConfig()) -> None:
+    """One row per mel frame: header `time_s,energy`."""
+    energy = np.asarray(energy, dtype=np.float64).reshape(-1)
+    rows = np.stack([frame_times(len(energy), cfg), energy], axis=1)
+    np.savetxt(path, rows, delimiter=",", header="time_s,energy", comments="", fmt=("%.3f", "%.6f"))
+
+
+def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
+    """A `time_s,energy` CSV (header required) -> (times, values). Raises ValueError on malformed files."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().strip().replace(" ", "").lower()
+        if header != "time_s,energy":
+            raise ValueError(f"{path}: expected the header 'time_s,energy', found {header!r}")
+        try:
+            data = np.loadtxt(f, delimiter=",", ndmin=2)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a numeric time_s,energy table ({e})") from None
+    if data.shape[0] < 1 or data.shape[1] != 2 or not np.isfinite(data).all():
+        raise ValueError(f"{path}: need at least one row of two finite numbers")
+    return data[:, 0], data[:, 1]

@@ -1,0 +1,132 @@
+"""② Video encoder: segments of frames -> features, Synchformer's visual branch (Motionformer), frozen.
+
+Input: segments (B, S, 16, 3, 224, 224) normalised to [-1, 1]. Each segment: a tubelet embedding (2x16x16 ->
+8 x 14 x 14 tokens), a CLS token, 12 blocks of divided space-time attention (time attention, then space
+attention, then MLP; the CLS token attends to every token, the others to their time or space group plus CLS),
+LayerNorm, then a per-frame spatial aggregation (a pre-norm transformer layer with its own CLS token) that
+leaves one token per tubelet. Output: (B, S * 8, C) with C = 768. Parameter names follow the released
+`vfeat_extractor.*` keys (`patch_embed.*`, the unused 2-D patch embedding, is kept so they load strictly).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import VideoEncoderConfig
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, proj: nn.Module):
+        super().__init__()
+        self.proj = proj
+
+
+class DividedAttention(nn.Module):
+    """Attention within groups (frames or spatial positions); CLS attends to all and is a key for every group."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, frames: int, over_time: bool) -> torch.Tensor:
+        b, n, c = x.shape
+        tokens = n - 1
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, N, d)
+        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # (B, h, 1, d)
+
+        def group(t: torch.Tensor) -> torch.Tensor:  # (B, h, F*P, d) -> (B, h, groups, group_len, d)
+            t = t.reshape(b, self.heads, frames, tokens // frames, -1)
+            return t.transpose(2, 3) if over_time else t
+
+        qg, kg, vg = group(q[:, :, 1:]), group(k[:, :, 1:]), group(v[:, :, 1:])
+        groups = qg.shape[2]
+        kg = torch.cat([k[:, :, None, :1].expand(-1, -1, groups, -1, -1), kg], dim=3)
+        vg = torch.cat([v[:, :, None, :1].expand(-1, -1, groups, -1, -1), vg], dim=3)
+        out = F.scaled_dot_product_attention(qg, kg, vg)
+        if over_time:
+            out = out.transpose(2, 3)
+        out = torch.cat([cls_out, out.reshape(b, self.heads, tokens, -1)], dim=2)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    def __init__(self, cfg: VideoEncoderConfig):
+        super().__init__()
+        dim = cfg.embed_dim
+        self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.attn = DividedAttention(dim, cfg.num_heads)
+        self.timeattn = DividedAttention(dim, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.norm3 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        x = x + self.timeattn(self.norm3(x), frames, over_time=True)
+        x = x + self.attn(self.norm1(x), frames, over_time=False)
+        return x + self.mlp(self.norm2(x))
+
+
+class SpatialAggregation(nn.TransformerEncoderLayer):
+    """Per-frame pooling: a learned CLS token + one pre-norm transformer layer over the frame's patches."""
+
+    def __init__(self, cfg: VideoEncoderConfig):
+        super().__init__(cfg.embed_dim, cfg.agg_heads, cfg.agg_ff, dropout=0.0, activation="gelu",
+                         layer_norm_eps=cfg.norm_eps, batch_first=True, norm_first=True)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B', P, C) -> (B', C)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return super().forward(x)[:, 0]
+
+
+class VideoEncoder(nn.Module):
+    def __init__(self, cfg: VideoEncoderConfig):
+        super().__init__()
+        self.config = cfg
+        dim, p = cfg.embed_dim, cfg.patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid**2 + 1, dim))
+        self.temp_embed = nn.Parameter(torch.zeros(1, cfg.tokens_per_segment, dim))
+        self.patch_embed = PatchEmbed(nn.Conv2d(3, dim, p, stride=p))  # stored by the release, unused
+        self.patch_embed_3d = PatchEmbed(nn.Conv3d(3, dim, (cfg.tubelet, p, p), stride=(cfg.tubelet, p, p)))
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.spatial_attn_agg = SpatialAggregation(cfg)
+        for param in (self.cls_token, self.pos_embed, self.temp_embed):
+            nn.init.trunc_normal_(param, std=0.02)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.norm.weight.dtype
+
+    def forward(self, segments: torch.Tensor) -> torch.Tensor:
+        """segments (B, S, T=16, 3, H, W) in [-1, 1] -> features (B, S * T/2, C)."""
+        b, s, t, c, h, w = segments.shape
+        x = segments.reshape(b * s, t, c, h, w).transpose(1, 2).to(self.dtype)  # (B*S, 3, T, H, W)
+        x = self.patch_embed_3d.proj(x)  # (B*S, C, T', H', W')
+        n, dim, frames, gh, gw = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B*S, T'*H'*W', C), frame-major
+        pos = self.pos_embed[:, 1:].repeat(1, frames, 1) + self.temp_embed[:, :frames].repeat_interleave(gh * gw, dim=1)
+        cls = self.cls_token + self.pos_embed[:, :1]
+        x = torch.cat([cls.expand(n, -1, -1), x + pos], dim=1)
+        for block in self.blocks:
+            x = block(x, frames)
+        x = self.norm(x[:, 1:])  # (B*S, T'*P, C)
+        x = self.spatial_attn_agg(x.reshape(n * frames, gh * gw, dim))  # (B*S*T', C)
+        return x.reshape(b, s * frames, dim)
