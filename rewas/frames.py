@@ -1,0 +1,207 @@
+"""① Video file -> frames at 25 fps (by presentation time), resized and centre-cropped, then encoder segments.
+
+Decoding streams: frames are resampled as they are decoded (each output time t_k = k / fps takes the latest
+frame shown at t_k, as ffmpeg's fps filter does), so variable frame rates, any codec PyAV reads and rotation
+metadata are handled, and `iter_windows` holds no more than one generation window of frames at a time.
+Preprocessing is Synchformer's: short side to 256 (bicubic), centre crop 224, /255, mean 0.5, std 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import av
+import numpy as np
+import torch
+
+from .config import VideoConfig
+
+
+class MediaError(ValueError):
+    """A user-facing problem with an input file (missing, unreadable, no video, no frames)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    width: int  # as displayed (after rotation)
+    height: int
+    fps: float  # native average rate
+    duration: float  # seconds, from the first frame's presentation time to the end of the last frame
+    start_time: float  # presentation time of the first frame, seconds
+    rotation: int  # degrees, from the display matrix
+    codec: str
+
+    def num_frames(self, fps: float) -> int:
+        """Frames of a resampled stream at `fps` covering the whole duration."""
+        return max(1, round(self.duration * fps))
+
+
+def _check_file(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MediaError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise MediaError(f"{path}: is a directory, not a video file")
+    return path
+
+
+def open_container(path: str | os.PathLike):
+    path = _check_file(path)
+    try:
+        return av.open(path)
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as e:
+        raise MediaError(f"{path}: not a readable media file ({e.__class__.__name__})") from None
+
+
+def _video_stream(container, path: str):
+    if not container.streams.video:
+        raise MediaError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _decode(container, stream, path: str) -> Iterator[av.VideoFrame]:
+    try:
+        for frame in container.decode(stream):
+            if frame.time is not None:
+                yield frame
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: video stream could not be decoded ({e.__class__.__name__})") from None
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Stream facts. Demuxes every packet for the exact duration (cheap) and decodes only the first frame."""
+    path = _check_file(path)
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        tb = float(stream.time_base)
+        first_frame = None
+        end, count = -math.inf, 0
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                count += 1
+                step = packet.duration * tb if packet.duration else 1.0 / rate
+                end = max(end, packet.pts * tb + step)
+                if first_frame is None:
+                    first_frame = next((f for f in packet.decode() if f.time is not None), None)
+            if first_frame is None:  # decoders with delay only emit frames when flushed
+                first_frame = next((f for f in stream.codec_context.decode(None) if f.time is not None), None)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: video stream could not be decoded ({e.__class__.__name__})") from None
+        if first_frame is None:
+            raise MediaError(f"{path}: the video stream has no frames")
+        duration = end - first_frame.time
+        rotation = int(first_frame.rotation or 0) % 360
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if rotation % 180:
+            width, height = height, width
+        return VideoInfo(path, width, height, count / duration if duration > 0 else rate, duration,
+                         first_frame.time, rotation, stream.codec_context.name)
+
+
+def _resize_dims(width: int, height: int, short: int) -> tuple[int, int]:
+    scale = short / min(width, height)
+    return max(short, round(width * scale)), max(short, round(height * scale))
+
+
+def _to_rgb(frame: av.VideoFrame, short: int, crop: int) -> np.ndarray:
+    """One decoded frame -> (crop, crop, 3) uint8 RGB: rotation applied, short side resized, centre crop."""
+    w, h = _resize_dims(frame.width, frame.height, short)
+    image = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    rotation = int(frame.rotation or 0) % 360
+    if rotation:  # display matrix angle is counter-clockwise
+        image = np.rot90(image, k=rotation // 90)
+    top, left = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
+    return np.ascontiguousarray(image[top : top + crop, left : left + crop])
+
+
+def crop_frame(image: np.ndarray, short: int, crop: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB array -> (crop, crop, 3), with the same resampling as decoded frames."""
+    return _to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24"), short, crop)
+
+
+def iter_frames(path: str | os.PathLike, cfg: VideoConfig = VideoConfig(), info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order."""
+    info = info or probe(path)
+    total = info.num_frames(cfg.fps)
+    with open_container(path) as container:
+        stream = _video_stream(container, info.path)
+        k = 0
+        previous = None
+        for frame in _decode(container, stream, info.path):
+            t = frame.time - info.start_time
+            # every output time before this frame's presentation time shows the previous frame
+            while previous is not None and k < total and k / cfg.fps < t - 1e-6:
+                yield previous
+                k += 1
+            if k >= total:
+                return
+            previous = _to_rgb(frame, cfg.resize_short, cfg.crop)
+        while previous is not None and k < total:
+            yield previous
+            k += 1
+
+
+def normalize(frames: np.ndarray | torch.Tensor, cfg: VideoConfig = VideoConfig()) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float: /255, then (x - mean) / std."""
+    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def segments(frames: torch.Tensor, cfg: VideoConfig = VideoConfig()) -> torch.Tensor:
+    """(T, 3, H, W) -> (S, segment_frames, 3, H, W), stride cfg.segment_stride; shorter clips repeat their last frame."""
+    if frames.shape[0] < cfg.segment_frames:
+        pad = frames[-1:].expand(cfg.segment_frames - frames.shape[0], -1, -1, -1)
+        frames = torch.cat([frames, pad])
+    starts = range(0, cfg.num_segments(frames.shape[0]) * cfg.segment_stride, cfg.segment_stride)
+    return torch.stack([frames[s : s + cfg.segment_frames] for s in starts])
+
+
+def iter_windows(frames: Iterable[np.ndarray], starts: list[int], length: int) -> Iterator[np.ndarray]:
+    """Cut a frame stream into windows [start, start + length) (starts ascending, windows may overlap).
+
+    Windows running past the end repeat the last frame. Only the current window's frames are held.
+    Yields (length, H, W, 3) uint8 arrays.
+    """
+    it = iter(frames)
+    buffer: list[np.ndarray] = []
+    offset = 0  # absolute index of buffer[0]
+    exhausted = False
+    for start in starts:
+        drop = max(0, min(start - offset, len(buffer)))
+        del buffer[:drop]
+        offset += drop
+        while not exhausted and offset + len(buffer) < start + length:
+            try:
+                frame = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            if offset + len(buffer) < start:  # frames between windows are skipped
+                offset += 1
+                continue
+            buffer.append(frame)
+        if not buffer:
+            raise MediaError("window starts past the end of the video")
+        window = buffer[start - offset : start - offset + length] if start >= offset else buffer[:length]
+        window = window + [window[-1]] * (length - len(window))
+        yield np.stack(window)
+
+
+def window_starts(duration: float, window: float, min_overlap: float) -> list[float]:
+    """Evenly spaced window starts (seconds) covering [0, duration), consecutive windows overlapping >= min_overlap."""
+    if duration <= window:
+        return [0.0]
+    count = math.ceil((duration - window) / (window - min_overlap)) + 1
+    step = (duration - window) / (count - 1)
+    return [i * step for i in range(count)]

@@ -1,0 +1,79 @@
+"""⑦ Waveform + source video -> a copy of the video with the audio as its soundtrack.
+
+The video stream is copied untouched (re-encoded with libx264 only if the container cannot hold its codec);
+the audio is encoded as AAC by the ffmpeg binary that imageio-ffmpeg ships, which writes the encoder
+priming into the MP4 edit list, so decoded audio starts with the first video frame. The audio is cut or padded
+to the video's duration. Output is written to a temporary file and renamed: never a partial file, never the input.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .audio import write_wav
+from .frames import MediaError, VideoInfo
+
+CONTAINERS = {".mp4": True, ".m4v": True, ".mov": True, ".mkv": False}  # suffix -> wants +faststart
+
+
+class MuxError(RuntimeError):
+    pass
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike, suffixes=tuple(CONTAINERS)) -> Path:
+    """Refuse an output that would overwrite an input, has an unsupported suffix, or lives in a missing folder."""
+    out = Path(out)
+    if out.suffix.lower() not in suffixes:
+        raise MediaError(f"{out}: output must end in one of {', '.join(suffixes)}")
+    if not out.parent.resolve().is_dir():
+        raise MediaError(f"{out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise MediaError(f"{out}: is a directory")
+    for src in inputs:
+        if src is not None and os.path.exists(src) and out.exists() and os.path.samefile(out, src):
+            raise MediaError(f"{out}: refusing to overwrite the input file")
+    return out
+
+
+def fit_length(waveform: np.ndarray, samples: int) -> np.ndarray:
+    waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)[:samples]
+    return np.pad(waveform, (0, samples - len(waveform)))
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: str | os.PathLike, info: VideoInfo,
+        audio_bitrate: str = "192k") -> Path:
+    """Write `out`: the video stream of `video` plus `waveform` (mono float, `sample_rate`) as AAC."""
+    out = check_output_path(out, video)
+    samples = round(info.duration * sample_rate)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".rewas-") as tmp:
+        wav = Path(tmp) / "audio.wav"
+        write_wav(wav, fit_length(waveform, samples), sample_rate)
+        partial = Path(tmp) / f"out{out.suffix}"
+        base = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", os.fspath(video),
+                "-itsoffset", f"{info.start_time:.6f}", "-i", os.fspath(wav),
+                "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0"]
+        tail = ["-c:a", "aac", "-b:a", audio_bitrate]
+        if CONTAINERS[out.suffix.lower()]:
+            tail += ["-movflags", "+faststart"]
+        result = _run(base + ["-c:v", "copy"] + tail + [os.fspath(partial)])
+        if result.returncode != 0:  # the codec does not fit this container: re-encode the picture
+            result = _run(base + ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"] + tail + [os.fspath(partial)])
+        if result.returncode != 0:
+            raise MuxError(f"ffmpeg could not write {out}: {result.stderr.strip().splitlines()[-1:]}")
+        os.replace(partial, out)
+    return out

@@ -1,0 +1,105 @@
+"""Synthetic sample media with known content: videos whose motion or flashes happen at chosen times, click tracks.
+
+Used by the demo and the tests (which make their own media), and handy for checking sync by eye or by ear.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import av
+import numpy as np
+
+
+def _rate(fps: float) -> Fraction:
+    for num, den in ((24000, 1001), (30000, 1001), (60000, 1001)):
+        if abs(fps - num / den) < 1e-3:
+            return Fraction(num, den)
+    return Fraction(fps).limit_denominator(1000)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frame_fn: Callable[[float], np.ndarray],
+    duration: float,
+    fps: float = 25.0,
+    *,
+    codec: str = "libx264",
+    times: Sequence[float] | None = None,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    rotation: int | None = None,
+) -> None:
+    """Encode frames frame_fn(t) -> (H, W, 3) uint8 at times k/fps (or explicit `times`, for variable frame rate)."""
+    rate = _rate(fps)
+    variable = times is not None
+    times = list(times) if times is not None else [k / float(rate) for k in range(round(duration * float(rate)))]
+    first = frame_fn(0.0)
+    with av.open(os.fspath(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = first.shape[1], first.shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 90000) if variable else 1 / rate
+        if variable:
+            stream.codec_context.time_base = Fraction(1, 90000)
+            stream.options = {"bf": "0"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if audio is not None:
+            astream = container.add_stream("aac", rate=sample_rate, layout="mono")
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(frame_fn(t), format="rgb24")
+            frame.pts = round(t / stream.time_base)
+            frame.time_base = stream.time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if audio is not None:
+            samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = 0
+            for packet in astream.encode(frame):
+                container.mux(packet)
+            container.mux(astream.encode(None))
+
+
+def flash_frames(flash_times: Sequence[float], size: tuple[int, int] = (128, 160), flash: float = 0.04) -> Callable[[float], np.ndarray]:
+    """Black frames that turn white for `flash` seconds at each of `flash_times`."""
+    h, w = size
+
+    def frame(t: float) -> np.ndarray:
+        on = any(0 <= t - f < flash for f in flash_times)
+        return np.full((h, w, 3), 255 if on else 0, dtype=np.uint8)
+
+    return frame
+
+
+def bouncing_ball_frames(bounce_period: float = 0.8, size: tuple[int, int] = (240, 320)) -> Callable[[float], np.ndarray]:
+    """A ball dropping onto the floor every `bounce_period` seconds (impact at t = k * period)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def frame(t: float) -> np.ndarray:
+        phase = (t % bounce_period) / bounce_period  # 0 at impact
+        height = 4 * phase * (1 - phase)  # parabola, 0 at impacts
+        cy = (h - 30) - height * (h - 80)
+        cx = 40 + (w - 80) * ((t / (4 * bounce_period)) % 1.0)
+        image = np.zeros((h, w, 3), dtype=np.uint8)
+        image[h - 18 :] = (90, 70, 50)  # floor
+        ball = (yy - cy) ** 2 + (xx - cx) ** 2 < 14**2
+        image[ball] = (230, 60, 40)
+        return image
+
+    return frame
+
+
+def click_track(duration: float, click_times: Sequence[float], sample_rate: int = 16000, click: float = 0.004) -> np.ndarray:
+    """Silence with short full-scale square clicks starting exactly at `click_times`."""
+    audio = np.zeros(round(duration * sample_rate), dtype=np.float32)
+    n = max(1, round(click * sample_rate))
+    for t in click_times:
+        start = round(t * sample_rate)
+        audio[start : start + n] = 0.9
+    return audio
