@@ -19,7 +19,6 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.signal import savgol_filter
 
 from .config import AudioConfig, EnergyConfig
 
@@ -38,7 +37,7 @@ def _mel_basis(cfg: AudioConfig) -> torch.Tensor:
         norm="slaney",
         mel_scale="slaney",
     )
-    return torch.from_numpy(np.ascontiguousarray(fb.T)).float()
+    return torch.from_numpy(np.ascontiguousarray(fb.T)).double()
 
 
 def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:
@@ -48,9 +47,12 @@ def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:
 
 
 def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
-    """(..., N) float waveform at cfg.sample_rate -> (..., n_mels, N // hop) natural-log mel magnitude."""
+    """(..., N) float waveform at cfg.sample_rate -> (..., n_mels, N // hop) natural-log mel magnitude (float32).
+
+    Computed in float64: near the 1e-5 floor the log amplifies float32 rounding beyond 1e-4 nats.
+    """
     lead = wav.shape[:-1]
-    x = wav.reshape(-1, wav.shape[-1]).float()
+    x = wav.reshape(-1, wav.shape[-1]).double()
     n = x.shape[-1]
     if n <= cfg.pad:  # reflect padding needs more samples than the pad; zero-extend very short clips first
         x = F.pad(x, (0, cfg.pad + 1 - n))
@@ -60,21 +62,21 @@ def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor
         n_fft=cfg.n_fft,
         hop_length=cfg.hop_length,
         win_length=cfg.win_length,
-        window=torch.hann_window(cfg.win_length, device=x.device),
+        window=torch.hann_window(cfg.win_length, device=x.device, dtype=x.dtype),
         center=False,
         return_complex=True,
     ).abs()  # (B, n_fft/2+1, frames)
-    mel = _mel_basis(cfg).to(x.device) @ spec
+    mel = _mel_basis(cfg).to(x.device, x.dtype) @ spec
     mel = torch.log(mel.clamp(min=cfg.log_clamp))
     frames = max(1, n // cfg.hop_length)
-    return mel[..., :frames].reshape(*lead, cfg.n_mels, frames)
+    return mel[..., :frames].reshape(*lead, cfg.n_mels, frames).float()
 
 
 def waveform_energy(wav: torch.Tensor | np.ndarray, cfg: AudioConfig = AudioConfig(), normalize: bool = True) -> torch.Tensor:
     """(..., N) waveform -> (..., N // hop) energy in nats: the unsmoothed training target and metric input."""
     wav = torch.as_tensor(wav)
     if normalize:
-        wav = normalize_waveform(wav.float(), cfg.peak)
+        wav = normalize_waveform(wav.double(), cfg.peak)
     return log_mel(wav, cfg).mean(dim=-2)
 
 
@@ -91,6 +93,8 @@ def smooth(x: torch.Tensor, cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
     window = min(cfg.smooth_window, length if length % 2 else length - 1)
     if window <= cfg.smooth_order:
         return x.clone()
+    from scipy.signal import savgol_filter
+
     out = savgol_filter(x.detach().cpu().double().numpy(), window, cfg.smooth_order, axis=-1)
     return torch.from_numpy(out).to(dtype=x.dtype, device=x.device)
 

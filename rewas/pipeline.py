@@ -68,6 +68,28 @@ def build_components(config: ModelConfig) -> dict[str, torch.nn.Module]:
 
 
 @contextmanager
+def empty_weights():
+    """Build modules with parameters on the meta device and no initialisation (buffers stay real).
+
+    Skipping torch.nn.init matters: initialising meta tensors imports torch's compiler stack (seconds).
+    """
+    from accelerate import init_empty_weights
+
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    # nn.MultiheadAttention imports some init functions by name, so patch them where they are used too
+    owners = [torch.nn.init, torch.nn.modules.activation]
+    saved = [(m, n, getattr(m, n)) for m in owners for n in names if hasattr(m, n)]
+    try:
+        for m, n, _ in saved:
+            setattr(m, n, lambda tensor, *args, **kwargs: tensor)
+        with init_empty_weights(include_buffers=False):
+            yield
+    finally:
+        for m, n, fn in saved:
+            setattr(m, n, fn)
+
+
+@contextmanager
 def _timer(timings: dict, key: str):
     start = time.perf_counter()
     yield
@@ -97,7 +119,7 @@ class ReWaSPipeline:
     def from_pretrained(cls, name_or_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike | None = None,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ReWaSPipeline":
         """A preset name (`debug`, `paper`: random weights) or a folder written by `save_pretrained`."""
-        if str(name_or_dir) in PRESETS and not Path(name_or_dir).is_dir():
+        if _is_preset(name_or_dir):
             pipe = cls.from_config(PRESETS[str(name_or_dir)]())
         else:
             pipe = cls._load_folder(Path(name_or_dir), tokenizer_dir)
@@ -115,9 +137,7 @@ class ReWaSPipeline:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: not a rewas model config")
         config = ModelConfig.from_dict(meta["model"])
-        from accelerate import init_empty_weights
-
-        with init_empty_weights(include_buffers=False):  # no random init, no double allocation
+        with empty_weights():  # no random init, no double allocation: weights arrive with load_state_dict(assign=True)
             components = build_components(config)
         for name, module in components.items():
             state = load_file(folder / f"{name}.safetensors")
@@ -149,9 +169,7 @@ class ReWaSPipeline:
         return self
 
     def parameter_counts(self) -> dict[str, int]:
-        counts = {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in COMPONENTS}
-        counts["total"] = sum(counts.values())
-        return counts
+        return count_parameters(self.config)
 
     # ------------------------------------------------------------------------------------------- stages
 
@@ -310,3 +328,26 @@ def crossfade_join(chunks: list[np.ndarray], offsets: list[int], length: int, po
             weight = np.sin(weight * np.pi / 2)
         out[offset : offset + len(chunk)] += weight * chunk
     return out.astype(np.float32)
+
+
+def _is_preset(name_or_dir) -> bool:
+    return str(name_or_dir) in PRESETS and not Path(name_or_dir).is_dir()
+
+
+def count_parameters(config: ModelConfig) -> dict[str, int]:
+    """Parameters per component of a config, built on the meta device (nothing allocated, instant even for `paper`)."""
+    with empty_weights():
+        components = build_components(config)
+    counts = {name: sum(p.numel() for p in components[name].parameters()) for name in COMPONENTS}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def load_config(name_or_dir: str | os.PathLike) -> ModelConfig:
+    """The config of a preset or a saved folder, without loading weights."""
+    if _is_preset(name_or_dir):
+        return PRESETS[str(name_or_dir)]()
+    path = Path(name_or_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json")
+    return ModelConfig.from_dict(json.loads(path.read_text())["model"])

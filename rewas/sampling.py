@@ -12,7 +12,6 @@ import inspect
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from .config import SamplerConfig
 
@@ -21,6 +20,9 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def make_scheduler(cfg: SamplerConfig, name: str | None = None):
+    """A fresh diffusers scheduler for `name` (default: the config's)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
     name = name or cfg.scheduler
     common = dict(
         num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,

@@ -1,7 +1,9 @@
 """④ Text encoder: prompt -> (B, proj_dim) embedding, the CLAP text tower AudioLDM samples with.
 
-RoBERTa (transformers' RobertaModel, pooler included) -> pooler output -> projection MLP (Linear, ReLU, Linear)
--> L2 normalisation. Parameter names follow the released `cond_stage_models.0.model.{text_branch,text_projection}`.
+RoBERTa (post-LayerNorm encoder, pooler = tanh(dense(first token))) -> projection MLP (Linear, ReLU, Linear)
+-> L2 normalisation. Our own RoBERTa module, with the parameter names of transformers' RobertaModel and of the
+released `cond_stage_models.0.model.{text_branch,text_projection}` (importing transformers' model code costs
+seconds; the test suite checks ours against it).
 Tokenizers never touch a hub: "roberta-bpe" reads `vocab.json` + `merges.txt` from a local folder, "bytes"
 (the debug preset) needs no files at all.
 """
@@ -15,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import RobertaConfig, RobertaModel
 
 from .config import TextEncoderConfig
 
@@ -77,17 +78,88 @@ def load_tokenizer(cfg: TextEncoderConfig, directory: str | os.PathLike | None =
     raise ValueError(f"unknown tokenizer kind {cfg.tokenizer!r}")
 
 
+class _Embeddings(nn.Module):
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=PAD)
+        self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size, padding_idx=PAD)
+        self.token_type_embeddings = nn.Embedding(1, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.cumsum(mask, dim=1) * mask + PAD  # RoBERTa: positions count from padding_idx + 1
+        x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
+        return self.LayerNorm(x)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.query, self.key, self.value = (nn.Linear(hidden, hidden) for _ in range(3))
+
+
+class _DenseNorm(nn.Module):
+    def __init__(self, d_in: int, d_out: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(d_in, d_out)
+        self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.self = _SelfAttention(cfg.hidden_size)
+        self.output = _DenseNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps)
+        self.heads = cfg.num_heads
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = (p(x).view(b, n, self.heads, -1).transpose(1, 2) for p in (self.self.query, self.self.key, self.self.value))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(b, n, c)
+        return self.output(out, x)
+
+
+class _Layer(nn.Module):
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.attention = _Attention(cfg)
+        self.intermediate = nn.Module()
+        self.intermediate.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.output = _DenseNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = self.attention(x, bias)
+        return self.output(F.gelu(self.intermediate.dense(x)), x)
+
+
+class Roberta(nn.Module):
+    """RoBERTa encoder + pooler: (B, L) ids, mask -> (B, hidden) pooled output."""
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.embeddings = _Embeddings(cfg)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(_Layer(cfg) for _ in range(cfg.num_layers))
+        self.pooler = nn.Module()
+        self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embeddings(ids, mask)
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(mask == 0, torch.finfo(x.dtype).min)
+        bias = bias[:, None, None, :]  # (B, 1, 1, L): padded keys are ignored
+        for layer in self.encoder.layer:
+            x = layer(x, bias)
+        return torch.tanh(self.pooler.dense(x[:, 0]))
+
+
 class TextEncoder(nn.Module):
     def __init__(self, cfg: TextEncoderConfig, tokenizer=None):
         super().__init__()
         self.config = cfg
-        roberta = RobertaConfig(
-            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_positions, type_vocab_size=1, layer_norm_eps=cfg.layer_norm_eps,
-            pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, hidden_act="gelu",
-        )
-        self.text_branch = RobertaModel(roberta, add_pooling_layer=True)
+        self.text_branch = Roberta(cfg)
         self.text_projection = nn.Sequential(
             nn.Linear(cfg.hidden_size, cfg.proj_dim), nn.ReLU(), nn.Linear(cfg.proj_dim, cfg.proj_dim)
         )
@@ -108,7 +180,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) ids + mask -> (B, proj_dim) unit-norm embedding."""
-        pooled = self.text_branch(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        pooled = self.text_branch(input_ids, attention_mask)
         return F.normalize(self.text_projection(pooled), dim=-1)
 
     @torch.no_grad()

@@ -1,0 +1,224 @@
+"""Command line: a thin shell over the Python API.
+
+    rewas generate VIDEO --prompt TEXT -o OUT.mp4 [--wav OUT.wav] [--energy-out E.csv] [--model NAME|DIR] ...
+    rewas energy AUDIO_OR_VIDEO --out E.csv [--plot E.png]
+    rewas info MODEL [--json]
+
+User errors (bad input, bad options) print one line and exit with 2; no partial output is ever left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USER = 2
+EXIT_INTERNAL = 1
+
+
+class UserError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message otherwise)
+        print(f"rewas: error: {message} (see rewas {self.prog.split()[-1]} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER)
+
+
+def _check_suffix(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
+    if path is not None and Path(path).suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: must end in {' or '.join(suffixes)}")
+
+
+def _check_outputs(inputs: list[str], outputs: list[str | None]) -> None:
+    """Before any work: output folders exist, no output is an input, no two outputs are the same file."""
+    from .mux import check_output_path
+
+    given = [o for o in outputs if o is not None]
+    if len({os.path.abspath(o) for o in given}) != len(given):
+        raise UserError("two outputs name the same file")
+    for out in given:
+        check_output_path(out, *inputs, suffixes=(Path(out).suffix.lower(),))
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a torch device (try cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def cmd_generate(args) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from .audio import write_wav
+    from .energy import read_csv, write_csv
+    from .frames import probe
+    from .mux import CONTAINERS, atomic_path, mux
+    from .pipeline import ReWaSPipeline
+
+    if args.model is None:
+        raise UserError("no default model is installed yet: pass --model debug (a tiny random test model), "
+                        "--model paper, or --model DIR (a folder written by save_pretrained / rewas convert)")
+    _check_suffix(args.output, tuple(CONTAINERS), "-o")
+    _check_suffix(args.wav, (".wav",), "--wav")
+    _check_suffix(args.energy_out, (".csv",), "--energy-out")
+    _check_outputs([args.video, args.energy_in], [args.output, args.wav, args.energy_out])
+    if args.steps is not None and args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    info = probe(args.video)  # fails fast on a bad video, before the model loads
+    energy = read_csv(args.energy_in) if args.energy_in else None
+    device = _device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+
+    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
+    with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
+        def progress(step: int, total: int) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        result = pipe(args.video, prompt=args.prompt, energy=energy, steps=args.steps, guidance=args.guidance,
+                      scheduler=args.scheduler, eta=args.eta, seed=args.seed, callback=progress)
+    mux(args.video, result.waveform, result.sample_rate, args.output, info)
+    if args.wav:
+        with atomic_path(args.wav) as tmp:
+            write_wav(tmp, result.waveform, result.sample_rate)
+    if args.energy_out:
+        with atomic_path(args.energy_out) as tmp:
+            write_csv(tmp, result.energy, pipe.config.audio)
+    if not args.quiet:
+        print(f"wrote {args.output} ({result.duration:.2f} s, seed {result.seed}, {result.timings['total']:.1f} s)",
+              file=sys.stderr)
+
+
+def cmd_energy(args) -> None:
+    from .audio import load_audio
+    from .config import AudioConfig
+    from .energy import waveform_energy, write_csv
+    from .mux import atomic_path
+
+    _check_suffix(args.out, (".csv",), "--out")
+    _check_suffix(args.plot, (".png",), "--plot")
+    _check_outputs([args.input], [args.out, args.plot])
+    cfg = AudioConfig()
+    wav = load_audio(args.input, cfg.sample_rate)
+    energy = waveform_energy(wav, cfg).numpy()
+    with atomic_path(args.out) as tmp:
+        write_csv(tmp, energy, cfg)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(10, 3), dpi=100)
+        ax.plot(range(len(energy)), energy, lw=1)
+        ax.set_xticks(ax.get_xticks(), [f"{t / cfg.frame_rate:g}" for t in ax.get_xticks()])
+        ax.set_xlim(0, max(1, len(energy) - 1))
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("energy (mean log-mel)")
+        ax.set_title(Path(args.input).name)
+        fig.tight_layout()
+        with atomic_path(args.plot) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+
+
+def cmd_info(args) -> None:
+    from .pipeline import count_parameters, load_config
+
+    config = load_config(args.model)
+    counts = count_parameters(config)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "name": config.name, "parameters": counts,
+                          "config": config.to_dict()}, indent=2))
+        return
+    print(f"model {args.model} ({config.name})")
+    for name, n in counts.items():
+        print(f"  {name:<14} {n / 1e6:10.3f} M  ({n:,})")
+    c = config
+    print(f"  audio: {c.audio.sample_rate} Hz, window {c.audio.window_seconds} s = {c.audio.window_frames} mel frames, "
+          f"latent {c.latent_shape}")
+    print(f"  video: {c.video.fps:g} fps, {c.video.crop}x{c.video.crop}, segments {c.video.segment_frames}/"
+          f"{c.video.segment_stride}; sampler {c.sampler.scheduler} {c.sampler.steps} steps, guidance {c.sampler.guidance}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="generate audio for a video and mux it into a copy")
+    g.add_argument("video", help="input video (any format FFmpeg reads)")
+    g.add_argument("--prompt", default="", help="what should be heard, e.g. 'dog growling while biting a toy'")
+    g.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .m4v, .mkv)")
+    g.add_argument("--wav", help="also write the audio as a 16 kHz float WAV")
+    g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
+    g.add_argument("--energy-in", help="steer with this energy curve (CSV: time_s,energy) instead of the video's")
+    g.add_argument("--model", help="preset name (debug, paper) or model folder")
+    g.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
+    g.add_argument("--steps", type=int, help="sampler steps (default: the model's, 200 for the paper)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
+    g.add_argument("--scheduler", choices=["ddim", "dpmsolver++"], help="sampler (default ddim)")
+    g.add_argument("--eta", type=float, help="DDIM eta (default 1.0, as the release)")
+    g.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed at the end)")
+    g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("energy", help="write the energy curve (training target) of an audio or video file")
+    e.add_argument("input", help="audio or video file")
+    e.add_argument("--out", required=True, help="CSV file: time_s,energy, one row per 10 ms mel frame")
+    e.add_argument("--plot", help="also draw the curve to this PNG")
+    e.set_defaults(func=cmd_energy)
+
+    i = sub.add_parser("info", help="components and parameter counts of a model")
+    i.add_argument("model", help="preset name (debug, paper) or model folder")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else e.__class__.__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .frames import MediaError
+    from .mux import MuxError
+
+    try:
+        args.func(args)
+    except (UserError, MediaError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as e:
+        # ValueError: malformed user data (a CSV, a model config)
+        print(f"rewas: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("rewas: interrupted", file=sys.stderr)
+        return 130
+    except (MuxError, RuntimeError, OSError) as e:
+        if os.environ.get("REWAS_DEBUG"):
+            raise
+        print(f"rewas: error: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Shared fixtures: every test makes its own media (synthetic videos, click tracks) and tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rewas import samples
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_manifest"
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Videos at several frame rates, one long, one rotated, one variable-rate, one with audio, plus non-videos."""
+    d = tmp_path_factory.mktemp("media")
+    flashes = [0.5, 1.5]
+    out = {}
+    for name, fps, duration in [("v25", 25, 3.0), ("v2997", 29.97, 3.0), ("v60", 60, 2.0), ("long12", 25, 12.0)]:
+        out[name] = d / f"{name}.mp4"
+        samples.write_video(out[name], samples.flash_frames(flashes), duration, fps)
+    out["vfr"] = d / "vfr.mp4"
+    samples.write_video(out["vfr"], samples.flash_frames([1.0]), 2.0, times=[0, 0.03, 0.1, 0.5, 0.52, 1.0, 1.04, 1.9])
+    out["rotated"] = d / "rotated.mp4"
+    gradient = np.tile(np.linspace(0, 255, 160, dtype=np.uint8)[None, :, None], (120, 1, 3))
+    samples.write_video(out["rotated"], lambda t: gradient, 1.0, 25, rotation=90)
+    out["with_audio"] = d / "with_audio.mp4"
+    samples.write_video(out["with_audio"], samples.flash_frames([0.5]), 2.0, 25, audio=samples.click_track(2.0, [0.5]))
+    out["mpeg4_avi"] = d / "clip.avi"
+    samples.write_video(out["mpeg4_avi"], samples.flash_frames([0.5]), 1.0, 25, codec="mpeg4")
+    out["audio_only"] = d / "tone.m4a"
+    _write_audio_only(out["audio_only"])
+    out["not_video"] = d / "notes.mp4"
+    out["not_video"].write_text("this is not a video\n")
+    out["zero_frames"] = d / "empty.mp4"
+    _write_zero_frames(out["zero_frames"])
+    return out
+
+
+def _write_audio_only(path):
+    import av
+
+    t = np.arange(16000) / 16000
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for p in s.encode(frame):
+            c.mux(p)
+        c.mux(s.encode(None))
+
+
+def _write_zero_frames(path):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+
+
+@pytest.fixture(scope="session")
+def debug_pipe():
+    from rewas import ReWaSPipeline
+
+    return ReWaSPipeline.from_pretrained("debug")
+
+
+@pytest.fixture(scope="session")
+def manifests():
+    if not SHARED.is_dir():
+        pytest.skip("official manifests (../shared/reference) not present")
+    import json
+
+    return {name: json.loads((SHARED / f"{name}.json").read_text())["state_dict"]
+            for name in ("rewas_ldm", "phi", "synchformer_vfeat")}
+
+
+def shapes(module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+def manifest_part(manifest: dict, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    return {k[len(prefix):]: v for k, v in manifest.items() if k.startswith(prefix) and not any(s in k for s in skip)}

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from rewas.config import AudioConfig, EnergyConfig
+from rewas.energy import (curve_from_tokens, energy_target, read_csv, resample_curve, smooth, waveform_energy,
+                          write_csv)
+
+SR = 16000
+
+
+def librosa_energy(y: np.ndarray) -> np.ndarray:
+    """Independent computation with librosa + numpy, written from the definition in DESIGN §2."""
+    import librosa
+
+    y = y.astype(np.float64)
+    y = y - y.mean()
+    y = 0.5 * y / (np.abs(y).max() + 1e-8)
+    y = np.pad(y, 432, mode="reflect")
+    spec = np.abs(librosa.stft(y, n_fft=1024, hop_length=160, win_length=1024, window="hann", center=False))
+    mel = librosa.filters.mel(sr=SR, n_fft=1024, n_mels=64, fmin=0, fmax=8000, htk=False, norm="slaney") @ spec
+    return np.log(np.maximum(mel, 1e-5)).mean(axis=0)
+
+
+def signals(n=81920):
+    rng = np.random.default_rng(0)
+    t = np.arange(n) / SR
+    bursts = np.zeros(n)
+    for start in (0.3, 1.7, 3.2, 4.6):
+        i = int(start * SR)
+        bursts[i : i + 3000] = rng.normal(size=3000) * np.exp(-np.arange(3000) / 800)
+    chirp = np.sin(2 * np.pi * (100 * t + 700 * t**2))
+    quiet_tail = np.where(t < 2.0, np.sin(2 * np.pi * 440 * t), 0.0)  # a tone, then digital silence
+    silence = np.zeros(n)
+    return {"bursts": bursts, "chirp": chirp, "tone_then_silence": quiet_tail, "silence": silence}
+
+
+@pytest.mark.parametrize("name", list(signals()))
+def test_energy_matches_independent_librosa(name):
+    y = signals()[name]
+    ours = waveform_energy(torch.from_numpy(y).float()).numpy()
+    ref = librosa_energy(y.astype(np.float32))
+    assert ours.shape == (512,) == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_energy_is_batched_and_lengths_follow_hop():
+    batch = torch.from_numpy(np.stack(list(signals().values()))).float()
+    together = waveform_energy(batch)
+    assert together.shape == (4, 512)
+    for i in range(4):
+        torch.testing.assert_close(together[i], waveform_energy(batch[i]), atol=1e-5, rtol=0)
+    assert waveform_energy(torch.randn(16000)).shape == (100,)
+    assert waveform_energy(torch.randn(100)).shape == (1,)  # very short clips still give one frame
+
+
+def test_energy_is_gain_invariant_and_silence_is_floor():
+    y = torch.from_numpy(signals()["bursts"]).float()
+    torch.testing.assert_close(waveform_energy(y), waveform_energy(7.0 * y + 0.1), atol=1e-4, rtol=0)
+    assert torch.allclose(waveform_energy(torch.zeros(81920)), torch.tensor(np.log(1e-5), dtype=torch.float32))
+
+
+def test_energy_target_and_inverse_path():
+    e = waveform_energy(torch.from_numpy(signals()["bursts"]).float())[None]
+    tokens, curve = energy_target(e, 112)
+    assert tokens.shape == (1, 112) and curve.shape == (1, 512)
+    from scipy.signal import savgol_filter
+
+    nearest = e[0, (np.arange(112) * 512 // 112)]  # F.interpolate nearest: floor(i * in / out)
+    np.testing.assert_allclose(tokens[0].numpy(), savgol_filter(nearest.numpy().astype(np.float64), 9, 2), atol=1e-5)
+    np.testing.assert_allclose(curve[0].numpy(), tokens[0].numpy()[(np.arange(512) * 112 // 512)], atol=1e-6)
+    torch.testing.assert_close(curve_from_tokens(tokens, 512), resize_back(smooth(tokens)))
+
+
+def resize_back(x):
+    return x[..., (np.arange(512) * x.shape[-1] // 512)]
+
+
+def test_smooth_handles_short_curves():
+    assert torch.equal(smooth(torch.ones(1, 2)), torch.ones(1, 2))
+    assert smooth(torch.arange(5.0)[None]).shape == (1, 5)
+    assert smooth(torch.arange(5.0)[None], EnergyConfig(smooth_window=9)).shape == (1, 5)
+
+
+def test_csv_round_trip_and_errors(tmp_path):
+    e = np.linspace(-5, 0, 300)
+    write_csv(tmp_path / "e.csv", e)
+    lines = (tmp_path / "e.csv").read_text().splitlines()
+    assert lines[0] == "time_s,energy" and len(lines) == 301 and lines[2].startswith("0.010,")
+    times, values = read_csv(tmp_path / "e.csv")
+    np.testing.assert_allclose(times, np.arange(300) / 100)
+    np.testing.assert_allclose(values, e, atol=1e-6)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="header"):
+        read_csv(tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("time_s,energy\n1,x\n")
+    with pytest.raises(ValueError):
+        read_csv(tmp_path / "bad2.csv")
+
+
+def test_resample_curve_interpolates_and_holds_ends():
+    out = resample_curve(np.array([1.0, 0.0]), np.array([2.0, 0.0]), np.array([-1.0, 0.5, 2.0]))
+    np.testing.assert_allclose(out, [0.0, 1.0, 2.0])
+
+
+def test_config_numbers():
+    c = AudioConfig()
+    assert (c.pad, c.window_samples, c.window_frames, c.frame_rate) == (432, 81920, 512, 100.0)
