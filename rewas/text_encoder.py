@@ -50,14 +50,17 @@ class RobertaBPETokenizer:
                 f"RoBERTa tokenizer files missing in {directory}: {', '.join(missing)} "
                 "(they come with the 'roberta-base' model, e.g. from huggingface.co/FacebookAI/roberta-base)"
             )
-        from transformers import RobertaTokenizerFast
+        from tokenizers import ByteLevelBPETokenizer  # GPT-2 byte-level BPE, as RoBERTa's tokenizer
 
         self.directory = directory
         self.max_length = max_length
-        self._tok = RobertaTokenizerFast(vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"))
+        self._bpe = ByteLevelBPETokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+        self._bos, self._eos = self._bpe.token_to_id("<s>"), self._bpe.token_to_id("</s>")
+        if self._bos is None or self._eos is None:
+            raise ValueError(f"{directory}/vocab.json lacks RoBERTa's <s> and </s> tokens")
 
     def ids(self, text: str) -> list[int]:
-        return self._tok(text, truncation=True, max_length=self.max_length)["input_ids"]
+        return [self._bos] + self._bpe.encode(text).ids[: self.max_length - 2] + [self._eos]
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,123 @@
+"""Backbone components: released key names and shapes, paper sizes, forward shapes (UNet, VAE, vocoder, text)."""
+
+import pytest
+import torch
+
+from rewas.config import debug, paper
+from rewas.pipeline import count_parameters, empty_weights
+from rewas.text_encoder import ByteTokenizer, Roberta, TextEncoder, load_tokenizer
+from rewas.unet import UNet
+from rewas.vae import VAE
+from rewas.vocoder import Vocoder
+
+from conftest import manifest_part, shapes
+
+
+@pytest.fixture(scope="module")
+def paper_modules():
+    from rewas.pipeline import build_components
+
+    with empty_weights():
+        return build_components(paper())
+
+
+def test_paper_parameter_counts():
+    counts = count_parameters(paper())
+    assert abs(counts["unet"] - 416.0e6) / 416.0e6 < 0.005
+    assert abs(counts["adapter"] - 182.5e6) / 182.5e6 < 0.01
+    assert abs(counts["phi"] - 22.0e6) / 22.0e6 < 0.05
+    assert counts["unet"] == 415_954_568 and counts["adapter"] == 182_462_672 and counts["phi"] == 21_966_561
+
+
+@pytest.mark.parametrize("component,prefix,skip", [
+    ("unet", "model.diffusion_model.", ()),
+    ("adapter", "control_model.", ()),
+    ("vae", "first_stage_model.", (".loss.", ".vocoder.")),
+    ("vocoder", "first_stage_model.vocoder.", ()),
+    ("text_encoder", "cond_stage_models.0.model.", ("audio_", "text_transform", "logit_scale")),
+])
+def test_released_layout(paper_modules, manifests, component, prefix, skip):
+    ours = shapes(paper_modules[component])
+    ours.pop("scale_factor", None)  # a top-level buffer in the release (`scale_factor`), ours lives in the VAE
+    assert ours == manifest_part(manifests["rewas_ldm"], prefix, skip)
+
+
+def test_unet_forward_any_length():
+    cfg = debug()
+    unet = UNet(cfg.unet).eval()
+    for frames in (128, 64, 256):
+        x = torch.randn(2, 8, frames, 16)
+        out = unet(x, torch.tensor([1, 999]), torch.randn(2, cfg.unet.film_dim))
+        assert out.shape == x.shape
+
+
+def test_unet_output_layer_is_zero_initialised_like_the_release():
+    unet = UNet(debug().unet)
+    assert unet(torch.randn(1, 8, 32, 16), torch.tensor([5]), torch.randn(1, 32)).abs().max() == 0
+
+
+def test_vae_shapes_scale_and_sampling():
+    vae = VAE(debug().vae).eval()
+    mel = torch.randn(2, 1, 512, 64)
+    vae.scale_factor.fill_(0.5)
+    g = torch.Generator().manual_seed(0)
+    z = vae.encode(mel, generator=g)
+    assert z.shape == (2, 8, 128, 16)
+    mean = vae.encode(mel, sample=False)
+    assert not torch.equal(z, mean)
+    torch.testing.assert_close(vae.encode(mel, generator=torch.Generator().manual_seed(0)), z)
+    assert vae.decode(z).shape == (2, 1, 512, 64)
+
+
+def test_vocoder_length_matches_release():
+    assert Vocoder(debug().vocoder)(torch.randn(1, 64, 512)).shape == (1, 81952)  # 512 * 160 + 32, as the release
+
+
+def test_text_encoder_matches_transformers_roberta():
+    from transformers import RobertaConfig, RobertaModel
+
+    c = debug().text
+    torch.manual_seed(0)
+    ours = Roberta(c).eval()
+    ref = RobertaModel(RobertaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
+        intermediate_size=c.intermediate_size, max_position_embeddings=c.max_positions, type_vocab_size=1,
+        layer_norm_eps=c.layer_norm_eps, pad_token_id=1), add_pooling_layer=True).eval()
+    missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
+    enc = TextEncoder(c)
+    ids, mask = enc.tokenize(["a dog growling while biting a toy", "rain", ""])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask), ref(input_ids=ids, attention_mask=mask).pooler_output, atol=1e-5, rtol=0)
+
+
+def test_text_embeddings_unit_norm_and_padding_invariant():
+    enc = TextEncoder(debug().text).eval()
+    both = enc.encode(["footsteps on gravel", "x"])
+    assert both.shape == (2, 32)
+    torch.testing.assert_close(both.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(enc.encode(["x"])[0], both[1], atol=1e-5, rtol=0)  # padding does not leak
+
+
+def test_tokenizers():
+    tok = ByteTokenizer(max_length=8)
+    assert tok.ids("ab") == [0, 100, 101, 2]
+    assert len(tok.ids("a" * 100)) == 8
+    with pytest.raises(FileNotFoundError, match="vocab.json"):
+        load_tokenizer(paper().text)
+    with pytest.raises(FileNotFoundError, match="merges.txt"):
+        load_tokenizer(paper().text, "/nonexistent")
+
+
+def test_roberta_bpe_tokenizer_from_local_files(tmp_path):
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["dog barking loudly", "rain on a tin roof", "footsteps"] * 20, vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(tmp_path))
+    tok = load_tokenizer(paper().text, tmp_path)
+    ids = tok.ids("dog barking")
+    assert ids[0] == 0 and ids[-1] == 2 and len(ids) > 2
+    tok.save(tmp_path / "copy")
+    assert load_tokenizer(paper().text, tmp_path / "copy").ids("dog barking") == ids
