@@ -28,11 +28,13 @@ def media(tmp_path_factory):
     samples.write_video(out["with_audio"], samples.flash_frames([0.5]), 2.0, 25, audio=samples.click_track(2.0, [0.5]))
     out["mpeg4_avi"] = d / "clip.avi"
     samples.write_video(out["mpeg4_avi"], samples.flash_frames([0.5]), 1.0, 25, codec="mpeg4")
+    out["raw_mkv"] = d / "raw.mkv"  # a codec MP4 cannot hold
+    samples.write_video(out["raw_mkv"], samples.flash_frames([0.5]), 1.0, 25, codec="rawvideo")
     out["audio_only"] = d / "tone.m4a"
     _write_audio_only(out["audio_only"])
     out["not_video"] = d / "notes.mp4"
     out["not_video"].write_text("this is not a video\n")
-    out["zero_frames"] = d / "empty.mp4"
+    out["zero_frames"] = d / "empty.mkv"
     _write_zero_frames(out["zero_frames"])
     return out
 
@@ -56,6 +58,7 @@ def _write_zero_frames(path):
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        c.start_encoding()  # a header with a video track, and no frame
 
 
 @pytest.fixture(scope="session")

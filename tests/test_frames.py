@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from rewas.config import VideoConfig
+from rewas.frames import MediaError, iter_frames, iter_windows, normalize, probe, segments, window_starts
+
+
+def _brightness(path, **kw):
+    return np.array([f.mean() for f in iter_frames(path, **kw)])
+
+
+@pytest.mark.parametrize("name,fps,duration", [("v25", 25, 3.0), ("v2997", 29.97, 3.0), ("v60", 60, 2.0), ("long12", 25, 12.0)])
+def test_probe_and_resampled_count(media, name, fps, duration):
+    info = probe(media[name])
+    assert abs(info.fps - fps) < 0.01
+    assert abs(info.duration - round(duration * fps) / fps) < 1e-3
+    frames = list(iter_frames(media[name], info=info))
+    assert len(frames) == round(info.duration * 25)
+    assert frames[0].shape == (224, 224, 3) and frames[0].dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", ["v25", "v2997", "v60"])
+def test_flashes_land_on_the_right_25fps_frames(media, name):
+    bright = _brightness(media[name]) > 128
+    on = np.flatnonzero(bright)
+    # flashes of 40 ms at 0.5 s and 1.5 s: the 25 fps frames at 12-13 and 37-38 (k / 25 inside a flash)
+    assert set(on) <= {12, 13, 37, 38} and {12, 37} <= set(on) or {13, 38} <= set(on)
+
+
+def test_variable_frame_rate_follows_presentation_time(media):
+    bright = _brightness(media["vfr"]) > 128
+    # frames at 0, .03, .1, .5, .52, 1.0 (flash, shown until 1.04), 1.04, 1.9: at 25 fps the flash is frame 25 only
+    assert np.flatnonzero(bright).tolist() == [25]
+    assert len(bright) == round(probe(media["vfr"]).duration * 25)
+
+
+def test_rotation_metadata_is_honoured(media):
+    info = probe(media["rotated"])
+    assert info.rotation == 90 and (info.width, info.height) == (120, 160)
+    frame = next(iter_frames(media["rotated"], VideoConfig(resize_short=120, crop=120)))
+    # the source gradient runs left->right; rotated 90 degrees counter-clockwise it runs bottom->top
+    column = frame[:, 60, 0].astype(int)
+    assert column[0] > column[-1] + 100
+
+
+def test_other_codecs_and_containers(media):
+    info = probe(media["mpeg4_avi"])
+    assert info.codec == "mpeg4" and len(list(iter_frames(media["mpeg4_avi"], info=info))) == 25
+
+
+@pytest.mark.parametrize("name,match", [("audio_only", "no video stream"), ("not_video", "not a readable media file"),
+                                        ("zero_frames", "no frames|not a readable|no video stream")])
+def test_bad_inputs(media, name, match):
+    with pytest.raises(MediaError, match=match):
+        probe(media[name])
+
+
+def test_missing_and_directory(tmp_path):
+    with pytest.raises(MediaError, match="no such file"):
+        probe(tmp_path / "missing.mp4")
+    with pytest.raises(MediaError, match="directory"):
+        probe(tmp_path)
+
+
+def test_normalize_and_segments():
+    frames = np.full((128, 224, 224, 3), 255, dtype=np.uint8)
+    x = normalize(frames)
+    assert x.shape == (128, 3, 224, 224) and float(x.max()) == 1.0
+    segs = segments(x)
+    assert segs.shape == (15, 16, 3, 224, 224)
+    assert segments(normalize(frames[:125])).shape == (14, 16, 3, 224, 224)  # 5 s at 25 fps: 14 x 8 = 112 tokens
+    assert segments(normalize(frames[:5])).shape == (1, 16, 3, 224, 224)  # short clips repeat the last frame
+
+
+def test_iter_windows_streams_with_overlap_and_padding():
+    stream = (np.full((2, 2, 3), i, dtype=np.uint8) for i in range(10))
+    windows = [w[:, 0, 0, 0].tolist() for w in iter_windows(stream, [0, 3, 6], 5)]
+    assert windows == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 9]]
+    gaps = [w[:, 0, 0, 0].tolist() for w in iter_windows((np.full((1, 1, 3), i, np.uint8) for i in range(10)), [0, 6], 3)]
+    assert gaps == [[0, 1, 2], [6, 7, 8]]
+
+
+def test_window_starts_cover_with_overlap():
+    assert window_starts(3.0, 5.12, 1.0) == [0.0]
+    starts = window_starts(12.0, 5.12, 1.0)
+    assert starts[0] == 0 and abs(starts[-1] + 5.12 - 12.0) < 1e-9
+    assert all(b - a <= 5.12 - 1.0 + 1e-9 for a, b in zip(starts, starts[1:]))

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from rewas import ReWaSPipeline
+from rewas.frames import iter_frames, probe
+from rewas.pipeline import COMPONENTS, crossfade_join
+
+
+def test_generation_is_seeded_and_has_the_video_length(debug_pipe, media):
+    steps = []
+    a = debug_pipe(media["v25"], prompt="a ball bouncing", steps=3, seed=7, callback=lambda i, n: steps.append((i, n)))
+    b = debug_pipe(media["v25"], prompt="a ball bouncing", steps=3, seed=7)
+    c = debug_pipe(media["v25"], prompt="a ball bouncing", steps=3, seed=8)
+    assert a.waveform.shape == (48000,) and a.waveform.dtype == np.float32 and a.sample_rate == 16000
+    assert np.array_equal(a.waveform, b.waveform) and not np.array_equal(a.waveform, c.waveform)
+    assert a.energy.shape == (300,) and a.seed == 7
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert {"frames", "text", "energy", "diffusion", "decode", "total"} <= set(a.timings)
+
+
+def test_long_video_is_covered_by_overlapping_windows(debug_pipe, media):
+    seen = []
+    r = debug_pipe(media["long12"], steps=2, seed=0, callback=lambda i, n: seen.append(n))
+    assert r.waveform.shape == (12 * 16000,) and r.energy.shape == (1200,)
+    assert seen[-1] == 2 * 3  # 12 s needs three 5.12 s windows with >= 1 s overlap
+    assert np.abs(r.waveform[-16000:]).max() > 0  # the end is generated, not padding
+
+
+def test_save_and_load_round_trip_is_bit_identical(debug_pipe, media, tmp_path):
+    folder = debug_pipe.save_pretrained(tmp_path / "model")
+    assert {p.name for p in folder.iterdir()} == {"config.json", *(f"{n}.safetensors" for n in COMPONENTS)}
+    loaded = ReWaSPipeline.from_pretrained(folder)
+    for name in COMPONENTS:
+        for (k, v), (k2, v2) in zip(getattr(debug_pipe, name).state_dict().items(), getattr(loaded, name).state_dict().items()):
+            assert k == k2 and torch.equal(v, v2)
+    a = debug_pipe(media["v2997"], prompt="rain", steps=2, generator=torch.Generator().manual_seed(1))
+    b = loaded(media["v2997"], prompt="rain", steps=2, generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(a.waveform, b.waveform) and np.array_equal(a.energy, b.energy)
+
+
+def test_incomplete_folder_is_reported(debug_pipe, tmp_path):
+    folder = debug_pipe.save_pretrained(tmp_path / "model")
+    (folder / "unet.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="unet.safetensors"):
+        ReWaSPipeline.from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="preset"):
+        ReWaSPipeline.from_pretrained(tmp_path / "nothing")
+
+
+def test_user_energy_replaces_phi_and_works_without_video(debug_pipe, media):
+    curve = np.where(np.arange(300) % 100 < 20, -2.0, -9.0)
+    r = debug_pipe(media["v25"], energy=curve, steps=2, seed=0)
+    np.testing.assert_allclose(r.energy, curve, atol=1e-6)
+    only = debug_pipe(energy=(np.array([0.0, 2.0]), np.array([-9.0, -2.0])), steps=2, seed=0)
+    assert only.duration == pytest.approx(2.01) and only.waveform.shape == (32160,)
+
+
+def test_frames_input(debug_pipe, media):
+    frames = np.stack(list(iter_frames(media["v25"])))
+    r = debug_pipe(frames=frames, prompt="x", steps=2, seed=0, guidance=1.0)
+    assert r.duration == 3.0 and r.waveform.shape == (48000,)
+    with pytest.raises(ValueError, match="frames"):
+        debug_pipe(frames=frames[..., 0], steps=1)
+
+
+def test_dpm_solver_and_guidance_options(debug_pipe, media):
+    r = debug_pipe(media["v60"], prompt="engine", steps=3, scheduler="dpmsolver++", guidance=2.0, seed=0)
+    assert np.isfinite(r.waveform).all() and r.waveform.shape == (round(probe(media["v60"]).duration * 16000),)
+
+
+def test_crossfade_join_is_equal_power_and_exact_length():
+    ones = [np.ones(100), np.ones(100)]
+    out = crossfade_join(ones, [0, 60], 160)
+    assert out.shape == (160,) and np.allclose(out[:60], 1) and np.allclose(out[100:], 1)
+    mid = out[60:100]
+    assert np.all(mid >= 1.0 - 1e-6) and mid.max() <= np.sqrt(2) + 1e-6  # sin + cos of uncorrelated halves
+    linear = crossfade_join(ones, [0, 60], 160, power=False)
+    assert np.allclose(linear, 1.0)
