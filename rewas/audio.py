@@ -25,9 +25,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
         except av.error.FFmpegError as e:
             raise MediaError(f"{os.fspath(path)}: audio could not be decoded ({e.__class__.__name__})") from None
+        # decoders keep the encoder's end padding (AAC: up to 1023 samples); the stream duration says where it ends
+        known = float(stream.duration * stream.time_base) if stream.duration else None
     if not chunks:
         raise MediaError(f"{os.fspath(path)}: the audio stream has no samples")
-    return np.concatenate(chunks).astype(np.float32)
+    audio = np.concatenate(chunks).astype(np.float32)
+    return audio[: round(known * sample_rate)] if known else audio
 
 
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = 16000) -> None:
