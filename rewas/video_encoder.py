@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import VideoEncoderConfig
+from .layers import Mlp
 
 
 class PatchEmbed(nn.Module):
@@ -51,17 +52,6 @@ class DividedAttention(nn.Module):
             out = out.transpose(2, 3)
         out = torch.cat([cls_out, out.reshape(b, self.heads, tokens, -1)], dim=2)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class DividedSpaceTimeBlock(nn.Module):
