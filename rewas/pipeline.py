@@ -225,6 +225,8 @@ class ReWaSPipeline:
         eta: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> GenerationResult:
         """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps).
@@ -232,8 +234,12 @@ class ReWaSPipeline:
         energy: optional control curve replacing phi's prediction: one value per 10 ms mel frame, or a
         (times_s, values) pair. Without a video, the curve alone sets the duration.
         seed / generator: the source of all randomness (an explicit torch.Generator wins).
+        device / dtype: move the pipeline first (same as `.to(device, dtype)`; dtype applies to the diffusion model
+        and video encoder, the rest stays float32).
         callback(step, total) is called after every sampler step over all windows.
         """
+        if device is not None or dtype is not None:
+            self.to(device or self.device, dtype or self.dtype)
         cfg, timings, t_start = self.config, {}, time.perf_counter()
         steps = steps or cfg.sampler.steps
         guidance = cfg.sampler.guidance if guidance is None else guidance

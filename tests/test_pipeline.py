@@ -77,3 +77,10 @@ def test_crossfade_join_is_equal_power_and_exact_length():
     assert np.all(mid >= 1.0 - 1e-6) and mid.max() <= np.sqrt(2) + 1e-6  # sin + cos of uncorrelated halves
     linear = crossfade_join(ones, [0, 60], 160, power=False)
     assert np.allclose(linear, 1.0)
+
+
+def test_bfloat16_on_cpu(media):
+    pipe = ReWaSPipeline.from_pretrained("debug")
+    r = pipe(media["v25"], prompt="x", steps=1, seed=0, dtype=torch.bfloat16)
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.scale_factor.dtype == torch.float32
+    assert np.isfinite(r.waveform).all() and r.waveform.shape == (48000,)
