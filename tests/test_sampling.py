@@ -1,4 +1,3 @@
-import numpy as np
 import torch
 
 from rewas.config import SamplerConfig

@@ -1,5 +1,4 @@
 import torch
-import torch.nn.functional as F
 
 from rewas.config import VideoEncoderConfig, paper
 from rewas.video_encoder import DividedAttention, VideoEncoder
