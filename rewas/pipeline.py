@@ -264,8 +264,10 @@ class ReWaSPipeline:
         sched = make_scheduler(cfg.sampler, scheduler)
         total_steps = steps * len(starts)
         chunks, curves = [], []
-        for w, (start, window) in enumerate(zip(starts, windows)):
+        for w, start in enumerate(starts):
             first_mel = round(start * mel_per_frame)
+            with _timer(timings, "frames"):  # decoding is lazy: a window's frames are read here
+                window = next(windows)
             with _timer(timings, "energy"):
                 if user_curve is not None:
                     curve = torch.from_numpy(user_curve[first_mel : first_mel + cfg.audio.window_frames]).float()[None]
