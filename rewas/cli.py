@@ -2,6 +2,7 @@
 
     rewas generate VIDEO --prompt TEXT -o OUT.mp4 [--wav OUT.wav] [--energy-out E.csv] [--model NAME|DIR] ...
     rewas energy AUDIO_OR_VIDEO --out E.csv [--plot E.png]
+    rewas evaluate MANIFEST.jsonl --out REPORT.json [--markdown REPORT.md] [--embedders NAME=PATH ...]
     rewas info MODEL [--json]
 
 User errors (bad input, bad options) print one line and exit with 2; no partial output is ever left behind.
@@ -157,6 +158,37 @@ def cmd_info(args) -> None:
           f"{c.video.segment_stride}; sampler {c.sampler.scheduler} {c.sampler.steps} steps, guidance {c.sampler.guidance}")
 
 
+def cmd_evaluate(args) -> None:
+    from tqdm import tqdm
+
+    from .evaluate.report import ITEM_METRICS, evaluate, write_report
+
+    _check_suffix(args.out, (".json",), "--out")
+    _check_suffix(args.markdown, (".md",), "--markdown")
+    _check_outputs([args.manifest], [args.out, args.markdown])
+    which = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else ITEM_METRICS
+    unknown = set(which) - set(ITEM_METRICS)
+    if unknown:
+        raise UserError(f"--metrics: unknown {sorted(unknown)}; choose from {', '.join(ITEM_METRICS)}")
+    embedders = {}
+    for spec in args.embedders or []:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise UserError(f"--embedders {spec}: expected NAME=PATH (e.g. panns=Cnn14_16k_mAP=0.438.pth)")
+        embedders[name] = path
+    with tqdm(total=None, desc="evaluating", unit="clip", file=sys.stderr, disable=args.quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = evaluate(args.manifest, which=which, onset_seconds=args.onset_seconds, embedders=embedders,
+                          progress=progress)
+    write_report(report, args.out, args.markdown)
+    failed = sum(1 for r in report["items"] if "error" in r)
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in {**report["mean"], **report["set"]}.items() if v is not None)
+    print(f"{len(report['items'])} clips ({failed} failed): {summary or 'no metric applied'}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -185,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="CSV file: time_s,energy, one row per 10 ms mel frame")
     e.add_argument("--plot", help="also draw the curve to this PNG")
     e.set_defaults(func=cmd_energy)
+
+    v = sub.add_parser("evaluate", help="metrics of generated audio (energy MAE, AV-Align, onsets, FD/KL/IS...)")
+    v.add_argument("manifest", help='JSONL: {"video": ..., "audio": ..., "reference": ..., "prompt": ...} per line')
+    v.add_argument("--out", required=True, help="report JSON: items, mean, set-level metrics, notes")
+    v.add_argument("--markdown", help="also write the means as a Markdown table")
+    v.add_argument("--metrics", help="comma list of per-clip metrics (default: energy_mae,av_align,onset)")
+    v.add_argument("--onset-seconds", type=float, help="onset metrics on the first S seconds (CondFoleyGen: 2)")
+    v.add_argument("--embedders", nargs="*", metavar="NAME=PATH", help="embedder weights, e.g. panns=Cnn14_16k.pth")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")
     i.add_argument("model", help="preset name (debug, paper) or model folder")

@@ -1,0 +1,169 @@
+"""Evaluation: known answers for every metric, the embedder's real architecture with tiny weights, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rewas import samples
+from rewas.audio import write_wav
+from rewas.cli import main
+from rewas.evaluate import metrics as M
+from rewas.evaluate.embedders import CNN14, CNN14Config, set_metrics
+
+EVENTS = [0.8, 2.0, 3.2, 4.4]
+BURST = (np.random.default_rng(0).normal(size=400) * np.exp(-np.arange(400) / 80)).astype(np.float32)
+
+
+def clicks(times, duration=5.0, sr=16000):
+    audio = np.zeros(int(duration * sr), np.float32)
+    for t in times:
+        audio[int(t * sr) : int(t * sr) + len(BURST)] += BURST
+    return audio
+
+
+def jumping_square(t):
+    """A white square that jumps right at each event and is still otherwise."""
+    image = np.zeros((120, 160, 3), np.uint8)
+    x = 20 + 25 * sum(1 for e in EVENTS if t >= e - 1e-9)
+    image[50:80, x : x + 30] = 255
+    return image
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    samples.write_video(d / "jump.mkv", jumping_square, 5.0, 25, codec="ffv1")  # lossless: still frames stay still
+    write_wav(d / "sync.wav", clicks(EVENTS))
+    write_wav(d / "late.wav", clicks([e + 0.5 for e in EVENTS]))
+    return d
+
+
+def test_av_align_known_answers(clips):
+    assert M.av_align(clips / "jump.mkv", clips / "sync.wav") == 1.0
+    assert M.av_align(clips / "jump.mkv", clips / "late.wav") < 0.5
+
+
+def test_av_align_pieces():
+    assert M.local_maxima_times([0, 1, 0, 2, 2, 0, 3, 0], 10) == [0.1, 0.6]  # plateaus are not peaks
+    assert M.peak_iou([0.1, 0.5], [0.1, 0.9], 25) == 1 / 3
+    assert M.peak_iou([0.1], [0.1 + 0.04], 25) == 0.0  # strictly inside +-1/fps
+    assert np.isnan(M.peak_iou([], [], 25))
+
+
+def test_energy_mae_of_a_file_with_itself_is_zero(clips):
+    assert M.energy_mae(clips / "sync.wav", clips / "sync.wav") == 0.0
+    assert M.energy_mae(clips / "sync.wav", clips / "late.wav") > 0.1
+
+
+def test_onset_metrics_hand_computed():
+    sr = 22050
+
+    def track(times):
+        a = np.zeros(2 * sr, np.float32)
+        for t in times:
+            a[int(t * sr) : int(t * sr) + len(BURST)] = BURST
+        return a
+
+    target, generated = track([0.3, 0.9, 1.5]), track([0.32, 0.9, 1.75])
+    r = M.onset_metrics(target, generated)
+    assert (r["onsets_target"], r["onsets_generated"]) == (3, 3)
+    assert r["onset_acc"] == 1.0 and r["onset_detection_acc"] == pytest.approx(2 / 3)
+    # scores: two matches (confidence 1), one missed target (0), one unmatched generated onset (confidence 1)
+    # labels 1, 1, 1, 0 -> threshold 1: P = 2/3, R = 2/3; threshold 0: P = 3/4, R = 1
+    assert r["onset_ap"] == pytest.approx(2 / 3 * 2 / 3 + 1 / 3 * 3 / 4)
+    perfect = M.onset_metrics(target, target)
+    assert perfect["onset_acc"] == perfect["onset_detection_acc"] == perfect["onset_ap"] == 1.0
+    assert M.onset_metrics(target, track([0.3]))["onset_acc"] == 0.0
+
+
+def test_average_precision_matches_step_definition():
+    assert M.average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert M.average_precision([0, 0], [0.3, 0.2]) == 0.0
+    assert M.average_precision([1, 1], [0.5, 0.5]) == 1.0
+
+
+def test_frechet_distance_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 4))
+    assert abs(M.frechet_distance(a, a)) < 1e-8
+    d, mu = 3, np.array([1.0, 2.0, 0.0])
+    # N(0, I) vs N(mu, 4 I): |mu|^2 + tr(I + 4I - 2 * 2I) = 5 + 3
+    assert M.frechet_from_stats(np.zeros(d), np.eye(d), mu, 4 * np.eye(d)) == pytest.approx(8.0)
+    b = rng.normal(size=(20000, 3)) * 2 + mu
+    c = rng.normal(size=(20000, 3))
+    assert M.frechet_distance(c, b) == pytest.approx(8.0, rel=0.05)
+
+
+def test_kl_and_inception_score():
+    p = np.array([[0.5, 0.5], [0.9, 0.1]])
+    assert M.kl_divergence(p, p) == pytest.approx(0.0, abs=1e-9)
+    assert M.kl_divergence([[1.0, 0.0]], [[0.5, 0.5]]) == pytest.approx(np.log(2), abs=1e-4)
+    assert M.inception_score(np.eye(4)) == pytest.approx(4.0)
+    assert M.inception_score(np.full((4, 4), 0.25)) == pytest.approx(1.0)
+
+
+TINY = CNN14Config(channels=(4, 8, 8, 8, 8, 16), classes=5)
+
+
+def test_cnn14_real_architecture_tiny_weights(tmp_path):
+    torch.manual_seed(0)
+    model = CNN14(TINY).eval()
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        emb, logits = model(wav)
+        assert emb.shape == (2, 16) and logits.shape == (2, 5)
+        torch.testing.assert_close(model(wav[:1])[0], emb[:1], atol=1e-5, rtol=0)
+        assert model.logmel(wav).shape == (2, 1, 101, 64)
+    # the checkpoint layout PANNs ships: {"model": state_dict incl. fixed STFT/mel extractor entries}
+    state = {**model.state_dict(), "spectrogram_extractor.stft.conv_real.weight": torch.zeros(257, 1, 512),
+             "logmel_extractor.melW": torch.zeros(257, 64)}
+    torch.save({"model": state}, tmp_path / "cnn14.pth")
+    loaded = CNN14.from_checkpoint(tmp_path / "cnn14.pth", TINY)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(wav)[1], logits)
+    with pytest.raises(FileNotFoundError, match="Cnn14_16k"):
+        CNN14.from_checkpoint(tmp_path / "missing.pth")
+    assert [k for k in CNN14().state_dict() if "conv_block6.conv2" in k] == ["conv_block6.conv2.weight"]
+
+
+def test_set_metrics_with_tiny_panns(clips, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    torch.save({"model": CNN14(TINY).state_dict()}, tmp_path / "tiny.pth")
+    import rewas.evaluate.embedders as E
+
+    monkeypatch.setitem(E.EMBEDDERS, "panns", (lambda p: CNN14.from_checkpoint(p, TINY), E.panns_metrics))
+    rows = [{"audio": str(clips / "sync.wav"), "reference": str(clips / "sync.wav")},
+            {"audio": str(clips / "late.wav"), "reference": str(clips / "late.wav")}]
+    results, notes = set_metrics({"panns": tmp_path / "tiny.pth", "vggish": "x"}, rows)
+    assert results["fd_panns"] == pytest.approx(0.0, abs=1e-6) and results["kl_softmax"] == pytest.approx(0.0, abs=1e-6)
+    assert results["is_panns"] >= 1.0 and any("vggish" in n for n in notes)
+
+
+def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
+    from rewas import ReWaSPipeline
+
+    pipe = ReWaSPipeline.from_pretrained("debug")
+    lines = []
+    for i, name in enumerate(["v25", "v2997"]):
+        out = tmp_path / f"gen{i}.wav"
+        write_wav(out, pipe(media[name], prompt="a ball", steps=2, seed=i).waveform)
+        lines.append({"video": str(media[name]), "audio": out.name, "reference": str(clips / "sync.wav"), "prompt": "a ball"})
+    lines.append({"video": str(clips / "jump.mkv"), "audio": str(clips / "sync.wav"), "reference": str(clips / "sync.wav")})
+    lines.append({"audio": "missing.wav"})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    code = main(["evaluate", str(manifest), "--out", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["items"]) == 4 and "error" in report["items"][3]
+    assert report["items"][2]["av_align"] == 1.0 and report["items"][2]["energy_mae"] == 0.0
+    assert {"energy_mae", "av_align", "onset_acc", "onset_ap"} <= set(report["mean"])
+    assert any("failed" in n for n in report["notes"]) and any("embedder" in n for n in report["notes"])
+    md = (tmp_path / "r.md").read_text()
+    assert md.startswith("| clips |") and "Energy MAE" in md
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert main(["evaluate", str(bad), "--out", str(tmp_path / "b.json")]) == 2
+    assert not (tmp_path / "b.json").exists()
