@@ -133,12 +133,55 @@ def test_set_metrics_with_tiny_panns(clips, tmp_path, monkeypatch):
     torch.save({"model": CNN14(TINY).state_dict()}, tmp_path / "tiny.pth")
     import rewas.evaluate.embedders as E
 
-    monkeypatch.setitem(E.EMBEDDERS, "panns", (lambda p: CNN14.from_checkpoint(p, TINY), E.panns_metrics))
+    monkeypatch.setitem(E.EMBEDDERS, "panns", (lambda p: CNN14.from_checkpoint(p, TINY), E.EMBEDDERS["panns"][1]))
     rows = [{"audio": str(clips / "sync.wav"), "reference": str(clips / "sync.wav")},
             {"audio": str(clips / "late.wav"), "reference": str(clips / "late.wav")}]
-    results, notes = set_metrics({"panns": tmp_path / "tiny.pth", "vggish": "x"}, rows)
+    results, notes = set_metrics({"panns": tmp_path / "tiny.pth", "passt": "x"}, rows)
     assert results["fd_panns"] == pytest.approx(0.0, abs=1e-6) and results["kl_softmax"] == pytest.approx(0.0, abs=1e-6)
-    assert results["is_panns"] >= 1.0 and any("vggish" in n for n in notes)
+    assert results["is_panns"] >= 1.0 and any("passt" in n and "not implemented" in n for n in notes)
+    with pytest.raises(FileNotFoundError, match="VGGish"):
+        set_metrics({"vggish": tmp_path / "none.pth"}, rows)
+
+
+def test_vggish_front_end_and_tiny_model(clips, tmp_path):
+    from rewas.evaluate.embedders import VGGish, VGGishConfig, vggish_embeddings, vggish_examples, vggish_mel_matrix
+
+    mel = vggish_mel_matrix(VGGishConfig())
+    assert mel.shape == (257, 64) and mel[0].sum() == 0 and mel.max() <= 1.0 and (mel.max(0) > 0.5).all()
+    assert vggish_examples(np.zeros(16000)).shape == (1, 96, 64)  # 1 s -> one 0.96 s example
+    assert vggish_examples(np.zeros(15000)).shape == (0, 96, 64)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    ex = vggish_examples(tone)[0]
+    band = int(np.argmax(ex.mean(0)))
+    centers = np.argmax(mel, axis=0) * 8000 / 256
+    assert abs(centers[band] - 1000) < 60  # the 1 kHz band lights up
+    assert sum(p.numel() for p in VGGish().parameters()) == 72_141_184  # VGGish's published size
+    tiny = VGGishConfig(channels=(4, 8, 8, 8, 8, 8), hidden=16, embedding=8)
+    torch.manual_seed(0)
+    torch.save(VGGish(tiny).state_dict(), tmp_path / "v.pth")
+    model = VGGish.from_checkpoint(tmp_path / "v.pth", tiny)
+    emb = vggish_embeddings(model, [str(clips / "sync.wav")] * 2)
+    assert emb.shape == (10, 8) and np.array_equal(emb[:5], emb[5:])  # 5 s -> 5 examples per clip
+
+
+def test_msclap_tiny(clips, tmp_path):
+    from rewas.evaluate.embedders import MSCLAP, MSCLAPConfig, msclap_metrics
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "bark", "##ing", "ball", "rain"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    cfg = MSCLAPConfig(audio=CNN14Config(sample_rate=44100, window_size=1024, hop_size=320, fmin=50.0, fmax=14000.0,
+                                         channels=(4, 8, 8, 8, 8, 16)), d_proj=8, vocab_size=len(words), hidden=16,
+                       layers=1, heads=2, intermediate=32, duration=2.0)
+    torch.manual_seed(0)
+    torch.save({"model": MSCLAP(cfg).state_dict()}, tmp_path / "CLAP_weights_2022.pth")
+    model = MSCLAP.from_folder(tmp_path, cfg)
+    text = model.embed_text(["a dog barking", "rain"])
+    assert text.shape == (2, 8) and torch.allclose(text.norm(dim=-1), torch.ones(2))
+    rows = [{"audio": str(clips / "sync.wav"), "prompt": "a dog barking"}, {"audio": str(clips / "late.wav")}]
+    out = msclap_metrics(model, rows)
+    assert -1 <= out["clap_msclap"] <= 1 and rows[0]["clap_msclap"] == out["clap_msclap"] and "clap_msclap" not in rows[1]
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        MSCLAP.from_folder(tmp_path / "nothing")
 
 
 def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):

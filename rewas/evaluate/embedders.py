@@ -1,16 +1,21 @@
 """Audio embedders for set-level metrics. Weights always come from a local file; nothing is downloaded.
 
-Implemented: `panns` — PANNs CNN14 at 16 kHz (Kong et al. 2020; the `Cnn14_16k_mAP=0.438.pth` checkpoint from
-zenodo.org/record/3987831, the one audioldm_eval uses). Its 2048-d embedding gives FD, its 527 AudioSet logits
-give KL (softmax and sigmoid, as audioldm_eval defines them) and IS. The checkpoint is read with
-`torch.load(weights_only=True)`; its `spectrogram_extractor.*` / `logmel_extractor.*` entries (a fixed STFT
-and mel filterbank) are recomputed from the configuration and skipped.
+* `panns`: PANNs CNN14 at 16 kHz (Kong et al. 2020; `Cnn14_16k_mAP=0.438.pth` from zenodo.org/record/3987831,
+  as audioldm_eval uses). Its 2048-d embedding gives FD, and its 527 AudioSet logits give KL (softmax and
+  sigmoid, as audioldm_eval defines them) and IS.
+* `vggish`: VGGish (torchvggish's `vggish-10086976.pth`), 0.96 s examples, giving FAD.
+* `msclap`: MS-CLAP 2022 (a folder with `CLAP_weights_2022.pth` and bert-base-uncased's `vocab.txt`): the CLAP
+  score of the ReWaS evaluation, i.e. the cosine between a clip and its prompt.
+
+Checkpoints are read with `torch.load(weights_only=True)`. Their fixed STFT/mel-filterbank entries are
+recomputed from the configuration instead of loaded.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -120,21 +125,234 @@ def panns_metrics(model: CNN14, generated: list[str], references: list[str]) -> 
     return out
 
 
-EMBEDDERS = {"panns": (CNN14.from_checkpoint, panns_metrics)}
-PLANNED = ("vggish", "passt", "clap", "msclap", "synchformer")
+# ------------------------------------------------------------------------------------------------ VGGish (FAD)
+
+
+@dataclass(frozen=True)
+class VGGishConfig:
+    sample_rate: int = 16000
+    window: int = 400  # 25 ms
+    hop: int = 160  # 10 ms
+    fft: int = 512
+    mel_bins: int = 64
+    fmin: float = 125.0
+    fmax: float = 7500.0
+    log_offset: float = 0.01
+    example_frames: int = 96  # 0.96 s examples, no overlap
+    channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)
+    hidden: int = 4096
+    embedding: int = 128
+
+
+def vggish_mel_matrix(cfg: VGGishConfig) -> np.ndarray:
+    """VGGish's own filterbank (mel_features.spectrogram_to_mel_matrix): HTK mel, unnormalised triangles, DC zeroed."""
+    to_mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f) / 700.0)  # noqa: E731
+    bins = cfg.fft // 2 + 1
+    bins_mel = to_mel(np.linspace(0.0, cfg.sample_rate / 2, bins))
+    edges = np.linspace(to_mel(cfg.fmin), to_mel(cfg.fmax), cfg.mel_bins + 2)
+    weights = np.empty((bins, cfg.mel_bins))
+    for i in range(cfg.mel_bins):
+        lower, center, upper = edges[i : i + 3]
+        weights[:, i] = np.maximum(0.0, np.minimum((bins_mel - lower) / (center - lower), (upper - bins_mel) / (upper - center)))
+    weights[0, :] = 0.0
+    return weights
+
+
+def vggish_examples(wav: np.ndarray, cfg: VGGishConfig = VGGishConfig()) -> np.ndarray:
+    """(N,) 16 kHz waveform -> (E, 96, 64) log-mel examples: un-padded 25/10 ms frames, periodic Hann, |rfft 512|."""
+    wav = np.asarray(wav, dtype=np.float64)
+    if len(wav) < cfg.window:
+        return np.zeros((0, cfg.example_frames, cfg.mel_bins))
+    n_frames = 1 + (len(wav) - cfg.window) // cfg.hop
+    idx = np.arange(cfg.window)[None] + cfg.hop * np.arange(n_frames)[:, None]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(cfg.window) / cfg.window)
+    spec = np.abs(np.fft.rfft(wav[idx] * window, cfg.fft))
+    logmel = np.log(spec @ vggish_mel_matrix(cfg) + cfg.log_offset)
+    n_examples = n_frames // cfg.example_frames
+    return logmel[: n_examples * cfg.example_frames].reshape(n_examples, cfg.example_frames, cfg.mel_bins)
+
+
+class VGGish(nn.Module):
+    """VGGish (Hershey et al. 2017) with torchvggish's parameter names; the embedding is the last layer WITHOUT the
+    ReLU torchvggish adds and without PCA, as the TensorFlow model that FAD (Kilgour et al. 2019) was defined with."""
+
+    def __init__(self, cfg: VGGishConfig = VGGishConfig()):
+        super().__init__()
+        self.config = cfg
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, c in enumerate(cfg.channels):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(inplace=True)]
+            if i in (0, 1, 3, 5):
+                layers.append(nn.MaxPool2d(2, 2))
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        flat = cfg.channels[-1] * (cfg.example_frames // 16) * (cfg.mel_bins // 16)
+        self.embeddings = nn.Sequential(nn.Linear(flat, cfg.hidden), nn.ReLU(True), nn.Linear(cfg.hidden, cfg.hidden),
+                                        nn.ReLU(True), nn.Linear(cfg.hidden, cfg.embedding))
+
+    def forward(self, examples: torch.Tensor) -> torch.Tensor:
+        """(E, 96, 64) log-mel examples -> (E, 128) embeddings."""
+        x = self.features(examples[:, None].float())
+        x = x.permute(0, 2, 3, 1).flatten(1)  # TensorFlow's NHWC flattening order
+        return self.embeddings(x)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, cfg: VGGishConfig = VGGishConfig()) -> "VGGish":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: VGGish checkpoint not found (torchvggish's vggish-10086976.pth)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.get("model", state).items() if not k.startswith("pproc.")}
+        model = cls(cfg)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: not a VGGish checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model.eval()
+
+
+@torch.no_grad()
+def vggish_embeddings(model: VGGish, paths: list[str]) -> np.ndarray:
+    """All 0.96 s example embeddings of all clips, stacked (FAD pools examples, not clips)."""
+    out = [model(torch.from_numpy(vggish_examples(M.load_audio(p, model.config.sample_rate), model.config))).numpy()
+           for p in paths]
+    out = [o for o in out if len(o)]
+    return np.concatenate(out) if out else np.zeros((0, model.config.embedding))
+
+
+def vggish_metrics(model: VGGish, generated: list[str], references: list[str]) -> dict:
+    if not references:
+        return {}
+    gen, ref = vggish_embeddings(model, generated), vggish_embeddings(model, references)
+    return {"fad_vggish": M.frechet_distance(gen, ref)} if len(gen) > 1 and len(ref) > 1 else {}
+
+
+# ------------------------------------------------------------------------------------------------ MS-CLAP (CLAP score)
+
+
+@dataclass(frozen=True)
+class MSCLAPConfig:
+    """MS-CLAP 2022 (Elizalde et al.), the CLAP score of the ReWaS evaluation: CNN14 at 44.1 kHz + BERT-base."""
+
+    audio: CNN14Config = CNN14Config(sample_rate=44100, window_size=1024, hop_size=320, fmin=50.0, fmax=14000.0)
+    duration: float = 9.0  # clips are tiled to 9 s (longer ones: the first 9 s; the reference crops at random)
+    d_proj: int = 1024
+    text_len: int = 100
+    vocab_size: int = 30522
+    hidden: int = 768
+    layers: int = 12
+    heads: int = 12
+    intermediate: int = 3072
+
+
+class Projection(nn.Module):
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.layer_norm = nn.LayerNorm(d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear1(x)
+        return self.layer_norm(h + self.linear2(F.gelu(h)))
+
+
+class MSCLAP(nn.Module):
+    """Parameter names of `CLAP_weights_2022.pth`: audio_encoder.{base,projection}, caption_encoder.{base,projection}."""
+
+    def __init__(self, cfg: MSCLAPConfig = MSCLAPConfig(), vocab: str | os.PathLike | None = None):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        self.config = cfg
+        self.audio_encoder = nn.Module()
+        self.audio_encoder.base = CNN14(cfg.audio)
+        self.audio_encoder.projection = Projection(cfg.audio.channels[-1], cfg.d_proj)
+        self.caption_encoder = nn.Module()
+        self.caption_encoder.base = BertModel(BertConfig(
+            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate))
+        self.caption_encoder.projection = Projection(cfg.hidden, cfg.d_proj)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        self.vocab = vocab
+
+    @torch.no_grad()
+    def embed_audio(self, wav: np.ndarray) -> torch.Tensor:
+        """(N,) waveform at 44.1 kHz -> (d_proj,) unit vector; tiled to `duration` seconds like the reference."""
+        n = int(self.config.duration * self.config.audio.sample_rate)
+        wav = np.tile(wav, int(np.ceil(n / max(1, len(wav)))))[:n]
+        emb, _ = self.audio_encoder.base(torch.from_numpy(wav).float()[None])
+        return F.normalize(self.audio_encoder.projection(emb)[0], dim=-1)
+
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> (B, d_proj) unit vectors: BERT (uncased WordPiece, padded to text_len) [CLS] -> projection."""
+        from tokenizers import BertWordPieceTokenizer
+
+        if self.vocab is None or not os.path.isfile(self.vocab):
+            raise FileNotFoundError(f"{self.vocab}: MS-CLAP needs bert-base-uncased's vocab.txt")
+        tok = BertWordPieceTokenizer(str(self.vocab), lowercase=True)
+        tok.enable_truncation(self.config.text_len)
+        tok.enable_padding(length=self.config.text_len)
+        enc = tok.encode_batch(texts)
+        ids = torch.tensor([e.ids for e in enc])
+        mask = torch.tensor([e.attention_mask for e in enc])
+        hidden = self.caption_encoder.base(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))[0]
+        return F.normalize(self.caption_encoder.projection(hidden[:, 0]), dim=-1)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, cfg: MSCLAPConfig = MSCLAPConfig()) -> "MSCLAP":
+        """A folder with the MS-CLAP 2022 weights (CLAP_weights_2022.pth) and bert-base-uncased's vocab.txt."""
+        folder = Path(folder)
+        weights = sorted(folder.glob("*.pth")) if folder.is_dir() else []
+        missing = ([] if weights else ["CLAP_weights_2022.pth"]) + ([] if (folder / "vocab.txt").is_file() else ["vocab.txt"])
+        if missing:
+            raise FileNotFoundError(f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
+                                    "release on Zenodo / Hugging Face microsoft/msclap; vocab.txt: bert-base-uncased)")
+        state = torch.load(weights[0], map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.get("model", state).items()
+                 if "spectrogram_extractor." not in k and "logmel_extractor." not in k and not k.endswith("position_ids")}
+        model = cls(cfg, folder / "vocab.txt")
+        missing_keys, unexpected = model.load_state_dict(state, strict=False)
+        if missing_keys or unexpected:
+            raise ValueError(f"{weights[0]}: not an MS-CLAP checkpoint (missing {missing_keys[:3]}, unexpected {unexpected[:3]})")
+        return model.eval()
+
+
+def msclap_metrics(model: MSCLAP, rows: list[dict]) -> dict:
+    """CLAP score: cosine between each generated clip and its prompt; written into each row, averaged."""
+    scores = []
+    for row in rows:
+        if not row.get("prompt"):
+            continue
+        audio = model.embed_audio(M.load_audio(row["audio"], model.config.audio.sample_rate))
+        row["clap_msclap"] = float(audio @ model.embed_text([row["prompt"]])[0])
+        scores.append(row["clap_msclap"])
+    return {"clap_msclap": float(np.mean(scores))} if scores else {}
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
+    "panns": (CNN14.from_checkpoint, lambda m, rows: panns_metrics(m, *_sets(rows))),
+    "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
+    "msclap": (MSCLAP.from_folder, msclap_metrics),
+}
+PLANNED = ("passt", "laion_clap", "synchformer")
+
+
+def _sets(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """Generated clips, and reference clips (paired metrics need every item to have one; FD does not)."""
+    return [r["audio"] for r in rows], [r["reference"] for r in rows if r.get("reference")]
 
 
 def set_metrics(specs: dict[str, str], rows: list[dict]) -> tuple[dict, list[str]]:
     """Set-level metrics for every requested embedder; unknown or unavailable ones become notes, never numbers."""
     results, notes = {}, []
-    generated = [r["audio"] for r in rows]
-    references = [r["reference"] for r in rows if r.get("reference")]  # KL needs every item paired, FD does not
     for name, path in specs.items():
         if name not in EMBEDDERS:
             why = "not implemented yet" if name in PLANNED else "unknown"
-            notes.append(f"embedder {name!r} is {why}; its metrics are skipped")
+            notes.append(f"embedder {name!r} is {why}; its metrics are skipped (available: {', '.join(EMBEDDERS)})")
             continue
         load, compute = EMBEDDERS[name]
-        model = load(path)
-        results.update(compute(model, generated, references))
+        results.update(compute(load(path), rows))
     return results, notes
