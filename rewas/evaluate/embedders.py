@@ -113,15 +113,13 @@ def panns_outputs(model: CNN14, paths: list[str]) -> tuple[np.ndarray, np.ndarra
 
 def panns_metrics(model: CNN14, generated: list[str], references: list[str]) -> dict:
     emb_g, log_g = panns_outputs(model, generated)
-    out = {"is_panns": M.inception_score(torch.from_numpy(log_g).softmax(-1).numpy())}
+    out = dict(zip(("is_panns", "is_panns_std"), M.inception_score(log_g)))
     if references:
         emb_r, log_r = panns_outputs(model, references)
         if len(emb_g) > 1 and len(emb_r) > 1:
             out["fd_panns"] = M.frechet_distance(emb_g, emb_r)
         if len(references) == len(generated):  # paired: KL of each generated clip against its reference
-            tg, tr = torch.from_numpy(log_g), torch.from_numpy(log_r)
-            out["kl_softmax"] = M.kl_divergence(tr.softmax(-1).numpy(), tg.softmax(-1).numpy())
-            out["kl_sigmoid"] = M.kl_divergence(tr.sigmoid().numpy(), tg.sigmoid().numpy())
+            out.update(M.kl_from_logits(log_r, log_g))
     return out
 
 

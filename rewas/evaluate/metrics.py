@@ -211,14 +211,30 @@ def frechet_from_stats(mu1, s1, mu2, s2, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def kl_divergence(p_ref: np.ndarray, p_gen: np.ndarray, eps: float = 1e-6) -> float:
-    """Mean over pairs of KL(p_ref || p_gen) between per-clip class distributions (rows sum to 1)."""
-    p, q = np.clip(np.asarray(p_ref, float), eps, 1), np.clip(np.asarray(p_gen, float), eps, 1)
-    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1)))
+def kl_from_logits(reference_logits: np.ndarray, generated_logits: np.ndarray) -> dict[str, float]:
+    """audioldm_eval / av-benchmark KL(reference || generated), summed over classes, averaged over pairs.
+
+    kl_softmax compares softmax distributions; kl_sigmoid applies the same formula to per-class sigmoids.
+    """
+    ref = torch.as_tensor(np.asarray(reference_logits), dtype=torch.float64)
+    gen = torch.as_tensor(np.asarray(generated_logits), dtype=torch.float64)
+    out = {}
+    for name, fn in (("kl_softmax", lambda x: torch.log_softmax(x, dim=1)), ("kl_sigmoid", torch.nn.functional.logsigmoid)):
+        log_ref, log_gen = fn(ref), fn(gen)
+        out[name] = float((log_ref.exp() * (log_ref - log_gen)).sum() / len(gen))
+    return out
 
 
-def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
-    """exp(E_x KL(p(y|x) || p(y))) over one set of class distributions."""
-    p = np.asarray(probs, dtype=np.float64)
-    marginal = p.mean(0, keepdims=True)
-    return float(np.exp(np.mean(np.sum(p * (np.log(p + eps) - np.log(marginal + eps)), axis=-1))))
+def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
+    """audioldm_eval's IS from classifier logits: shuffled (seed 2020), 10 splits -> (mean, std) of exp(E KL(p || p_split))."""
+    x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    n = len(x)
+    x = x[np.random.RandomState(seed).permutation(n)]
+    p, log_p = x.softmax(dim=1), x.log_softmax(dim=1)
+    splits = max(1, min(splits, n))
+    scores = []
+    for i in range(splits):
+        chunk, log_chunk = p[i * n // splits : (i + 1) * n // splits], log_p[i * n // splits : (i + 1) * n // splits]
+        marginal = chunk.mean(dim=0, keepdim=True)
+        scores.append(float((chunk * (log_chunk - marginal.log())).sum(dim=1).mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))
