@@ -72,12 +72,13 @@ class DividedSpaceTimeBlock(nn.Module):
 
 
 class SpatialAggregation(nn.TransformerEncoderLayer):
-    """Per-frame pooling: a learned CLS token + one pre-norm transformer layer over the frame's patches."""
+    """Pooling of a group of tokens (a frame's patches; in Synchformer's audio branch, a time step's frequency
+    patches): a learned CLS token + one pre-norm transformer layer; returns the CLS output."""
 
-    def __init__(self, cfg: VideoEncoderConfig):
-        super().__init__(cfg.embed_dim, cfg.agg_heads, cfg.agg_ff, dropout=0.0, activation="gelu",
-                         layer_norm_eps=cfg.norm_eps, batch_first=True, norm_first=True)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+    def __init__(self, dim: int, heads: int, ff: int, eps: float = 1e-6):
+        super().__init__(dim, heads, ff, dropout=0.0, activation="gelu", layer_norm_eps=eps, batch_first=True,
+                         norm_first=True)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B', P, C) -> (B', C)
@@ -97,7 +98,7 @@ class VideoEncoder(nn.Module):
         self.patch_embed_3d = PatchEmbed(nn.Conv3d(3, dim, (cfg.tubelet, p, p), stride=(cfg.tubelet, p, p)))
         self.blocks = nn.ModuleList(DividedSpaceTimeBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
-        self.spatial_attn_agg = SpatialAggregation(cfg)
+        self.spatial_attn_agg = SpatialAggregation(dim, cfg.agg_heads, cfg.agg_ff, cfg.norm_eps)
         for param in (self.cls_token, self.pos_embed, self.temp_embed):
             nn.init.trunc_normal_(param, std=0.02)
 

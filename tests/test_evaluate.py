@@ -217,3 +217,44 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
     bad.write_text("{not json\n")
     assert main(["evaluate", str(bad), "--out", str(tmp_path / "b.json")]) == 2
     assert not (tmp_path / "b.json").exists()
+
+
+def _tiny_synchformer_config():
+    from rewas.config import VideoEncoderConfig
+    from rewas.evaluate.desync import SynchformerConfig
+
+    return SynchformerConfig(video=VideoEncoderConfig(embed_dim=16, depth=1, num_heads=2, agg_heads=2, agg_ff=32),
+                             dim=16, ast_layers=1, ast_heads=2, ast_ff=32, sync_layers=1, sync_heads=2)
+
+
+def test_synchformer_release_layout(manifests):
+    import json
+
+    from conftest import SHARED, shapes
+    from rewas.evaluate.desync import Synchformer
+    from rewas.pipeline import empty_weights
+
+    raw = json.loads((SHARED / "synchformer_vfeat.json").read_text())
+    expected = {**manifests["synchformer_vfeat"], **raw["other_keys_in_ckpt_model"]}
+    with empty_weights():
+        model = Synchformer()
+    assert shapes(model) == expected
+
+
+def test_desync_tiny_end_to_end(media, tmp_path):
+    from rewas.evaluate.desync import OFFSET_GRID, Synchformer, audio_segments, desync
+
+    segs = audio_segments(np.zeros(80000, np.float32))
+    assert segs.shape == (14, 66, 128)  # 5 s at 16 kHz -> 14 segments of 0.64 s, as 125 video frames
+    assert torch.allclose(segs, torch.full_like(segs, (np.log(1e-6) + 4.2677393) / (2 * 4.5689974)).where(
+        torch.arange(66)[None, :, None] < 65, torch.tensor(4.2677393 / (2 * 4.5689974))))
+    torch.manual_seed(0)
+    cfg = _tiny_synchformer_config()
+    torch.save({"model": Synchformer(cfg).state_dict()}, tmp_path / "sync.pt")
+    model = Synchformer.from_checkpoint(tmp_path / "sync.pt", cfg)
+    write_wav(tmp_path / "a.wav", clicks(EVENTS, duration=5.0))
+    samples.write_video(tmp_path / "v.mp4", jumping_square, 5.0, 25)
+    score = desync(model, tmp_path / "v.mp4", tmp_path / "a.wav")
+    assert score in set(np.abs(OFFSET_GRID)) and score == desync(model, tmp_path / "v.mp4", tmp_path / "a.wav")
+    with pytest.raises(ValueError, match="4.8 s"):
+        desync(model, media["v25"], tmp_path / "a.wav")  # a 3 s video is too short
