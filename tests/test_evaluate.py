@@ -258,3 +258,22 @@ def test_desync_tiny_end_to_end(media, tmp_path):
     assert score in set(np.abs(OFFSET_GRID)) and score == desync(model, tmp_path / "v.mp4", tmp_path / "a.wav")
     with pytest.raises(ValueError, match="4.8 s"):
         desync(model, media["v25"], tmp_path / "a.wav")  # a 3 s video is too short
+
+
+def test_passt_tiny_and_front_end(clips, tmp_path):
+    from rewas.evaluate.embedders import PaSST, PaSSTConfig, kaldi_mel_banks, passt_metrics
+
+    banks = kaldi_mel_banks(PaSSTConfig())
+    assert banks.shape == (128, 513) and banks[:, -1].abs().sum() == 0 and float(banks.max()) <= 1.0
+    peaks = banks.argmax(dim=1)
+    assert torch.all(peaks[1:] >= peaks[:-1]) and peaks[-1] * 32000 / 1024 < 15000  # ordered, below fmax
+    assert sum(p.numel() for p in PaSST().parameters()) == 86_153_758  # PaSST-S with both heads
+    cfg = PaSSTConfig(clip_samples=32000, dim=16, depth=1, heads=2, time_patches=9, classes=5)
+    torch.manual_seed(0)
+    torch.save({f"net.{k}": v for k, v in PaSST(cfg).state_dict().items()}, tmp_path / "passt.pt")  # wrapper prefix
+    model = PaSST.from_checkpoint(tmp_path / "passt.pt", cfg)
+    with torch.no_grad():
+        logits, feats = model(torch.randn(2, 32000))
+    assert logits.shape == (2, 5) and feats.shape == (2, 16)
+    out = passt_metrics(model, [str(clips / "sync.wav")] * 2, [str(clips / "sync.wav")] * 2)
+    assert out["fd_passt"] == pytest.approx(0.0, abs=1e-6) and out["kl_passt_softmax"] == pytest.approx(0.0, abs=1e-9)

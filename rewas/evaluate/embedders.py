@@ -3,6 +3,8 @@
 * `panns`: PANNs CNN14 at 16 kHz (Kong et al. 2020; `Cnn14_16k_mAP=0.438.pth` from zenodo.org/record/3987831,
   as audioldm_eval uses). Its 2048-d embedding gives FD, and its 527 AudioSet logits give KL (softmax and
   sigmoid, as audioldm_eval defines them) and IS.
+* `passt`: PaSST-S (`passt-s-f128-p16-s10-ap.476-swa.pt`) at 32 kHz on 10 s windows: FD, KL and IS as in
+  MMAudio's av-benchmark.
 * `vggish`: VGGish (torchvggish's `vggish-10086976.pth`), 0.96 s examples, giving FAD.
 * `msclap`: MS-CLAP 2022 (a folder with `CLAP_weights_2022.pth` and bert-base-uncased's `vocab.txt`): the CLAP
   score of the ReWaS evaluation, i.e. the cosine between a clip and its prompt.
@@ -224,6 +226,126 @@ def vggish_metrics(model: VGGish, generated: list[str], references: list[str]) -
     return {"fad_vggish": M.frechet_distance(gen, ref)} if len(gen) > 1 and len(ref) > 1 else {}
 
 
+# ------------------------------------------------------------------------------------------------ PaSST
+
+
+@dataclass(frozen=True)
+class PaSSTConfig:
+    """PaSST-S (Koutini et al. 2022), `passt_s_swa_p16_128_ap476` as hear21passt's get_basic_model builds it."""
+
+    sample_rate: int = 32000
+    clip_samples: int = 320000  # clips are padded or cut to 10 s (av-benchmark)
+    n_fft: int = 1024
+    win_length: int = 800
+    hop: int = 320
+    mel_bins: int = 128
+    fmin: float = 0.0
+    fmax: float = 15000.0  # sr / 2 - fmax_aug_range / 2
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    patch: int = 16
+    stride: int = 10
+    time_patches: int = 99  # (998 - 16) // 10 + 1
+    classes: int = 527
+
+    @property
+    def freq_patches(self) -> int:
+        return (self.mel_bins - self.patch) // self.stride + 1
+
+
+def kaldi_mel_banks(cfg: PaSSTConfig) -> torch.Tensor:
+    """Kaldi's mel filterbank (HTK mel, triangles over FFT bin centres), padded with a zero Nyquist column."""
+    to_mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)  # noqa: E731
+    lo, hi = to_mel(cfg.fmin), to_mel(cfg.fmax)
+    delta = (hi - lo) / (cfg.mel_bins + 1)
+    b = np.arange(cfg.mel_bins)[:, None]
+    left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
+    mel = to_mel(cfg.sample_rate / cfg.n_fft * np.arange(cfg.n_fft // 2))[None]
+    banks = np.maximum(0.0, np.minimum((mel - left) / (center - left), (right - mel) / (right - center)))
+    return torch.from_numpy(np.pad(banks, ((0, 0), (0, 1)))).float()
+
+
+class PaSST(nn.Module):
+    """(B, N) 32 kHz waveform -> (logits (B, 527), features (B, 768)). Parameter names of the PaSST release."""
+
+    def __init__(self, cfg: PaSSTConfig = PaSSTConfig()):
+        super().__init__()
+        from ..layers import ViTBlock
+
+        self.config = cfg
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(1, cfg.dim, cfg.patch, stride=cfg.stride)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.new_pos_embed = nn.Parameter(torch.zeros(1, 2, cfg.dim))
+        self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, cfg.dim, cfg.freq_patches, 1))
+        self.time_new_pos_embed = nn.Parameter(torch.zeros(1, cfg.dim, 1, cfg.time_patches))
+        self.blocks = nn.Sequential(*(ViTBlock(cfg.dim, cfg.heads) for _ in range(cfg.depth)))
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.classes))
+        self.head_dist = nn.Linear(cfg.dim, cfg.classes)  # stored, unused at inference (as in PaSST)
+        self.register_buffer("mel_banks", kaldi_mel_banks(cfg), persistent=False)
+
+    def mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """AugmentMelSTFT in eval mode: pre-emphasis 0.97, |STFT|^2 (symmetric Hann 800), kaldi mel, log, (x + 4.5) / 5."""
+        cfg = self.config
+        x = wav[:, 1:] - 0.97 * wav[:, :-1]
+        spec = torch.stft(x, cfg.n_fft, cfg.hop, cfg.win_length, window=torch.hann_window(cfg.win_length, periodic=False),
+                          center=True, return_complex=True).abs() ** 2
+        return (torch.log(self.mel_banks @ spec + 1e-5) + 4.5) / 5.0  # (B, mel, T)
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.patch_embed.proj(self.mel(wav.float())[:, None])  # (B, D, f, t)
+        x = x + self.time_new_pos_embed[..., : x.shape[-1]] + self.freq_new_pos_embed
+        x = x.flatten(2).transpose(1, 2)
+        b = x.shape[0]
+        tokens = torch.cat([self.cls_token, self.dist_token], dim=1) + self.new_pos_embed
+        x = self.norm(self.blocks(torch.cat([tokens.expand(b, -1, -1), x], dim=1)))
+        features = (x[:, 0] + x[:, 1]) / 2
+        return self.head(features), features
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, cfg: PaSSTConfig = PaSSTConfig()) -> "PaSST":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: PaSST checkpoint not found (passt-s-f128-p16-s10-ap.476-swa.pt, "
+                                    "github.com/kkoutini/PaSST releases)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        state = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()
+                 if not k.startswith(("mel.", "device_proxy"))}
+        model = cls(cfg)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: not a PaSST-S checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model.eval()
+
+
+@torch.no_grad()
+def passt_outputs(model: PaSST, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, 768) and logits (N, 527) of 10 s windows (padded or cut), as av-benchmark extracts them."""
+    n = model.config.clip_samples
+    feats, logits = [], []
+    for path in paths:
+        wav = M.load_audio(path, model.config.sample_rate)[:n]
+        logit, feat = model(torch.from_numpy(np.pad(wav, (0, n - len(wav))))[None])
+        feats.append(feat[0].numpy())
+        logits.append(logit[0].numpy())
+    return np.stack(feats), np.stack(logits)
+
+
+def passt_metrics(model: PaSST, generated: list[str], references: list[str]) -> dict:
+    feat_g, log_g = passt_outputs(model, generated)
+    out = dict(zip(("is_passt", "is_passt_std"), M.inception_score(log_g)))
+    if references:
+        feat_r, log_r = passt_outputs(model, references)
+        if len(feat_g) > 1 and len(feat_r) > 1:
+            out["fd_passt"] = M.frechet_distance(feat_g, feat_r)
+        if len(references) == len(generated):
+            out["kl_passt_softmax"] = M.kl_from_logits(log_r, log_g)["kl_softmax"]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ MS-CLAP (CLAP score)
 
 
@@ -351,10 +473,11 @@ def _load_synchformer(path):
 EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
     "panns": (CNN14.from_checkpoint, lambda m, rows: panns_metrics(m, *_sets(rows))),
     "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
+    "passt": (PaSST.from_checkpoint, lambda m, rows: passt_metrics(m, *_sets(rows))),
     "msclap": (MSCLAP.from_folder, msclap_metrics),
     "synchformer": (_load_synchformer, desync_metrics),
 }
-PLANNED = ("passt", "laion_clap")
+PLANNED = ("laion_clap",)
 
 
 def _sets(rows: list[dict]) -> tuple[list[str], list[str]]:
