@@ -143,9 +143,9 @@ def test_set_metrics_with_tiny_panns(clips, tmp_path, monkeypatch):
     monkeypatch.setitem(E.EMBEDDERS, "panns", (lambda p: CNN14.from_checkpoint(p, TINY), E.EMBEDDERS["panns"][1]))
     rows = [{"audio": str(clips / "sync.wav"), "reference": str(clips / "sync.wav")},
             {"audio": str(clips / "late.wav"), "reference": str(clips / "late.wav")}]
-    results, notes = set_metrics({"panns": tmp_path / "tiny.pth", "passt": "x"}, rows)
-    assert results["fd_panns"] == pytest.approx(0.0, abs=1e-6) and results["kl_softmax"] == pytest.approx(0.0, abs=1e-6)
-    assert results["is_panns"] >= 1.0 - 1e-9 and any("passt" in n and "not implemented" in n for n in notes)
+    results, notes = set_metrics({"panns": tmp_path / "tiny.pth", "laion_clap": "x"}, rows)
+    assert results["fd_panns"] == pytest.approx(0.0, abs=1e-6) and results["kl_panns_softmax"] == pytest.approx(0.0, abs=1e-6)
+    assert results["is_panns"] >= 1.0 - 1e-9 and any("laion_clap" in n and "not implemented" in n for n in notes)
     with pytest.raises(FileNotFoundError, match="VGGish"):
         set_metrics({"vggish": tmp_path / "none.pth"}, rows)
 
@@ -261,7 +261,9 @@ def test_desync_tiny_end_to_end(media, tmp_path):
 
 
 def test_passt_tiny_and_front_end(clips, tmp_path):
-    from rewas.evaluate.embedders import PaSST, PaSSTConfig, kaldi_mel_banks, passt_metrics
+    from functools import partial
+
+    from rewas.evaluate.embedders import PaSST, PaSSTConfig, classifier_metrics, kaldi_mel_banks, passt_outputs
 
     banks = kaldi_mel_banks(PaSSTConfig())
     assert banks.shape == (128, 513) and banks[:, -1].abs().sum() == 0 and float(banks.max()) <= 1.0
@@ -275,5 +277,6 @@ def test_passt_tiny_and_front_end(clips, tmp_path):
     with torch.no_grad():
         logits, feats = model(torch.randn(2, 32000))
     assert logits.shape == (2, 5) and feats.shape == (2, 16)
-    out = passt_metrics(model, [str(clips / "sync.wav")] * 2, [str(clips / "sync.wav")] * 2)
+    out = classifier_metrics(partial(passt_outputs, model), [str(clips / "sync.wav")] * 2, [str(clips / "sync.wav")] * 2,
+                             "passt")
     assert out["fd_passt"] == pytest.approx(0.0, abs=1e-6) and out["kl_passt_softmax"] == pytest.approx(0.0, abs=1e-9)

@@ -192,20 +192,16 @@ class Synchformer(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: SynchformerConfig = SynchformerConfig()) -> "Synchformer":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: Synchformer checkpoint not found (24-01-04T16-39-21.pt from the "
-                                    "Synchformer release, or av-benchmark's synchformer_state_dict.pth)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
+        from .embedders import load_checked, read_checkpoint
+
+        state = read_checkpoint(path, "Synchformer", "24-01-04T16-39-21.pt from the Synchformer release, "
+                                "or av-benchmark's synchformer_state_dict.pth")
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
         model = cls(cfg)
         pos = "transformer.pos_emb_cfg.pos_emb"
         if pos in state and state[pos].shape[1] > model.transformer.pos_emb_cfg.pos_emb.shape[1]:
             state[pos] = state[pos][:, : model.transformer.pos_emb_cfg.pos_emb.shape[1]]  # as Synchformer trims it
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: not a Synchformer checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model.eval()
+        return load_checked(model, state, path, "Synchformer")
 
 
 # ------------------------------------------------------------------------------------------------ DeSync

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics as M
+
+
+def read_checkpoint(path: str | os.PathLike, what: str, source: str) -> dict[str, torch.Tensor]:
+    """A local checkpoint's state dict (under "model" if nested), read with weights_only=True."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {what} checkpoint not found ({source})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state)
+
+
+def load_checked(model: nn.Module, state: dict, path, what: str) -> nn.Module:
+    """Load non-strictly, then refuse anything but an exact match (a wrong file must not load half-way)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: not a {what} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
 
 
 @dataclass(frozen=True)
@@ -89,16 +106,9 @@ class CNN14(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: CNN14Config = CNN14Config()) -> "CNN14":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: PANNs CNN14 checkpoint not found (Cnn14_16k_mAP=0.438.pth, zenodo.org/record/3987831)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
+        state = read_checkpoint(path, "PANNs CNN14", "Cnn14_16k_mAP=0.438.pth, zenodo.org/record/3987831")
         state = {k: v for k, v in state.items() if not k.startswith(("spectrogram_extractor.", "logmel_extractor."))}
-        model = cls(cfg)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: not a CNN14 16 kHz checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model.eval()
+        return load_checked(cls(cfg), state, path, "CNN14 16 kHz")
 
 
 @torch.no_grad()
@@ -113,15 +123,20 @@ def panns_outputs(model: CNN14, paths: list[str]) -> tuple[np.ndarray, np.ndarra
     return np.stack(embeddings), np.stack(logits)
 
 
-def panns_metrics(model: CNN14, generated: list[str], references: list[str]) -> dict:
-    emb_g, log_g = panns_outputs(model, generated)
-    out = dict(zip(("is_panns", "is_panns_std"), M.inception_score(log_g)))
+def classifier_metrics(outputs, generated: list[str], references: list[str], name: str) -> dict:
+    """The set metrics of an audio classifier. `outputs(paths)` -> (features (N, D), logits (N, C)).
+
+    IS of the generated logits; FD of features (generated vs reference sets); KL (softmax and sigmoid) of logits,
+    only when every generated clip has its reference (paired).
+    """
+    feat_g, log_g = outputs(generated)
+    out = dict(zip((f"is_{name}", f"is_{name}_std"), M.inception_score(log_g)))
     if references:
-        emb_r, log_r = panns_outputs(model, references)
-        if len(emb_g) > 1 and len(emb_r) > 1:
-            out["fd_panns"] = M.frechet_distance(emb_g, emb_r)
-        if len(references) == len(generated):  # paired: KL of each generated clip against its reference
-            out.update(M.kl_from_logits(log_r, log_g))
+        feat_r, log_r = outputs(references)
+        if len(feat_g) > 1 and len(feat_r) > 1:
+            out[f"fd_{name}"] = M.frechet_distance(feat_g, feat_r)
+        if len(references) == len(generated):
+            out.update({f"{k[:2]}_{name}{k[2:]}": v for k, v in M.kl_from_logits(log_r, log_g).items()})
     return out
 
 
@@ -199,15 +214,9 @@ class VGGish(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: VGGishConfig = VGGishConfig()) -> "VGGish":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: VGGish checkpoint not found (torchvggish's vggish-10086976.pth)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.get("model", state).items() if not k.startswith("pproc.")}
-        model = cls(cfg)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: not a VGGish checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model.eval()
+        state = read_checkpoint(path, "VGGish", "torchvggish's vggish-10086976.pth")
+        state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
+        return load_checked(cls(cfg), state, path, "VGGish")
 
 
 @torch.no_grad()
@@ -307,18 +316,10 @@ class PaSST(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: PaSSTConfig = PaSSTConfig()) -> "PaSST":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: PaSST checkpoint not found (passt-s-f128-p16-s10-ap.476-swa.pt, "
-                                    "github.com/kkoutini/PaSST releases)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
+        state = read_checkpoint(path, "PaSST", "passt-s-f128-p16-s10-ap.476-swa.pt, github.com/kkoutini/PaSST releases")
         state = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()
                  if not k.startswith(("mel.", "device_proxy"))}
-        model = cls(cfg)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: not a PaSST-S checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model.eval()
+        return load_checked(cls(cfg), state, path, "PaSST-S")
 
 
 @torch.no_grad()
@@ -332,18 +333,6 @@ def passt_outputs(model: PaSST, paths: list[str]) -> tuple[np.ndarray, np.ndarra
         feats.append(feat[0].numpy())
         logits.append(logit[0].numpy())
     return np.stack(feats), np.stack(logits)
-
-
-def passt_metrics(model: PaSST, generated: list[str], references: list[str]) -> dict:
-    feat_g, log_g = passt_outputs(model, generated)
-    out = dict(zip(("is_passt", "is_passt_std"), M.inception_score(log_g)))
-    if references:
-        feat_r, log_r = passt_outputs(model, references)
-        if len(feat_g) > 1 and len(feat_r) > 1:
-            out["fd_passt"] = M.frechet_distance(feat_g, feat_r)
-        if len(references) == len(generated):
-            out["kl_passt_softmax"] = M.kl_from_logits(log_r, log_g)["kl_softmax"]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ MS-CLAP (CLAP score)
@@ -428,14 +417,10 @@ class MSCLAP(nn.Module):
         if missing:
             raise FileNotFoundError(f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
                                     "release on Zenodo / Hugging Face microsoft/msclap; vocab.txt: bert-base-uncased)")
-        state = torch.load(weights[0], map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.get("model", state).items()
+        state = read_checkpoint(weights[0], "MS-CLAP", "CLAP_weights_2022.pth")
+        state = {k: v for k, v in state.items()
                  if "spectrogram_extractor." not in k and "logmel_extractor." not in k and not k.endswith("position_ids")}
-        model = cls(cfg, folder / "vocab.txt")
-        missing_keys, unexpected = model.load_state_dict(state, strict=False)
-        if missing_keys or unexpected:
-            raise ValueError(f"{weights[0]}: not an MS-CLAP checkpoint (missing {missing_keys[:3]}, unexpected {unexpected[:3]})")
-        return model.eval()
+        return load_checked(cls(cfg, folder / "vocab.txt"), state, weights[0], "MS-CLAP")
 
 
 def msclap_metrics(model: MSCLAP, rows: list[dict]) -> dict:
@@ -471,9 +456,9 @@ def _load_synchformer(path):
 
 
 EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
-    "panns": (CNN14.from_checkpoint, lambda m, rows: panns_metrics(m, *_sets(rows))),
+    "panns": (CNN14.from_checkpoint, lambda m, rows: classifier_metrics(partial(panns_outputs, m), *_sets(rows), "panns")),
     "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
-    "passt": (PaSST.from_checkpoint, lambda m, rows: passt_metrics(m, *_sets(rows))),
+    "passt": (PaSST.from_checkpoint, lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt")),
     "msclap": (MSCLAP.from_folder, msclap_metrics),
     "synchformer": (_load_synchformer, desync_metrics),
 }
