@@ -175,6 +175,8 @@ def cmd_evaluate(args) -> None:
         name, _, path = spec.partition("=")
         if not path:
             raise UserError(f"--embedders {spec}: expected NAME=PATH (e.g. panns=Cnn14_16k_mAP=0.438.pth)")
+        if not os.path.exists(path):  # fail before hours of work, not after
+            raise UserError(f"--embedders {spec}: {path} does not exist (see docs/evaluation.md for the files)")
         embedders[name] = path
     with tqdm(total=None, desc="evaluating", unit="clip", file=sys.stderr, disable=args.quiet) as bar:
         def progress(done: int, total: int) -> None:

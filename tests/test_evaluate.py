@@ -213,6 +213,8 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
     assert any("failed" in n for n in report["notes"]) and any("embedder" in n for n in report["notes"])
     md = (tmp_path / "r.md").read_text()
     assert md.startswith("| clips |") and "Energy MAE" in md
+    assert main(["evaluate", str(manifest), "--out", str(tmp_path / "e.json"), "--embedders", "panns=/nope.pth"]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "e.json").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     assert main(["evaluate", str(bad), "--out", str(tmp_path / "b.json")]) == 2
