@@ -1,0 +1,225 @@
+"""Released checkpoints -> our model folder (config.json + one safetensors file per component).
+
+Inputs (read with torch.load(weights_only=True, mmap=True): no code is unpickled, nothing is copied into RAM twice):
+
+* `audioldm_m_rewas_vggsound.ckpt` (Lightning, `state_dict`): UNet from the EMA weights `model_ema.*` when present
+  (the release samples under its EMA scope), adapter `control_model.*`, VAE `first_stage_model.*` with its
+  `scale_factor`, vocoder `first_stage_model.vocoder.*`, CLAP text tower `cond_stage_models.0.model.text_*`.
+* `phi_vggsound.ckpt` (a flat state dict, `module.`-prefixed): phi, with the release's batch-axis attention flag set.
+* Synchformer `24-01-04T16-39-21.pt` (`['model']`): its `vfeat_extractor.*` part is our video encoder.
+
+Every key is either loaded, or skipped on purpose and reported (training-only or unused at inference);
+anything else is an error, and so is a missing key, unless a partial load is explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, paper
+
+SCHEDULE_BUFFERS = (
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
+    "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+)
+# keys of the ReWaS checkpoint that inference does not use, with the reason reported for each group
+SKIPPED = [
+    (r"^first_stage_model\.loss\.", "VAE training loss (LPIPS + discriminator), training only"),
+    (r"^logvar$", "training-only loss weighting"),
+    (r"^(" + "|".join(SCHEDULE_BUFFERS) + r")$", "diffusion schedule buffers (checked against our schedule)"),
+    (r"^model_ema\.(decay|num_updates)$", "EMA bookkeeping"),
+    (r"^cond_stage_models\.0\.model\.audio_", "CLAP audio tower (AudioLDM trains on it; sampling uses the text tower)"),
+    (r"^cond_stage_models\.0\.model\.(text_transform|logit_scale_[at])", "CLAP contrastive-training heads"),
+    (r"^cond_stage_models\.0\.mel_transform\.", "CLAP's mel front end (audio tower only)"),
+    (r"position_ids$", "RoBERTa position ids (recomputed)"),
+]
+
+
+@dataclass
+class ImportReport:
+    source: str
+    loaded: dict[str, int] = field(default_factory=dict)  # component -> number of tensors
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> number of keys
+    missing: dict[str, list[str]] = field(default_factory=dict)  # component -> keys the file lacks
+    unexpected: list[str] = field(default_factory=list)
+
+    def problems(self) -> str:
+        parts = [f"{c}: missing {len(k)} keys, e.g. {k[:3]}" for c, k in self.missing.items() if k]
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected keys, e.g. {self.unexpected[:3]}")
+        return "; ".join(parts)
+
+
+def read_state(path: str | os.PathLike, *nested: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors, memory-mapped, under the first of `nested` present (e.g. 'state_dict', 'model')."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in nested:
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            return obj[key]
+    return obj
+
+
+def _strip(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def split_rewas(state: dict[str, torch.Tensor], use_ema: bool = True) -> tuple[dict[str, dict], ImportReport]:
+    """The ReWaS Lightning state dict -> {component: state dict in our names} + what was skipped or unexpected."""
+    report = ImportReport("rewas")
+    unet_prefix = "model.diffusion_model."
+    ema_names = {f"model_ema.{('diffusion_model.' + k[len(unet_prefix):]).replace('.', '')}": k[len(unet_prefix):]
+                 for k in state if k.startswith(unet_prefix)}
+    present = sum(1 for k in ema_names if k in state)
+    take_ema = use_ema and present > 0
+    if take_ema and present != len(ema_names):
+        raise ValueError(f"the EMA weights cover {present} of {len(ema_names)} UNet tensors; import without EMA")
+
+    def route(key: str) -> tuple[str, str] | str:
+        """(component, our key), or the reason the key is skipped, or '' if it is unknown."""
+        if key in ema_names:
+            return ("unet", ema_names[key]) if take_ema else "EMA UNet weights (import without EMA was asked)"
+        if key.startswith(unet_prefix):
+            return "raw UNet weights (the EMA copy is used, as the release samples)" if take_ema else ("unet", key[len(unet_prefix):])
+        for prefix, component in (("control_model.", "adapter"), ("first_stage_model.vocoder.", "vocoder")):
+            if key.startswith(prefix):
+                return component, key[len(prefix):]
+        if key.startswith("first_stage_model.") and not key.startswith("first_stage_model.loss."):
+            return "vae", key[len("first_stage_model."):]
+        if key == "scale_factor":
+            return "vae", "scale_factor"
+        text = "cond_stage_models.0.model."
+        if key.startswith((text + "text_branch.", text + "text_projection.")) and not key.endswith("position_ids"):
+            return "text_encoder", key[len(text):]
+        return next((why for pattern, why in SKIPPED if re.search(pattern, key)), "")
+
+    parts: dict[str, dict] = {c: {} for c in ("unet", "adapter", "vae", "vocoder", "text_encoder")}
+    for key, value in state.items():
+        target = route(key)
+        if isinstance(target, tuple):
+            parts[target[0]][target[1]] = value
+        elif target:
+            report.skipped[target] = report.skipped.get(target, 0) + 1
+        else:
+            report.unexpected.append(key)
+    _check_schedule(state)
+    return parts, report
+
+
+def _check_schedule(state: dict) -> None:
+    betas = state.get("betas")
+    if betas is None or betas.is_meta:
+        return
+    from .config import SamplerConfig
+    from .sampling import make_scheduler
+
+    ours = make_scheduler(SamplerConfig()).betas
+    if betas.shape != ours.shape or (betas.float() - ours.float()).abs().max() > 1e-6:
+        raise ValueError("the checkpoint's diffusion schedule differs from the paper's (scaled linear 0.0015-0.0195)")
+
+
+def phi_state(state: dict) -> dict:
+    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def synchformer_state(state: dict) -> tuple[dict, int]:
+    """Synchformer's whole state dict -> (video encoder part, number of other keys skipped)."""
+    vfeat = _strip(state, "vfeat_extractor.")
+    return vfeat, len(state) - len(vfeat)
+
+
+def load_into(module: torch.nn.Module, state: dict, name: str, report: ImportReport, allow_partial: bool) -> None:
+    """Strict by default: every parameter must come from the file, and nothing may be left over."""
+    own = module.state_dict()
+    unknown = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    bad_shape = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad_shape:
+        raise ValueError(f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
+                         f"{tuple(state[bad_shape[0]].shape)} in the file vs {tuple(own[bad_shape[0]].shape)}")
+    report.unexpected += [f"{name}.{k}" for k in unknown]
+    if missing:
+        report.missing[name] = missing
+    if (missing or unknown) and not allow_partial:
+        return
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=True)
+    report.loaded[name] = len(state) - len(unknown)
+
+
+def convert(
+    out: str | os.PathLike | None,
+    *,
+    rewas_ckpt: str | os.PathLike | None = None,
+    phi_ckpt: str | os.PathLike | None = None,
+    synchformer_ckpt: str | os.PathLike | None = None,
+    roberta_dir: str | os.PathLike | None = None,
+    config: ModelConfig | None = None,
+    use_ema: bool = True,
+    allow_partial: bool = False,
+):
+    """Import the released files into a ReWaSPipeline (saved to `out` if given). Returns (pipeline, reports).
+
+    A component whose file is not given, or whose file lacks keys, keeps a random initialisation: that is a
+    partial model, refused unless `allow_partial`.
+    """
+    from .pipeline import ReWaSPipeline, build_components, empty_weights
+    from .text_encoder import load_tokenizer
+
+    config = config or paper()
+    config = dataclasses.replace(config, phi=dataclasses.replace(config.phi, released_attention=True))
+    given = {"rewas": rewas_ckpt, "phi": phi_ckpt, "synchformer": synchformer_ckpt}
+    absent = [k for k, v in given.items() if v is None]
+    if absent and not allow_partial:
+        raise ValueError(f"a complete model needs all three released files; missing: {', '.join(absent)} "
+                         "(a partial import keeps the missing parts random)")
+    states: dict[str, dict] = {}
+    reports = []
+    if rewas_ckpt is not None:
+        parts, report = split_rewas(read_state(rewas_ckpt, "state_dict"), use_ema)
+        report.source = str(rewas_ckpt)
+        states.update(parts)
+        reports.append((report, list(parts)))
+    if phi_ckpt is not None:
+        states["phi"] = phi_state(read_state(phi_ckpt, "state_dict", "model"))
+        reports.append((ImportReport(str(phi_ckpt)), ["phi"]))
+    if synchformer_ckpt is not None:
+        states["video_encoder"], other = synchformer_state(read_state(synchformer_ckpt, "model"))
+        report = ImportReport(str(synchformer_ckpt))
+        report.skipped["Synchformer audio branch and sync transformer (unused by ReWaS)"] = other
+        reports.append((report, ["video_encoder"]))
+
+    with empty_weights():  # parameters arrive from the files (assign=True): no random init, no second copy
+        components = build_components(config)
+    for report, names in reports:
+        for name in names:
+            load_into(components[name], states[name], name, report, allow_partial)
+    problems = "; ".join(f"{r.source}: {r.problems()}" for r, _ in reports if r.problems())
+    if problems and not allow_partial:
+        raise ValueError(f"refusing a partial import: {problems}")
+    incomplete = [n for n, m in components.items() if any(p.is_meta for p in m.parameters())]
+    if incomplete:  # allowed partial import: random weights where the files had none
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            fresh = build_components(config)
+        for name in incomplete:
+            fresh[name].load_state_dict({k: v for k, v in states.get(name, {}).items() if k in fresh[name].state_dict()},
+                                        strict=False)
+            components[name] = fresh[name]
+    if config.text.tokenizer != "bytes" and roberta_dir is not None:
+        components["text_encoder"].tokenizer = load_tokenizer(config.text, roberta_dir)
+    pipe = ReWaSPipeline(config, components)
+    if out is not None:
+        pipe.save_pretrained(out)
+    return pipe, [r for r, _ in reports]

@@ -1,0 +1,134 @@
+"""Importing the released checkpoints: the full layouts from the manifests, and numerics at debug size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rewas import ReWaSPipeline
+from rewas.config import debug
+from rewas.convert import convert, load_into, phi_state, split_rewas, synchformer_state
+from rewas.pipeline import build_components, empty_weights
+
+from conftest import SHARED
+
+DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32}
+
+
+def meta_state(name: str) -> dict[str, torch.Tensor]:
+    """The released state dict as meta tensors: exactly its keys, shapes and dtypes, no memory."""
+    data = json.loads((SHARED / f"{name}.json").read_text())
+    exceptions = data.get("dtype_exceptions", {})
+    out = {}
+    for key, shape in data["state_dict"].items():
+        dtype = exceptions.get(key, "float32")
+        dtype = dtype["dtype"] if isinstance(dtype, dict) else dtype
+        out[key] = torch.empty(shape, device="meta", dtype=DTYPES.get(str(dtype).replace("torch.", ""), torch.float32))
+    return out, data
+
+
+def test_full_released_checkpoints_import_with_nothing_missing_or_unexpected(manifests):
+    from rewas.config import paper
+
+    state, data = meta_state("rewas_ldm")
+    parts, report = split_rewas(state)
+    with empty_weights():
+        components = build_components(paper())
+    for name, part in parts.items():
+        load_into(components[name], part, name, report, allow_partial=False)
+    phi, _ = meta_state("phi")
+    load_into(components["phi"], phi_state({f"module.{k}": v for k, v in phi.items()}), "phi", report, False)
+    synch, raw = meta_state("synchformer_vfeat")
+    full = {**synch, **{k: torch.empty(v, device="meta") for k, v in raw["other_keys_in_ckpt_model"].items()}}
+    vfeat, other = synchformer_state(full)
+    load_into(components["video_encoder"], vfeat, "video_encoder", report, False)
+    assert not report.missing and not report.unexpected, report.problems()
+    assert other == 275
+    assert report.loaded == {"unet": 690, "adapter": 332, "vae": 205, "vocoder": 194, "text_encoder": 203, "phi": 52,
+                             "video_encoder": 238}
+    skipped = report.skipped
+    assert skipped["VAE training loss (LPIPS + discriminator), training only"] == len(data["first_stage_model_loss_keys"]) == 56
+    assert skipped["raw UNet weights (the EMA copy is used, as the release samples)"] == 690
+    assert skipped["diffusion schedule buffers (checked against our schedule)"] == 12
+    assert sum(skipped.values()) + sum(report.loaded.values()) - 52 - 238 == len(state)
+
+
+def released_layout(pipe: ReWaSPipeline, raw_unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A debug-size checkpoint written the way the release writes its own (keys, EMA naming, extras)."""
+    from rewas.config import SamplerConfig
+    from rewas.sampling import make_scheduler
+
+    sd = {"logvar": torch.zeros(1000), "betas": make_scheduler(SamplerConfig()).betas.float(),
+          "scale_factor": pipe.vae.scale_factor.clone(), "model_ema.decay": torch.tensor(0.9999),
+          "model_ema.num_updates": torch.tensor(10, dtype=torch.int32)}
+    for k, v in raw_unet.state_dict().items():
+        sd[f"model.diffusion_model.{k}"] = v
+    for k, v in pipe.unet.state_dict().items():
+        sd[f"model_ema.{('diffusion_model.' + k).replace('.', '')}"] = v
+    sd.update({f"control_model.{k}": v for k, v in pipe.adapter.state_dict().items()})
+    sd.update({f"first_stage_model.{k}": v for k, v in pipe.vae.state_dict().items() if k != "scale_factor"})
+    sd.update({f"first_stage_model.vocoder.{k}": v for k, v in pipe.vocoder.state_dict().items()})
+    sd["first_stage_model.loss.logvar"] = torch.zeros(())
+    sd.update({f"cond_stage_models.0.model.{k}": v for k, v in pipe.text_encoder.state_dict().items()})
+    sd["cond_stage_models.0.model.logit_scale_a"] = torch.zeros(())
+    sd["cond_stage_models.0.model.audio_branch.bn0.weight"] = torch.ones(64)
+    return sd
+
+
+@pytest.fixture()
+def released_files(tmp_path):
+    torch.manual_seed(1)
+    source = ReWaSPipeline.from_config(debug(), seed=3)
+    source.vae.scale_factor.fill_(0.7)
+    for p in source.adapter.parameters():  # a trained adapter is not zero
+        torch.nn.init.normal_(p, std=0.02)
+    raw = build_components(debug())["unet"]
+    torch.save({"state_dict": released_layout(source, raw), "epoch": 3}, tmp_path / "rewas.ckpt")
+    torch.save({f"module.{k}": v for k, v in source.phi.state_dict().items()}, tmp_path / "phi.ckpt")
+    vfeat = {f"vfeat_extractor.{k}": v for k, v in source.video_encoder.state_dict().items()}
+    torch.save({"model": {**vfeat, "aproj.weight": torch.zeros(2, 2)}}, tmp_path / "synch.pt")
+    return source, tmp_path
+
+
+def test_converted_model_reproduces_the_source_exactly(released_files, media):
+    source, d = released_files
+    pipe, reports = convert(d / "out", rewas_ckpt=d / "rewas.ckpt", phi_ckpt=d / "phi.ckpt",
+                            synchformer_ckpt=d / "synch.pt", config=debug())
+    assert pipe.config.phi.released_attention
+    for name in ("unet", "adapter", "vae", "vocoder", "text_encoder", "phi", "video_encoder"):
+        ours, theirs = getattr(pipe, name).state_dict(), getattr(source, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    assert reports[0].skipped["raw UNet weights (the EMA copy is used, as the release samples)"] > 0
+    for block in source.phi.hint_blocks.blocks:
+        block.released_attention = True
+    a = source(media["v25"], prompt="knock", steps=2, seed=0)
+    b = ReWaSPipeline.from_pretrained(d / "out")(media["v25"], prompt="knock", steps=2, seed=0)
+    assert np.array_equal(a.waveform, b.waveform)
+
+
+def test_partial_or_wrong_files_are_refused(released_files):
+    source, d = released_files
+    with pytest.raises(ValueError, match="missing: phi"):
+        convert(None, rewas_ckpt=d / "rewas.ckpt", synchformer_ckpt=d / "synch.pt", config=debug())
+    sd = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
+    del sd["control_model.middle_block_out.0.weight"]
+    sd["control_model.bogus"] = torch.zeros(1)
+    torch.save({"state_dict": sd}, d / "broken.ckpt")
+    with pytest.raises(ValueError, match="refusing a partial import.*adapter: missing 1 keys"):
+        convert(None, rewas_ckpt=d / "broken.ckpt", phi_ckpt=d / "phi.ckpt", synchformer_ckpt=d / "synch.pt", config=debug())
+    pipe, reports = convert(None, rewas_ckpt=d / "broken.ckpt", config=debug(), allow_partial=True)
+    assert reports[0].missing["adapter"] == ["middle_block_out.0.weight"] and "adapter.bogus" in reports[0].unexpected
+    assert torch.equal(pipe.unet.state_dict()["out.2.weight"], source.unet.state_dict()["out.2.weight"])
+    sd = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
+    sd["betas"] = sd["betas"] * 2
+    torch.save({"state_dict": sd}, d / "schedule.ckpt")
+    with pytest.raises(ValueError, match="schedule"):
+        convert(None, rewas_ckpt=d / "schedule.ckpt", config=debug(), allow_partial=True)
+
+
+def test_import_without_ema_takes_the_raw_unet(released_files):
+    _, d = released_files
+    pipe, _ = convert(None, rewas_ckpt=d / "rewas.ckpt", config=debug(), allow_partial=True, use_ema=False)
+    raw = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(pipe.unet.state_dict()["out.2.weight"], raw["model.diffusion_model.out.2.weight"])
