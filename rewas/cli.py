@@ -3,6 +3,8 @@
     rewas generate VIDEO --prompt TEXT -o OUT.mp4 [--wav OUT.wav] [--energy-out E.csv] [--model NAME|DIR] ...
     rewas energy AUDIO_OR_VIDEO --out E.csv [--plot E.png]
     rewas evaluate MANIFEST.jsonl --out REPORT.json [--markdown REPORT.md] [--embedders NAME=PATH ...]
+    rewas convert --rewas-ckpt F --phi-ckpt F --synchformer-ckpt F [--roberta-dir D] -o DIR
+    rewas download DIR
     rewas info MODEL [--json]
 
 User errors (bad input, bad options) print one line and exit with 2; no partial output is ever left behind.
@@ -191,6 +193,42 @@ def cmd_evaluate(args) -> None:
     print(f"{len(report['items'])} clips ({failed} failed): {summary or 'no metric applied'}", file=sys.stderr)
 
 
+def cmd_convert(args) -> None:
+    from .config import PRESETS
+    from .convert import convert
+
+    if args.preset not in PRESETS:
+        raise UserError(f"--preset {args.preset}: choose one of {', '.join(PRESETS)}")
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"-o {out}: folder exists and is not empty")
+    for flag, path in (("--rewas-ckpt", args.rewas_ckpt), ("--phi-ckpt", args.phi_ckpt),
+                       ("--synchformer-ckpt", args.synchformer_ckpt), ("--roberta-dir", args.roberta_dir)):
+        if path is not None and not os.path.exists(path):
+            raise UserError(f"{flag} {path}: no such file or folder")
+    _, reports = convert(out, rewas_ckpt=args.rewas_ckpt, phi_ckpt=args.phi_ckpt, synchformer_ckpt=args.synchformer_ckpt,
+                         roberta_dir=args.roberta_dir, config=PRESETS[args.preset](), use_ema=not args.no_ema,
+                         allow_partial=args.allow_partial)
+    for r in reports:
+        loaded = ", ".join(f"{c} {n}" for c, n in r.loaded.items())
+        print(f"{r.source}: loaded {loaded or 'nothing'}", file=sys.stderr)
+        for reason, n in r.skipped.items():
+            print(f"  skipped {n} keys: {reason}", file=sys.stderr)
+        if r.problems():
+            print(f"  PARTIAL: {r.problems()}", file=sys.stderr)
+    if args.roberta_dir is None and reports:
+        print("note: no --roberta-dir given; pass --tokenizer-dir to `rewas generate` (RoBERTa vocab.json + merges.txt)",
+              file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_download(args) -> None:
+    from .download import download
+
+    download(args.folder, None if args.no_convert else Path(args.folder) / "model",
+             progress=lambda m: print(m, file=sys.stderr))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -230,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_evaluate)
 
+    c = sub.add_parser("convert", help="import the released ReWaS, phi and Synchformer checkpoints into a model folder")
+    c.add_argument("--rewas-ckpt", help="audioldm_m_rewas_vggsound.ckpt")
+    c.add_argument("--phi-ckpt", help="phi_vggsound.ckpt")
+    c.add_argument("--synchformer-ckpt", help="24-01-04T16-39-21.pt")
+    c.add_argument("--roberta-dir", help="folder with roberta-base vocab.json + merges.txt (copied into the model)")
+    c.add_argument("-o", "--output", required=True, help="model folder to write")
+    c.add_argument("--preset", default="paper", help="architecture of the checkpoints (default: paper)")
+    c.add_argument("--no-ema", action="store_true", help="use the raw UNet weights instead of the EMA copy")
+    c.add_argument("--allow-partial", action="store_true", help="accept missing files/keys (those parts stay random)")
+    c.set_defaults(func=cmd_convert)
+
+    d = sub.add_parser("download", help="fetch the released weights (needs internet), then convert them into DIR/model")
+    d.add_argument("folder", help="where the released files go")
+    d.add_argument("--no-convert", action="store_true", help="only fetch the files")
+    d.set_defaults(func=cmd_download)
+
     i = sub.add_parser("info", help="components and parameter counts of a model")
     i.add_argument("model", help="preset name (debug, paper) or model folder")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -244,6 +298,7 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .download import DownloadError
     from .frames import MediaError
     from .mux import MuxError
 
@@ -256,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rewas: interrupted", file=sys.stderr)
         return 130
+    except DownloadError as e:
+        print(f"rewas: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INTERNAL
     except (MuxError, RuntimeError, OSError) as e:
         if os.environ.get("REWAS_DEBUG"):
             raise

@@ -132,3 +132,33 @@ def test_import_without_ema_takes_the_raw_unet(released_files):
     pipe, _ = convert(None, rewas_ckpt=d / "rewas.ckpt", config=debug(), allow_partial=True, use_ema=False)
     raw = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
     assert torch.equal(pipe.unet.state_dict()["out.2.weight"], raw["model.diffusion_model.out.2.weight"])
+
+
+def test_convert_and_download_commands(released_files, media, capsys):
+    import time
+
+    from rewas.cli import main
+
+    _, d = released_files
+    args = ["convert", "--rewas-ckpt", d / "rewas.ckpt", "--phi-ckpt", d / "phi.ckpt", "--synchformer-ckpt",
+            d / "synch.pt", "--preset", "debug", "-o", d / "model"]
+    assert main([str(a) for a in args]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "wrote" in err and "PARTIAL" not in err
+    assert main([str(a) for a in args]) == 2  # the folder is no longer empty
+    assert main(["convert", "--rewas-ckpt", str(d / "rewas.ckpt"), "--preset", "debug", "-o", str(d / "m2")]) == 2
+    assert "missing: phi, synchformer" in capsys.readouterr().err
+    assert main(["generate", str(media["v25"]), "-o", str(d / "o.mp4"), "--model", str(d / "model"), "--steps", "1",
+                 "-q"]) == 0
+    from rewas.download import DownloadError, check_network
+
+    try:
+        check_network(timeout=2)
+    except DownloadError:
+        pass
+    else:
+        pytest.skip("this machine has network access (the command would start a multi-GB download)")
+    start = time.monotonic()
+    code = main(["download", str(d / "dl")])  # no network on the test machines: must fail fast and clearly
+    err = capsys.readouterr().err
+    assert code == 1 and time.monotonic() - start < 30 and "rewas convert" in err and len(err.strip().splitlines()) == 1
