@@ -95,6 +95,9 @@ class EnergyConfig:
     smooth_window: int = 9
     smooth_order: int = 2
     paper_tokens: int = 112  # video tokens of a 5 s clip (14 segments x 8); the target is resized to the token count
+    # "true": each video token is placed at its real time (segments overlap by half; overlapping tokens are averaged);
+    # "uniform": the release's reading, tokens spread evenly over the window (up to ~0.2 s off)
+    timeline: str = "true"
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,30 @@ def curve_from_tokens(token_energy: torch.Tensor, num_frames: int, cfg: EnergyCo
     return resize_nearest(smooth(token_energy, cfg), num_frames)
 
 
+def token_times(num_segments: int, stride: int, tokens_per_segment: int, tubelet: int, fps: float) -> np.ndarray:
+    """Centre time (s, from the window start) of every video token: segment s starts at frame s * stride, and its
+    token k covers frames start + tubelet * k ... + tubelet - 1. Overlapping segments give repeated times."""
+    starts = np.arange(num_segments)[:, None] * stride + np.arange(tokens_per_segment)[None] * tubelet
+    return ((starts + (tubelet - 1) / 2) / fps).reshape(-1)
+
+
+def curve_from_timed_tokens(token_energy: torch.Tensor, times: np.ndarray, num_frames: int, frame_rate: float,
+                            cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
+    """phi's output (..., S) at token `times` -> curve (..., num_frames) on the real timeline.
+
+    Tokens sharing a time (overlapping segments) are averaged, the evenly spaced result is smoothed
+    (Savitzky-Golay), then interpolated linearly onto mel-frame centres ((k + 0.5) / frame_rate), ends held.
+    """
+    unique, inverse = np.unique(np.round(times, 6), return_inverse=True)
+    x = token_energy.detach().cpu().double()
+    merged = torch.zeros(*x.shape[:-1], len(unique), dtype=x.dtype).index_add_(-1, torch.from_numpy(inverse), x)
+    merged = smooth(merged / torch.from_numpy(np.bincount(inverse)).double(), cfg).numpy()
+    centres = (np.arange(num_frames) + 0.5) / frame_rate
+    flat = merged.reshape(-1, len(unique))
+    out = np.stack([np.interp(centres, unique, row) for row in flat]).reshape(*merged.shape[:-1], num_frames)
+    return torch.from_numpy(out).float()
+
+
 def resample_curve(times: np.ndarray, values: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
     """A user-supplied curve (time_s, energy) linearly interpolated onto mel-frame times (held at the ends)."""
     order = np.argsort(times)

@@ -178,8 +178,12 @@ class ReWaSPipeline:
         cfg = self.config
         segs = frames_mod.segments(frames_mod.normalize(window_frames, cfg.video), cfg.video)  # (S, 16, 3, 224, 224)
         feats = self.video_encoder(segs[None].to(self.device))  # (1, S*8, C)
-        tokens = self.phi(feats.float())  # (1, S*8)
-        return energy_mod.curve_from_tokens(tokens.float().cpu(), cfg.audio.window_frames, cfg.energy)  # (1, 512)
+        tokens = self.phi(feats.float()).float().cpu()  # (1, S*8)
+        if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
+            return energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
+        times = energy_mod.token_times(segs.shape[0], cfg.video.segment_stride, cfg.video_encoder.tokens_per_segment,
+                                       cfg.video_encoder.tubelet, cfg.video.fps)
+        return energy_mod.curve_from_timed_tokens(tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy)
 
     def encode_energy(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """(B, F) energy -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins, VAE-encoded (sampled)."""

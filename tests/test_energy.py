@@ -106,3 +106,24 @@ def test_resample_curve_interpolates_and_holds_ends():
 def test_config_numbers():
     c = AudioConfig()
     assert (c.pad, c.window_samples, c.window_frames, c.frame_rate) == (432, 81920, 512, 100.0)
+
+
+def test_token_times_follow_overlapping_segments():
+    from rewas.energy import token_times
+
+    t = token_times(num_segments=15, stride=8, tokens_per_segment=8, tubelet=2, fps=25.0)
+    assert t.shape == (120,)
+    assert t[0] == pytest.approx(0.5 / 25) and t[8] == pytest.approx(8.5 / 25) and t[4] == t[8]  # 50% overlap
+    assert len(np.unique(np.round(t, 6))) == 64 and t.max() == pytest.approx(126.5 / 25)
+
+
+def test_timed_curve_places_events_at_their_real_time():
+    from rewas.energy import curve_from_timed_tokens, token_times
+
+    times = token_times(15, 8, 8, 2, 25.0)
+    tokens = torch.from_numpy(np.where(np.abs(times - 2.0) < 0.05, 0.0, -10.0))[None].float()  # a burst at 2.0 s
+    curve = curve_from_timed_tokens(tokens, times, 512, 100.0, EnergyConfig(smooth_window=1))[0].numpy()
+    assert curve.shape == (512,) and abs(np.argmax(curve) - 200) <= 4  # within a tubelet of 2.0 s
+    uniform = curve_from_tokens(tokens, 512, EnergyConfig(smooth_window=1))[0].numpy()
+    peaks = np.flatnonzero(uniform == uniform.max())
+    assert abs(peaks[0] - 200) >= 8 and peaks[-1] - peaks[0] > 15  # the release's even spreading: off and split in two
