@@ -203,11 +203,13 @@ def cmd_convert(args) -> None:
     if out.exists() and any(out.iterdir()):
         raise UserError(f"-o {out}: folder exists and is not empty")
     for flag, path in (("--rewas-ckpt", args.rewas_ckpt), ("--phi-ckpt", args.phi_ckpt),
-                       ("--synchformer-ckpt", args.synchformer_ckpt), ("--roberta-dir", args.roberta_dir)):
+                       ("--synchformer-ckpt", args.synchformer_ckpt), ("--roberta-dir", args.roberta_dir),
+                       ("--audioldm-dir", args.audioldm_dir)):
         if path is not None and not os.path.exists(path):
             raise UserError(f"{flag} {path}: no such file or folder")
     _, reports = convert(out, rewas_ckpt=args.rewas_ckpt, phi_ckpt=args.phi_ckpt, synchformer_ckpt=args.synchformer_ckpt,
-                         roberta_dir=args.roberta_dir, config=PRESETS[args.preset](), use_ema=not args.no_ema,
+                         roberta_dir=args.roberta_dir, audioldm_dir=args.audioldm_dir, config=PRESETS[args.preset](),
+                         use_ema=not args.no_ema,
                          allow_partial=args.allow_partial)
     for r in reports:
         loaded = ", ".join(f"{c} {n}" for c, n in r.loaded.items())
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--phi-ckpt", help="phi_vggsound.ckpt")
     c.add_argument("--synchformer-ckpt", help="24-01-04T16-39-21.pt")
     c.add_argument("--roberta-dir", help="folder with roberta-base vocab.json + merges.txt (copied into the model)")
+    c.add_argument("--audioldm-dir", help="a diffusers AudioLDM folder (e.g. cvssp/audioldm-m-full): its UNet, VAE, "
+                   "vocoder and text tower become the backbone; alone, a text-to-audio model without energy control")
     c.add_argument("-o", "--output", required=True, help="model folder to write")
     c.add_argument("--preset", default="paper", help="architecture of the checkpoints (default: paper)")
     c.add_argument("--no-ema", action="store_true", help="use the raw UNet weights instead of the EMA copy")

@@ -165,6 +165,7 @@ def convert(
     phi_ckpt: str | os.PathLike | None = None,
     synchformer_ckpt: str | os.PathLike | None = None,
     roberta_dir: str | os.PathLike | None = None,
+    audioldm_dir: str | os.PathLike | None = None,
     config: ModelConfig | None = None,
     use_ema: bool = True,
     allow_partial: bool = False,
@@ -172,7 +173,9 @@ def convert(
     """Import the released files into a ReWaSPipeline (saved to `out` if given). Returns (pipeline, reports).
 
     A component whose file is not given, or whose file lacks keys, keeps a random initialisation: that is a
-    partial model, refused unless `allow_partial`.
+    partial model, refused unless `allow_partial`. `audioldm_dir` (a diffusers AudioLDM folder) supplies the
+    backbone (UNet, VAE, vocoder, text tower), replacing the ReWaS file's; without ReWaS files it makes a
+    text-to-audio model whose adapter is the zero-initialised copy of the UNet (video and energy have no effect).
     """
     from .pipeline import ReWaSPipeline, build_components, empty_weights
     from .text_encoder import load_tokenizer
@@ -181,7 +184,8 @@ def convert(
     config = dataclasses.replace(config, phi=dataclasses.replace(config.phi, released_attention=True))
     given = {"rewas": rewas_ckpt, "phi": phi_ckpt, "synchformer": synchformer_ckpt}
     absent = [k for k, v in given.items() if v is None]
-    if absent and not allow_partial:
+    backbone_only = audioldm_dir is not None and len(absent) == 3
+    if absent and not allow_partial and not backbone_only:
         raise ValueError(f"a complete model needs all three released files; missing: {', '.join(absent)} "
                          "(a partial import keeps the missing parts random)")
     states: dict[str, dict] = {}
@@ -200,6 +204,24 @@ def convert(
         report.skipped["Synchformer audio branch and sync transformer (unused by ReWaS)"] = other
         reports.append((report, ["video_encoder"]))
 
+    if audioldm_dir is not None:
+        from .convert_diffusers import import_audioldm_folder
+
+        backbone = import_audioldm_folder(audioldm_dir, config)
+        states.update(backbone)
+        reports = [(r, [n for n in names if n not in backbone]) for r, names in reports]
+        reports.append((ImportReport(str(audioldm_dir)), list(backbone)))
+        if rewas_ckpt is None:
+            from .adapter import EnergyAdapter
+            from .unet import UNet
+
+            unet = UNet(config.unet)
+            unet.load_state_dict(backbone["unet"])
+            states["adapter"] = EnergyAdapter.from_unet(unet, config.latent_shape[2]).state_dict()
+            reports[-1][1].append("adapter")
+        if backbone_only:
+            allow_partial = True  # phi and the video encoder stay random: without a trained adapter they are unused
+            config = dataclasses.replace(config, name=f"{config.name}-backbone")
     with empty_weights():  # parameters arrive from the files (assign=True): no random init, no second copy
         components = build_components(config)
     for report, names in reports:
@@ -217,6 +239,8 @@ def convert(
             fresh[name].load_state_dict({k: v for k, v in states.get(name, {}).items() if k in fresh[name].state_dict()},
                                         strict=False)
             components[name] = fresh[name]
+    if roberta_dir is None and audioldm_dir is not None and (Path(audioldm_dir) / "tokenizer" / "vocab.json").is_file():
+        roberta_dir = Path(audioldm_dir) / "tokenizer"  # diffusers AudioLDM folders carry RoBERTa's tokenizer
     if config.text.tokenizer != "bytes" and roberta_dir is not None:
         components["text_encoder"].tokenizer = load_tokenizer(config.text, roberta_dir)
     pipe = ReWaSPipeline(config, components)
