@@ -1,0 +1,110 @@
+"""Training caches: everything the trainers need, computed once from a manifest and memory-mapped afterwards.
+
+Manifest: JSONL lines {"video": path, "audio": path (optional: else the video's soundtrack), "caption": text}.
+Each clip gives one 5.12 s window (the clip's start), stored in shards of up to `shard_size` items:
+
+    features.npy  (n, S, C) float16   video-encoder tokens (phi's input)
+    energy.npy    (n, F)    float32   unsmoothed frame energy (F = 512; targets are derived from it)
+    latents.npy   (n, z, T', F') f32  scaled VAE posterior means of the log-mel (the diffusion model's x0)
+    text.npy      (n, D)    float32   caption embeddings (the text dropout uses the empty-prompt embedding)
+    meta.json     captions, sources, shapes; `empty_text.npy` (D,) once per cache
+
+Nothing is recomputed at training time; arrays open with mmap, so a cache larger than RAM still trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import load_audio
+from ..energy import log_mel, normalize_waveform, waveform_energy
+from ..frames import iter_frames, iter_windows, normalize, probe, segments
+
+ARRAYS = ("features", "energy", "latents", "text")
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    base = Path(path).parent
+    items = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if "video" not in item or "caption" not in item:
+            raise ValueError(f"{path}:{n}: each line needs \"video\" and \"caption\"")
+        for key in ("video", "audio"):
+            if item.get(key) and not os.path.isabs(item[key]):
+                item[key] = str(base / item[key])
+        items.append(item)
+    return items
+
+
+@torch.no_grad()
+def encode_clip(pipe, item: dict) -> dict[str, np.ndarray]:
+    """One clip -> its cached arrays (first window of the clip, padded if shorter)."""
+    cfg = pipe.config
+    info = probe(item["video"])
+    frames = next(iter_windows(iter_frames(item["video"], cfg.video, info), [0], round(cfg.audio.window_seconds * cfg.video.fps)))
+    feats = pipe.video_encoder(segments(normalize(frames, cfg.video), cfg.video)[None].to(pipe.device))[0]
+    wav = load_audio(item.get("audio") or item["video"], cfg.audio.sample_rate)[: cfg.audio.window_samples]
+    wav = torch.from_numpy(np.pad(wav, (0, cfg.audio.window_samples - len(wav))))
+    energy = waveform_energy(wav, cfg.audio)
+    mel = log_mel(normalize_waveform(wav.double(), cfg.audio.peak), cfg.audio)  # (n_mels, F), as the energy sees it
+    latent = pipe.vae.encode(mel.T[None, None].to(pipe.device), sample=False)[0]
+    text = pipe.text_encoder.encode([item["caption"]])[0]
+    return {"features": feats.half().cpu().numpy(), "energy": energy.numpy(), "latents": latent.float().cpu().numpy(),
+            "text": text.float().cpu().numpy()}
+
+
+def build_cache(pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard_size: int = 1024,
+                progress=None) -> Path:
+    """Encode every manifest clip with `pipe`'s frozen encoders into sharded arrays under `out`."""
+    items = read_manifest(manifest)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "empty_text.npy", pipe.text_encoder.encode([""])[0].float().cpu().numpy())
+    for s, start in enumerate(range(0, len(items), shard_size)):
+        chunk = items[start : start + shard_size]
+        shard = out / f"shard_{s:05d}"
+        shard.mkdir(exist_ok=True)
+        arrays = None
+        for i, item in enumerate(chunk):
+            encoded = encode_clip(pipe, item)
+            if arrays is None:  # written once, straight to disk
+                arrays = {k: np.lib.format.open_memmap(shard / f"{k}.npy", mode="w+", dtype=v.dtype,
+                                                       shape=(len(chunk), *v.shape)) for k, v in encoded.items()}
+            for k, v in encoded.items():
+                arrays[k][i] = v
+            if progress:
+                progress(start + i + 1, len(items))
+        for a in arrays.values():
+            a.flush()
+        (shard / "meta.json").write_text(json.dumps({"count": len(chunk), "captions": [x["caption"] for x in chunk],
+                                                    "sources": [x["video"] for x in chunk]}))
+    (out / "cache.json").write_text(json.dumps({"model": pipe.config.to_dict(), "items": len(items)}))
+    return out
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """Memory-mapped view over all shards: item i -> dict of tensors."""
+
+    def __init__(self, folder: str | os.PathLike):
+        folder = Path(folder)
+        shards = sorted(p for p in folder.glob("shard_*") if (p / "meta.json").is_file())
+        if not shards:
+            raise FileNotFoundError(f"{folder}: no cache shards (build one with `rewas train cache`)")
+        self.shards = [{k: np.load(s / f"{k}.npy", mmap_mode="r") for k in ARRAYS} for s in shards]
+        self.index = [(si, j) for si, s in enumerate(self.shards) for j in range(len(s["energy"]))]
+        self.empty_text = torch.from_numpy(np.load(folder / "empty_text.npy"))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        si, j = self.index[i]
+        return {k: torch.from_numpy(np.array(self.shards[si][k][j], dtype=np.float32)) for k in ARRAYS}

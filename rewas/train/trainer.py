@@ -1,0 +1,164 @@
+"""Trainers for phi and the energy adapter, on accelerate: one process on CPU, DDP on several GPUs, several nodes
+through `accelerate launch`; mixed precision; gradient accumulation; checkpoint + exact resume.
+
+Objectives (DESIGN §2):
+* phi: MSE between phi(video tokens) and the energy target (nearest resize to the token count, Savitzky-Golay 9/2).
+* adapter: epsilon-prediction MSE of the frozen UNet + trainable adapter on cached VAE latents, "scaled linear"
+  betas 0.0015 -> 0.0195 over 1000 steps; the hint is the VAE-encoded smoothed energy (posterior sample * scale);
+  text dropped to the empty prompt with probability 0.3. AdamW, lr 1e-5 with 2000 warm-up steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..energy import energy_target
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100_000
+    batch_size: int = 8
+    lr: float = 1e-5
+    warmup: int = 2000
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    text_dropout: float = 0.3
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    num_workers: int = 0
+
+
+def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    target, _ = energy_target(batch["energy"], batch["features"].shape[1], pipe.config.energy)
+    return F.mse_loss(pipe.phi(batch["features"]), target.to(batch["features"].device))
+
+
+def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
+                 empty_text: torch.Tensor | None = None) -> torch.Tensor:
+    from ..sampling import make_scheduler
+
+    cfg = pipe.config
+    x0 = batch["latents"]
+    b, device = x0.shape[0], x0.device
+    text = batch["text"]
+    if text_dropout > 0:
+        drop = torch.rand(b, generator=generator) < text_dropout
+        text = torch.where(drop[:, None].to(device), empty_text.to(device).expand_as(text), text)
+    _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
+    with torch.no_grad():
+        hint = pipe.encode_energy(curve, generator)
+    sched = make_scheduler(cfg.sampler)
+    t = torch.randint(0, cfg.sampler.num_train_timesteps, (b,), generator=generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    x_t = sched.add_noise(x0, noise, t)
+    eps = pipe.unet(x_t, t, text, control=pipe.adapter(x_t, hint.to(x_t.dtype), t, text))
+    return F.mse_loss(eps.float(), noise)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A fresh permutation per epoch from (seed, epoch): the data order after a resume is the order it would have had."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+OBJECTIVES: dict[str, tuple[str, Callable]] = {"phi": ("phi", phi_loss), "adapter": ("adapter", adapter_loss)}
+
+
+def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainConfig(), resume: bool = True,
+          log: Callable[[dict], None] = print) -> dict:
+    """Train `pipe.<what>` on `dataset`; checkpoints in `out/checkpoints`, the final model in `out/model`.
+
+    Exact resume: optimizer, LR schedule, step counter and every RNG (torch, the sampler's generator, the data
+    order) are restored, so stopping and resuming gives the same weights as training straight through.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(out)
+    attr, objective = OBJECTIVES[what]
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    module = getattr(pipe, attr)
+    module.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+    sampler_gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
+                                         drop_last=len(dataset) >= cfg.batch_size, num_workers=cfg.num_workers)
+    module, optimizer, loader, schedule = accelerator.prepare(module, optimizer, loader, schedule)
+    setattr(pipe, attr, accelerator.unwrap_model(module))
+    pipe.device = accelerator.device
+    for name in ("unet", "adapter", "vae", "phi"):
+        if name != attr:
+            getattr(pipe, name).to(accelerator.device)
+    state = {"step": 0, "rng": sampler_gen}
+
+    class _Progress:  # registered so that save/load_state carries the step and the objective's generator
+        def state_dict(self):
+            return {"step": state["step"], "rng": state["rng"].get_state()}
+
+        def load_state_dict(self, d):
+            state["step"] = int(d["step"])
+            state["rng"].set_state(d["rng"])
+
+    accelerator.register_for_checkpointing(_Progress())
+    ckpt_dir = out / "checkpoints"
+    if resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        latest = max(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
+        accelerator.load_state(str(latest))
+        log({"resumed": str(latest), "step": state["step"]})
+    extra = {"text_dropout": cfg.text_dropout, "empty_text": getattr(dataset, "empty_text", None)} if what == "adapter" else {}
+    epoch_batches = max(1, len(loader))
+    epoch, skip = divmod(state["step"] * cfg.grad_accum, epoch_batches)  # resume mid-epoch where training stopped
+    history = []
+    while state["step"] < cfg.steps:
+        loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        skip, epoch = 0, epoch + 1
+        for batch in batches:
+            with accelerator.accumulate(module):
+                loss = objective(pipe, batch, sampler_gen, **extra)
+                accelerator.backward(loss)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            history.append(float(loss.detach()))
+            if state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps:
+                log({"step": state["step"], "loss": sum(history[-cfg.log_every:]) / len(history[-cfg.log_every:]),
+                     "lr": schedule.get_last_lr()[0]})
+            if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
+                accelerator.save_state(str(ckpt_dir / f"step_{state['step']:08d}"))
+            if state["step"] >= cfg.steps:
+                break
+    module = accelerator.unwrap_model(module).eval().requires_grad_(False)
+    setattr(pipe, attr, module)
+    if accelerator.is_main_process:
+        pipe.save_pretrained(out / "model")
+        (out / "train.json").write_text(json.dumps({"what": what, "config": dataclasses.asdict(cfg),
+                                                    "final_loss": history[-1] if history else None}))
+    return {"step": state["step"], "loss": history[-1] if history else math.nan}
