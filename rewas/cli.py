@@ -5,6 +5,7 @@
     rewas evaluate MANIFEST.jsonl --out REPORT.json [--markdown REPORT.md] [--embedders NAME=PATH ...]
     rewas convert --rewas-ckpt F --phi-ckpt F --synchformer-ckpt F [--roberta-dir D] -o DIR
     rewas download DIR
+    rewas train cache|phi|adapter DATA --model M -o OUT [--steps N ...]
     rewas info MODEL [--json]
 
 User errors (bad input, bad options) print one line and exit with 2; no partial output is ever left behind.
@@ -231,6 +232,26 @@ def cmd_download(args) -> None:
              progress=lambda m: print(m, file=sys.stderr))
 
 
+def cmd_train(args) -> None:
+    from tqdm import tqdm
+
+    from .pipeline import ReWaSPipeline
+    from .train import CachedClips, TrainConfig, build_cache, train
+
+    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
+    if args.what == "cache":
+        if not os.path.isfile(args.data):
+            raise UserError(f"{args.data}: no such manifest")
+        with tqdm(total=None, desc="caching", unit="clip", file=sys.stderr) as bar:
+            build_cache(pipe, args.data, args.output, progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
+        print(f"wrote {args.output}", file=sys.stderr)
+        return
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+    result = train(pipe, CachedClips(args.data), args.what, args.output, cfg, resume=not args.restart,
+                   log=lambda d: print(json.dumps(d), file=sys.stderr, flush=True))
+    print(f"trained {args.what} for {result['step']} steps; model in {Path(args.output) / 'model'}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -287,6 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("folder", help="where the released files go")
     d.add_argument("--no-convert", action="store_true", help="only fetch the files")
     d.set_defaults(func=cmd_download)
+
+    t = sub.add_parser("train", help="build a training cache, or train phi / the energy adapter on one")
+    t.add_argument("what", choices=["cache", "phi", "adapter"], help="cache: encode a manifest; phi/adapter: train it")
+    t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; phi/adapter: a cache folder")
+    t.add_argument("--model", required=True, help="preset or model folder: frozen encoders / the model to train")
+    t.add_argument("--tokenizer-dir", help="RoBERTa vocab.json + merges.txt, if the model needs them")
+    t.add_argument("-o", "--output", required=True, help="cache folder, or training run folder (checkpoints/, model/)")
+    for name, kind in (("steps", int), ("batch_size", int), ("lr", float), ("warmup", int), ("grad_accum", int),
+                       ("checkpoint_every", int), ("log_every", int), ("seed", int), ("num_workers", int)):
+        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
+    t.add_argument("--text-dropout", type=float, dest="text_dropout")
+    t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
+    t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")
     i.add_argument("model", help="preset name (debug, paper) or model folder")

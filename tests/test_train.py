@@ -8,7 +8,6 @@ import torch
 
 from rewas import ReWaSPipeline, samples
 from rewas.audio import write_wav
-from rewas.config import debug
 from rewas.train import CachedClips, TrainConfig, build_cache, train
 
 
@@ -68,3 +67,14 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
     loaded = ReWaSPipeline.from_pretrained(tmp_path / "a" / "model")
     assert torch.equal(next(getattr(loaded, what).parameters()), next(getattr(straight, what).parameters()))
+
+
+def test_train_command(cache, tmp_path, capsys):
+    from rewas.cli import main
+
+    assert main(["train", "cache", str(cache / "m.jsonl"), "--model", "debug", "-o", str(tmp_path / "c")]) == 0
+    assert main(["train", "phi", str(tmp_path / "c"), "--model", "debug", "-o", str(tmp_path / "run"), "--steps", "2",
+                 "--batch-size", "3", "--lr", "1e-3", "--log-every", "1"]) == 0
+    err = capsys.readouterr().err
+    assert '"step": 2' in err and (tmp_path / "run" / "model" / "phi.safetensors").is_file()
+    assert main(["train", "phi", str(tmp_path / "nothing"), "--model", "debug", "-o", str(tmp_path / "r2")]) == 2
