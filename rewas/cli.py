@@ -309,9 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-convert", action="store_true", help="only fetch the files")
     d.set_defaults(func=cmd_download)
 
-    t = sub.add_parser("train", help="build a training cache, or train phi / the energy adapter on one")
-    t.add_argument("what", choices=["cache", "phi", "adapter"], help="cache: encode a manifest; phi/adapter: train it")
-    t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; phi/adapter: a cache folder")
+    t = sub.add_parser("train", help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder) on one")
+    t.add_argument("what", choices=["cache", "phi", "adapter", "unet", "vae", "vocoder"],
+                   help="cache: encode a manifest; otherwise the component to train")
+    t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; otherwise a cache folder")
     t.add_argument("--model", required=True, help="preset or model folder: frozen encoders / the model to train")
     t.add_argument("--tokenizer-dir", help="RoBERTa vocab.json + merges.txt, if the model needs them")
     t.add_argument("-o", "--output", required=True, help="cache folder, or training run folder (checkpoints/, model/)")

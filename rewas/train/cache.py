@@ -7,6 +7,8 @@ Each clip gives one 5.12 s window (the clip's start), stored in shards of up to 
     energy.npy    (n, F)    float32   unsmoothed frame energy (F = 512; targets are derived from it)
     latents.npy   (n, z, T', F') f32  scaled VAE posterior means of the log-mel (the diffusion model's x0)
     text.npy      (n, D)    float32   caption embeddings (the text dropout uses the empty-prompt embedding)
+    mel.npy       (n, F, n_mels) f16  log-mel of the normalised waveform (VAE and vocoder training)
+    wave.npy      (n, N)    float16   the normalised waveform, 81,920 samples (vocoder training)
     meta.json     captions, sources, shapes; `empty_text.npy` (D,) once per cache
 
 Nothing is recomputed at training time; arrays open with mmap, so a cache larger than RAM still trains.
@@ -25,7 +27,7 @@ from ..audio import load_audio
 from ..energy import log_mel, normalize_waveform, waveform_energy
 from ..frames import iter_frames, iter_windows, normalize, probe, segments
 
-ARRAYS = ("features", "energy", "latents", "text")
+ARRAYS = ("features", "energy", "latents", "text", "mel", "wave")
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -54,11 +56,12 @@ def encode_clip(pipe, item: dict) -> dict[str, np.ndarray]:
     wav = load_audio(item.get("audio") or item["video"], cfg.audio.sample_rate)[: cfg.audio.window_samples]
     wav = torch.from_numpy(np.pad(wav, (0, cfg.audio.window_samples - len(wav))))
     energy = waveform_energy(wav, cfg.audio)
-    mel = log_mel(normalize_waveform(wav.double(), cfg.audio.peak), cfg.audio)  # (n_mels, F), as the energy sees it
+    wav = normalize_waveform(wav.double(), cfg.audio.peak)
+    mel = log_mel(wav, cfg.audio)  # (n_mels, F), as the energy sees it
     latent = pipe.vae.encode(mel.T[None, None].to(pipe.device), sample=False)[0]
     text = pipe.text_encoder.encode([item["caption"]])[0]
     return {"features": feats.half().cpu().numpy(), "energy": energy.numpy(), "latents": latent.float().cpu().numpy(),
-            "text": text.float().cpu().numpy()}
+            "text": text.float().cpu().numpy(), "mel": mel.T.half().numpy(), "wave": wav.half().numpy()}
 
 
 def build_cache(pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard_size: int = 1024,
@@ -98,7 +101,8 @@ class CachedClips(torch.utils.data.Dataset):
         shards = sorted(p for p in folder.glob("shard_*") if (p / "meta.json").is_file())
         if not shards:
             raise FileNotFoundError(f"{folder}: no cache shards (build one with `rewas train cache`)")
-        self.shards = [{k: np.load(s / f"{k}.npy", mmap_mode="r") for k in ARRAYS} for s in shards]
+        self.shards = [{k: np.load(s / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (s / f"{k}.npy").is_file()}
+                       for s in shards]
         self.index = [(si, j) for si, s in enumerate(self.shards) for j in range(len(s["energy"]))]
         self.empty_text = torch.from_numpy(np.load(folder / "empty_text.npy"))
 
@@ -107,4 +111,4 @@ class CachedClips(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         si, j = self.index[i]
-        return {k: torch.from_numpy(np.array(self.shards[si][k][j], dtype=np.float32)) for k in ARRAYS}
+        return {k: torch.from_numpy(np.array(a[j], dtype=np.float32)) for k, a in self.shards[si].items()}

@@ -1,4 +1,5 @@
-"""Trainers for phi and the energy adapter, on accelerate: one process on CPU, DDP on several GPUs, several nodes
+"""Trainers for every trainable part (phi, the energy adapter, and for a model without released weights the
+UNet, the mel VAE and the vocoder), on accelerate: one process on CPU, DDP on several GPUs, several nodes
 through `accelerate launch`; mixed precision; gradient accumulation; checkpoint + exact resume.
 
 Objectives (DESIGN §2):
@@ -44,8 +45,7 @@ def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> tor
     return F.mse_loss(pipe.phi(batch["features"]), target.to(batch["features"].device))
 
 
-def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
-                 empty_text: torch.Tensor | None = None) -> torch.Tensor:
+def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool) -> torch.Tensor:
     from ..sampling import make_scheduler
 
     cfg = pipe.config
@@ -55,15 +55,22 @@ def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, te
     if text_dropout > 0:
         drop = torch.rand(b, generator=generator) < text_dropout
         text = torch.where(drop[:, None].to(device), empty_text.to(device).expand_as(text), text)
-    _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
-    with torch.no_grad():
-        hint = pipe.encode_energy(curve, generator)
-    sched = make_scheduler(cfg.sampler)
     t = torch.randint(0, cfg.sampler.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    x_t = sched.add_noise(x0, noise, t)
-    eps = pipe.unet(x_t, t, text, control=pipe.adapter(x_t, hint.to(x_t.dtype), t, text))
-    return F.mse_loss(eps.float(), noise)
+    x_t = make_scheduler(cfg.sampler).add_noise(x0, noise, t)
+    residuals = None
+    if control:
+        _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
+        with torch.no_grad():
+            hint = pipe.encode_energy(curve, generator)
+        residuals = pipe.adapter(x_t, hint.to(x_t.dtype), t, text)
+    return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), noise)
+
+
+def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
+                 empty_text: torch.Tensor | None = None) -> torch.Tensor:
+    """Energy adapter: epsilon MSE of the frozen UNet + trainable adapter; the hint is the smoothed true energy."""
+    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=True)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -82,7 +89,43 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
 
-OBJECTIVES: dict[str, tuple[str, Callable]] = {"phi": ("phi", phi_loss), "adapter": ("adapter", adapter_loss)}
+def unet_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.1,
+              empty_text: torch.Tensor | None = None) -> torch.Tensor:
+    """Text-to-audio backbone: epsilon-prediction MSE on cached latents, no energy control, text dropout for CFG."""
+    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=False)
+
+
+def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_weight: float = 1e-6) -> torch.Tensor:
+    """Mel VAE: L1 reconstruction of the log-mel + a small KL term (the release adds LPIPS and a GAN; not here)."""
+    mel = batch["mel"][:, None]  # (B, 1, F, n_mels)
+    vae = pipe.vae
+    mean, logvar = vae.quant_conv(vae.encoder(mel)).chunk(2, dim=1)
+    logvar = logvar.clamp(-30.0, 20.0)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator).to(mean.device)
+    recon = vae.decoder(vae.post_quant_conv(z))
+    kl = 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
+    return F.l1_loss(recon, mel) + kl_weight * kl
+
+
+def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    """HiFi-GAN generator with reconstruction losses only (log-mel L1 + multi-resolution STFT); no discriminators."""
+    from ..energy import log_mel
+
+    cfg = pipe.config.audio
+    wav = pipe.vocoder(batch["mel"].transpose(1, 2))[:, : batch["wave"].shape[1]]
+    target = batch["wave"][:, : wav.shape[1]]
+    loss = F.l1_loss(log_mel(wav, cfg), log_mel(target, cfg))
+    for n_fft, hop in ((512, 128), (1024, 256), (2048, 512)):
+        window = torch.hann_window(n_fft, device=wav.device)
+        a = torch.stft(wav, n_fft, hop, window=window, return_complex=True).abs()
+        b = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs()
+        loss = loss + (a - b).norm() / b.norm().clamp(min=1e-7) + F.l1_loss(torch.log(a + 1e-5), torch.log(b + 1e-5))
+    return loss
+
+
+OBJECTIVES: dict[str, tuple[str, Callable]] = {"phi": ("phi", phi_loss), "adapter": ("adapter", adapter_loss),
+                                               "unet": ("unet", unet_loss), "vae": ("vae", vae_loss),
+                                               "vocoder": ("vocoder", vocoder_loss)}
 
 
 def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainConfig(), resume: bool = True,
@@ -110,7 +153,7 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     module, optimizer, loader, schedule = accelerator.prepare(module, optimizer, loader, schedule)
     setattr(pipe, attr, accelerator.unwrap_model(module))
     pipe.device = accelerator.device
-    for name in ("unet", "adapter", "vae", "phi"):
+    for name in ("unet", "adapter", "vae", "phi", "vocoder"):
         if name != attr:
             getattr(pipe, name).to(accelerator.device)
     state = {"step": 0, "rng": sampler_gen}
@@ -129,7 +172,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
         latest = max(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
         accelerator.load_state(str(latest))
         log({"resumed": str(latest), "step": state["step"]})
-    extra = {"text_dropout": cfg.text_dropout, "empty_text": getattr(dataset, "empty_text", None)} if what == "adapter" else {}
+    extra = ({"text_dropout": cfg.text_dropout, "empty_text": getattr(dataset, "empty_text", None)}
+             if what in ("adapter", "unet") else {})
     epoch_batches = max(1, len(loader))
     epoch, skip = divmod(state["step"] * cfg.grad_accum, epoch_batches)  # resume mid-epoch where training stopped
     history = []
