@@ -65,8 +65,10 @@ class VideoConfig:
 
 @dataclass(frozen=True)
 class VideoEncoderConfig:
-    """Motionformer ViT (divided space-time attention) + per-frame spatial aggregation."""
+    """kind "motionformer": Synchformer's ViT (divided space-time attention) + per-frame spatial aggregation.
+    kind "motion": weight-free motion features per tubelet (frame differences on a grid), fast on a CPU."""
 
+    kind: str = "motionformer"
     img_size: int = 224
     patch_size: int = 16
     tubelet: int = 2
@@ -78,6 +80,11 @@ class VideoEncoderConfig:
     norm_eps: float = 1e-6
     agg_heads: int = 12
     agg_ff: int = 3072
+    motion_grid: int = 4  # kind "motion": |difference| on a grid x grid layout (+ signed 2x2, + global terms)
+
+    @property
+    def motion_dim(self) -> int:
+        return self.motion_grid**2 + 4 + 3
 
     @property
     def tokens_per_segment(self) -> int:
@@ -220,7 +227,8 @@ class ModelConfig:
         checks = [
             (self.unet.in_channels == self.vae.z_channels, "unet.in_channels must equal vae.z_channels"),
             (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal text.proj_dim"),
-            (self.phi.in_dim == self.video_encoder.embed_dim, "phi.in_dim must equal video_encoder.embed_dim"),
+            (self.phi.in_dim == (self.video_encoder.motion_dim if self.video_encoder.kind == "motion"
+                                 else self.video_encoder.embed_dim), "phi.in_dim must equal the video features' width"),
             (self.vocoder.n_mels == self.audio.n_mels, "vocoder.n_mels must equal audio.n_mels"),
             (self.vocoder.hop == self.audio.hop_length, "vocoder upsampling must equal audio.hop_length"),
             (self.video_encoder.num_frames == self.video.segment_frames, "encoder frames must equal segment_frames"),

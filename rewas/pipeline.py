@@ -34,7 +34,7 @@ from .sampling import classifier_free_guidance, make_scheduler, sample
 from .text_encoder import TextEncoder, load_tokenizer
 from .unet import UNet
 from .vae import VAE
-from .video_encoder import VideoEncoder
+from .video_encoder import build_video_encoder
 from .vocoder import Vocoder
 
 FORMAT = "rewas"
@@ -57,7 +57,7 @@ class GenerationResult:
 def build_components(config: ModelConfig) -> dict[str, torch.nn.Module]:
     unet = UNet(config.unet)
     return {
-        "video_encoder": VideoEncoder(config.video_encoder),
+        "video_encoder": build_video_encoder(config.video_encoder),
         "phi": Phi(config.phi),
         "text_encoder": TextEncoder(config.text),
         "unet": unet,

@@ -121,3 +121,44 @@ class VideoEncoder(nn.Module):
         x = self.norm(x[:, 1:])  # (B*S, T'*P, C)
         x = self.spatial_attn_agg(x.reshape(n * frames, gh * gw, dim))  # (B*S*T', C)
         return x.reshape(b, s * frames, dim)
+
+
+class MotionFeatures(nn.Module):
+    """Weight-free video features with Motionformer's token layout: one vector per tubelet (2 frames) of a segment.
+
+    Per tubelet, from grayscale frames average-pooled to 32 x 32: the mean |frame difference| in each cell of a
+    grid x grid layout, the signed mean difference in each 2 x 2 quadrant, and the global mean |difference|,
+    its log and the mean brightness. Differences are taken between consecutive frames inside the segment (the
+    first frame of a segment is compared with itself). Cheap enough for real time on a CPU; phi learns the rest.
+    """
+
+    def __init__(self, cfg: VideoEncoderConfig):
+        super().__init__()
+        self.config = cfg
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def forward(self, segments: torch.Tensor) -> torch.Tensor:
+        """segments (B, S, T, 3, H, W) in [-1, 1] -> features (B, S * T / tubelet, motion_dim)."""
+        b, s, t, c, h, w = segments.shape
+        x = segments.float().reshape(b * s * t, c, h, w).mean(dim=1, keepdim=True) * 0.5 + 0.5  # gray in [0, 1]
+        x = F.adaptive_avg_pool2d(x, 32).reshape(b * s, t, 32, 32)
+        diff = x - torch.cat([x[:, :1], x[:, :-1]], dim=1)  # (BS, T, 32, 32)
+        g = self.config.motion_grid
+        tub = self.config.tubelet
+        grid = F.adaptive_avg_pool2d(diff.abs(), g).reshape(b * s, t, g * g)
+        quads = F.adaptive_avg_pool2d(diff, 2).reshape(b * s, t, 4)
+        total = diff.abs().mean(dim=(2, 3))[..., None]
+        feats = torch.cat([grid * 10, quads * 10, total * 10, torch.log(total + 1e-4), x.mean(dim=(2, 3))[..., None]], -1)
+        feats = feats.reshape(b * s, t // tub, tub, -1).mean(dim=2)  # average over each tubelet
+        return feats.reshape(b, s * (t // tub), -1).to(segments.dtype if segments.is_floating_point() else torch.float32)
+
+
+def build_video_encoder(cfg: VideoEncoderConfig) -> nn.Module:
+    if cfg.kind == "motion":
+        return MotionFeatures(cfg)
+    if cfg.kind == "motionformer":
+        return VideoEncoder(cfg)
+    raise ValueError(f"unknown video encoder kind {cfg.kind!r}")

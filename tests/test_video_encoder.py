@@ -53,3 +53,31 @@ def test_release_layout(manifests):
     with empty_weights():
         enc = VideoEncoder(paper().video_encoder)
     assert shapes(enc) == manifest_part(manifests["synchformer_vfeat"], "vfeat_extractor.")
+
+
+def test_motion_features_follow_motion_and_need_no_weights(media):
+    import dataclasses
+
+    import numpy as np
+
+    from rewas import ReWaSPipeline
+    from rewas.config import debug
+    from rewas.frames import iter_frames, normalize, segments
+    from rewas.video_encoder import MotionFeatures
+
+    cfg = VideoEncoderConfig(kind="motion")
+    enc = MotionFeatures(cfg)
+    assert not list(enc.parameters())
+    frames = np.stack(list(iter_frames(media["v25"])))[:64]  # flashes at 0.5 s and 1.5 s (frames 12-13, 37-38)
+    feats = enc(segments(normalize(frames))[None])
+    assert feats.shape == (1, 7 * 8, cfg.motion_dim)
+    from rewas.energy import token_times
+
+    times = token_times(7, 8, 8, 2, 25.0)
+    activity = feats[0, :, cfg.motion_grid**2 + 4].numpy()  # global mean |difference|
+    assert set(np.round(times[activity > activity.max() / 2] * 25 - 0.5).astype(int)) <= {12, 14, 36, 38}
+    # a whole model with this encoder runs, saves and loads
+    c = debug()
+    c = dataclasses.replace(c, video_encoder=cfg, phi=dataclasses.replace(c.phi, in_dim=cfg.motion_dim))
+    pipe = ReWaSPipeline.from_config(c)
+    assert pipe(media["v25"], prompt="x", steps=1, seed=0).waveform.shape == (48000,)
