@@ -6,6 +6,7 @@
     rewas convert --rewas-ckpt F --phi-ckpt F --synchformer-ckpt F [--roberta-dir D] -o DIR
     rewas download DIR
     rewas train cache|phi|adapter DATA --model M -o OUT [--steps N ...]
+    rewas corpus OUT [--clips-per-class N]
     rewas info MODEL [--json]
 
 User errors (bad input, bad options) print one line and exit with 2; no partial output is ever left behind.
@@ -252,6 +253,22 @@ def cmd_train(args) -> None:
     print(f"trained {args.what} for {result['step']} steps; model in {Path(args.output) / 'model'}", file=sys.stderr)
 
 
+def cmd_corpus(args) -> None:
+    from tqdm import tqdm
+
+    from .train.corpus import build_corpus
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: folder exists and is not empty")
+    if args.clips_per_class < 1:
+        raise UserError("--clips-per-class must be at least 1")
+    with tqdm(total=None, desc="synthesising", unit="clip", file=sys.stderr) as bar:
+        build_corpus(out, args.clips_per_class, seed=args.seed,
+                     progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
+    print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl)", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -323,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--text-dropout", type=float, dest="text_dropout")
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
     t.set_defaults(func=cmd_train)
+
+    k = sub.add_parser("corpus", help="synthesise the demo training corpus (procedural sounds + matching videos)")
+    k.add_argument("output", help="folder to create")
+    k.add_argument("--clips-per-class", type=int, default=40)
+    k.add_argument("--seed", type=int, default=0)
+    k.set_defaults(func=cmd_corpus)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")
     i.add_argument("model", help="preset name (debug, paper) or model folder")
