@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test corpus clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The demo training corpus: procedural sounds + Debian's CC0 sonic-pi-samples (installed here if missing).
+corpus: $(STAMP)
+	test -d /usr/share/sonic-pi/samples || (apt-get update -qq && apt-get install -y -qq sonic-pi-samples)
+	$(PY) -m rewas corpus corpus --debian
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output

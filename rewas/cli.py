@@ -264,7 +264,7 @@ def cmd_corpus(args) -> None:
     if args.clips_per_class < 1:
         raise UserError("--clips-per-class must be at least 1")
     with tqdm(total=None, desc="synthesising", unit="clip", file=sys.stderr) as bar:
-        build_corpus(out, args.clips_per_class, seed=args.seed,
+        build_corpus(out, args.clips_per_class, seed=args.seed, debian=args.debian,
                      progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
     print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl)", file=sys.stderr)
 
@@ -345,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("output", help="folder to create")
     k.add_argument("--clips-per-class", type=int, default=40)
     k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--debian", action="store_true", help="also use the CC0 recordings of Debian's sonic-pi-samples")
     k.set_defaults(func=cmd_corpus)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")

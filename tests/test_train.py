@@ -106,3 +106,16 @@ def test_corpus_builder(tmp_path):
     pipe = ReWaSPipeline.from_pretrained("debug")
     build_cache(pipe, out / "test.jsonl", tmp_path / "cache")
     assert len(CachedClips(tmp_path / "cache")) == 2
+
+
+def test_corpus_with_debian_recordings(tmp_path):
+    from rewas.train.corpus import SONIC_PI, build_corpus, debian_sources
+
+    if not SONIC_PI.is_dir():
+        pytest.skip("Debian's sonic-pi-samples is not installed here (make corpus installs it)")
+    sources = debian_sources()
+    assert len(sources) > 100 and all(s["licence"].upper().startswith("CC0") for s in sources)
+    out = build_corpus(tmp_path / "c", clips_per_class=0, duration=2.0, debian=True, clips_per_recording=1)
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == len(sources) and {x["split"] for x in lines} == {"train", "val", "test"}
+    assert all(x["source"].startswith("sonic-pi:") and "CC0" in x["licence"] for x in lines)

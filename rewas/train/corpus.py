@@ -11,14 +11,18 @@ that lands exactly at each onset; continuous sounds (engines, wind, rain, buzzin
 amplitude that follows the loudness; tonal sounds (whistles, sirens, bells) make a lamp glow with the loudness.
 So a video-to-energy model (phi) has real motion -> energy structure to learn.
 
-Real recordings from Debian's sound packages can be added to the same manifest format (see README); this module
-covers the procedural part.
+Real recordings: with `debian=True` the corpus also uses Debian's `sonic-pi-samples` (166 recordings from
+freesound.org, each marked CC0 in the package's copyright file). Only files whose licence there is CC0 or
+public domain are used, so trained weights can be redistributed; sound-theme-freedesktop (CC-BY-SA, GPL) and
+oxygen-sounds (LGPL) are skipped for that reason. Each recording is one source; short ones are repeated at
+random onsets (impact rendering), long ones are played once (loudness-following rendering).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -198,6 +202,71 @@ CLASSES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------ real recordings
+
+SONIC_PI = Path("/usr/share/sonic-pi/samples")
+SONIC_PI_COPYRIGHT = Path("/usr/share/doc/sonic-pi-samples/copyright")
+# file-name prefix -> (class, captions)
+REAL_CLASSES = {
+    "drum_cymbal": ("cymbal", ("a cymbal crash", "cymbals")), "drum_tom": ("tom_drum", ("a tom drum", "tom drum hits")),
+    "drum_snare": ("snare_drum", ("a snare drum", "snare hits")), "sn_": ("snare_drum", ("a snare drum", "snare hits")),
+    "drum_bass": ("kick_drum", ("a bass drum kick", "kick drum")), "bd_": ("kick_drum", ("a bass drum kick", "kick drum")),
+    "drum_heavy_kick": ("kick_drum", ("a bass drum kick", "kick drum")), "drum_cowbell": ("cowbell", ("a cowbell",)),
+    "drum_splash": ("cymbal", ("a cymbal crash", "cymbals")), "drum_roll": ("drum_roll", ("a drum roll",)),
+    "tabla_": ("tabla", ("a tabla being played", "tabla drum")), "perc_bell": ("bell", ("a bell ringing", "a church bell")),
+    "perc_snap": ("finger_snap", ("fingers snapping",)), "perc_door": ("door", ("a door knock",)),
+    "perc_impact": ("impact", ("a heavy impact", "something hitting the ground")), "elec_": ("electronic", ("an electronic blip",)),
+    "loop_": ("drum_loop", ("a drum loop", "a rhythmic beat")), "ambi_": ("ambient", ("an ambient drone", "a humming drone")),
+    "bass_": ("synth_bass", ("a synth bass note",)), "guit_": ("guitar", ("an electric guitar",)),
+    "vinyl_": ("vinyl", ("a vinyl record scratching",)), "misc_crow": ("crow", ("a crow cawing",)),
+    "mehackit_phone": ("phone", ("a phone ringing",)), "mehackit_robot": ("robot", ("a robot voice",)),
+    "glitch_": ("glitch", ("glitchy electronic noises",)),
+}
+
+
+def debian_licences(copyright_file: Path = SONIC_PI_COPYRIGHT) -> dict[str, str]:
+    """file name -> licence, from a machine-readable Debian copyright file."""
+    out, files = {}, []
+    for line in copyright_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("Files:"):
+            files = line.split(":", 1)[1].split()
+        elif line.startswith("License:") and files:
+            for f in files:
+                out[Path(f).name] = line.split(":", 1)[1].strip()
+            files = []
+    return out
+
+
+def debian_sources(folder: Path = SONIC_PI) -> list[dict]:
+    """Usable real recordings: CC0 / public domain only, with a known class."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: install Debian's sonic-pi-samples (apt-get install sonic-pi-samples)")
+    licences = debian_licences()
+    sources = []
+    for path in sorted(folder.glob("*.flac")):
+        licence = licences.get(path.name, "")
+        cls = next((v for k, v in REAL_CLASSES.items() if path.stem.startswith(k)), None)
+        if cls and licence.upper().replace("-1.0", "") in ("CC0", "PUBLIC-DOMAIN"):
+            sources.append({"path": path, "class": cls[0], "captions": cls[1], "licence": f"{licence} (Debian sonic-pi-samples)"})
+    return sources
+
+
+def real_clip(source: dict, rng, duration: float) -> tuple[np.ndarray, list[float], str]:
+    from ..audio import load_audio
+
+    sample = load_audio(source["path"], SR)
+    n = int(duration * SR)
+    if len(sample) < 0.8 * SR:  # short: repeat at random onsets
+        events = _events(rng, duration, rng.uniform(1.0, 3.0), 0.3)
+        return _place(n, events, lambda i: sample * rng.uniform(0.6, 1.0)), events, "impact"
+    start = int(rng.uniform(0, max(0, len(sample) - n)))
+    clip = sample[start : start + n]
+    offset = int(rng.uniform(0.1, 0.5) * SR) if len(clip) < n - SR // 2 else 0
+    out = np.zeros(n)
+    out[offset : offset + len(clip)] = clip[: n - offset]
+    return out, [], "continuous"
+
+
 # ------------------------------------------------------------------------------------------------ rendering
 
 
@@ -209,7 +278,7 @@ def frame_envelope(wav: np.ndarray, fps: int = FPS) -> np.ndarray:
     return rms / (rms.max() + 1e-9)
 
 
-def renderer(cls: SoundClass, wav: np.ndarray, events: list[float], seed: int) -> Callable[[float], np.ndarray]:
+def renderer(mode: str, wav: np.ndarray, events: list[float], seed: int) -> Callable[[float], np.ndarray]:
     rng = np.random.default_rng(seed)
     color = tuple(int(c) for c in rng.integers(80, 255, 3))
     background = tuple(int(c) for c in rng.integers(0, 60, 3))
@@ -221,7 +290,7 @@ def renderer(cls: SoundClass, wav: np.ndarray, events: list[float], seed: int) -
         img = np.empty((SIZE, SIZE, 3), np.uint8)
         img[:] = background
         k = min(len(env) - 1, int(t * FPS))
-        if cls.mode == "impact":
+        if mode == "impact":
             img[SIZE - 14 :] = (110, 90, 70)
             past = [e for e in events if e <= t]
             future = [e for e in events if e > t]
@@ -233,7 +302,7 @@ def renderer(cls: SoundClass, wav: np.ndarray, events: list[float], seed: int) -
             else:
                 height = 0.0
             cy, cx = SIZE - 26 - height * 70, cx0
-        elif cls.mode == "continuous":
+        elif mode == "continuous":
             amp = 10 * env[k]
             cy, cx = 64 + amp * rng.standard_normal(), cx0 + amp * rng.standard_normal()
         else:  # glow: a lamp whose brightness follows the loudness
@@ -256,32 +325,42 @@ def split_of(source_index: int) -> str:
 
 
 def build_corpus(out: str | os.PathLike, clips_per_class: int = 40, duration: float = 5.12, seed: int = 0,
-                 classes: list[SoundClass] | None = None, progress=None) -> Path:
-    """Synthesise the corpus. One source (parameter draw) gives one clip; splits are by source."""
+                 classes: list[SoundClass] | None = None, debian: bool = False, clips_per_recording: int = 3,
+                 progress=None) -> Path:
+    """Synthesise the corpus. One procedural source (parameter draw) gives one clip; one real recording gives
+    `clips_per_recording` clips. Splits are by source."""
     from ..audio import write_wav
 
     out = Path(out)
     lines = []
     classes = classes or CLASSES
-    total = len(classes) * clips_per_class
-    for ci, cls in enumerate(classes):
-        for i in range(clips_per_class):
-            rng = np.random.default_rng([seed, ci, i])
-            params = cls.params(rng)
-            wav, events = cls.make(rng, params, duration)
-            wav = (0.8 * wav / (np.abs(wav).max() + 1e-9)).astype(np.float32)
+    jobs = [(cls, i) for cls in classes for i in range(clips_per_class)]
+    real = debian_sources() if debian else []
+    jobs += [(src, j) for src in real for j in range(clips_per_recording)]
+    for n, (what, i) in enumerate(jobs):
+        if isinstance(what, SoundClass):
+            rng = np.random.default_rng([seed, CLASSES.index(what) if what in CLASSES else 999, i])
+            params = what.params(rng)
+            wav, events = what.make(rng, params, duration)
+            mode, name, source, licence, captions = what.mode, what.name, f"procedural:{what.name}:{i}", \
+                "CC0-1.0 (synthesised by rewas)", what.captions
             split = split_of(i)
-            stem = f"{cls.name}_{i:04d}"
-            folder = out / split
-            folder.mkdir(parents=True, exist_ok=True)
-            write_wav(folder / f"{stem}.wav", wav, SR)
-            samples.write_video(folder / f"{stem}.mp4", renderer(cls, wav, events, seed * 7919 + i), duration, FPS)
-            caption = cls.captions[int(rng.integers(len(cls.captions)))]
-            lines.append({"video": f"{split}/{stem}.mp4", "audio": f"{split}/{stem}.wav", "caption": caption,
-                          "class": cls.name, "split": split, "source": f"procedural:{cls.name}:{i}",
-                          "params": params, "licence": "CC0-1.0 (synthesised by rewas)"})
-            if progress:
-                progress(len(lines), total)
+        else:
+            rng = np.random.default_rng([seed, real.index(what), i, 7])
+            wav, events, mode = real_clip(what, rng, duration)
+            params, name, source, licence, captions = {}, what["class"], f"sonic-pi:{what['path'].name}", what["licence"], what["captions"]
+            split = split_of(zlib.crc32(what["path"].name.encode()))
+        wav = (0.8 * wav / (np.abs(wav).max() + 1e-9)).astype(np.float32)
+        stem = f"{name}_{n:05d}"
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        write_wav(folder / f"{stem}.wav", wav, SR)
+        samples.write_video(folder / f"{stem}.mp4", renderer(mode, wav, events, seed * 7919 + n), duration, FPS)
+        lines.append({"video": f"{split}/{stem}.mp4", "audio": f"{split}/{stem}.wav",
+                      "caption": captions[int(rng.integers(len(captions)))], "class": name, "split": split,
+                      "source": source, "params": params, "licence": licence})
+        if progress:
+            progress(len(lines), len(jobs))
     (out / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     for split in ("train", "val", "test"):
         (out / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines if x["split"] == split))
