@@ -239,6 +239,19 @@ def cmd_train(args) -> None:
     from .pipeline import ReWaSPipeline
     from .train import CachedClips, TrainConfig, build_cache, train
 
+    if args.what == "classifier":
+        from .train.classifier import ClassifierBundle
+
+        data = CachedClips(args.data)
+        if not data.labels:
+            raise UserError(f"{args.data}: the cache has no class labels (its manifest needs a \"class\" per line)")
+        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+        result = train(ClassifierBundle(data.classes), data, "classifier", args.output, cfg, resume=not args.restart,
+                       log=lambda d: print(json.dumps(d), file=sys.stderr, flush=True))
+        print(f"trained the classifier for {result['step']} steps; it is in {Path(args.output) / 'model'}", file=sys.stderr)
+        return
+    if args.model is None:
+        raise UserError(f"rewas train {args.what} needs --model (a preset or model folder)")
     pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
     if args.what == "cache":
         if not os.path.isfile(args.data):
@@ -327,10 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     t = sub.add_parser("train", help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder) on one")
-    t.add_argument("what", choices=["cache", "phi", "adapter", "unet", "vae", "vocoder"],
+    t.add_argument("what", choices=["cache", "phi", "adapter", "unet", "vae", "vocoder", "classifier"],
                    help="cache: encode a manifest; otherwise the component to train")
     t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; otherwise a cache folder")
-    t.add_argument("--model", required=True, help="preset or model folder: frozen encoders / the model to train")
+    t.add_argument("--model", help="preset or model folder: frozen encoders / the model to train (not for classifier)")
     t.add_argument("--tokenizer-dir", help="RoBERTa vocab.json + merges.txt, if the model needs them")
     t.add_argument("-o", "--output", required=True, help="cache folder, or training run folder (checkpoints/, model/)")
     for name, kind in (("steps", int), ("batch_size", int), ("lr", float), ("warmup", int), ("grad_accum", int),

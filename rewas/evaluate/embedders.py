@@ -455,7 +455,24 @@ def _load_synchformer(path):
     return Synchformer.from_checkpoint(path)
 
 
+def class_accuracy(bundle, rows: list[dict]) -> dict:
+    """class_acc: how often a classifier trained on the corpus hears the item's "class" in the generated audio."""
+    hits = []
+    for row in rows:
+        if row.get("class"):
+            row["predicted_class"] = bundle.predict(M.load_audio(row["audio"], bundle.cnn_config.sample_rate))
+            hits.append(row["predicted_class"] == row["class"])
+    return {"class_acc": float(np.mean(hits))} if hits else {}
+
+
+def _load_classifier(path):
+    from ..train.classifier import ClassifierBundle
+
+    return ClassifierBundle.from_pretrained(path)
+
+
 EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
+    "classifier": (_load_classifier, class_accuracy),
     "panns": (CNN14.from_checkpoint, lambda m, rows: classifier_metrics(partial(panns_outputs, m), *_sets(rows), "panns")),
     "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
     "passt": (PaSST.from_checkpoint, lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt")),

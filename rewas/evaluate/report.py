@@ -76,7 +76,7 @@ def evaluate(manifest: str | os.PathLike, *, which: tuple[str, ...] = ITEM_METRI
     items = read_manifest(manifest)
     rows, notes = [], []
     for i, item in enumerate(items):
-        row = {"index": i, **{k: item.get(k) for k in ("video", "audio", "reference", "prompt") if k in item}}
+        row = {"index": i, **{k: item.get(k) for k in ("video", "audio", "reference", "prompt", "class") if k in item}}
         try:
             row.update(evaluate_item(item, which, onset_seconds))
         except Exception as e:  # reported, never dropped

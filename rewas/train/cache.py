@@ -9,7 +9,7 @@ Each clip gives one 5.12 s window (the clip's start), stored in shards of up to 
     text.npy      (n, D)    float32   caption embeddings (the text dropout uses the empty-prompt embedding)
     mel.npy       (n, F, n_mels) f16  log-mel of the normalised waveform (VAE and vocoder training)
     wave.npy      (n, N)    float16   the normalised waveform, 81,920 samples (vocoder training)
-    meta.json     captions, sources, shapes; `empty_text.npy` (D,) once per cache
+    meta.json     captions, sources, class labels (if the manifest has them); `empty_text.npy` (D,) once per cache
 
 Nothing is recomputed at training time; arrays open with mmap, so a cache larger than RAM still trains.
 """
@@ -88,7 +88,8 @@ def build_cache(pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard
         for a in arrays.values():
             a.flush()
         (shard / "meta.json").write_text(json.dumps({"count": len(chunk), "captions": [x["caption"] for x in chunk],
-                                                    "sources": [x["video"] for x in chunk]}))
+                                                    "sources": [x["video"] for x in chunk],
+                                                    "classes": [x.get("class") for x in chunk]}))
     (out / "cache.json").write_text(json.dumps({"model": pipe.config.to_dict(), "items": len(items)}))
     return out
 
@@ -105,10 +106,16 @@ class CachedClips(torch.utils.data.Dataset):
                        for s in shards]
         self.index = [(si, j) for si, s in enumerate(self.shards) for j in range(len(s["energy"]))]
         self.empty_text = torch.from_numpy(np.load(folder / "empty_text.npy"))
+        labels = [c for s in shards for c in json.loads((s / "meta.json").read_text()).get("classes", [])]
+        self.labels = labels if len(labels) == len(self.index) and all(labels) else None
+        self.classes = sorted(set(self.labels)) if self.labels else []
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         si, j = self.index[i]
-        return {k: torch.from_numpy(np.array(a[j], dtype=np.float32)) for k, a in self.shards[si].items()}
+        item = {k: torch.from_numpy(np.array(a[j], dtype=np.float32)) for k, a in self.shards[si].items()}
+        if self.labels:
+            item["label"] = torch.tensor(self.classes.index(self.labels[i]))
+        return item

@@ -123,7 +123,12 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None) ->
     return loss
 
 
-OBJECTIVES: dict[str, tuple[str, Callable]] = {"phi": ("phi", phi_loss), "adapter": ("adapter", adapter_loss),
+def classifier_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Audio classifier (for the "text matters" check): cross-entropy of CNN14 logits on the cached waveforms."""
+    return F.cross_entropy(pipe.classifier(batch["wave"])[1], batch["label"])
+
+
+OBJECTIVES: dict[str, tuple[str, Callable]] = {"classifier": ("classifier", classifier_loss), "phi": ("phi", phi_loss), "adapter": ("adapter", adapter_loss),
                                                "unet": ("unet", unet_loss), "vae": ("vae", vae_loss),
                                                "vocoder": ("vocoder", vocoder_loss)}
 
@@ -154,7 +159,7 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     setattr(pipe, attr, accelerator.unwrap_model(module))
     pipe.device = accelerator.device
     for name in ("unet", "adapter", "vae", "phi", "vocoder"):
-        if name != attr:
+        if name != attr and hasattr(pipe, name):
             getattr(pipe, name).to(accelerator.device)
     state = {"step": 0, "rng": sampler_gen}
 
