@@ -144,3 +144,11 @@ def test_minilm_sentence_encoder_offline_and_outside_the_model_folder(tmp_path, 
     a = pipe(media["v25"], prompt="a dog barking", steps=1, seed=0).waveform
     b = loaded(media["v25"], prompt="a dog barking", steps=1, seed=0).waveform
     assert np.array_equal(a, b)
+
+
+def test_small_preset_fits_the_embedded_budget():
+    from rewas.config import small
+
+    counts = count_parameters(small())
+    assert counts["video_encoder"] == 0 and counts["text_encoder"] == 0  # weight-free video, MiniLM from its package
+    assert counts["total"] * 2 <= 40 * 1024 * 1024  # fp16 weights within the 40 MB the package may carry
