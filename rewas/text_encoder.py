@@ -221,6 +221,9 @@ class SentenceEncoder(nn.Module):
             from tokenizers import Tokenizer
             from transformers import BertModel
 
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
             path = get_model_path()
             bert = BertModel.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
             for fn in self._apply_fns:  # device/dtype moves made before the first use
