@@ -202,8 +202,7 @@ def cmd_convert(args) -> None:
     if args.preset not in PRESETS:
         raise UserError(f"--preset {args.preset}: choose one of {', '.join(PRESETS)}")
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"-o {out}: folder exists and is not empty")
+    _require_empty(out)
     for flag, path in (("--rewas-ckpt", args.rewas_ckpt), ("--phi-ckpt", args.phi_ckpt),
                        ("--synchformer-ckpt", args.synchformer_ckpt), ("--roberta-dir", args.roberta_dir),
                        ("--audioldm-dir", args.audioldm_dir)):
@@ -239,31 +238,34 @@ def cmd_train(args) -> None:
     from .pipeline import ReWaSPipeline
     from .train import CachedClips, TrainConfig, build_cache, train
 
-    if args.what == "classifier":
-        from .train.classifier import ClassifierBundle
-
-        data = CachedClips(args.data)
-        if not data.labels:
-            raise UserError(f"{args.data}: the cache has no class labels (its manifest needs a \"class\" per line)")
-        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
-        result = train(ClassifierBundle(data.classes), data, "classifier", args.output, cfg, resume=not args.restart,
-                       log=lambda d: print(json.dumps(d), file=sys.stderr, flush=True))
-        print(f"trained the classifier for {result['step']} steps; it is in {Path(args.output) / 'model'}", file=sys.stderr)
-        return
-    if args.model is None:
+    if args.what != "classifier" and args.model is None:
         raise UserError(f"rewas train {args.what} needs --model (a preset or model folder)")
-    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
     if args.what == "cache":
         if not os.path.isfile(args.data):
             raise UserError(f"{args.data}: no such manifest")
+        pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
         with tqdm(total=None, desc="caching", unit="clip", file=sys.stderr) as bar:
             build_cache(pipe, args.data, args.output, progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
         print(f"wrote {args.output}", file=sys.stderr)
         return
+    data = CachedClips(args.data)
+    if args.what == "classifier":  # trained on its own, not as part of a pipeline
+        from .train.classifier import ClassifierBundle
+
+        if not data.labels:
+            raise UserError(f"{args.data}: the cache has no class labels (its manifest needs a \"class\" per line)")
+        model = ClassifierBundle(data.classes)
+    else:
+        model = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
-    result = train(pipe, CachedClips(args.data), args.what, args.output, cfg, resume=not args.restart,
+    result = train(model, data, args.what, args.output, cfg, resume=not args.restart,
                    log=lambda d: print(json.dumps(d), file=sys.stderr, flush=True))
     print(f"trained {args.what} for {result['step']} steps; model in {Path(args.output) / 'model'}", file=sys.stderr)
+
+
+def _require_empty(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: folder exists and is not empty")
 
 
 def cmd_corpus(args) -> None:
@@ -272,8 +274,7 @@ def cmd_corpus(args) -> None:
     from .train.corpus import build_corpus
 
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: folder exists and is not empty")
+    _require_empty(out)
     if args.clips_per_class < 1:
         raise UserError("--clips-per-class must be at least 1")
     with tqdm(total=None, desc="synthesising", unit="clip", file=sys.stderr) as bar:
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-convert", action="store_true", help="only fetch the files")
     d.set_defaults(func=cmd_download)
 
-    t = sub.add_parser("train", help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder) on one")
+    t = sub.add_parser("train", help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder, classifier) on one")
     t.add_argument("what", choices=["cache", "phi", "adapter", "unet", "vae", "vocoder", "classifier"],
                    help="cache: encode a manifest; otherwise the component to train")
     t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; otherwise a cache folder")
