@@ -12,6 +12,7 @@ Objectives (DESIGN §2):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -45,9 +46,15 @@ def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> tor
     return F.mse_loss(pipe.phi(batch["features"]), target.to(batch["features"].device))
 
 
-def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool) -> torch.Tensor:
+@functools.lru_cache(maxsize=4)
+def _training_schedule(cfg) -> torch.Tensor:
+    """alpha_bar_t of the training schedule (built once, not at every step)."""
     from ..sampling import make_scheduler
 
+    return make_scheduler(cfg).alphas_cumprod.float()
+
+
+def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool) -> torch.Tensor:
     cfg = pipe.config
     x0 = batch["latents"]
     b, device = x0.shape[0], x0.device
@@ -57,7 +64,8 @@ def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, con
         text = torch.where(drop[:, None].to(device), empty_text.to(device).expand_as(text), text)
     t = torch.randint(0, cfg.sampler.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    x_t = make_scheduler(cfg.sampler).add_noise(x0, noise, t)
+    alpha_bar = _training_schedule(cfg.sampler).to(device)[t].view(-1, *([1] * (x0.dim() - 1)))
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
     residuals = None
     if control:
         _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
