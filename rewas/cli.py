@@ -76,9 +76,6 @@ def cmd_generate(args) -> None:
     from .mux import CONTAINERS, atomic_path, mux
     from .pipeline import ReWaSPipeline
 
-    if args.model is None:
-        raise UserError("no default model is installed yet: pass --model debug (a tiny random test model), "
-                        "--model paper, or --model DIR (a folder written by save_pretrained / rewas convert)")
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
     _check_suffix(args.wav, (".wav",), "--wav")
     _check_suffix(args.energy_out, (".csv",), "--energy-out")
@@ -97,7 +94,8 @@ def cmd_generate(args) -> None:
             bar.update(step - bar.n)
 
         result = pipe(args.video, prompt=args.prompt, energy=energy, steps=args.steps, guidance=args.guidance,
-                      scheduler=args.scheduler, eta=args.eta, seed=args.seed, callback=progress)
+                      scheduler=args.scheduler, eta=args.eta, seed=args.seed, callback=progress,
+                      control_scale=args.control_scale)
     mux(args.video, result.waveform, result.sample_rate, args.output, info)
     if args.wav:
         with atomic_path(args.wav) as tmp:
@@ -236,10 +234,12 @@ def cmd_train(args) -> None:
     from tqdm import tqdm
 
     from .pipeline import ReWaSPipeline
-    from .train import CachedClips, TrainConfig, build_cache, train
+    from .train import CachedClips, TrainConfig, build_cache, refresh_latents, train
 
     if args.what != "classifier" and args.model is None:
         raise UserError(f"rewas train {args.what} needs --model (a preset or model folder)")
+    if args.what != "latents" and args.output is None:
+        raise UserError(f"rewas train {args.what} needs -o/--output")
     if args.what == "cache":
         if not os.path.isfile(args.data):
             raise UserError(f"{args.data}: no such manifest")
@@ -247,6 +247,14 @@ def cmd_train(args) -> None:
         with tqdm(total=None, desc="caching", unit="clip", file=sys.stderr) as bar:
             build_cache(pipe, args.data, args.output, progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
         print(f"wrote {args.output}", file=sys.stderr)
+        return
+    if args.what == "latents":
+        if not os.path.isdir(args.data):
+            raise UserError(f"{args.data}: no such cache folder")
+        pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
+        with tqdm(total=None, desc="encoding latents", unit="clip", file=sys.stderr) as bar:
+            refresh_latents(pipe, args.data, progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
+        print(f"re-encoded the latents of {args.data} with {args.model}'s VAE", file=sys.stderr)
         return
     data = CachedClips(args.data)
     if args.what == "classifier":  # trained on its own, not as part of a pipeline
@@ -294,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wav", help="also write the audio as a 16 kHz float WAV")
     g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
     g.add_argument("--energy-in", help="steer with this energy curve (CSV: time_s,energy) instead of the video's")
-    g.add_argument("--model", help="preset name (debug, paper) or model folder")
+    g.add_argument("--model", default="default",
+                   help="'default' (the small model embedded in the package, offline), a model folder (e.g. the paper "
+                        "model from `rewas convert`), or a random-weight preset (debug, small, paper)")
+    g.add_argument("--control-scale", type=float, default=1.0,
+                   help="strength of the energy control (1: as trained, 0: none, the sound follows the text alone)")
     g.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
     g.add_argument("--steps", type=int, help="sampler steps (default: the model's, 200 for the paper)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
@@ -341,14 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     t = sub.add_parser("train", help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder, classifier) on one")
-    t.add_argument("what", choices=["cache", "phi", "adapter", "unet", "vae", "vocoder", "classifier"],
-                   help="cache: encode a manifest; otherwise the component to train")
+    t.add_argument("what", choices=["cache", "latents", "phi", "adapter", "unet", "vae", "vocoder", "classifier"],
+                   help="cache: encode a manifest; latents: re-encode a cache's latents with --model's (trained) VAE; "
+                        "otherwise the component to train")
     t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; otherwise a cache folder")
     t.add_argument("--model", help="preset or model folder: frozen encoders / the model to train (not for classifier)")
     t.add_argument("--tokenizer-dir", help="RoBERTa vocab.json + merges.txt, if the model needs them")
-    t.add_argument("-o", "--output", required=True, help="cache folder, or training run folder (checkpoints/, model/)")
+    t.add_argument("-o", "--output", help="cache folder, or training run folder (checkpoints/, model/); not for latents")
     for name, kind in (("steps", int), ("batch_size", int), ("lr", float), ("warmup", int), ("grad_accum", int),
-                       ("checkpoint_every", int), ("log_every", int), ("seed", int), ("num_workers", int)):
+                       ("checkpoint_every", int), ("log_every", int), ("seed", int), ("num_workers", int),
+                       ("crop_frames", int)):
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
     t.add_argument("--text-dropout", type=float, dest="text_dropout")

@@ -120,6 +120,16 @@ def token_times(num_segments: int, stride: int, tokens_per_segment: int, tubelet
     return ((starts + (tubelet - 1) / 2) / fps).reshape(-1)
 
 
+def tubelet_energy(energy: torch.Tensor, times: np.ndarray, span_s: float, frame_rate: float) -> torch.Tensor:
+    """Frame energy (..., F) -> (..., len(times)): the mean energy over each token's tubelet, the `span_s` seconds
+    centred on its time (phi's target on the real timeline; mel frame k is centred at (k + 0.5) / frame_rate)."""
+    frames = energy.shape[-1]
+    centres = (np.arange(frames) + 0.5) / frame_rate
+    inside = np.abs(centres[None, :] - np.asarray(times)[:, None]) <= span_s / 2 + 1e-9  # (S, F)
+    weights = torch.from_numpy(inside / np.maximum(inside.sum(axis=1, keepdims=True), 1)).to(energy.dtype)
+    return energy @ weights.T
+
+
 def curve_from_timed_tokens(token_energy: torch.Tensor, times: np.ndarray, num_frames: int, frame_rate: float,
                             cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
     """phi's output (..., S) at token `times` -> curve (..., num_frames) on the real timeline.

@@ -118,11 +118,12 @@ class ReWaSPipeline:
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike | None = None,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ReWaSPipeline":
-        """A preset name (`debug`, `paper`: random weights) or a folder written by `save_pretrained`."""
+        """`default` (the trained model embedded in the package), a preset name (`debug`, `small`, `paper`: random
+        weights) or a folder written by `save_pretrained`."""
         if _is_preset(name_or_dir):
             pipe = cls.from_config(PRESETS[str(name_or_dir)]())
         else:
-            pipe = cls._load_folder(Path(name_or_dir), tokenizer_dir)
+            pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir)
         return pipe.to(device or "cpu", dtype or torch.float32)
 
     @classmethod
@@ -147,12 +148,13 @@ class ReWaSPipeline:
         components["text_encoder"].tokenizer = load_tokenizer(config.text, tokenizer_dir)
         return cls(config, components)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """config.json + {component}.safetensors (+ tokenizer/ for BPE tokenizers), all fp32."""
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+        """config.json + {component}.safetensors (+ tokenizer/ for BPE tokenizers); floating tensors stored in
+        `dtype` (fp32 by default; fp16 halves the size, and loading upcasts again)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in COMPONENTS:
-            state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+            state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                      for k, v in getattr(self, name).state_dict().items()}
             save_file(state, folder / f"{name}.safetensors")
         tokenizer = self.text_encoder.tokenizer
@@ -196,8 +198,10 @@ class ReWaSPipeline:
         wav = self.vocoder(mel[:, 0].transpose(1, 2))  # (B, T * hop + 32)
         return wav[:, : mel.shape[2] * self.config.audio.hop_length]
 
-    def denoiser(self, text: torch.Tensor, empty: torch.Tensor, hint: torch.Tensor, guidance: float) -> Callable:
-        """eps(x_t, t) with CFG; the unconditional branch has the empty prompt AND an all-zero energy latent."""
+    def denoiser(self, text: torch.Tensor, empty: torch.Tensor, hint: torch.Tensor, guidance: float,
+                 control_scale: float = 1.0) -> Callable:
+        """eps(x_t, t) with CFG; the unconditional branch has the empty prompt AND an all-zero energy latent.
+        control_scale multiplies the adapter's residuals (0: the adapter is not run, text-to-audio only)."""
         if guidance == 1.0:
             text_in, hint_in = text, hint
         else:
@@ -207,7 +211,10 @@ class ReWaSPipeline:
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             x_in = x if guidance == 1.0 else torch.cat([x, x])
             t_in = t.reshape(1).expand(x_in.shape[0]).to(self.device)
-            control = self.adapter(x_in, hint_in, t_in, text_in)
+            control = None
+            if control_scale != 0:
+                control = self.adapter(x_in, hint_in, t_in, text_in)
+                control = control if control_scale == 1 else [c * control_scale for c in control]
             out = self.unet(x_in, t_in, text_in, control=control)
             return out if guidance == 1.0 else classifier_free_guidance(*out.chunk(2), guidance)
 
@@ -232,6 +239,7 @@ class ReWaSPipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         callback: Callable[[int, int], None] | None = None,
+        control_scale: float = 1.0,
     ) -> GenerationResult:
         """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps).
 
@@ -241,6 +249,7 @@ class ReWaSPipeline:
         device / dtype: move the pipeline first (same as `.to(device, dtype)`; dtype applies to the diffusion model
         and video encoder, the rest stays float32).
         callback(step, total) is called after every sampler step over all windows.
+        control_scale: strength of the energy control (1: as trained; 0: none, the backbone follows the text alone).
         """
         if device is not None or dtype is not None:
             self.to(device or self.device, dtype or self.dtype)
@@ -280,7 +289,7 @@ class ReWaSPipeline:
                     curve = self.predict_energy(window)
                 hint = self.encode_energy(curve, generator)
             with _timer(timings, "diffusion"):
-                denoise = self.denoiser(cond, empty, hint, guidance)
+                denoise = self.denoiser(cond, empty, hint, guidance, control_scale)
                 step_cb = (lambda i, n, w=w: callback(w * steps + i, total_steps)) if callback else None
                 latent = sample(denoise, sched, (1, *cfg.latent_shape), steps=steps, generator=generator, eta=eta,
                                 device=self.device, dtype=self.dtype, callback=step_cb)
@@ -346,6 +355,20 @@ def _is_preset(name_or_dir) -> bool:
     return str(name_or_dir) in PRESETS and not Path(name_or_dir).is_dir()
 
 
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
+
+
+def _model_dir(name_or_dir) -> Path:
+    """`default` -> the embedded model's folder (unless a folder of that name exists here); else the path itself."""
+    if str(name_or_dir) == DEFAULT_MODEL and not Path(name_or_dir).is_dir():
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise FileNotFoundError(f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
+                                    "reinstall rewas, or pass --model DIR")
+        return DEFAULT_MODEL_DIR
+    return Path(name_or_dir)
+
+
 def count_parameters(config: ModelConfig) -> dict[str, int]:
     """Parameters per component of a config, built on the meta device (nothing allocated, instant even for `paper`)."""
     with empty_weights():
@@ -359,7 +382,7 @@ def load_config(name_or_dir: str | os.PathLike) -> ModelConfig:
     """The config of a preset or a saved folder, without loading weights."""
     if _is_preset(name_or_dir):
         return PRESETS[str(name_or_dir)]()
-    path = Path(name_or_dir) / "config.json"
+    path = _model_dir(name_or_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json")
     return ModelConfig.from_dict(json.loads(path.read_text())["model"])

@@ -15,7 +15,7 @@ from .layers import Upsample
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6)
+    return nn.GroupNorm(min(32, channels), channels, eps=1e-6)  # 32 groups (one per channel when narrower)
 
 
 class VAEResBlock(nn.Module):

@@ -46,10 +46,11 @@ def test_generate_end_to_end(media, tmp_path, capsys, name):
     assert "wrote" in err and "seed 0" in err
 
 
-def test_generate_needs_a_model_until_the_default_exists(media, tmp_path, capsys):
-    code, _, err = run(["generate", media["v25"], "--prompt", "x", "-o", tmp_path / "o.mp4"], capsys)
-    assert code == 2 and "no default model" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "o.mp4").exists()
+def test_generate_uses_the_embedded_default_model(media, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    code, _, err = run(["generate", media["v25"], "--prompt", "a ball bouncing", "-o", out, "--steps", "2", "--seed", "0"], capsys)
+    assert code == 0, err
+    assert streams(out) == ["video", "audio"]
 
 
 @pytest.mark.parametrize("name", ["missing", "directory", "not_video", "zero_frames", "audio_only"])

@@ -84,3 +84,28 @@ def test_bfloat16_on_cpu(media):
     r = pipe(media["v25"], prompt="x", steps=1, seed=0, dtype=torch.bfloat16)
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.scale_factor.dtype == torch.float32
     assert np.isfinite(r.waveform).all() and r.waveform.shape == (48000,)
+
+
+def test_control_scale_zero_runs_the_text_only_backbone(debug_pipe, media, monkeypatch):
+    a = debug_pipe(media["v25"], prompt="x", steps=2, seed=1)
+    calls = []
+    original = debug_pipe.adapter.forward
+    monkeypatch.setattr(debug_pipe.adapter, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    b = debug_pipe(media["v25"], prompt="x", steps=2, seed=1, control_scale=0.0)
+    assert not calls and b.waveform.shape == a.waveform.shape
+    debug_pipe(media["v25"], prompt="x", steps=1, seed=1, control_scale=0.5)
+    assert calls
+
+
+def test_fp16_storage_halves_the_files_and_loads_as_fp32(debug_pipe, tmp_path):
+    from safetensors.torch import load_file
+
+    debug_pipe.save_pretrained(tmp_path / "a")
+    debug_pipe.save_pretrained(tmp_path / "b", dtype=torch.float16)
+    assert all(v.dtype == torch.float16 for v in load_file(tmp_path / "b" / "unet.safetensors").values() if v.is_floating_point())
+    size = lambda d: sum(p.stat().st_size for p in d.glob("*.safetensors"))  # noqa: E731
+    assert size(tmp_path / "b") < 0.55 * size(tmp_path / "a")
+    loaded = ReWaSPipeline.from_pretrained(tmp_path / "b")
+    weight = next(loaded.unet.parameters())
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight, next(debug_pipe.unet.parameters()).half().float())

@@ -140,3 +140,62 @@ def test_classifier_training_and_class_accuracy(tmp_path, capsys):
     assert 0.0 <= report["set"]["class_acc"] <= 1.0 and all("predicted_class" in r for r in report["items"])
     capsys.readouterr()
     assert main(["train", "phi", str(tmp_path / "cache"), "-o", str(tmp_path / "x")]) == 2  # phi needs --model
+
+
+def test_random_crop_keeps_every_view_aligned():
+    from rewas.config import small
+    from rewas.train.trainer import random_crop
+
+    cfg = small()
+    frames = torch.arange(512.0)
+    batch = {"energy": frames.expand(3, 512), "mel": frames[None, :, None].expand(3, 512, 64),
+             "latents": (torch.arange(128.0) * 4)[None, None, :, None].expand(3, 8, 128, 16),
+             "wave": (torch.arange(512 * 160) // 160).float().expand(3, -1), "text": torch.zeros(3, 384)}
+    out = random_crop(batch, 128, cfg, torch.Generator().manual_seed(0), align=cfg.latent_time_multiple)
+    assert out["energy"].shape == (3, 128) and out["latents"].shape == (3, 8, 32, 16) and out["wave"].shape == (3, 128 * 160)
+    starts = out["energy"][:, 0]
+    assert len(set(starts.tolist())) > 1 and all(s % cfg.latent_time_multiple == 0 for s in starts.tolist())
+    for i in range(3):
+        assert torch.equal(out["energy"][i], starts[i] + torch.arange(128.0))
+        assert torch.equal(out["mel"][i, :, 0], out["energy"][i]) and torch.equal(out["wave"][i, ::160], out["energy"][i])
+        assert torch.equal(out["latents"][i, 0, :, 0], out["energy"][i, ::4])
+    assert out["text"] is batch["text"] and random_crop(batch, 0, cfg, None) is batch
+    with pytest.raises(ValueError):
+        random_crop(batch, 130, cfg, None)
+
+
+def test_phi_target_on_the_real_timeline_puts_an_event_at_its_time():
+    from rewas.config import small
+    from rewas.energy import token_times, tubelet_energy
+
+    cfg = small()
+    energy = torch.full((1, 512), -5.0)
+    energy[0, 200:204] = 0.0  # 2.00-2.04 s
+    times = token_times(15, 8, 8, 2, 25.0)
+    target = tubelet_energy(energy, times, 2 / 25, 100.0)[0]
+    hot = times[target > -4.9]
+    assert len(hot) and np.all(np.abs(hot - 2.02) <= 0.06)
+    assert torch.allclose(tubelet_energy(torch.ones(1, 512), times, 0.08, 100.0), torch.ones(1, 120))
+    assert cfg.energy.timeline == "true"
+
+
+def test_vae_training_sets_the_scale_factor_and_latents_are_refreshed(cache, tmp_path):
+    from rewas.train import refresh_latents
+    from rewas.train.trainer import latent_scale
+
+    data = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(cache / "cache", data)
+    pipe = fresh("vae")
+    train(pipe, CachedClips(data), "vae", tmp_path / "run", TrainConfig(steps=1, batch_size=2, lr=1e-3, warmup=1,
+                                                                         crop_frames=64, log_every=1), log=lambda d: None)
+    trained = ReWaSPipeline.from_pretrained(tmp_path / "run" / "model")
+    scale = float(trained.vae.scale_factor)
+    assert scale != 1.0 and scale == pytest.approx(latent_scale(trained.vae, CachedClips(data)), rel=1e-5)
+    refresh_latents(trained, data, batch_size=2)
+    ds = CachedClips(data)
+    with torch.no_grad():
+        expected = trained.vae.encode(ds[1]["mel"][None, None], sample=False)[0]
+    torch.testing.assert_close(ds[1]["latents"], expected, atol=1e-5, rtol=1e-5)
+    assert float(expected.std()) == pytest.approx(1.0, rel=0.5)

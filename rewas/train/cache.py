@@ -94,6 +94,34 @@ def build_cache(pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard
     return out
 
 
+@torch.no_grad()
+def refresh_latents(pipe, folder: str | os.PathLike, batch_size: int = 16, progress=None) -> Path:
+    """Re-encode `latents.npy` of every shard from its cached log-mel with `pipe.vae` (after the VAE was trained:
+    the other arrays do not depend on it, so nothing else is recomputed)."""
+    folder = Path(folder)
+    shards = sorted(p for p in folder.glob("shard_*") if (p / "mel.npy").is_file())
+    if not shards:
+        raise FileNotFoundError(f"{folder}: no cache shards with log-mels (build one with `rewas train cache`)")
+    total, done = sum(len(np.load(s / "mel.npy", mmap_mode="r")) for s in shards), 0
+    for shard in shards:
+        mel = np.load(shard / "mel.npy", mmap_mode="r")
+        latents = None
+        for start in range(0, len(mel), batch_size):
+            x = torch.from_numpy(np.asarray(mel[start : start + batch_size], dtype=np.float32))[:, None].to(pipe.device)
+            z = pipe.vae.encode(x, sample=False).float().cpu().numpy()
+            if latents is None:
+                latents = np.lib.format.open_memmap(shard / "latents.npy.tmp", mode="w+", dtype=np.float32,
+                                                    shape=(len(mel), *z.shape[1:]))
+            latents[start : start + len(z)] = z
+            done += len(z)
+            if progress:
+                progress(done, total)
+        latents.flush()
+        del latents
+        os.replace(shard / "latents.npy.tmp", shard / "latents.npy")
+    return folder
+
+
 class CachedClips(torch.utils.data.Dataset):
     """Memory-mapped view over all shards: item i -> dict of tensors."""
 

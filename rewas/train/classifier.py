@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -53,6 +54,13 @@ class ClassifierBundle:
         return bundle
 
     @torch.no_grad()
-    def predict(self, wav) -> str:
-        logits = self.classifier(torch.as_tensor(wav, dtype=torch.float32)[None])[1]
+    def predict(self, wav, seconds: float = 5.12) -> str:
+        """The class heard in a 16 kHz waveform, prepared as in training: the first `seconds` (zero-padded),
+        mean removed and peak-normalised to 0.5 (the cache's waveforms)."""
+        from ..energy import normalize_waveform
+
+        n = round(seconds * self.cnn_config.sample_rate)
+        x = torch.as_tensor(np.asarray(wav, dtype=np.float32)[:n])
+        x = normalize_waveform(torch.nn.functional.pad(x, (0, n - len(x))).double()).float()
+        logits = self.classifier(x[None])[1]
         return self.classes[int(logits.argmax(-1))]

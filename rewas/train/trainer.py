@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..energy import energy_target
+from ..energy import energy_target, token_times, tubelet_energy
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,44 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     num_workers: int = 0
+    crop_frames: int = 0  # >0: train on random crops of this many mel frames (convolutional parts; 0 = whole window)
 
 
 def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-    target, _ = energy_target(batch["energy"], batch["features"].shape[1], pipe.config.energy)
-    return F.mse_loss(pipe.phi(batch["features"]), target.to(batch["features"].device))
+    """MSE to the energy target of each token: on the real timeline (the mean energy over the token's tubelet), or
+    with `timeline="uniform"` the release's target (resized evenly to the token count, Savitzky-Golay 9/2)."""
+    cfg = pipe.config
+    feats = batch["features"]
+    if cfg.energy.timeline == "uniform":
+        target, _ = energy_target(batch["energy"], feats.shape[1], cfg.energy)
+    else:
+        per_segment = cfg.video_encoder.tokens_per_segment
+        times = token_times(feats.shape[1] // per_segment, cfg.video.segment_stride, per_segment,
+                            cfg.video_encoder.tubelet, cfg.video.fps)
+        target = tubelet_energy(batch["energy"], times, cfg.video_encoder.tubelet / cfg.video.fps, cfg.audio.frame_rate)
+    return F.mse_loss(pipe.phi(feats), target.to(feats.device))
+
+
+def random_crop(batch: dict, frames: int, cfg, generator: torch.Generator | None, align: int = 1) -> dict:
+    """Crop every item to `frames` mel frames at a random offset (a multiple of `align` and of the VAE's
+    downsampling), keeping the mel, energy, latent (time / downsampling) and waveform (x hop) views aligned.
+    Other entries are left as they are."""
+    total = batch["energy"].shape[-1]
+    if frames <= 0 or frames >= total:
+        return batch
+    downsample, hop = cfg.vae.downsample, cfg.audio.hop_length
+    if frames % downsample or (align > 1 and frames % align):
+        raise ValueError(f"crop_frames={frames} must be a multiple of {max(align, downsample)}")
+    step = max(align, downsample)
+    starts = torch.randint(0, (total - frames) // step + 1, (batch["energy"].shape[0],), generator=generator) * step
+    views = {"energy": (-1, 1), "mel": (1, 1), "latents": (2, 1 / downsample), "wave": (1, hop)}
+    out = dict(batch)
+    for key, (dim, scale) in views.items():
+        if key in batch:
+            length = int(frames * scale)
+            out[key] = torch.stack([x.narrow(dim if dim < 0 else dim - 1, int(s * scale), length)
+                                    for x, s in zip(batch[key], starts.tolist())])
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,8 +87,12 @@ def _training_schedule(cfg) -> torch.Tensor:
     return make_scheduler(cfg).alphas_cumprod.float()
 
 
-def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool) -> torch.Tensor:
+def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
     cfg = pipe.config
+    if control:  # the hint curve comes from the whole window (its smoothing), then is cropped with the latents
+        _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
+        batch = {**batch, "energy": curve.to(batch["energy"].dtype)}
+    batch = random_crop(batch, crop_frames, cfg, generator, align=cfg.latent_time_multiple)
     x0 = batch["latents"]
     b, device = x0.shape[0], x0.device
     text = batch["text"]
@@ -68,17 +105,26 @@ def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, con
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
     residuals = None
     if control:
-        _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
         with torch.no_grad():
-            hint = pipe.encode_energy(curve, generator)
+            hint = pipe.encode_energy(batch["energy"].cpu(), generator)
         residuals = pipe.adapter(x_t, hint.to(x_t.dtype), t, text)
     return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), noise)
 
 
 def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
-                 empty_text: torch.Tensor | None = None) -> torch.Tensor:
+                 empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
     """Energy adapter: epsilon MSE of the frozen UNet + trainable adapter; the hint is the smoothed true energy."""
-    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=True)
+    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=True, crop_frames=crop_frames)
+
+
+@torch.no_grad()
+def latent_scale(vae, dataset, items: int = 64) -> float:
+    """1 / std of the VAE's posterior means over (up to) `items` whole windows: AudioLDM's `scale_factor`, so the
+    diffusion model sees unit-variance latents."""
+    device = next(vae.parameters()).device
+    means = [vae.quant_conv(vae.encoder(dataset[i]["mel"][None, None].to(device))).chunk(2, dim=1)[0]
+             for i in range(min(items, len(dataset)))]
+    return float(1.0 / torch.cat(means).float().std())
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -98,13 +144,15 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def unet_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.1,
-              empty_text: torch.Tensor | None = None) -> torch.Tensor:
+              empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
     """Text-to-audio backbone: epsilon-prediction MSE on cached latents, no energy control, text dropout for CFG."""
-    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=False)
+    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=False, crop_frames=crop_frames)
 
 
-def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_weight: float = 1e-6) -> torch.Tensor:
+def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_weight: float = 1e-6,
+             crop_frames: int = 0) -> torch.Tensor:
     """Mel VAE: L1 reconstruction of the log-mel + a small KL term (the release adds LPIPS and a GAN; not here)."""
+    batch = random_crop(batch, crop_frames, pipe.config, generator)
     mel = batch["mel"][:, None]  # (B, 1, F, n_mels)
     vae = pipe.vae
     mean, logvar = vae.quant_conv(vae.encoder(mel)).chunk(2, dim=1)
@@ -115,10 +163,11 @@ def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_wei
     return F.l1_loss(recon, mel) + kl_weight * kl
 
 
-def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, crop_frames: int = 0) -> torch.Tensor:
     """HiFi-GAN generator with reconstruction losses only (log-mel L1 + multi-resolution STFT); no discriminators."""
     from ..energy import log_mel
 
+    batch = random_crop(batch, crop_frames, pipe.config, generator)
     cfg = pipe.config.audio
     wav = pipe.vocoder(batch["mel"].transpose(1, 2))[:, : batch["wave"].shape[1]]
     target = batch["wave"][:, : wav.shape[1]]
@@ -187,6 +236,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
         log({"resumed": str(latest), "step": state["step"]})
     extra = ({"text_dropout": cfg.text_dropout, "empty_text": getattr(dataset, "empty_text", None)}
              if what in ("adapter", "unet") else {})
+    if what in ("adapter", "unet", "vae", "vocoder"):
+        extra["crop_frames"] = cfg.crop_frames
     epoch_batches = max(1, len(loader))
     epoch, skip = divmod(state["step"] * cfg.grad_accum, epoch_batches)  # resume mid-epoch where training stopped
     history = []
@@ -214,6 +265,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
                 break
     module = accelerator.unwrap_model(module).eval().requires_grad_(False)
     setattr(pipe, attr, module)
+    if what == "vae":
+        module.scale_factor.fill_(latent_scale(module, dataset))
     if accelerator.is_main_process:
         pipe.save_pretrained(out / "model")
         (out / "train.json").write_text(json.dumps({"what": what, "config": dataclasses.asdict(cfg),

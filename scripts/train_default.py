@@ -1,0 +1,136 @@
+"""Re-train the embedded default model (`rewas/assets/default`) from nothing: one command, every stage.
+
+    python scripts/train_default.py WORKDIR                 # all stages, in order (resumes where it stopped)
+    python scripts/train_default.py WORKDIR --only vocoder  # one stage
+    python scripts/train_default.py WORKDIR --jobs 2        # run independent stages side by side (2-core CPU)
+
+Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
+
+    corpus      procedural sounds + Debian's CC0 sonic-pi-samples, with rendered videos (`rewas corpus --debian`)
+    cache       video motion features, energies, MiniLM caption embeddings, log-mels, waveforms (train + test)
+    vae         the mel VAE (random 1.28 s crops); sets scale_factor = 1 / std of the latents
+    latents     re-encodes the cache's latents with the trained VAE
+    unet        the text-to-audio UNet on those latents (text dropout 0.1 for classifier-free guidance)
+    adapter     the energy adapter on the frozen UNet (text dropout 0.3, as the paper)
+    phi         video motion features -> energy, on the real timeline
+    vocoder     HiFi-GAN generator from log-mels (reconstruction losses only)
+    classifier  the sound-class classifier used by the evaluation (not part of the model)
+    assemble    one model folder with every trained part, stored in fp16 -> WORKDIR/default (copy it to
+                rewas/assets/default to ship it)
+
+`vae -> latents -> unet -> adapter` is a chain; `vocoder`, `phi` and `classifier` only need the cache, so `--jobs 2`
+runs them beside the chain. The step counts below are what the shipped model was trained with on a 2-core CPU
+(see the README for the times); `--scale K` multiplies every step count (e.g. on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+# stage -> (depends on, CLI arguments after `rewas train <what> <cache>`)
+TRAIN = {
+    "vae": ("cache", "small", ["--steps", "1000", "--checkpoint-every", "250", "--batch-size", "8", "--lr", "5e-4", "--warmup", "50", "--crop-frames", "128"]),
+    "unet": ("latents", "vae", ["--steps", "3000", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "100",
+                                "--crop-frames", "128", "--text-dropout", "0.1"]),
+    "adapter": ("unet", "unet", ["--steps", "1200", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "50",
+                                 "--crop-frames", "128", "--text-dropout", "0.3"]),
+    "phi": ("cache", "small", ["--steps", "2000", "--batch-size", "32", "--lr", "1e-3", "--warmup", "100"]),
+    "vocoder": ("cache", "small", ["--steps", "4000", "--checkpoint-every", "500", "--batch-size", "8", "--lr", "5e-4", "--warmup", "100", "--crop-frames", "64"]),
+    "classifier": ("cache", None, ["--steps", "1500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
+}
+STAGES = ["corpus", "cache", "vae", "latents", "unet", "adapter", "phi", "vocoder", "classifier", "assemble"]
+PARTS = {"vae": "vae", "unet": "unet", "adapter": "adapter", "phi": "phi", "vocoder": "vocoder"}  # component <- run
+
+
+def rewas(args: list[str], log: Path) -> None:
+    print(f"[{log.stem}] rewas {' '.join(args)}", flush=True)
+    with open(log, "a") as f:
+        code = subprocess.call([sys.executable, "-m", "rewas", *args], stdout=f, stderr=subprocess.STDOUT)
+    if code:
+        raise SystemExit(f"[{log.stem}] failed (exit {code}); see {log}")
+
+
+def model_of(work: Path, run: str) -> str:
+    return "small" if run == "small" else str(work / run / "model")
+
+
+def run_stage(stage: str, work: Path, scale: float) -> None:
+    log = work / f"{stage}.log"
+    cache = work / "cache_train"
+    if stage == "corpus":
+        if not (work / "corpus" / "manifest.jsonl").is_file():
+            rewas(["corpus", str(work / "corpus"), "--clips-per-class", "60", "--debian"], log)
+    elif stage == "cache":
+        for split in ("train", "test"):
+            if not (work / f"cache_{split}" / "cache.json").is_file():
+                rewas(["train", "cache", str(work / "corpus" / f"{split}.jsonl"), "--model", "small",
+                       "-o", str(work / f"cache_{split}")], log)
+    elif stage == "latents":
+        rewas(["train", "latents", str(cache), "--model", model_of(work, "vae")], log)
+    elif stage == "assemble":
+        assemble(work)
+    else:
+        _, base, args = TRAIN[stage]
+        args = list(args)
+        i = args.index("--steps")
+        args[i + 1] = str(max(1, round(int(args[i + 1]) * scale)))
+        model = [] if base is None else ["--model", model_of(work, base)]
+        rewas(["train", stage, str(cache), *model, "-o", str(work / stage), *args], log)
+
+
+def assemble(work: Path) -> None:
+    """The adapter run holds vae + unet + adapter; phi and vocoder come from their own runs (same config)."""
+    from rewas.pipeline import ReWaSPipeline, load_config
+
+    pipe = ReWaSPipeline.from_pretrained(work / "adapter" / "model")
+    for run in ("phi", "vocoder"):
+        other = ReWaSPipeline.from_pretrained(work / run / "model")
+        if load_config(work / run / "model") != pipe.config:
+            raise SystemExit(f"{run}: trained with another configuration than the adapter run")
+        setattr(pipe, run, getattr(other, run))
+    out = work / "default"
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, dtype=torch.float16)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"[assemble] wrote {out} ({size / 1e6:.1f} MB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdir")
+    parser.add_argument("--only", choices=STAGES, action="append", help="run only these stages (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="2: run vocoder/phi/classifier beside the vae->adapter chain")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    stages = args.only or STAGES
+    chain = [s for s in ("corpus", "cache", "vae", "latents", "unet", "adapter") if s in stages]
+    side = [s for s in ("phi", "vocoder", "classifier") if s in stages]
+    for stage in [s for s in chain if s in ("corpus", "cache")]:
+        run_stage(stage, work, args.scale)
+    chain = [s for s in chain if s not in ("corpus", "cache")]
+    if args.jobs > 1 and side:
+        worker = threading.Thread(target=lambda: [run_stage(s, work, args.scale) for s in side])
+        worker.start()
+        for stage in chain:
+            run_stage(stage, work, args.scale)
+        worker.join()
+    else:
+        for stage in chain + side:
+            run_stage(stage, work, args.scale)
+    if "assemble" in stages:
+        run_stage("assemble", work, args.scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The embedded default model: shipped in the package, small, loads offline, and generates."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rewas import ReWaSPipeline
+from rewas.pipeline import COMPONENTS, DEFAULT_MODEL_DIR, load_config
+
+
+def test_it_ships_inside_the_package_within_40_mb():
+    files = [DEFAULT_MODEL_DIR / "config.json", *(DEFAULT_MODEL_DIR / f"{n}.safetensors" for n in COMPONENTS)]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.iterdir()) <= 40e6
+    cfg = load_config("default")
+    assert cfg.video_encoder.kind == "motion" and cfg.text.kind == "minilm"  # nothing to download
+    assert json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["model"]["name"] == cfg.name
+
+
+@pytest.fixture(scope="module")
+def default_pipe():
+    return ReWaSPipeline.from_pretrained("default")
+
+
+def test_weights_are_trained_not_random(default_pipe):
+    fresh = ReWaSPipeline.from_pretrained("small")
+    for name in ("unet", "adapter", "vae", "vocoder", "phi"):
+        a, b = getattr(default_pipe, name).state_dict(), getattr(fresh, name).state_dict()
+        assert any(not torch.allclose(a[k].float(), b[k].float()) for k in a), name
+    assert float(default_pipe.vae.scale_factor) != 1.0  # set from the trained VAE's latents
+    # the adapter's zero-initialised output convolutions have moved: the energy control does something
+    zero = [k for k in fresh.adapter.state_dict() if "zero_conv" in k or "middle_block_out" in k]
+    assert zero and any(default_pipe.adapter.state_dict()[k].abs().max() > 0 for k in zero)
+
+
+def test_it_generates_a_soundtrack_that_follows_the_energy(default_pipe):
+    """Loud where the control curve is high, quiet where it is low (a 2 s curve: silence, then sound)."""
+    curve = np.full(200, -9.0, dtype=np.float32)
+    curve[100:] = -3.0
+    result = default_pipe(energy=curve, prompt="an engine idling", steps=8, seed=0)
+    wav = result.waveform
+    assert len(wav) == 32000 and np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
+    quiet, loud = np.sqrt(np.mean(wav[1600:14400] ** 2)), np.sqrt(np.mean(wav[17600:30400] ** 2))
+    assert loud > 3 * quiet, (quiet, loud)
