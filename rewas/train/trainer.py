@@ -82,9 +82,9 @@ def random_crop(batch: dict, frames: int, cfg, generator: torch.Generator | None
 @functools.lru_cache(maxsize=4)
 def _training_schedule(cfg) -> torch.Tensor:
     """alpha_bar_t of the training schedule (built once, not at every step)."""
-    from ..sampling import make_scheduler
+    from ..sampling import alphas_cumprod
 
-    return make_scheduler(cfg).alphas_cumprod.float()
+    return alphas_cumprod(cfg)
 
 
 def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
@@ -125,6 +125,17 @@ def latent_scale(vae, dataset, items: int = 64) -> float:
     means = [vae.quant_conv(vae.encoder(dataset[i]["mel"][None, None].to(device))).chunk(2, dim=1)[0]
              for i in range(min(items, len(dataset)))]
     return float(1.0 / torch.cat(means).float().std())
+
+
+@torch.no_grad()
+def match_output_mean(vae, dataset, items: int = 16) -> None:
+    """Data-dependent init: shift the decoder's output bias so that reconstructions have the data's mean. Log-mels
+    sit around -7, far for Adam to move a bias from 0; a trained VAE is left (almost) as it is."""
+    device = next(vae.parameters()).device
+    mels = torch.stack([dataset[i]["mel"] for i in range(min(items, len(dataset)))])[:, None].to(device)
+    mean, _ = vae.quant_conv(vae.encoder(mels)).chunk(2, dim=1)
+    recon = vae.decoder(vae.post_quant_conv(mean))
+    vae.decoder.conv_out.bias += (mels.mean() - recon.mean()).to(vae.decoder.conv_out.bias.dtype)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -234,6 +245,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
         latest = max(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
         accelerator.load_state(str(latest))
         log({"resumed": str(latest), "step": state["step"]})
+    elif what == "vae":
+        match_output_mean(pipe.vae, dataset)
     extra = ({"text_dropout": cfg.text_dropout, "empty_text": getattr(dataset, "empty_text", None)}
              if what in ("adapter", "unet") else {})
     if what in ("adapter", "unet", "vae", "vocoder"):
