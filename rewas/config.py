@@ -162,14 +162,19 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class VocoderConfig:
-    """HiFi-GAN V1 generator, 64 mels in, x160 upsampling."""
+    """kind "hifigan": HiFi-GAN V1 generator, 64 mels in, x160 upsampling.
+    kind "griffinlim": no weights; mel -> linear magnitude (NNLS) -> fast Griffin-Lim phase recovery."""
 
+    kind: str = "hifigan"
     n_mels: int = 64
     upsample_rates: tuple[int, ...] = (5, 4, 2, 2, 2)
     upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
     upsample_initial_channel: int = 1024
     resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
     resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    griffin_lim_iters: int = 32
+    nnls_iters: int = 10
+    momentum: float = 0.99
 
     @property
     def hop(self) -> int:

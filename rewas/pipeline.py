@@ -35,7 +35,7 @@ from .text_encoder import build_text_encoder, load_tokenizer
 from .unet import UNet
 from .vae import VAE
 from .video_encoder import build_video_encoder
-from .vocoder import Vocoder
+from .vocoder import build_vocoder
 
 FORMAT = "rewas"
 FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ def build_components(config: ModelConfig) -> dict[str, torch.nn.Module]:
         "unet": unet,
         "adapter": EnergyAdapter.from_unet(unet, config.latent_shape[2]),
         "vae": VAE(config.vae),
-        "vocoder": Vocoder(config.vocoder),
+        "vocoder": build_vocoder(config.vocoder, config.audio),
     }
 
 

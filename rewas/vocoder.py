@@ -1,7 +1,11 @@
-"""⑤ Vocoder: HiFi-GAN V1 generator, log-mel (B, n_mels, T) -> waveform (B, T * 160 + 32).
+"""⑤ Vocoder: log-mel (B, n_mels, T) -> waveform.
 
-Parameter names are those of the released checkpoint after weight-norm removal (`conv_pre`, `ups.i`,
-`resblocks.k.convs{1,2}.j`, `conv_post`), so released weights load directly.
+* `Vocoder` (kind "hifigan"): HiFi-GAN V1 generator -> (B, T * 160 + 32). Parameter names are those of the
+  released checkpoint after weight-norm removal (`conv_pre`, `ups.i`, `resblocks.k.convs{1,2}.j`, `conv_post`),
+  so released weights load directly.
+* `GriffinLim` (kind "griffinlim"): no weights. The mel is mapped back to a linear magnitude (pseudo-inverse of
+  the filterbank refined by multiplicative non-negative least squares), then the phase is recovered by fast
+  Griffin-Lim (momentum 0.99) -> (B, T * 160). Robust on tones, where a briefly trained HiFi-GAN is not.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import VocoderConfig
+from .config import AudioConfig, VocoderConfig
 
 LRELU_SLOPE = 0.1
 
@@ -55,3 +59,51 @@ class Vocoder(nn.Module):
             x = sum(self.resblocks[i * n + j](x) for j in range(n)) / n
         x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as in HiFi-GAN
         return torch.tanh(x)[:, 0]
+
+
+class GriffinLim(nn.Module):
+    def __init__(self, cfg: VocoderConfig, audio: AudioConfig):
+        super().__init__()
+        from .energy import _mel_basis
+
+        self.config, self.audio = cfg, audio
+        basis = _mel_basis(audio).float()  # (n_mels, n_freq)
+        self.register_buffer("basis", basis, persistent=False)
+        self.register_buffer("pinv", torch.linalg.pinv(basis), persistent=False)
+        self.register_buffer("window", torch.hann_window(audio.win_length), persistent=False)
+
+    def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) log-mel -> (B, n_freq, T) non-negative linear magnitude whose mel projection fits it."""
+        target = mel.float().exp()
+        mag = (self.pinv @ target).clamp(min=0) + 1e-7
+        for _ in range(self.config.nnls_iters):  # Lee-Seung multiplicative updates keep it non-negative
+            mag = mag * (self.basis.T @ target) / (self.basis.T @ (self.basis @ mag) + 1e-10)
+        return mag
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, n_mels, T) natural-log magnitude -> waveform (B, T * hop)."""
+        a = self.audio
+        mag = self.magnitude(mel)
+        frames, length = mel.shape[-1], mel.shape[-1] * a.hop_length
+        gen = torch.Generator(device="cpu").manual_seed(0)  # deterministic initial phase
+        angles = torch.polar(torch.ones_like(mag, device="cpu"), 2 * torch.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
+        stft = dict(n_fft=a.n_fft, hop_length=a.hop_length, win_length=a.win_length, window=self.window)
+        previous = torch.zeros_like(angles)
+        alpha = self.config.momentum / (1 + self.config.momentum)
+        for _ in range(self.config.griffin_lim_iters):
+            wav = torch.istft(mag * angles, length=length, **stft)
+            rebuilt = torch.stft(wav, return_complex=True, **stft)[..., :frames]
+            angles = rebuilt - alpha * previous
+            angles = angles / angles.abs().clamp(min=1e-8)
+            previous = rebuilt
+        wav = torch.istft(mag * angles, length=length, **stft)
+        # torch frames are centred on k * hop; ours (un-centred STFT after a 432-sample pad) on k * hop + hop / 2
+        return F.pad(wav, (a.hop_length // 2, 0))[:, :length].clamp(-1, 1)
+
+
+def build_vocoder(cfg: VocoderConfig, audio: AudioConfig) -> nn.Module:
+    if cfg.kind == "hifigan":
+        return Vocoder(cfg)
+    if cfg.kind == "griffinlim":
+        return GriffinLim(cfg, audio)
+    raise ValueError(f"unknown vocoder kind {cfg.kind!r}")

@@ -37,13 +37,13 @@ import torch
 # stage -> (depends on, CLI arguments after `rewas train <what> <cache>`)
 TRAIN = {
     "vae": ("cache", "small", ["--steps", "1000", "--checkpoint-every", "250", "--batch-size", "8", "--lr", "1e-3", "--warmup", "50", "--crop-frames", "128"]),
-    "unet": ("latents", "vae", ["--steps", "2600", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "100",
+    "unet": ("latents", "vae", ["--steps", "2200", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "100",
                                 "--crop-frames", "128", "--text-dropout", "0.1"]),
     "adapter": ("unet", "unet", ["--steps", "1000", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "50",
                                  "--crop-frames", "128", "--text-dropout", "0.3"]),
     "phi": ("cache", "small", ["--steps", "2000", "--batch-size", "32", "--lr", "1e-3", "--warmup", "100"]),
     "vocoder": ("cache", "small", ["--steps", "4000", "--checkpoint-every", "500", "--batch-size", "8", "--lr", "5e-4", "--warmup", "100", "--crop-frames", "64"]),
-    "classifier": ("cache", None, ["--steps", "1500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
+    "classifier": ("cache", None, ["--steps", "700", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
 }
 STAGES = ["corpus", "cache", "vae", "latents", "unet", "adapter", "phi", "vocoder", "classifier", "assemble"]
 

@@ -170,3 +170,24 @@ def test_minilm_matches_transformers_bert():
     with torch.no_grad():
         torch.testing.assert_close(ours.hidden(ids, mask) * mask[..., None],
                                    ref(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None], atol=1e-4, rtol=0)
+
+
+def test_griffin_lim_vocoder_keeps_tones_and_timing():
+    """The weight-free vocoder: a 1 kHz tone burst from 1.0 s to 2.0 s comes back at 1 kHz, in place."""
+    from rewas.config import AudioConfig, VocoderConfig
+    from rewas.energy import log_mel
+    from rewas.vocoder import build_vocoder
+
+    audio = AudioConfig()
+    t = np.arange(3 * 16000) / 16000
+    wav = 0.5 * np.sin(2 * np.pi * 1000 * t) * ((t >= 1.0) & (t < 2.0))
+    mel = log_mel(torch.from_numpy(wav), audio)  # (64, 300)
+    vocoder = build_vocoder(VocoderConfig(kind="griffinlim"), audio)
+    assert sum(p.numel() for p in vocoder.parameters()) == 0 and not vocoder.state_dict()
+    out = vocoder(mel[None])[0].numpy()
+    assert out.shape == (300 * 160,) and np.isfinite(out).all()
+    spectrum = np.abs(np.fft.rfft(out[20000:28000]))
+    assert abs(np.argmax(spectrum) * 16000 / 8000 - 1000) < 40  # within one mel band (~70 Hz wide here)
+    loud = np.abs(out) > 0.1
+    assert abs(np.argmax(loud) / 16000 - 1.0) < 0.02 and abs((len(loud) - np.argmax(loud[::-1])) / 16000 - 2.0) < 0.02
+    assert float((log_mel(torch.from_numpy(out).double(), audio) - mel).abs().mean()) < 0.5
