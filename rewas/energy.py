@@ -24,20 +24,27 @@ from .config import AudioConfig, EnergyConfig
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis(cfg: AudioConfig) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) slaney-scale, slaney-normalised filterbank (librosa's default)."""
-    from transformers.audio_utils import mel_filter_bank
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, f / (200.0 / 3.0))
 
-    fb = mel_filter_bank(
-        num_frequency_bins=cfg.n_fft // 2 + 1,
-        num_mel_filters=cfg.n_mels,
-        min_frequency=cfg.fmin,
-        max_frequency=cfg.fmax,
-        sampling_rate=cfg.sample_rate,
-        norm="slaney",
-        mel_scale="slaney",
-    )
-    return torch.from_numpy(np.ascontiguousarray(fb.T)).double()
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3.0))
+
+
+def _mel_basis(cfg: AudioConfig) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) slaney-scale, slaney-normalised triangular filterbank (librosa's default; written
+    out here because importing a library for it costs seconds at start-up)."""
+    hz = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+    freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    lower = (freqs[None, :] - hz[:-2, None]) / np.diff(hz)[:-1, None]
+    upper = (hz[2:, None] - freqs[None, :]) / np.diff(hz)[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (hz[2:] - hz[:-2]))[:, None]
+    return torch.from_numpy(weights)
 
 
 def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:
@@ -87,15 +94,27 @@ def resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
     return out.reshape(*lead, size)
 
 
+def savgol(x: np.ndarray, window: int, order: int) -> np.ndarray:
+    """Savitzky-Golay smoothing along the last axis, as scipy's `savgol_filter(x, window, order)` (mode 'interp':
+    the first and last window // 2 values come from a polynomial fitted to the first / last `window` values)."""
+    half = window // 2
+    vander = np.vander(np.arange(-half, half + 1, dtype=np.float64), order + 1, increasing=True)  # (w, p + 1)
+    project = vander @ np.linalg.pinv(vander)  # (w, w): fitted values at every position of a window
+    out = np.empty_like(x, dtype=np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)  # (..., L - w + 1, w)
+    out[..., half : x.shape[-1] - half] = windows @ project[half]
+    out[..., :half] = x[..., :window] @ project[:half].T
+    out[..., x.shape[-1] - half :] = x[..., -window:] @ project[half + 1 :].T
+    return out
+
+
 def smooth(x: torch.Tensor, cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
-    """Savitzky-Golay along the last axis (scipy, mode 'interp'); shorter curves use the largest odd window that fits."""
+    """Savitzky-Golay along the last axis (scipy's, mode 'interp'); shorter curves use the largest odd window that fits."""
     length = x.shape[-1]
     window = min(cfg.smooth_window, length if length % 2 else length - 1)
     if window <= cfg.smooth_order:
         return x.clone()
-    from scipy.signal import savgol_filter
-
-    out = savgol_filter(x.detach().cpu().double().numpy(), window, cfg.smooth_order, axis=-1)
+    out = savgol(x.detach().cpu().double().numpy(), window, cfg.smooth_order)
     return torch.from_numpy(out).to(dtype=x.dtype, device=x.device)
 
 

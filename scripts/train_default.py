@@ -13,14 +13,16 @@ Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
     unet        the text-to-audio UNet on those latents (text dropout 0.1 for classifier-free guidance)
     adapter     the energy adapter on the frozen UNet (text dropout 0.3, as the paper)
     phi         video motion features -> energy, on the real timeline
-    vocoder     HiFi-GAN generator from log-mels (reconstruction losses only)
     classifier  the sound-class classifier used by the evaluation (not part of the model)
     assemble    one model folder with every trained part, stored in fp16 -> WORKDIR/default (copy it to
                 rewas/assets/default to ship it)
 
-`vae -> latents -> unet -> adapter` is a chain; `vocoder`, `phi` and `classifier` only need the cache, so `--jobs 2`
-runs them beside the chain. The step counts below are what the shipped model was trained with on a 2-core CPU
-(see the README for the times); `--scale K` multiplies every step count (e.g. on a GPU).
+The default model's vocoder is weight-free (Griffin-Lim). `--only vocoder` trains the HiFi-GAN alternative on the
+same cache (a `small` model with `vocoder.kind = "hifigan"`), and `assemble --hifigan` ships it instead.
+
+`vae -> latents -> unet -> adapter` is a chain; `phi` and `classifier` (and `vocoder`) only need the cache, so
+`--jobs 2` runs them beside the chain. The step counts below are what the shipped model was trained with on a
+2-core CPU (see the README for the times); `--scale K` multiplies every step count (e.g. on a GPU).
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ TRAIN = {
     "adapter": ("unet", "unet", ["--steps", "1000", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "50",
                                  "--crop-frames", "128", "--text-dropout", "0.3"]),
     "phi": ("cache", "small", ["--steps", "2000", "--batch-size", "32", "--lr", "1e-3", "--warmup", "100"]),
-    "vocoder": ("cache", "small", ["--steps", "4000", "--checkpoint-every", "500", "--batch-size", "8", "--lr", "5e-4", "--warmup", "100", "--crop-frames", "64"]),
+    "vocoder": ("cache", "small-hifigan", ["--steps", "4000", "--checkpoint-every", "500", "--batch-size", "8", "--lr", "5e-4", "--warmup", "100", "--crop-frames", "64"]),
     "classifier": ("cache", None, ["--steps", "700", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
 }
 STAGES = ["corpus", "cache", "vae", "latents", "unet", "adapter", "phi", "vocoder", "classifier", "assemble"]
+DEFAULT_STAGES = [s for s in STAGES if s != "vocoder"]
 
 
 def rewas(args: list[str], log: Path) -> None:
@@ -57,7 +60,18 @@ def rewas(args: list[str], log: Path) -> None:
 
 
 def model_of(work: Path, run: str) -> str:
-    return "small" if run == "small" else str(work / run / "model")
+    if run == "small":
+        return "small"
+    if run == "small-hifigan":  # the `small` preset with a trainable HiFi-GAN vocoder, written once as a folder
+        folder = work / "small-hifigan"
+        if not (folder / "config.json").is_file():
+            from rewas.config import VocoderConfig, small
+            from rewas.pipeline import ReWaSPipeline
+
+            hifigan = VocoderConfig(upsample_initial_channel=128, resblock_kernel_sizes=(3, 7), resblock_dilations=((1, 3), (1, 3)))
+            ReWaSPipeline.from_config(small().replace(vocoder=hifigan)).save_pretrained(folder)
+        return str(folder)
+    return str(work / run / "model")
 
 
 def run_stage(stage: str, work: Path, scale: float) -> None:
@@ -73,8 +87,6 @@ def run_stage(stage: str, work: Path, scale: float) -> None:
                        "-o", str(work / f"cache_{split}")], log)
     elif stage == "latents":
         rewas(["train", "latents", str(cache), "--model", model_of(work, "vae")], log)
-    elif stage == "assemble":
-        assemble(work)
     else:
         _, base, args = TRAIN[stage]
         args = list(args)
@@ -84,20 +96,27 @@ def run_stage(stage: str, work: Path, scale: float) -> None:
         rewas(["train", stage, str(cache), *model, "-o", str(work / stage), *args], log)
 
 
-def assemble(work: Path) -> None:
-    """The adapter run holds vae + unet + adapter; phi and vocoder come from their own runs (same config)."""
-    from rewas.pipeline import ReWaSPipeline, load_config
+def assemble(work: Path, hifigan: bool = False) -> None:
+    """The adapter run holds vae + unet + adapter; phi comes from its own run, the vocoder from the `small` preset
+    (Griffin-Lim) or, with `hifigan`, from the vocoder run."""
+    from rewas.config import small
+    from rewas.pipeline import ReWaSPipeline
+    from rewas.vocoder import build_vocoder
 
     pipe = ReWaSPipeline.from_pretrained(work / "adapter" / "model")
-    for run in ("phi", "vocoder"):
-        other = ReWaSPipeline.from_pretrained(work / run / "model")
-        if load_config(work / run / "model") != pipe.config:
-            raise SystemExit(f"{run}: trained with another configuration than the adapter run")
-        setattr(pipe, run, getattr(other, run))
+    phi = ReWaSPipeline.from_pretrained(work / "phi" / "model")
+    vocoder_run = ReWaSPipeline.from_pretrained(work / "vocoder" / "model") if hifigan else None
+    config = pipe.config.replace(vocoder=vocoder_run.config.vocoder if hifigan else small().vocoder)
+    for other in (phi, vocoder_run):
+        if other is not None and other.config.replace(vocoder=config.vocoder) != config:
+            raise SystemExit("the runs were trained with different configurations")
+    parts = {**{name: getattr(pipe, name) for name in ("video_encoder", "text_encoder", "unet", "adapter", "vae")},
+             "phi": phi.phi, "vocoder": vocoder_run.vocoder if hifigan else build_vocoder(config.vocoder, config.audio)}
+    final = ReWaSPipeline(config, parts)
     out = work / "default"
     if out.exists():
         shutil.rmtree(out)
-    pipe.save_pretrained(out, dtype=torch.float16)
+    final.save_pretrained(out, dtype=torch.float16)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"[assemble] wrote {out} ({size / 1e6:.1f} MB)")
 
@@ -108,10 +127,11 @@ def main() -> int:
     parser.add_argument("--only", choices=STAGES, action="append", help="run only these stages (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="2: run vocoder/phi/classifier beside the vae->adapter chain")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    parser.add_argument("--hifigan", action="store_true", help="assemble with the trained HiFi-GAN (stage vocoder)")
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    stages = args.only or STAGES
+    stages = args.only or DEFAULT_STAGES
     chain = [s for s in ("corpus", "cache", "vae", "latents", "unet", "adapter") if s in stages]
     side = [s for s in ("phi", "vocoder", "classifier") if s in stages]
     for stage in [s for s in chain if s in ("corpus", "cache")]:
@@ -127,7 +147,7 @@ def main() -> int:
         for stage in chain + side:
             run_stage(stage, work, args.scale)
     if "assemble" in stages:
-        run_stage("assemble", work, args.scale)
+        assemble(work, args.hifigan)
     return 0
 
 

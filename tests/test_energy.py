@@ -127,3 +127,20 @@ def test_timed_curve_places_events_at_their_real_time():
     uniform = curve_from_tokens(tokens, 512, EnergyConfig(smooth_window=1))[0].numpy()
     peaks = np.flatnonzero(uniform == uniform.max())
     assert abs(peaks[0] - 200) >= 8 and peaks[-1] - peaks[0] > 15  # the release's even spreading: off and split in two
+
+
+def test_own_savgol_and_mel_filterbank_equal_the_libraries():
+    """Written out to keep scipy.signal and transformers out of start-up; equal to them."""
+    from scipy.signal import savgol_filter
+    from transformers.audio_utils import mel_filter_bank
+
+    from rewas.config import AudioConfig
+    from rewas.energy import _mel_basis, savgol
+
+    x = np.random.default_rng(0).standard_normal((3, 40))
+    for window, order in ((9, 2), (5, 2), (7, 3), (39, 2)):
+        np.testing.assert_allclose(savgol(x, window, order), savgol_filter(x, window, order, axis=-1), atol=1e-10)
+    cfg = AudioConfig()
+    ref = mel_filter_bank(num_frequency_bins=cfg.n_fft // 2 + 1, num_mel_filters=cfg.n_mels, min_frequency=cfg.fmin,
+                          max_frequency=cfg.fmax, sampling_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney").T
+    np.testing.assert_allclose(_mel_basis(cfg).numpy(), ref, rtol=1e-6, atol=1e-10)
