@@ -36,3 +36,11 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["summary"]
     assert summary["items"] == 2 and set(summary["control_mae"]) == {"video_energy", "no_control"}
     assert 0 <= summary["class_acc"]["all"]["real"] <= 1
+
+
+def test_cpu_bench_script_times_the_whole_command():
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_cpu.py"), "--runs", "1", "--steps", "1", "--seconds", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["model"] == "default" and summary["median_wall_s"] > 0
