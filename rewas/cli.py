@@ -230,6 +230,11 @@ def cmd_download(args) -> None:
              progress=lambda m: print(m, file=sys.stderr))
 
 
+def _updater(bar):
+    """progress(done, total) callback that drives a tqdm bar."""
+    return lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n))
+
+
 def cmd_train(args) -> None:
     from tqdm import tqdm
 
@@ -245,7 +250,7 @@ def cmd_train(args) -> None:
             raise UserError(f"{args.data}: no such manifest")
         pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
         with tqdm(total=None, desc="caching", unit="clip", file=sys.stderr) as bar:
-            build_cache(pipe, args.data, args.output, progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
+            build_cache(pipe, args.data, args.output, progress=_updater(bar))
         print(f"wrote {args.output}", file=sys.stderr)
         return
     if args.what == "latents":
@@ -253,7 +258,7 @@ def cmd_train(args) -> None:
             raise UserError(f"{args.data}: no such cache folder")
         pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
         with tqdm(total=None, desc="encoding latents", unit="clip", file=sys.stderr) as bar:
-            refresh_latents(pipe, args.data, progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
+            refresh_latents(pipe, args.data, progress=_updater(bar))
         print(f"re-encoded the latents of {args.data} with {args.model}'s VAE", file=sys.stderr)
         return
     data = CachedClips(args.data)
@@ -287,7 +292,7 @@ def cmd_corpus(args) -> None:
         raise UserError("--clips-per-class must be at least 1")
     with tqdm(total=None, desc="synthesising", unit="clip", file=sys.stderr) as bar:
         build_corpus(out, args.clips_per_class, seed=args.seed, debian=args.debian,
-                     progress=lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
+                     progress=_updater(bar))
     print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl)", file=sys.stderr)
 
 
