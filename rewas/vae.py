@@ -143,10 +143,14 @@ class VAE(nn.Module):
         self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
         self.register_buffer("scale_factor", torch.tensor(1.0))
 
+    def moments(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, 1, T, n_mels) -> unscaled posterior (mean, logvar), each (B, z, T/d, n_mels/d)."""
+        mean, logvar = self.quant_conv(self.encoder(mel)).chunk(2, dim=1)
+        return mean, logvar
+
     def encode(self, mel: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
         """mel (B, 1, T, n_mels) -> scaled latent (B, z, T/d, n_mels/d): a posterior sample (as the release) or its mean."""
-        moments = self.quant_conv(self.encoder(mel))
-        mean, logvar = moments.chunk(2, dim=1)
+        mean, logvar = self.moments(mel)
         z = mean
         if sample:
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))

@@ -122,8 +122,7 @@ def latent_scale(vae, dataset, items: int = 64) -> float:
     """1 / std of the VAE's posterior means over (up to) `items` whole windows: AudioLDM's `scale_factor`, so the
     diffusion model sees unit-variance latents."""
     device = next(vae.parameters()).device
-    means = [vae.quant_conv(vae.encoder(dataset[i]["mel"][None, None].to(device))).chunk(2, dim=1)[0]
-             for i in range(min(items, len(dataset)))]
+    means = [vae.moments(dataset[i]["mel"][None, None].to(device))[0] for i in range(min(items, len(dataset)))]
     return float(1.0 / torch.cat(means).float().std())
 
 
@@ -133,7 +132,7 @@ def match_output_mean(vae, dataset, items: int = 16) -> None:
     sit around -7, far for Adam to move a bias from 0; a trained VAE is left (almost) as it is."""
     device = next(vae.parameters()).device
     mels = torch.stack([dataset[i]["mel"] for i in range(min(items, len(dataset)))])[:, None].to(device)
-    mean, _ = vae.quant_conv(vae.encoder(mels)).chunk(2, dim=1)
+    mean, _ = vae.moments(mels)
     recon = vae.decoder(vae.post_quant_conv(mean))
     vae.decoder.conv_out.bias += (mels.mean() - recon.mean()).to(vae.decoder.conv_out.bias.dtype)
 
@@ -166,7 +165,7 @@ def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_wei
     batch = random_crop(batch, crop_frames, pipe.config, generator)
     mel = batch["mel"][:, None]  # (B, 1, F, n_mels)
     vae = pipe.vae
-    mean, logvar = vae.quant_conv(vae.encoder(mel)).chunk(2, dim=1)
+    mean, logvar = vae.moments(mel)
     logvar = logvar.clamp(-30.0, 20.0)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator).to(mean.device)
     recon = vae.decoder(vae.post_quant_conv(z))
