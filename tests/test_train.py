@@ -67,6 +67,10 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
     loaded = ReWaSPipeline.from_pretrained(tmp_path / "a" / "model")
     assert torch.equal(next(getattr(loaded, what).parameters()), next(getattr(straight, what).parameters()))
+    if what == "unet":  # the adapter is re-derived from the trained UNet (ControlNet init), and saved so
+        unet, adapter = loaded.unet.state_dict(), loaded.adapter.state_dict()
+        shared = [k for k in adapter if k in unet]
+        assert shared and all(torch.equal(adapter[k], unet[k]) for k in shared)
 
 
 def test_train_command(cache, tmp_path, capsys):

@@ -279,6 +279,10 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     setattr(pipe, attr, module)
     if what == "vae":
         module.scale_factor.fill_(latent_scale(module, dataset))
+    if what == "unet":  # ControlNet init: the adapter starts as a copy of the *trained* UNet's encoder
+        from ..adapter import EnergyAdapter
+
+        pipe.adapter = EnergyAdapter.from_unet(module, pipe.config.latent_shape[2]).eval().requires_grad_(False)
     if accelerator.is_main_process:
         pipe.save_pretrained(out / "model")
         (out / "train.json").write_text(json.dumps({"what": what, "config": dataclasses.asdict(cfg),
