@@ -214,6 +214,9 @@ class SamplerConfig:
     steps: int = 200
     guidance: float = 3.0
     eta: float = 1.0
+    # what the diffusion model predicts: "epsilon" (the noise; AudioLDM, the paper) or "v_prediction"
+    # (v = sqrt(a) * noise - sqrt(1 - a) * x0, Salimans & Ho 2022: a small model's x0 estimate stays sane at high noise)
+    prediction: str = "epsilon"
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ class ModelConfig:
             (self.video_encoder.img_size == self.video.crop, "encoder img_size must equal video.crop"),
             (self.audio.window_frames % self.latent_time_multiple == 0,
              "window frames must be a multiple of the VAE x UNet downsampling"),
+            (self.sampler.prediction in ("epsilon", "v_prediction"), "sampler.prediction must be epsilon or v_prediction"),
         ]
         for ok, message in checks:
             if not ok:
@@ -343,7 +347,7 @@ def small() -> ModelConfig:
         vae=VAEConfig(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1),
         vocoder=VocoderConfig(kind="griffinlim", griffin_lim_iters=16),
         text=TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384),
-        sampler=SamplerConfig(scheduler="dpmsolver++", steps=20),
+        sampler=SamplerConfig(scheduler="dpmsolver++", steps=20, prediction="v_prediction"),
     )
 
 

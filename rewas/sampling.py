@@ -38,15 +38,15 @@ def make_scheduler(cfg: SamplerConfig, name: str | None = None):
         from diffusers import DDIMScheduler
 
         return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                             beta_schedule=cfg.beta_schedule, prediction_type="epsilon", clip_sample=False,
+                             beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction, clip_sample=False,
                              set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
     if name == "dpmsolver++":
-        return DPMSolverPP(alphas_cumprod(cfg))
+        return DPMSolverPP(alphas_cumprod(cfg), cfg.prediction)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
 
 
 class DPMSolverPP:
-    """Multistep DPM-Solver++ (Lu et al. 2022), second order, epsilon prediction, with a scheduler's interface.
+    """Multistep DPM-Solver++ (Lu et al. 2022), second order, for epsilon or v prediction, with a scheduler's interface.
 
     Timesteps are spaced evenly over [0, T-1] ("linspace"); sigma_t = sqrt((1 - alpha_bar) / alpha_bar) is
     interpolated at them, and the last step goes to sigma = 0 with a first-order update, returning the x_0 estimate.
@@ -54,8 +54,10 @@ class DPMSolverPP:
 
     init_noise_sigma = 1.0
 
-    def __init__(self, alphas_cumprod: torch.Tensor):
-        self.alphas_cumprod = alphas_cumprod
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str = "epsilon"):
+        if prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction type {prediction!r}")
+        self.alphas_cumprod, self.prediction = alphas_cumprod, prediction
         self.timesteps = torch.zeros(0, dtype=torch.long)
 
     def set_timesteps(self, steps: int, device: torch.device | str = "cpu") -> None:
@@ -76,12 +78,12 @@ class DPMSolverPP:
         alpha = 1.0 / (sigma**2 + 1).sqrt()
         return alpha, sigma * alpha
 
-    def step(self, eps: torch.Tensor, t, x: torch.Tensor):
+    def step(self, out: torch.Tensor, t, x: torch.Tensor):
         i = self._index
-        x = x.float()
+        x, out = x.float(), out.float()
         alpha_s, sigma_s = self._alpha_sigma(self.sigmas[i])
         alpha_t, sigma_t = self._alpha_sigma(self.sigmas[i + 1])
-        x0 = (x - sigma_s * eps.float()) / alpha_s  # data prediction
+        x0 = alpha_s * x - sigma_s * out if self.prediction == "v_prediction" else (x - sigma_s * out) / alpha_s  # data prediction
         lam = lambda a, s: torch.log(a) - torch.log(s)  # noqa: E731  (log-SNR / 2; +inf at sigma = 0)
         h = lam(alpha_t, sigma_t) - lam(alpha_s, sigma_s)
         last = i == len(self.timesteps) - 1

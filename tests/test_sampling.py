@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from rewas.config import SamplerConfig
@@ -51,12 +52,13 @@ def test_cfg_formula():
     assert classifier_free_guidance(u, c, 1.0).item() == 3.0
 
 
-def test_our_dpm_solver_equals_diffusers_step_for_step():
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_our_dpm_solver_equals_diffusers_step_for_step(prediction):
     from diffusers import DPMSolverMultistepScheduler
 
-    cfg = SamplerConfig()
+    cfg = SamplerConfig(prediction=prediction)
     ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                                      beta_schedule="scaled_linear", prediction_type="epsilon",
+                                      beta_schedule="scaled_linear", prediction_type=prediction,
                                       algorithm_type="dpmsolver++", solver_order=2)
     torch.testing.assert_close(make_scheduler(cfg, "dpmsolver++").alphas_cumprod, ref.alphas_cumprod, rtol=0, atol=0)
 

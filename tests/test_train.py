@@ -203,3 +203,29 @@ def test_vae_training_sets_the_scale_factor_and_latents_are_refreshed(cache, tmp
         expected = trained.vae.encode(ds[1]["mel"][None, None], sample=False)[0]
     torch.testing.assert_close(ds[1]["latents"], expected, atol=1e-5, rtol=1e-5)
     assert float(expected.std()) == pytest.approx(1.0, rel=0.5)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_diffusion_target_follows_the_prediction_type(prediction):
+    """With x0 = 0, x_t = sqrt(1 - a) * noise, so a model returning sqrt(a / (1 - a)) * x_t predicts v exactly and
+    one returning x_t / sqrt(1 - a) predicts the noise exactly: each has zero loss under its own target only."""
+    from types import SimpleNamespace
+
+    from rewas.config import PRESETS, SamplerConfig
+    from rewas.sampling import alphas_cumprod
+    from rewas.train.trainer import unet_loss
+
+    cfg = PRESETS["debug"]().replace(sampler=SamplerConfig(prediction=prediction))
+    a = alphas_cumprod(cfg.sampler)
+
+    def model(v: bool):
+        def unet(x, t, text, control=None):
+            at = a[t].view(-1, 1, 1, 1)
+            return (at.sqrt() if v else 1.0) * x / (1 - at).sqrt()
+        return unet
+
+    batch = {"latents": torch.zeros(4, *cfg.latent_shape), "text": torch.zeros(4, cfg.text.proj_dim), "energy": torch.zeros(4, 512)}
+    losses = {v: float(unet_loss(SimpleNamespace(config=cfg, unet=model(v)), batch, torch.Generator().manual_seed(0), text_dropout=0.0))
+              for v in (False, True)}
+    right, wrong = (losses[True], losses[False]) if prediction == "v_prediction" else (losses[False], losses[True])
+    assert right < 1e-8 < 1e-3 < wrong

@@ -4,7 +4,8 @@ through `accelerate launch`; mixed precision; gradient accumulation; checkpoint 
 
 Objectives (DESIGN §2):
 * phi: MSE between phi(video tokens) and the energy target (nearest resize to the token count, Savitzky-Golay 9/2).
-* adapter: epsilon-prediction MSE of the frozen UNet + trainable adapter on cached VAE latents, "scaled linear"
+* adapter: epsilon-prediction MSE (v-prediction if the model's sampler says so) of the frozen UNet + trainable
+  adapter on cached VAE latents, "scaled linear"
   betas 0.0015 -> 0.0195 over 1000 steps; the hint is the VAE-encoded smoothed energy (posterior sample * scale);
   text dropped to the empty prompt with probability 0.3. AdamW, lr 1e-5 with 2000 warm-up steps.
 """
@@ -108,7 +109,8 @@ def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, con
         with torch.no_grad():
             hint = pipe.encode_energy(batch["energy"].cpu(), generator)
         residuals = pipe.adapter(x_t, hint.to(x_t.dtype), t, text)
-    return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), noise)
+    target = noise if cfg.sampler.prediction == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), target)
 
 
 def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
