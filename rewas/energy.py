@@ -15,6 +15,7 @@ Everything works on batches: tensors of shape (..., N) in, (..., frames) out.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -45,6 +46,14 @@ def _mel_basis(cfg: AudioConfig) -> torch.Tensor:
     upper = (hz[2:, None] - freqs[None, :]) / np.diff(hz)[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (hz[2:] - hz[:-2]))[:, None]
     return torch.from_numpy(weights)
+
+
+@functools.lru_cache(maxsize=8)
+def log_mel_range(cfg: AudioConfig) -> tuple[float, float]:
+    """The (lowest, highest) value `log_mel` can give for a waveform in [-1, 1]: the clamp floor, and the log of
+    the largest mel magnitude (the window's sum, the STFT's bound, times the widest filter's total weight)."""
+    bound = float(torch.hann_window(cfg.win_length, dtype=torch.float64).sum()) * float(_mel_basis(cfg).sum(dim=1).max())
+    return math.log(cfg.log_clamp), math.log(bound)
 
 
 def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:

@@ -194,7 +194,9 @@ class ReWaSPipeline:
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, z, T', F') latent -> (B, T' * 4 * hop) waveform."""
-        mel = self.vae.decode(latent.float())  # (B, 1, T, n_mels)
+        # clamped to what a log-mel can be: a small model's decoder can overshoot wildly off its training data
+        # (log-mel 40, e^40 after exp), and the vocoder would return inf/NaN instead of a loud frame
+        mel = self.vae.decode(latent.float()).clamp(*energy_mod.log_mel_range(self.config.audio))  # (B, 1, T, n_mels)
         wav = self.vocoder(mel[:, 0].transpose(1, 2))  # (B, T * hop + 32)
         return wav[:, : mel.shape[2] * self.config.audio.hop_length]
 

@@ -45,3 +45,18 @@ def test_it_generates_a_soundtrack_that_follows_the_energy(default_pipe):
     assert len(wav) == 32000 and np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
     quiet, loud = np.sqrt(np.mean(wav[1600:14400] ** 2)), np.sqrt(np.mean(wav[17600:30400] ** 2))
     assert loud > 3 * quiet, (quiet, loud)
+
+
+def test_decoding_a_wild_latent_gives_finite_audio(default_pipe, monkeypatch):
+    """Far off its training data the small VAE decoder can overshoot (a decoded log-mel of 47 was seen, e^47 after
+    exp): the decoded mel is clamped to what a log-mel can be, so the vocoder never returns inf/NaN."""
+    shape = default_pipe.config.latent_shape
+
+    def overshooting(z):
+        mel = torch.full((1, 1, shape[1] * 4, default_pipe.config.audio.n_mels), -11.5)
+        mel[..., 100:140, 10:30] = 60.0
+        return mel
+
+    monkeypatch.setattr(default_pipe.vae, "decode", overshooting)
+    wav = default_pipe.decode(torch.zeros(1, *shape))
+    assert torch.isfinite(wav).all() and float(wav.abs().max()) > 0

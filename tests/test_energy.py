@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,16 @@ def test_own_savgol_and_mel_filterbank_equal_the_libraries():
     ref = mel_filter_bank(num_frequency_bins=cfg.n_fft // 2 + 1, num_mel_filters=cfg.n_mels, min_frequency=cfg.fmin,
                           max_frequency=cfg.fmax, sampling_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney").T
     np.testing.assert_allclose(_mel_basis(cfg).numpy(), ref, rtol=1e-6, atol=1e-10)
+
+
+def test_log_mel_range_bounds_every_waveform_in_range():
+    """Silence, a full-scale sine, a full-scale square wave and full-scale noise all stay inside log_mel_range."""
+    from rewas.energy import log_mel, log_mel_range
+
+    cfg = AudioConfig()
+    lo, hi = log_mel_range(cfg)
+    t = torch.arange(cfg.sample_rate, dtype=torch.float64) / cfg.sample_rate
+    for wav in (torch.zeros(16000), torch.sin(2 * math.pi * 7000 * t), torch.sign(torch.sin(2 * math.pi * 50 * t)),
+                torch.rand(16000, generator=torch.Generator().manual_seed(0)) * 2 - 1):
+        mel = log_mel(wav, cfg)
+        assert lo - 1e-9 <= float(mel.min()) and float(mel.max()) <= hi
