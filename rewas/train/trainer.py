@@ -88,7 +88,7 @@ def _training_schedule(cfg) -> torch.Tensor:
     return alphas_cumprod(cfg)
 
 
-def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
+def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
     cfg = pipe.config
     if control:  # the hint curve comes from the whole window (its smoothing), then is cropped with the latents
         _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
@@ -116,7 +116,7 @@ def _eps_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, con
 def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
                  empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
     """Energy adapter: epsilon MSE of the frozen UNet + trainable adapter; the hint is the smoothed true energy."""
-    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=True, crop_frames=crop_frames)
+    return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=True, crop_frames=crop_frames)
 
 
 @torch.no_grad()
@@ -158,7 +158,7 @@ class EpochSampler(torch.utils.data.Sampler):
 def unet_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.1,
               empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
     """Text-to-audio backbone: epsilon-prediction MSE on cached latents, no energy control, text dropout for CFG."""
-    return _eps_loss(pipe, batch, generator, text_dropout, empty_text, control=False, crop_frames=crop_frames)
+    return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=False, crop_frames=crop_frames)
 
 
 def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_weight: float = 1e-6,
