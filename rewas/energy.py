@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from .config import AudioConfig, EnergyConfig
 
 
-@functools.lru_cache(maxsize=8)
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
     f = np.asarray(f, dtype=np.float64)
@@ -37,9 +36,10 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3.0))
 
 
+@functools.lru_cache(maxsize=8)
 def _mel_basis(cfg: AudioConfig) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) slaney-scale, slaney-normalised triangular filterbank (librosa's default; written
-    out here because importing a library for it costs seconds at start-up)."""
+    out here because importing a library for it costs seconds at start-up). Built once per config: treat as read-only."""
     hz = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
     freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
     lower = (freqs[None, :] - hz[:-2, None]) / np.diff(hz)[:-1, None]
