@@ -115,7 +115,7 @@ def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_tex
 
 def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
                  empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
-    """Energy adapter: epsilon MSE of the frozen UNet + trainable adapter; the hint is the smoothed true energy."""
+    """Energy adapter: diffusion MSE (epsilon or v) of the frozen UNet + trainable adapter; hint: the smoothed true energy."""
     return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=True, crop_frames=crop_frames)
 
 
@@ -157,7 +157,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def unet_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.1,
               empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
-    """Text-to-audio backbone: epsilon-prediction MSE on cached latents, no energy control, text dropout for CFG."""
+    """Text-to-audio backbone: diffusion MSE (epsilon or v) on cached latents, no energy control, text dropout for CFG."""
     return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=False, crop_frames=crop_frames)
 
 
