@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import AudioConfig, EnergyConfig
+from .config import AudioConfig, EnergyConfig, ModelConfig
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -173,6 +173,23 @@ def curve_from_timed_tokens(token_energy: torch.Tensor, times: np.ndarray, num_f
     flat = merged.reshape(-1, len(unique))
     out = np.stack([np.interp(centres, unique, row) for row in flat]).reshape(*merged.shape[:-1], num_frames)
     return torch.from_numpy(out).float()
+
+
+def control_target(energy: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """True frame energy (..., F) of a window -> the control curve (..., F) the adapter is trained on: the curve the
+    pipeline builds from phi's tokens at inference, with the true energy in place of phi's prediction.
+
+    timeline "uniform": the release's target (resized to `paper_tokens`, smoothed, resized back);
+    timeline "true": the mean energy of each token's tubelet at its real time, through `curve_from_timed_tokens`.
+    """
+    if cfg.energy.timeline == "uniform":
+        return energy_target(energy, cfg.energy.paper_tokens, cfg.energy)[1]
+    frames = energy.shape[-1]
+    video_frames = round(frames * cfg.video.fps / cfg.audio.frame_rate)
+    times = token_times(cfg.video.num_segments(video_frames), cfg.video.segment_stride, cfg.video_encoder.tokens_per_segment,
+                        cfg.video_encoder.tubelet, cfg.video.fps)
+    tokens = tubelet_energy(energy, times, cfg.video_encoder.tubelet / cfg.video.fps, cfg.audio.frame_rate)
+    return curve_from_timed_tokens(tokens, times, frames, cfg.audio.frame_rate, cfg.energy).to(energy.dtype)
 
 
 def resample_curve(times: np.ndarray, values: np.ndarray, frame_times: np.ndarray) -> np.ndarray:

@@ -131,6 +131,23 @@ def test_timed_curve_places_events_at_their_real_time():
     assert abs(peaks[0] - 200) >= 8 and peaks[-1] - peaks[0] > 15  # the release's even spreading: off and split in two
 
 
+def test_control_target_is_the_inference_curve_of_the_true_energy():
+    """The adapter trains on the curve the pipeline builds at inference, made from the true energy instead of phi."""
+    from rewas.config import PRESETS
+    from rewas.energy import control_target
+
+    small = PRESETS["small"]()  # real timeline, no smoothing
+    e = torch.full((2, 512), -10.0)
+    e[:, 200:240] = -3.0  # a 0.4 s burst at 2.0 s
+    curve = control_target(e, small)
+    assert curve.shape == (2, 512) and curve.dtype == e.dtype
+    assert torch.allclose(curve[:, 210:232], torch.tensor(-3.0))  # tokens wholly inside the burst
+    assert torch.allclose(curve[:, :190], torch.tensor(-10.0)) and torch.allclose(curve[:, 255:], torch.tensor(-10.0))
+    torch.testing.assert_close(control_target(torch.full((1, 512), -7.0), small), torch.full((1, 512), -7.0))
+    uniform = small.replace(energy=EnergyConfig(timeline="uniform"))  # the release's target
+    torch.testing.assert_close(control_target(e, uniform), energy_target(e, 112)[1])
+
+
 def test_own_savgol_and_mel_filterbank_equal_the_libraries():
     """Written out to keep scipy.signal and transformers out of start-up; equal to them."""
     from scipy.signal import savgol_filter

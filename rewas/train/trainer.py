@@ -6,7 +6,8 @@ Objectives (DESIGN §2):
 * phi: MSE between phi(video tokens) and the energy target (nearest resize to the token count, Savitzky-Golay 9/2).
 * adapter: epsilon-prediction MSE (v-prediction if the model's sampler says so) of the frozen UNet + trainable
   adapter on cached VAE latents, "scaled linear"
-  betas 0.0015 -> 0.0195 over 1000 steps; the hint is the VAE-encoded smoothed energy (posterior sample * scale);
+  betas 0.0015 -> 0.0195 over 1000 steps; the hint is the VAE-encoded control curve built from the true energy
+  as the pipeline builds it from phi's tokens (`energy.control_target`; posterior sample * scale);
   text dropped to the empty prompt with probability 0.3. AdamW, lr 1e-5 with 2000 warm-up steps.
 """
 
@@ -23,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..energy import energy_target, token_times, tubelet_energy
+from ..energy import control_target, energy_target, token_times, tubelet_energy
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,7 @@ def _training_schedule(cfg) -> torch.Tensor:
 def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
     cfg = pipe.config
     if control:  # the hint curve comes from the whole window (its smoothing), then is cropped with the latents
-        _, curve = energy_target(batch["energy"].cpu(), cfg.energy.paper_tokens, cfg.energy)
-        batch = {**batch, "energy": curve.to(batch["energy"].dtype)}
+        batch = {**batch, "energy": control_target(batch["energy"].cpu(), cfg).to(batch["energy"].dtype)}
     batch = random_crop(batch, crop_frames, cfg, generator, align=cfg.latent_time_multiple)
     x0 = batch["latents"]
     b, device = x0.shape[0], x0.device
@@ -115,7 +115,7 @@ def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_tex
 
 def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
                  empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
-    """Energy adapter: diffusion MSE (epsilon or v) of the frozen UNet + trainable adapter; hint: the smoothed true energy."""
+    """Energy adapter: diffusion MSE (epsilon or v) of the frozen UNet + trainable adapter; hint: `control_target` of the true energy."""
     return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=True, crop_frames=crop_frames)
 
 
