@@ -8,6 +8,7 @@ Definitions follow the released code (DESIGN §2):
 * `energy_target`: what phi is trained on: nearest resize to the token count, Savitzky-Golay (9, 2), nearest
   resize back.
 * `curve_from_tokens`: the inverse path at inference: phi's per-token output smoothed and resized to mel frames.
+* `control_target`: what the adapter is trained on: the curve the pipeline would build if phi were exact.
 
 Everything works on batches: tensors of shape (..., N) in, (..., frames) out.
 """

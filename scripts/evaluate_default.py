@@ -12,6 +12,8 @@ caption twice, with the same seed: with the energy control predicted from the vi
   test clips, over every class of the test split and over the 20 procedural classes;
 * video: AV-Align (`rewas evaluate`'s definition) of the test video with each generated clip.
 
+`--split val` runs the same on the validation split, to choose settings without looking at the test split.
+
 Writes OUT/summary.json and OUT/summary.md (and the generated WAVs, OUT/<condition>/*.wav).
 """
 
@@ -49,15 +51,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--corpus", required=True, help="folder made by `rewas corpus` (uses its test.jsonl)")
+    parser.add_argument("--split", default="test", choices=["test", "val"],
+                        help="val: the validation split, to choose settings without looking at the test split")
     parser.add_argument("--classifier", required=True, help="folder made by `rewas train classifier`")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--per-class", type=int, default=0, help="at most this many test clips per class (0: all)")
+    parser.add_argument("--per-class", type=int, default=0, help="at most this many clips per class (0: all)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     out = Path(args.out)
-    items = read_manifest(Path(args.corpus) / "test.jsonl")
+    items = read_manifest(Path(args.corpus) / f"{args.split}.jsonl")
     if args.per_class:
         seen = collections.Counter()
         items = [x for x in items if (seen.update([x["class"]]) or seen[x["class"]] <= args.per_class)]
@@ -95,7 +99,7 @@ def main() -> int:
         return mean([float(h) for h in hits])
 
     subsets = {"all": rows, "procedural": [r for r in rows if r["class"] in procedural]}
-    summary = {"model": args.model, "items": len(rows), "classes": {k: len({r["class"] for r in v}) for k, v in subsets.items()},
+    summary = {"model": args.model, "split": args.split, "items": len(rows), "classes": {k: len({r["class"] for r in v}) for k, v in subsets.items()},
                "control_mae": {c: mean([r[c]["control_mae"] for r in rows]) for c in CONDITIONS},
                "energy_mae_vs_real": {c: mean([r[c]["energy_mae_vs_real"] for r in rows]) for c in CONDITIONS},
                "av_align": {c: mean([r[c]["av_align"] for r in rows]) for c in CONDITIONS},
@@ -104,7 +108,7 @@ def main() -> int:
                "seconds_per_clip": {c: mean([r[c]["seconds"] for r in rows]) for c in CONDITIONS}}
     summary["control_mae_ratio"] = summary["control_mae"]["video_energy"] / summary["control_mae"]["no_control"]
     (out / "summary.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
-    lines = [f"Test split: {len(rows)} clips, {summary['classes']['all']} classes ({summary['classes']['procedural']} procedural)", "",
+    lines = [f"{args.split.capitalize()} split: {len(rows)} clips, {summary['classes']['all']} classes ({summary['classes']['procedural']} procedural)", "",
              "| | with video energy | control removed |", "|---|---|---|"]
     lines += [f"| energy MAE to the control curve ↓ | {summary['control_mae']['video_energy']:.3f} | {summary['control_mae']['no_control']:.3f} |",
               f"| energy MAE to the real audio ↓ | {summary['energy_mae_vs_real']['video_energy']:.3f} | {summary['energy_mae_vs_real']['no_control']:.3f} |",

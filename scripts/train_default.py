@@ -42,9 +42,9 @@ TRAIN = {
     "vae": ("cache", "small", ["--steps", "1000", "--checkpoint-every", "250", "--batch-size", "8", "--lr", "1e-3", "--warmup", "50", "--crop-frames", "128"]),
     "unet": ("latents", "vae", ["--steps", "2200", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "100",
                                 "--crop-frames", "128", "--text-dropout", "0.1"]),
-    "adapter": ("unet", "unet", ["--steps", "1200", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "50",
+    "adapter": ("unet", "unet", ["--steps", "1500", "--checkpoint-every", "250", "--batch-size", "16", "--lr", "3e-4", "--warmup", "50",
                                  "--crop-frames", "128", "--text-dropout", "0.3"]),
-    "phi": ("cache", "small", ["--steps", "2000", "--batch-size", "32", "--lr", "1e-3", "--warmup", "100"]),
+    "phi": ("cache", "small", ["--steps", "5000", "--checkpoint-every", "1000", "--batch-size", "32", "--lr", "1e-3", "--warmup", "100"]),
     "vocoder": ("cache", "small-hifigan", ["--steps", "4000", "--checkpoint-every", "500", "--batch-size", "8", "--lr", "5e-4", "--warmup", "100", "--crop-frames", "64"]),
     "classifier": ("cache", None, ["--steps", "700", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
 }
