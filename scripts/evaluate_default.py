@@ -50,7 +50,8 @@ def control_mae(wav: np.ndarray, curve: np.ndarray, cfg) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--corpus", required=True, help="folder made by `rewas corpus` (uses its test.jsonl)")
+    parser.add_argument("--corpus", required=True,
+                        help="folder made by `rewas corpus` (uses its test.jsonl, or val.jsonl with --split val)")
     parser.add_argument("--split", default="test", choices=["test", "val"],
                         help="val: the validation split, to choose settings without looking at the test split")
     parser.add_argument("--classifier", required=True, help="folder made by `rewas train classifier`")
