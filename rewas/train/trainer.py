@@ -92,7 +92,7 @@ def _training_schedule(cfg) -> torch.Tensor:
 def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
     cfg = pipe.config
     if control:  # the hint curve comes from the whole window (its smoothing), then is cropped with the latents
-        batch = {**batch, "energy": control_target(batch["energy"].cpu(), cfg).to(batch["energy"].dtype)}
+        batch = {**batch, "energy": control_target(batch["energy"].cpu(), cfg)}
     batch = random_crop(batch, crop_frames, cfg, generator, align=cfg.latent_time_multiple)
     x0 = batch["latents"]
     b, device = x0.shape[0], x0.device
