@@ -176,6 +176,19 @@ def curve_from_timed_tokens(token_energy: torch.Tensor, times: np.ndarray, num_f
     return torch.from_numpy(out).float()
 
 
+def model_token_times(cfg: ModelConfig, num_segments: int) -> np.ndarray:
+    """`token_times` of a window cut into `num_segments` segments by `cfg`'s video settings."""
+    return token_times(num_segments, cfg.video.segment_stride, cfg.video_encoder.tokens_per_segment, cfg.video_encoder.tubelet,
+                       cfg.video.fps)
+
+
+def timed_token_target(energy: torch.Tensor, cfg: ModelConfig, num_segments: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Frame energy (..., F) -> (token times, (..., S * tokens) targets): phi's target on the real timeline, the mean
+    energy of each token's tubelet."""
+    times = model_token_times(cfg, num_segments)
+    return times, tubelet_energy(energy, times, cfg.video_encoder.tubelet / cfg.video.fps, cfg.audio.frame_rate)
+
+
 def control_target(energy: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """True frame energy (..., F) of a window -> the control curve (..., F) the adapter is trained on: the curve the
     pipeline builds from phi's tokens at inference, with the true energy in place of phi's prediction.
@@ -187,9 +200,7 @@ def control_target(energy: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
         return energy_target(energy, cfg.energy.paper_tokens, cfg.energy)[1]
     frames = energy.shape[-1]
     video_frames = round(frames * cfg.video.fps / cfg.audio.frame_rate)
-    times = token_times(cfg.video.num_segments(video_frames), cfg.video.segment_stride, cfg.video_encoder.tokens_per_segment,
-                        cfg.video_encoder.tubelet, cfg.video.fps)
-    tokens = tubelet_energy(energy, times, cfg.video_encoder.tubelet / cfg.video.fps, cfg.audio.frame_rate)
+    times, tokens = timed_token_target(energy, cfg, cfg.video.num_segments(video_frames))
     return curve_from_timed_tokens(tokens, times, frames, cfg.audio.frame_rate, cfg.energy).to(energy.dtype)
 
 

@@ -183,8 +183,7 @@ class ReWaSPipeline:
         tokens = self.phi(feats.float()).float().cpu()  # (1, S*8)
         if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
             return energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
-        times = energy_mod.token_times(segs.shape[0], cfg.video.segment_stride, cfg.video_encoder.tokens_per_segment,
-                                       cfg.video_encoder.tubelet, cfg.video.fps)
+        times = energy_mod.model_token_times(cfg, segs.shape[0])
         return energy_mod.curve_from_timed_tokens(tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy)
 
     def encode_energy(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..energy import control_target, energy_target, token_times, tubelet_energy
+from ..energy import control_target, energy_target, timed_token_target
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,7 @@ def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> tor
     if cfg.energy.timeline == "uniform":
         target, _ = energy_target(batch["energy"], feats.shape[1], cfg.energy)
     else:
-        per_segment = cfg.video_encoder.tokens_per_segment
-        times = token_times(feats.shape[1] // per_segment, cfg.video.segment_stride, per_segment,
-                            cfg.video_encoder.tubelet, cfg.video.fps)
-        target = tubelet_energy(batch["energy"], times, cfg.video_encoder.tubelet / cfg.video.fps, cfg.audio.frame_rate)
+        _, target = timed_token_target(batch["energy"], cfg, feats.shape[1] // cfg.video_encoder.tokens_per_segment)
     return F.mse_loss(pipe.phi(feats), target.to(feats.device))
 
 
