@@ -155,7 +155,7 @@ def tubelet_energy(energy: torch.Tensor, times: np.ndarray, span_s: float, frame
     frames = energy.shape[-1]
     centres = (np.arange(frames) + 0.5) / frame_rate
     inside = np.abs(centres[None, :] - np.asarray(times)[:, None]) <= span_s / 2 + 1e-9  # (S, F)
-    weights = torch.from_numpy(inside / np.maximum(inside.sum(axis=1, keepdims=True), 1)).to(energy.dtype)
+    weights = torch.from_numpy(inside / np.maximum(inside.sum(axis=1, keepdims=True), 1)).to(energy.device, energy.dtype)
     return energy @ weights.T
 
 
