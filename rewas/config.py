@@ -163,7 +163,9 @@ class VAEConfig:
 @dataclass(frozen=True)
 class VocoderConfig:
     """kind "hifigan": HiFi-GAN V1 generator, 64 mels in, x160 upsampling.
-    kind "griffinlim": no weights; mel -> linear magnitude (NNLS) -> fast Griffin-Lim phase recovery."""
+    kind "griffinlim": mel -> linear magnitude (NNLS) -> fast Griffin-Lim phase recovery; no weights, unless
+    `magnitude_channels` > 0 adds a small learned network that restores the spectral detail the mel averages away
+    (a residual on the NNLS log-magnitude)."""
 
     kind: str = "hifigan"
     n_mels: int = 64
@@ -175,6 +177,8 @@ class VocoderConfig:
     griffin_lim_iters: int = 32
     nnls_iters: int = 10
     momentum: float = 0.99
+    magnitude_channels: int = 0  # griffinlim: width of the learned magnitude network (0: NNLS alone, weight-free)
+    magnitude_dilations: tuple[int, ...] = (1, 2, 4, 8)  # its residual blocks (kernel 3 in time)
 
     @property
     def hop(self) -> int:

@@ -63,11 +63,9 @@ def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:
     return peak * wav / (wav.abs().amax(dim=-1, keepdim=True) + 1e-8)
 
 
-def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
-    """(..., N) float waveform at cfg.sample_rate -> (..., n_mels, N // hop) natural-log mel magnitude (float32).
-
-    Computed in float64: near the 1e-5 floor the log amplifies float32 rounding beyond 1e-4 nats.
-    """
+def stft_magnitude(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """(..., N) waveform -> (..., n_fft / 2 + 1, N // hop) float64 STFT magnitude on the mel's frames: an un-centred
+    STFT after `cfg.pad` samples of reflect padding, so frame k is centred on sample k * hop + hop / 2."""
     lead = wav.shape[:-1]
     x = wav.reshape(-1, wav.shape[-1]).double()
     n = x.shape[-1]
@@ -83,10 +81,18 @@ def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor
         center=False,
         return_complex=True,
     ).abs()  # (B, n_fft/2+1, frames)
-    mel = _mel_basis(cfg).to(x.device, x.dtype) @ spec
-    mel = torch.log(mel.clamp(min=cfg.log_clamp))
     frames = max(1, n // cfg.hop_length)
-    return mel[..., :frames].reshape(*lead, cfg.n_mels, frames).float()
+    return spec[..., :frames].reshape(*lead, spec.shape[-2], frames)
+
+
+def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """(..., N) float waveform at cfg.sample_rate -> (..., n_mels, N // hop) natural-log mel magnitude (float32).
+
+    Computed in float64: near the 1e-5 floor the log amplifies float32 rounding beyond 1e-4 nats.
+    """
+    spec = stft_magnitude(wav, cfg)
+    mel = _mel_basis(cfg).to(spec.device, spec.dtype) @ spec
+    return torch.log(mel.clamp(min=cfg.log_clamp)).float()
 
 
 def waveform_energy(wav: torch.Tensor | np.ndarray, cfg: AudioConfig = AudioConfig(), normalize: bool = True) -> torch.Tensor:

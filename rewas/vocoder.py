@@ -3,12 +3,16 @@
 * `Vocoder` (kind "hifigan"): HiFi-GAN V1 generator -> (B, T * 160 + 32). Parameter names are those of the
   released checkpoint after weight-norm removal (`conv_pre`, `ups.i`, `resblocks.k.convs{1,2}.j`, `conv_post`),
   so released weights load directly.
-* `GriffinLim` (kind "griffinlim"): no weights. The mel is mapped back to a linear magnitude (pseudo-inverse of
-  the filterbank refined by multiplicative non-negative least squares), then the phase is recovered by fast
-  Griffin-Lim (momentum 0.99) -> (B, T * 160). Robust on tones, where a briefly trained HiFi-GAN is not.
+* `GriffinLim` (kind "griffinlim"): the mel is mapped back to a linear magnitude (pseudo-inverse of the filterbank
+  refined by multiplicative non-negative least squares), then the phase is recovered by fast Griffin-Lim
+  (momentum 0.99) -> (B, T * 160). Robust on tones, where a briefly trained HiFi-GAN is not. Weight-free, or with
+  `magnitude_channels` > 0 a `MagnitudeNet` corrects the NNLS magnitude: 64 mel bands cannot hold the harmonics
+  and narrow peaks that the 513 STFT bins had, and NNLS spreads them evenly over each band.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -61,6 +65,28 @@ class Vocoder(nn.Module):
         return torch.tanh(x)[:, 0]
 
 
+class MagnitudeNet(nn.Module):
+    """log-mel (B, n_mels, T) -> (B, n_freq, T) correction of the NNLS log-magnitude: a 1-d convolutional net over
+    time (dilated residual blocks). Its last layer starts at zero, so an untrained net leaves NNLS unchanged."""
+
+    def __init__(self, n_mels: int, n_freq: int, channels: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.inp = nn.Conv1d(n_mels, channels, 5, padding=2)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LeakyReLU(LRELU_SLOPE), nn.Conv1d(channels, channels, 3, padding=d, dilation=d),
+                          nn.LeakyReLU(LRELU_SLOPE), nn.Conv1d(channels, channels, 1))
+            for d in dilations)
+        self.out = nn.Conv1d(channels, n_freq, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.inp(mel)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out(F.leaky_relu(x, LRELU_SLOPE))
+
+
 class GriffinLim(nn.Module):
     def __init__(self, cfg: VocoderConfig, audio: AudioConfig):
         super().__init__()
@@ -71,14 +97,25 @@ class GriffinLim(nn.Module):
         self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("pinv", torch.linalg.pinv(basis), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.win_length), persistent=False)
+        self.net = (MagnitudeNet(cfg.n_mels, basis.shape[1], cfg.magnitude_channels, cfg.magnitude_dilations)
+                    if cfg.magnitude_channels else None)
+        self.log_max = math.log(float(self.window.sum()))  # no STFT bin of a waveform in [-1, 1] exceeds the window's sum
 
-    def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, T) log-mel -> (B, n_freq, T) non-negative linear magnitude whose mel projection fits it."""
+    def log_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) log-mel -> (B, n_freq, T) natural-log linear magnitude: NNLS (whose mel projection fits
+        the mel), corrected by the learned net if there is one."""
         target = mel.float().exp()
         mag = (self.pinv @ target).clamp(min=0) + 1e-7
         for _ in range(self.config.nnls_iters):  # Lee-Seung multiplicative updates keep it non-negative
             mag = mag * (self.basis.T @ target) / (self.basis.T @ (self.basis @ mag) + 1e-10)
-        return mag
+        log_mag = mag.log()
+        if self.net is not None:
+            log_mag = (log_mag + self.net(mel.to(self.net.out.weight.dtype)).float()).clamp(max=self.log_max)
+        return log_mag
+
+    def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) log-mel -> (B, n_freq, T) non-negative linear magnitude."""
+        return self.log_magnitude(mel).exp()
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, n_mels, T) natural-log magnitude -> waveform (B, T * hop)."""

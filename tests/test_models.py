@@ -1,5 +1,7 @@
 """Backbone components: released key names and shapes, paper sizes, forward shapes (UNet, VAE, vocoder, text)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,22 @@ def test_griffin_lim_vocoder_keeps_tones_and_timing():
     loud = np.abs(out) > 0.1
     assert abs(np.argmax(loud) / 16000 - 1.0) < 0.02 and abs((len(loud) - np.argmax(loud[::-1])) / 16000 - 2.0) < 0.02
     assert float((log_mel(torch.from_numpy(out).double(), audio) - mel).abs().mean()) < 0.5
+
+
+def test_learned_magnitude_starts_as_nnls_and_corrects_it():
+    """`magnitude_channels` > 0 adds a net whose zero-initialised output leaves the NNLS magnitude unchanged; what it
+    adds is a log-magnitude correction, bounded by what a waveform in [-1, 1] can have."""
+    from rewas.config import AudioConfig, VocoderConfig
+    from rewas.vocoder import build_vocoder
+
+    audio = AudioConfig()
+    mel = torch.randn(2, 64, 40) - 5
+    plain = build_vocoder(VocoderConfig(kind="griffinlim"), audio)
+    learned = build_vocoder(VocoderConfig(kind="griffinlim", magnitude_channels=16, magnitude_dilations=(1, 2)), audio)
+    assert set(learned.state_dict()) and all(k.startswith("net.") for k in learned.state_dict())
+    torch.testing.assert_close(learned(mel), plain(mel))
+    with torch.no_grad():
+        learned.net.out.bias.fill_(0.5)
+        torch.testing.assert_close(learned.log_magnitude(mel), plain.log_magnitude(mel) + 0.5)
+        learned.net.out.bias.fill_(100.0)
+        assert float(learned.log_magnitude(mel).max()) <= math.log(512.0) + 1e-4  # the Hann window's sum

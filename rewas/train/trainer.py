@@ -173,11 +173,19 @@ def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_wei
 
 
 def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, crop_frames: int = 0) -> torch.Tensor:
-    """HiFi-GAN generator with reconstruction losses only (log-mel L1 + multi-resolution STFT); no discriminators."""
-    from ..energy import log_mel
+    """HiFi-GAN generator: reconstruction losses only (log-mel L1 + multi-resolution STFT), no discriminators.
+    Griffin-Lim with a learned magnitude: L1 of the log STFT magnitude + spectral convergence, on the mel's frames."""
+    from ..energy import log_mel, stft_magnitude
+    from ..vocoder import GriffinLim
 
     batch = random_crop(batch, crop_frames, pipe.config, generator)
     cfg = pipe.config.audio
+    if isinstance(pipe.vocoder, GriffinLim):
+        target = stft_magnitude(batch["wave"], cfg).float()  # (B, n_freq, frames)
+        log_mag = pipe.vocoder.log_magnitude(batch["mel"].transpose(1, 2)[..., : target.shape[-1]])
+        floor = math.log(cfg.log_clamp)
+        return (F.l1_loss(log_mag.clamp(min=floor), target.clamp(min=cfg.log_clamp).log())
+                + (log_mag.exp() - target).norm() / target.norm().clamp(min=1e-7))
     wav = pipe.vocoder(batch["mel"].transpose(1, 2))[:, : batch["wave"].shape[1]]
     target = batch["wave"][:, : wav.shape[1]]
     loss = F.l1_loss(log_mel(wav, cfg), log_mel(target, cfg))
