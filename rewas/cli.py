@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
     t.add_argument("--text-dropout", type=float, dest="text_dropout")
+    t.add_argument("--vocoder-input", choices=["mel", "vae"], dest="vocoder_input",
+                   help="vocoder: train on the true log-mel (default) or on --model's VAE decoding of the cache's latents")
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
     t.set_defaults(func=cmd_train)
 

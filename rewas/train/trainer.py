@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     crop_frames: int = 0  # >0: train on random crops of this many mel frames (convolutional parts; 0 = whole window)
+    vocoder_input: str = "mel"  # vocoder: "mel" (the true log-mel) or "vae" (the model's VAE decoding of the cached latents)
 
 
 def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -172,14 +173,23 @@ def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_wei
     return F.l1_loss(recon, mel) + kl_weight * kl
 
 
-def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, crop_frames: int = 0) -> torch.Tensor:
+def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, crop_frames: int = 0,
+                 vocoder_input: str = "mel") -> torch.Tensor:
     """HiFi-GAN generator: reconstruction losses only (log-mel L1 + multi-resolution STFT), no discriminators.
-    Griffin-Lim with a learned magnitude: L1 of the log STFT magnitude + spectral convergence, on the mel's frames."""
-    from ..energy import log_mel, stft_magnitude
+    Griffin-Lim with a learned magnitude: L1 of the log STFT magnitude + spectral convergence, on the mel's frames.
+
+    vocoder_input "vae": the vocoder hears the frozen VAE's decoding of the cached latents instead of the true
+    log-mel (what it hears at inference: decoded mels are blurrier), and still learns the true waveform."""
+    from ..energy import log_mel, log_mel_range, stft_magnitude
     from ..vocoder import GriffinLim
 
     batch = random_crop(batch, crop_frames, pipe.config, generator)
     cfg = pipe.config.audio
+    if vocoder_input == "vae":
+        with torch.no_grad():
+            batch = {**batch, "mel": pipe.vae.decode(batch["latents"]).clamp(*log_mel_range(cfg))[:, 0]}
+    elif vocoder_input != "mel":
+        raise ValueError(f"vocoder_input must be 'mel' or 'vae', not {vocoder_input!r}")
     if isinstance(pipe.vocoder, GriffinLim):
         target = stft_magnitude(batch["wave"], cfg).float()  # (B, n_freq, frames)
         log_mag = pipe.vocoder.log_magnitude(batch["mel"].transpose(1, 2)[..., : target.shape[-1]])
@@ -257,6 +267,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
              if what in ("adapter", "unet") else {})
     if what in ("adapter", "unet", "vae", "vocoder"):
         extra["crop_frames"] = cfg.crop_frames
+    if what == "vocoder":
+        extra["vocoder_input"] = cfg.vocoder_input
     epoch_batches = max(1, len(loader))
     epoch, skip = divmod(state["step"] * cfg.grad_accum, epoch_batches)  # resume mid-epoch where training stopped
     history = []
