@@ -47,7 +47,7 @@ TRAIN = {
     "vocoder": ("latents", "vae", ["--steps", "2500", "--checkpoint-every", "500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100",
                                    "--crop-frames", "128"]),
     # then from that run, on the VAE's decodings of the cached latents
-    "vocoder-vae": ("vocoder", "vocoder", ["--steps", "500", "--checkpoint-every", "250", "--batch-size", "16", "--lr", "5e-4", "--warmup", "50",
+    "vocoder-vae": ("vocoder", "vocoder", ["--steps", "250", "--checkpoint-every", "250", "--batch-size", "16", "--lr", "5e-4", "--warmup", "50",
                                            "--crop-frames", "128", "--vocoder-input", "vae"]),
     "classifier": ("cache", None, ["--steps", "700", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
 }
