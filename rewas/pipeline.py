@@ -191,11 +191,15 @@ class ReWaSPipeline:
         mel = curve[:, None, :, None].expand(-1, 1, -1, self.config.audio.n_mels).to(self.device, torch.float32)
         return self.vae.encode(mel, generator=generator, sample=True)
 
+    def decode_mel(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, z, T', F') latent -> (B, 1, T' * 4, n_mels) log-mel, clamped to what a log-mel can be: a small model's
+        decoder can overshoot wildly off its training data (log-mel 40, e^40 after exp), and the vocoder would
+        return inf/NaN instead of a loud frame."""
+        return self.vae.decode(latent.float()).clamp(*energy_mod.log_mel_range(self.config.audio))
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, z, T', F') latent -> (B, T' * 4 * hop) waveform."""
-        # clamped to what a log-mel can be: a small model's decoder can overshoot wildly off its training data
-        # (log-mel 40, e^40 after exp), and the vocoder would return inf/NaN instead of a loud frame
-        mel = self.vae.decode(latent.float()).clamp(*energy_mod.log_mel_range(self.config.audio))  # (B, 1, T, n_mels)
+        mel = self.decode_mel(latent)  # (B, 1, T, n_mels)
         wav = self.vocoder(mel[:, 0].transpose(1, 2))  # (B, T * hop + 32)
         return wav[:, : mel.shape[2] * self.config.audio.hop_length]
 

@@ -180,14 +180,14 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, cr
 
     vocoder_input "vae": the vocoder hears the frozen VAE's decoding of the cached latents instead of the true
     log-mel (what it hears at inference: decoded mels are blurrier), and still learns the true waveform."""
-    from ..energy import log_mel, log_mel_range, stft_magnitude
+    from ..energy import log_mel, stft_magnitude
     from ..vocoder import GriffinLim
 
     batch = random_crop(batch, crop_frames, pipe.config, generator)
     cfg = pipe.config.audio
     if vocoder_input == "vae":
         with torch.no_grad():
-            batch = {**batch, "mel": pipe.vae.decode(batch["latents"]).clamp(*log_mel_range(cfg))[:, 0]}
+            batch = {**batch, "mel": pipe.decode_mel(batch["latents"])[:, 0]}
     elif vocoder_input != "mel":
         raise ValueError(f"vocoder_input must be 'mel' or 'vae', not {vocoder_input!r}")
     if isinstance(pipe.vocoder, GriffinLim):
