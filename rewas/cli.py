@@ -371,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
     t.add_argument("--text-dropout", type=float, dest="text_dropout")
+    t.add_argument("--lr-schedule", choices=["constant", "cosine"], dest="lr_schedule", help="after the warm-up (default constant)")
+    t.add_argument("--ema-decay", type=float, dest="ema_decay",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it as the model")
     t.add_argument("--vocoder-input", choices=["mel", "vae"], dest="vocoder_input",
                    help="vocoder: train on the true log-mel (default) or on --model's VAE decoding of the cache's latents")
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")

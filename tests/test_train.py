@@ -9,6 +9,7 @@ import torch
 from rewas import ReWaSPipeline, samples
 from rewas.audio import write_wav
 from rewas.train import CachedClips, TrainConfig, build_cache, train
+from rewas.train.trainer import WeightEMA, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,9 @@ def fresh(what: str) -> ReWaSPipeline:
 
 @pytest.mark.parametrize("what", ["phi", "adapter", "unet", "vae", "vocoder"])
 def test_training_steps_and_exact_resume(cache, tmp_path, what):
-    cfg = TrainConfig(steps=4, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=2, log_every=1)
+    # the weight average is part of the state a resume must restore
+    cfg = TrainConfig(steps=4, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=2, log_every=1,
+                      ema_decay=0.9 if what in ("unet", "adapter") else 0.0)
     logs = []
     straight = fresh(what)
     train(straight, CachedClips(cache / "cache"), what, tmp_path / "a", cfg, log=logs.append)
@@ -71,6 +74,30 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
         unet, adapter = loaded.unet.state_dict(), loaded.adapter.state_dict()
         shared = [k for k in adapter if k in unet]
         assert shared and all(torch.equal(adapter[k], unet[k]) for k in shared)
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(steps=110, warmup=10, lr_schedule="cosine")
+    assert [lr_factor(s, cfg) for s in (0, 9)] == [0.1, 1.0]
+    assert lr_factor(60, cfg) == pytest.approx(0.5) and lr_factor(110, cfg) == pytest.approx(0.0)
+    assert lr_factor(100, TrainConfig(steps=110, warmup=10)) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor(20, TrainConfig(lr_schedule="linear"))
+
+
+def test_weight_ema_averages_and_ramps_its_decay():
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema = WeightEMA(layer, decay=0.999)
+    with torch.no_grad():
+        layer.weight.fill_(3.0)
+    ema.update()  # first update: decay (1 + 1) / (10 + 1), not 0.999
+    torch.testing.assert_close(ema.average[0], torch.full((1, 2), 1.0 * 2 / 11 + 3.0 * 9 / 11))
+    restored = WeightEMA(layer, decay=0.999)
+    restored.load_state_dict(ema.state_dict())
+    restored.copy_to_module()
+    assert restored.updates == 1 and torch.equal(layer.weight, ema.average[0])
 
 
 @pytest.mark.parametrize("vocoder_input", ["mel", "vae"])

@@ -43,6 +43,8 @@ class TrainConfig:
     num_workers: int = 0
     crop_frames: int = 0  # >0: train on random crops of this many mel frames (convolutional parts; 0 = whole window)
     vocoder_input: str = "mel"  # vocoder: "mel" (the true log-mel) or "vae" (the model's VAE decoding of the cached latents)
+    lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (down to 0 at `steps`)
+    ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and save it as the model
 
 
 def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -153,6 +155,48 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
 
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The LR multiplier at optimizer step `step` (0-based): linear warm-up, then constant or a cosine to 0."""
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {cfg.lr_schedule!r}")
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WeightEMA:
+    """Exponential moving average of a module's parameters (what diffusion models are usually sampled with).
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so early weights fade quickly.
+    Its state (the averages and the update count) is checkpointed with the run, so a resume stays exact."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.params = [p for p in module.parameters() if p.is_floating_point()]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to_module(self) -> None:
+        for p, a in zip(self.params, self.average):
+            p.copy_(a)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "average": self.average}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        for a, saved in zip(self.average, state["average"]):
+            a.copy_(saved)
+
+
 def unet_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.1,
               empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
     """Text-to-audio backbone: diffusion MSE (epsilon or v) on cached latents, no energy control, text dropout for CFG."""
@@ -235,7 +279,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     module = getattr(pipe, attr)
     module.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+    lr_factor(0, cfg)  # an unknown schedule fails here, before any work
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
                                          drop_last=len(dataset) >= cfg.batch_size, num_workers=cfg.num_workers)
@@ -256,6 +301,9 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
             state["rng"].set_state(d["rng"])
 
     accelerator.register_for_checkpointing(_Progress())
+    ema = WeightEMA(module, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
     ckpt_dir = out / "checkpoints"
     if resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         latest = max(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
@@ -286,6 +334,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
+            if ema is not None:
+                ema.update()
             history.append(float(loss.detach()))
             if state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps:
                 log({"step": state["step"], "loss": sum(history[-cfg.log_every:]) / len(history[-cfg.log_every:]),
@@ -294,6 +344,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
                 accelerator.save_state(str(ckpt_dir / f"step_{state['step']:08d}"))
             if state["step"] >= cfg.steps:
                 break
+    if ema is not None:  # the averaged weights are the model (the raw ones stay in the checkpoints)
+        ema.copy_to_module()
     module = accelerator.unwrap_model(module).eval().requires_grad_(False)
     setattr(pipe, attr, module)
     if what == "vae":
