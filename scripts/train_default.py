@@ -10,7 +10,8 @@ Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
     cache       video motion features, energies, MiniLM caption embeddings, log-mels, waveforms (train + test)
     vae         the mel VAE (random 1.28 s crops); sets scale_factor = 1 / std of the latents
     latents     re-encodes the cache's latents with the trained VAE
-    unet        the text-to-audio UNet on those latents (text dropout 0.1 for classifier-free guidance)
+    unet        the text-to-audio UNet on those latents (text dropout 0.1 for classifier-free guidance); with `--gpu`
+                continued by a second run (`unet-ft`: fresh optimizer, cosine LR to 0, weight EMA 0.999)
     adapter     the energy adapter on the frozen UNet (text dropout 0.3, as the paper)
     phi         video motion features -> energy, on the real timeline
     vocoder     the Griffin-Lim vocoder's magnitude net: mel -> STFT magnitude (the phase needs no weights), on true
@@ -49,10 +50,15 @@ TRAIN = {
     # then from that run, on the VAE's decodings of the cached latents
     "vocoder-vae": ("vocoder", "vocoder", ["--steps", "250", "--checkpoint-every", "250", "--batch-size", "16", "--lr", "5e-4", "--warmup", "50",
                                            "--crop-frames", "128", "--vocoder-input", "vae"]),
+    # GPU recipe only (`--gpu`): the UNet run continued with a fresh optimizer, a cosine LR to 0 and a weight EMA
+    "unet-ft": ("unet", "unet", ["--steps", "5600", "--checkpoint-every", "700", "--batch-size", "64", "--lr", "3e-4", "--warmup", "100",
+                                 "--lr-schedule", "cosine", "--ema-decay", "0.999", "--crop-frames", "256", "--text-dropout", "0.1",
+                                 "--num-workers", "6", "--log-every", "250"]),
     "classifier": ("cache", None, ["--steps", "700", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
 }
-# `--gpu`: the shipped UNet and adapter were trained on one GPU (H200: 4.7 + 1.0 min) with bigger batches of longer
-# crops; the adapter's step count was chosen on the validation split (650 against 1,300 steps).
+# `--gpu`: the shipped UNet and adapter were trained on one GPU (H200: 4.7 min, then the `unet-ft` run 6.5 min, and
+# 1.0 min) with bigger batches of longer crops; the adapter's step count was chosen on the validation split (650
+# against 1,300 steps).
 GPU = {
     "unet": ["--steps", "4300", "--checkpoint-every", "500", "--batch-size", "64", "--lr", "3e-4", "--warmup", "200",
              "--crop-frames", "256", "--text-dropout", "0.1", "--num-workers", "6", "--log-every", "100"],
@@ -68,6 +74,11 @@ def rewas(args: list[str], log: Path) -> None:
         code = subprocess.call([sys.executable, "-m", "rewas", *args], stdout=f, stderr=subprocess.STDOUT)
     if code:
         raise SystemExit(f"[{log.stem}] failed (exit {code}); see {log}")
+
+
+def runs_of(stage: str, gpu: bool) -> list[str]:
+    """The runs of a stage, in order: each follow-up run starts from the one before it; the last is the stage's model."""
+    return {"vocoder": ["vocoder", "vocoder-vae"], **({"unet": ["unet", "unet-ft"]} if gpu else {})}.get(stage, [stage])
 
 
 def model_of(work: Path, run: str) -> str:
@@ -88,9 +99,11 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
     elif stage == "latents":
         rewas(["train", "latents", str(cache), "--model", model_of(work, "vae")], log)
     else:
-        for run in [stage, "vocoder-vae"] if stage == "vocoder" else [stage]:
+        for run in runs_of(stage, gpu):
             _, base, args = TRAIN[run]
             args = list(GPU[run] if gpu and run in GPU else args)
+            if base is not None and base != stage:  # another stage's model: its last run
+                base = runs_of(base, gpu)[-1]
             i = args.index("--steps")
             args[i + 1] = str(max(1, round(int(args[i + 1]) * scale)))
             model = [] if base is None else ["--model", model_of(work, base)]
@@ -102,7 +115,7 @@ def assemble(work: Path) -> None:
     from rewas.pipeline import ReWaSPipeline
 
     pipe = ReWaSPipeline.from_pretrained(work / "adapter" / "model")
-    others = {name: ReWaSPipeline.from_pretrained(work / run / "model") for name, run in (("phi", "phi"), ("vocoder", "vocoder-vae"))}
+    others = {name: ReWaSPipeline.from_pretrained(work / runs_of(name, False)[-1] / "model") for name in ("phi", "vocoder")}
     if any(other.config != pipe.config for other in others.values()):
         raise SystemExit("the runs were trained with different configurations")
     parts = {name: getattr(pipe, name) for name in ("video_encoder", "text_encoder", "unet", "adapter", "vae")}

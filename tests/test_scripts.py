@@ -44,3 +44,26 @@ def test_cpu_bench_script_times_the_whole_command():
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["model"] == "default" and summary["median_wall_s"] > 0
+
+
+def test_default_model_gpu_recipe_chains_the_unet_runs(tmp_path, monkeypatch):
+    """With --gpu the UNet stage is two runs (the second continues the first) and the adapter trains on the last."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_default", ROOT / "scripts" / "train_default.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls = []
+    monkeypatch.setattr(script, "rewas", lambda args, log: calls.append(args))
+    for stage in ("unet", "adapter", "vocoder"):
+        script.run_stage(stage, tmp_path, 1.0, gpu=True)
+    runs = [(args[1], args[args.index("-o") + 1], args[args.index("--model") + 1]) for args in calls]
+    assert runs == [("unet", str(tmp_path / "unet"), str(tmp_path / "vae" / "model")),
+                    ("unet", str(tmp_path / "unet-ft"), str(tmp_path / "unet" / "model")),
+                    ("adapter", str(tmp_path / "adapter"), str(tmp_path / "unet-ft" / "model")),
+                    ("vocoder", str(tmp_path / "vocoder"), str(tmp_path / "vae" / "model")),
+                    ("vocoder", str(tmp_path / "vocoder-vae"), str(tmp_path / "vocoder" / "model"))]
+    assert "--ema-decay" in calls[1] and "--ema-decay" not in calls[0]
+    calls.clear()
+    script.run_stage("adapter", tmp_path, 1.0, gpu=False)  # the CPU recipe has one UNet run
+    assert calls[0][calls[0].index("--model") + 1] == str(tmp_path / "unet" / "model")
