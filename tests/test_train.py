@@ -100,6 +100,22 @@ def test_weight_ema_averages_and_ramps_its_decay():
     assert restored.updates == 1 and torch.equal(layer.weight, ema.average[0])
 
 
+def test_ema_run_saves_the_average_of_its_steps(cache, tmp_path):
+    """With --ema-decay the saved model is the average of the weights after each step, not the last weights."""
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-2, warmup=1, checkpoint_every=100, log_every=1)
+    weights = []
+    for steps, decay in ((0, 0.0), (1, 0.0), (2, 0.0), (2, 0.5)):
+        pipe = fresh("phi")
+        if steps:
+            train(pipe, CachedClips(cache / "cache"), "phi", tmp_path / f"{steps}_{decay}",
+                  TrainConfig(**{**cfg.__dict__, "steps": steps, "ema_decay": decay}), log=lambda d: None)
+        weights.append(next(pipe.phi.parameters()).detach().clone())
+    w0, w1, w2, saved = weights
+    assert not torch.allclose(w1, w2)
+    # decays min(0.5, 2/11) and min(0.5, 3/12): the average moves 9/11, then 3/4 of the way to the new weights
+    torch.testing.assert_close(saved, torch.lerp(torch.lerp(w0, w1, 9 / 11), w2, 0.75))
+
+
 @pytest.mark.parametrize("vocoder_input", ["mel", "vae"])
 def test_learned_magnitude_vocoder_learns_the_stft_magnitude(cache, tmp_path, vocoder_input):
     """The Griffin-Lim vocoder's magnitude net trains on (mel, STFT magnitude) pairs, the mel being the true one or
