@@ -46,6 +46,10 @@ class TrainConfig:
     lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (down to 0 at `steps`)
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and save it as the model
 
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+
 
 def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
     """MSE to the energy target of each token: on the real timeline (the mean energy over the token's tubelet), or
@@ -157,8 +161,6 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """The LR multiplier at optimizer step `step` (0-based): linear warm-up, then constant or a cosine to 0."""
-    if cfg.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {cfg.lr_schedule!r}")
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
     if cfg.lr_schedule == "constant":
@@ -174,7 +176,7 @@ class WeightEMA:
 
     def __init__(self, module: torch.nn.Module, decay: float):
         self.decay, self.updates = decay, 0
-        self.params = [p for p in module.parameters() if p.is_floating_point()]
+        self.params = list(module.parameters())
         self.average = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
@@ -279,7 +281,6 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     module = getattr(pipe, attr)
     module.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lr_factor(0, cfg)  # an unknown schedule fails here, before any work
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
