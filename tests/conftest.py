@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from rewas import samples
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_manifest"
+MANIFESTS = Path(__file__).resolve().parent / "data" / "manifests"  # the released checkpoints' keys and shapes
 
 
 @pytest.fixture(scope="session")
@@ -61,20 +64,39 @@ def _write_zero_frames(path):
         c.start_encoding()  # a header with a video track, and no frame
 
 
+def make_live(pipe, seed: int = 0):
+    """Give a random-weight pipeline's zero-initialised parameters in the UNet and adapter small random values, in
+    place. With the paper's zero inits the UNet predicts exactly 0 (its output conv), its residual and attention
+    branches add 0 (so the text changes nothing) and the adapter adds 0: prompt, energy, guidance and control_scale
+    could not change the audio, and no test of them could fail."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (pipe.unet, pipe.adapter):
+            for p in module.parameters():
+                if not p.any():
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return pipe
+
+
 @pytest.fixture(scope="session")
 def debug_pipe():
+    """The debug preset with live output layers (see make_live): conditioning changes the audio."""
     from rewas import ReWaSPipeline
 
-    return ReWaSPipeline.from_pretrained("debug")
+    return make_live(ReWaSPipeline.from_pretrained("debug"))
+
+
+@pytest.fixture(scope="session")
+def debug_model_dir(debug_pipe, tmp_path_factory):
+    """debug_pipe saved as a model folder, for the CLI (`--model DIR`)."""
+    return debug_pipe.save_pretrained(tmp_path_factory.mktemp("models") / "debug_live")
 
 
 @pytest.fixture(scope="session")
 def manifests():
-    if not SHARED.is_dir():
-        pytest.skip("official manifests (../shared/reference) not present")
     import json
 
-    return {name: json.loads((SHARED / f"{name}.json").read_text())["state_dict"]
+    return {name: json.loads((MANIFESTS / f"{name}.json").read_text())["state_dict"]
             for name in ("rewas_ldm", "phi", "synchformer_vfeat")}
 
 

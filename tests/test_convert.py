@@ -11,14 +11,14 @@ from rewas.config import debug
 from rewas.convert import convert, load_into, phi_state, split_rewas, synchformer_state
 from rewas.pipeline import build_components, empty_weights
 
-from conftest import SHARED
+from conftest import MANIFESTS
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32}
 
 
 def meta_state(name: str) -> dict[str, torch.Tensor]:
     """The released state dict as meta tensors: exactly its keys, shapes and dtypes, no memory."""
-    data = json.loads((SHARED / f"{name}.json").read_text())
+    data = json.loads((MANIFESTS / f"{name}.json").read_text())
     exceptions = data.get("dtype_exceptions", {})
     out = {}
     for key, shape in data["state_dict"].items():

@@ -232,11 +232,11 @@ def _tiny_synchformer_config():
 def test_synchformer_release_layout(manifests):
     import json
 
-    from conftest import SHARED, shapes
+    from conftest import MANIFESTS, shapes
     from rewas.evaluate.desync import Synchformer
     from rewas.pipeline import empty_weights
 
-    raw = json.loads((SHARED / "synchformer_vfeat.json").read_text())
+    raw = json.loads((MANIFESTS / "synchformer_vfeat.json").read_text())
     expected = {**manifests["synchformer_vfeat"], **raw["other_keys_in_ckpt_model"]}
     with empty_weights():
         model = Synchformer()
