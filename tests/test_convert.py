@@ -84,11 +84,21 @@ def released_files(tmp_path):
     for p in source.adapter.parameters():  # a trained adapter is not zero
         torch.nn.init.normal_(p, std=0.02)
     raw = build_components(debug())["unet"]
+    with torch.no_grad():  # every UNet tensor differs between the copies: no key compares zeros or ones with themselves
+        for p in (*source.unet.parameters(), *raw.parameters()):
+            p.copy_(torch.randn(p.shape) * 0.02)
     torch.save({"state_dict": released_layout(source, raw), "epoch": 3}, tmp_path / "rewas.ckpt")
     torch.save({f"module.{k}": v for k, v in source.phi.state_dict().items()}, tmp_path / "phi.ckpt")
     vfeat = {f"vfeat_extractor.{k}": v for k, v in source.video_encoder.state_dict().items()}
     torch.save({"model": {**vfeat, "aproj.weight": torch.zeros(2, 2)}}, tmp_path / "synch.pt")
     return source, tmp_path
+
+
+def assert_same(module: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:
+    ours = module.state_dict()
+    assert ours.keys() == expected.keys()
+    differ = [k for k in ours if not torch.equal(ours[k], expected[k])]
+    assert not differ, f"{len(differ)} of {len(ours)} tensors differ, e.g. {differ[:3]}"
 
 
 def test_converted_model_reproduces_the_source_exactly(released_files, media):
@@ -119,7 +129,10 @@ def test_partial_or_wrong_files_are_refused(released_files):
         convert(None, rewas_ckpt=d / "broken.ckpt", phi_ckpt=d / "phi.ckpt", synchformer_ckpt=d / "synch.pt", config=debug())
     pipe, reports = convert(None, rewas_ckpt=d / "broken.ckpt", config=debug(), allow_partial=True)
     assert reports[0].missing["adapter"] == ["middle_block_out.0.weight"] and "adapter.bogus" in reports[0].unexpected
-    assert torch.equal(pipe.unet.state_dict()["out.2.weight"], source.unet.state_dict()["out.2.weight"])
+    # the UNet is complete in the file: it is the EMA copy, as in a full import, not a random stand-in
+    assert_same(pipe.unet, source.unet.state_dict())
+    adapter, theirs = pipe.adapter.state_dict(), source.adapter.state_dict()
+    assert all(torch.equal(adapter[k], theirs[k]) for k in adapter if k != "middle_block_out.0.weight")
     sd = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
     sd["betas"] = sd["betas"] * 2
     torch.save({"state_dict": sd}, d / "schedule.ckpt")
@@ -128,10 +141,16 @@ def test_partial_or_wrong_files_are_refused(released_files):
 
 
 def test_import_without_ema_takes_the_raw_unet(released_files):
-    _, d = released_files
-    pipe, _ = convert(None, rewas_ckpt=d / "rewas.ckpt", config=debug(), allow_partial=True, use_ema=False)
-    raw = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
-    assert torch.equal(pipe.unet.state_dict()["out.2.weight"], raw["model.diffusion_model.out.2.weight"])
+    source, d = released_files
+    state = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
+    raw = {k[len("model.diffusion_model."):]: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
+    ema = source.unet.state_dict()
+    assert raw.keys() == ema.keys() and not any(torch.equal(raw[k], ema[k]) for k in raw)
+    pipe, reports = convert(None, rewas_ckpt=d / "rewas.ckpt", config=debug(), allow_partial=True, use_ema=False)
+    assert_same(pipe.unet, raw)
+    assert reports[0].skipped["EMA UNet weights (import without EMA was asked)"] == len(raw)
+    pipe, _ = convert(None, rewas_ckpt=d / "rewas.ckpt", config=debug(), allow_partial=True)
+    assert_same(pipe.unet, ema)
 
 
 def test_convert_and_download_commands(released_files, media, capsys):
