@@ -19,12 +19,16 @@ def test_probe_and_resampled_count(media, name, fps, duration):
     assert frames[0].shape == (224, 224, 3) and frames[0].dtype == np.uint8
 
 
-@pytest.mark.parametrize("name", ["v25", "v2997", "v60"])
-def test_flashes_land_on_the_right_25fps_frames(media, name):
-    bright = _brightness(media[name]) > 128
-    on = np.flatnonzero(bright)
-    # flashes of 40 ms at 0.5 s and 1.5 s: the 25 fps frames at 12-13 and 37-38 (k / 25 inside a flash)
-    assert set(on) <= {12, 13, 37, 38} and {12, 37} <= set(on) or {13, 38} <= set(on)
+# flashes last 40 ms from 0.5 s and 1.5 s; output frame k shows the latest source frame at or before k / 25 s.
+# 25 fps: sources 13 (0.52 s) and 38 are the flashes. 29.97 fps: sources 15-16 (0.5005-0.534 s) are shown at
+# k = 13 (0.52 s) and 14 (0.56 s), likewise 45-46 at 38-39. 60 fps: sources 30-32 (0.5-0.533 s): only k = 13, and 38.
+@pytest.mark.parametrize("name,flash", [("v25", [13, 38]), ("v2997", [13, 14, 38, 39]), ("v60", [13, 38])])
+def test_flashes_land_on_the_right_25fps_frames(media, name, flash):
+    brightness = _brightness(media[name])
+    assert len(brightness) == round(probe(media[name]).duration * 25)
+    dark = np.delete(np.arange(len(brightness)), flash)
+    assert (brightness[flash] > 240).all(), brightness[flash]
+    assert (brightness[dark] < 15).all(), np.flatnonzero(brightness >= 15)
 
 
 def test_variable_frame_rate_follows_presentation_time(media):
