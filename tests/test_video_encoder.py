@@ -68,15 +68,46 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
     cfg = VideoEncoderConfig(kind="motion")
     enc = MotionFeatures(cfg)
     assert not list(enc.parameters())
-    frames = np.stack(list(iter_frames(media["v25"])))[:64]  # flashes at 0.5 s and 1.5 s (frames 12-13, 37-38)
-    feats = enc(segments(normalize(frames))[None])
-    assert feats.shape == (1, 7 * 8, cfg.motion_dim)
-    from rewas.energy import token_times
+    cells = cfg.motion_grid**2
+    grid, quads, activity = slice(0, cells), slice(cells, cells + 4), cells + 4  # activity: 10 x global mean |difference|
 
-    times = token_times(7, 8, 8, 2, 25.0)
-    activity = feats[0, :, cfg.motion_grid**2 + 4].numpy()  # global mean |difference|
-    assert set(np.round(times[activity > activity.max() / 2] * 25 - 0.5).astype(int)) <= {12, 14, 36, 38}
-    # a whole model with this encoder runs, saves and loads
+    def features(frames):
+        return enc(segments(normalize(frames))[None])[0].numpy()
+
+    # still: no difference anywhere, only the brightness term is left
+    gradient = np.tile(np.linspace(0, 255, 224, dtype=np.uint8)[None, :, None], (224, 1, 3))
+    still = features(np.stack([gradient] * 32))
+    assert still.shape == (3 * 8, cfg.motion_dim)
+    assert np.abs(still[:, : activity + 1]).max() < 1e-6
+    np.testing.assert_allclose(still[:, activity + 1], np.log(1e-4), rtol=1e-5)
+
+    # when: whole-frame flashes (frames 13 and 38 of the 25 fps video) light up exactly the tubelets holding a
+    # brightness change, by its size; a segment's first frame has no predecessor inside the segment
+    frames = np.stack(list(iter_frames(media["v25"])))[:64]
+    feats = features(frames)
+    assert feats.shape == (7 * 8, cfg.motion_dim)
+    gray = frames.mean(axis=(1, 2, 3)) / 255
+    expected = np.zeros((7, 8))
+    for seg in range(7):
+        for tok in range(8):
+            first = seg * 8 + tok * 2
+            steps = [abs(gray[f] - gray[f - 1]) if f > seg * 8 else 0.0 for f in (first, first + 1)]
+            expected[seg, tok] = 10 * np.mean(steps)
+    assert (expected > 4).sum() == 6  # the tubelets holding each flash's on and off, in both segments that overlap it
+    np.testing.assert_allclose(feats[:, activity], expected.reshape(-1), atol=0.05)
+
+    # where: a white square appearing at frame 20 in the top-right cell of the grid, then vanishing at frame 26
+    frames = np.zeros((32, 224, 224, 3), np.uint8)
+    frames[20:26, :56, 168:] = 255
+    feats = features(frames).reshape(3, 8, -1)
+    expected = {(1, 6): 1, (2, 2): 1, (2, 5): -1}  # (segment, token): the change at frame 20 (on) or 26 (off)
+    for (seg, tok), sign in expected.items():
+        np.testing.assert_allclose(feats[seg, tok, grid], np.eye(cells)[3] * 5.0, atol=1e-4)  # |diff| 1 in 1 frame of 2
+        np.testing.assert_allclose(feats[seg, tok, quads], [0, sign * 1.25, 0, 0], atol=1e-4)  # a quarter of a quadrant
+    quiet = [(seg, tok) for seg in range(3) for tok in range(8) if (seg, tok) not in expected]
+    assert np.abs(np.stack([feats[k][: activity + 1] for k in quiet])).max() < 1e-6
+
+    # a whole model with this encoder runs
     c = debug()
     c = dataclasses.replace(c, video_encoder=cfg, phi=dataclasses.replace(c.phi, in_dim=cfg.motion_dim))
     pipe = ReWaSPipeline.from_config(c)
