@@ -37,6 +37,9 @@ def clips(tmp_path_factory):
     samples.write_video(d / "jump.mkv", jumping_square, 5.0, 25, codec="ffv1")  # lossless: still frames stay still
     write_wav(d / "sync.wav", clicks(EVENTS))
     write_wav(d / "late.wav", clicks([e + 0.5 for e in EVENTS]))
+    write_wav(d / "half.wav", clicks(EVENTS[:2]))
+    write_wav(d / "noise.wav", (np.random.default_rng(1).normal(size=80000) * 0.5).astype(np.float32))
+    write_wav(d / "tone.wav", (0.5 * np.sin(2 * np.pi * 440 * np.arange(80000) / 16000)).astype(np.float32))
     return d
 
 
@@ -135,16 +138,54 @@ def test_cnn14_real_architecture_tiny_weights(tmp_path):
     assert [k for k in CNN14().state_dict() if "conv_block6.conv2" in k] == ["conv_block6.conv2.weight"]
 
 
-def test_set_metrics_with_tiny_panns(clips, tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    torch.save({"model": CNN14(TINY).state_dict()}, tmp_path / "tiny.pth")
+TINY_PASST = dict(clip_samples=32000, dim=16, depth=1, heads=2, time_patches=9, classes=5)
+
+
+def tiny_passt(path=None):
+    from rewas.evaluate.embedders import PaSST, PaSSTConfig
+
+    return PaSST.from_checkpoint(path, PaSSTConfig(**TINY_PASST)) if path else PaSST(PaSSTConfig(**TINY_PASST))
+
+
+def unlike_pairs(clips) -> tuple[list[str], list[str]]:
+    """Generated clips and their references, no file in both columns."""
+    return [str(clips / "sync.wav"), str(clips / "noise.wav")], [str(clips / "half.wav"), str(clips / "tone.wav")]
+
+
+def paired_metrics(outputs, generated, references, name):
+    """FD and KL(reference || generated) from the definitions; KL is asymmetric, so swapped columns show."""
+    feat_g, log_g = outputs(generated)
+    feat_r, log_r = outputs(references)
+    kl = M.kl_from_logits(log_r, log_g)
+    swapped = M.kl_from_logits(log_g, log_r)
+    for k in kl:  # the inputs must tell the two orientations apart, or the checks below could not fail
+        assert abs(kl[k] - swapped[k]) > 0.02 * max(abs(kl[k]), abs(swapped[k])), (k, kl[k], swapped[k])
+    return {f"fd_{name}": M.frechet_distance(feat_g, feat_r), f"kl_{name}_softmax": kl["kl_softmax"],
+            f"kl_{name}_sigmoid": kl["kl_sigmoid"]}
+
+
+def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
+    from functools import partial
+
     import rewas.evaluate.embedders as E
 
+    torch.manual_seed(0)
+    torch.save({"model": CNN14(TINY).state_dict()}, tmp_path / "tiny.pth")
+    torch.save({"model": tiny_passt().state_dict()}, tmp_path / "passt.pt")
     monkeypatch.setitem(E.EMBEDDERS, "panns", (lambda p: CNN14.from_checkpoint(p, TINY), E.EMBEDDERS["panns"][1]))
-    rows = [{"audio": str(clips / "sync.wav"), "reference": str(clips / "sync.wav")},
-            {"audio": str(clips / "late.wav"), "reference": str(clips / "late.wav")}]
-    results, notes = set_metrics({"panns": tmp_path / "tiny.pth", "laion_clap": "x"}, rows)
-    assert results["fd_panns"] == pytest.approx(0.0, abs=1e-6) and results["kl_panns_softmax"] == pytest.approx(0.0, abs=1e-6)
+    monkeypatch.setitem(E.EMBEDDERS, "passt", (tiny_passt, E.EMBEDDERS["passt"][1]))
+    generated, references = unlike_pairs(clips)
+    rows = [{"audio": a, "reference": r} for a, r in zip(generated, references)]
+    specs = {"panns": tmp_path / "tiny.pth", "passt": tmp_path / "passt.pt", "laion_clap": "x"}
+    results, notes = set_metrics(specs, rows)
+    # the tiny random CNN14 hardly tells clips apart; the tiny PaSST does, so its KL shows which column is which
+    passt = partial(E.passt_outputs, tiny_passt(tmp_path / "passt.pt"))
+    expected = paired_metrics(passt, generated, references, "passt")
+    assert {k: results[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    (feat_g, log_g), (feat_r, log_r) = [E.panns_outputs(CNN14.from_checkpoint(specs["panns"], TINY), x)
+                                        for x in (generated, references)]
+    assert results["fd_panns"] == pytest.approx(M.frechet_distance(feat_g, feat_r), abs=1e-9)
+    assert results["kl_panns_softmax"] == pytest.approx(M.kl_from_logits(log_r, log_g)["kl_softmax"], rel=1e-6, abs=1e-12)
     assert results["is_panns"] >= 1.0 - 1e-9 and any("laion_clap" in n and "not implemented" in n for n in notes)
     with pytest.raises(FileNotFoundError, match="VGGish"):
         set_metrics({"vggish": tmp_path / "none.pth"}, rows)
@@ -200,7 +241,8 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
         out = tmp_path / f"gen{i}.wav"
         write_wav(out, pipe(media[name], prompt="a ball", steps=2, seed=i).waveform)
         lines.append({"video": str(media[name]), "audio": out.name, "reference": str(clips / "sync.wav"), "prompt": "a ball"})
-    lines.append({"video": str(clips / "jump.mkv"), "audio": str(clips / "sync.wav"), "reference": str(clips / "sync.wav")})
+    lines.append({"video": str(clips / "jump.mkv"), "audio": str(clips / "sync.wav"),
+                  "reference": str(clips / "half.wav")})
     lines.append({"audio": "missing.wav"})
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
@@ -208,7 +250,12 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["items"]) == 4 and "error" in report["items"][3]
-    assert report["items"][2]["av_align"] == 1.0 and report["items"][2]["energy_mae"] == 0.0
+    item = report["items"][2]
+    assert (item["audio"], item["reference"]) == (str(clips / "sync.wav"), str(clips / "half.wav"))
+    # the audio (4 clicks, on the video's jumps) against a reference holding the first 2 of them: onsets and AV-Align
+    # are asymmetric, so reading the columns the other way round gives 4 vs 2, 0.5 and 0.5
+    assert (item["onsets_target"], item["onsets_generated"]) == (2, 4) and item["onset_detection_acc"] == 1.0
+    assert item["av_align"] == 1.0 and item["energy_mae"] > 0.1
     assert {"energy_mae", "av_align", "onset_acc", "onset_ap"} <= set(report["mean"])
     assert any("failed" in n for n in report["notes"]) and any("embedder" in n for n in report["notes"])
     md = (tmp_path / "r.md").read_text()
@@ -272,13 +319,16 @@ def test_passt_tiny_and_front_end(clips, tmp_path):
     peaks = banks.argmax(dim=1)
     assert torch.all(peaks[1:] >= peaks[:-1]) and peaks[-1] * 32000 / 1024 < 15000  # ordered, below fmax
     assert sum(p.numel() for p in PaSST().parameters()) == 86_153_758  # PaSST-S with both heads
-    cfg = PaSSTConfig(clip_samples=32000, dim=16, depth=1, heads=2, time_patches=9, classes=5)
+    cfg = PaSSTConfig(**TINY_PASST)
     torch.manual_seed(0)
     torch.save({f"net.{k}": v for k, v in PaSST(cfg).state_dict().items()}, tmp_path / "passt.pt")  # wrapper prefix
     model = PaSST.from_checkpoint(tmp_path / "passt.pt", cfg)
     with torch.no_grad():
         logits, feats = model(torch.randn(2, 32000))
     assert logits.shape == (2, 5) and feats.shape == (2, 16)
-    out = classifier_metrics(partial(passt_outputs, model), [str(clips / "sync.wav")] * 2, [str(clips / "sync.wav")] * 2,
-                             "passt")
-    assert out["fd_passt"] == pytest.approx(0.0, abs=1e-6) and out["kl_passt_softmax"] == pytest.approx(0.0, abs=1e-9)
+    generated, references = unlike_pairs(clips)
+    out = classifier_metrics(partial(passt_outputs, model), generated, references, "passt")
+    expected = paired_metrics(partial(passt_outputs, model), generated, references, "passt")
+    assert {k: out[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9) and out["fd_passt"] > 1e-3
+    same = classifier_metrics(partial(passt_outputs, model), generated, generated, "passt")
+    assert same["fd_passt"] == pytest.approx(0.0, abs=1e-6) and same["kl_passt_softmax"] == pytest.approx(0.0, abs=1e-9)

@@ -69,7 +69,7 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
     enc = MotionFeatures(cfg)
     assert not list(enc.parameters())
     cells = cfg.motion_grid**2
-    grid, quads, activity = slice(0, cells), slice(cells, cells + 4), cells + 4  # activity: 10 x global mean |difference|
+    grid, quads, activity = slice(0, cells), slice(cells, cells + 4), cells + 4  # activity: 10 x mean |difference|
 
     def features(frames):
         return enc(segments(normalize(frames))[None])[0].numpy()
