@@ -9,7 +9,8 @@
     rewas corpus OUT [--clips-per-class N]
     rewas info MODEL [--json]
 
-User errors (bad input, bad options) print one line and exit with 2; no partial output is ever left behind.
+User errors (bad input, bad options: rewas.errors.UserError) print one line and exit with 2; any other failure is
+ours: one line, exit 1, and REWAS_DEBUG=1 re-raises it with its traceback. No partial output is ever left behind.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import MissingFileError, UserError, one_line
+
 EXIT_USER = 2
 EXIT_INTERNAL = 1
-
-
-class UserError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,6 +81,8 @@ def cmd_generate(args) -> None:
     _check_outputs([args.video, args.energy_in], [args.output, args.wav, args.energy_out])
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
+    if args.tokenizer_dir is not None and not os.path.isdir(args.tokenizer_dir):
+        raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")
     info = probe(args.video)  # fails fast on a bad video, before the model loads
     energy = read_csv(args.energy_in) if args.energy_in else None
     device = _device(args.device)
@@ -393,33 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else e.__class__.__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .download import DownloadError
-    from .frames import MediaError
-    from .mux import MuxError
 
     try:
         args.func(args)
-    except (UserError, MediaError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as e:
-        # ValueError: malformed user data (a CSV, a model config)
-        print(f"rewas: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_USER
     except KeyboardInterrupt:
         print("rewas: interrupted", file=sys.stderr)
         return 130
-    except DownloadError as e:
-        print(f"rewas: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_INTERNAL
-    except (MuxError, RuntimeError, OSError) as e:
+    except Exception as e:
         if os.environ.get("REWAS_DEBUG"):
             raise
-        print(f"rewas: error: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)
+        if isinstance(e, UserError):  # bad input or options: the line says what to fix
+            print(f"rewas: error: {one_line(e)}", file=sys.stderr)
+            return EXIT_USER
+        if isinstance(e, DownloadError):  # the network or the remote side, not a bug
+            print(f"rewas: error: {one_line(e)}", file=sys.stderr)
+            return EXIT_INTERNAL
+        print(f"rewas: internal error: {e.__class__.__name__}: {one_line(e)} (run with REWAS_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
         return EXIT_INTERNAL
     return 0
 

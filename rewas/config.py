@@ -11,6 +11,8 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class AudioConfig:
@@ -254,7 +256,7 @@ class ModelConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"inconsistent ModelConfig {self.name!r}: {message}")
+                raise UserError(f"inconsistent ModelConfig {self.name!r}: {message}")
 
     @property
     def latent_time_multiple(self) -> int:
@@ -292,7 +294,7 @@ def _from_dict(cls, data):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        raise UserError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]

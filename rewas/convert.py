@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig, paper
+from .errors import MissingFileError, UserError
 
 SCHEDULE_BUFFERS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
@@ -61,7 +62,7 @@ def read_state(path: str | os.PathLike, *nested: str) -> dict[str, torch.Tensor]
     """A checkpoint's tensors, memory-mapped, under the first of `nested` present (e.g. 'state_dict', 'model')."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise MissingFileError(f"{path}: no such checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
@@ -85,7 +86,7 @@ def split_rewas(state: dict[str, torch.Tensor], use_ema: bool = True) -> tuple[d
     present = sum(1 for k in ema_names if k in state)
     take_ema = use_ema and present > 0
     if take_ema and present != len(ema_names):
-        raise ValueError(f"the EMA weights cover {present} of {len(ema_names)} UNet tensors; import without EMA")
+        raise UserError(f"the EMA weights cover {present} of {len(ema_names)} UNet tensors; import without EMA")
 
     def route(key: str) -> tuple[str, str] | str:
         """(component, our key), or the reason the key is skipped, or '' if it is unknown."""
@@ -127,7 +128,7 @@ def _check_schedule(state: dict) -> None:
 
     ours = make_scheduler(SamplerConfig()).betas
     if betas.shape != ours.shape or (betas.float() - ours.float()).abs().max() > 1e-6:
-        raise ValueError("the checkpoint's diffusion schedule differs from the paper's (scaled linear 0.0015-0.0195)")
+        raise UserError("the checkpoint's diffusion schedule differs from the paper's (scaled linear 0.0015-0.0195)")
 
 
 def phi_state(state: dict) -> dict:
@@ -147,7 +148,7 @@ def load_into(module: torch.nn.Module, state: dict, name: str, report: ImportRep
     missing = [k for k in own if k not in state]
     bad_shape = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if bad_shape:
-        raise ValueError(f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
+        raise UserError(f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
                          f"{tuple(state[bad_shape[0]].shape)} in the file vs {tuple(own[bad_shape[0]].shape)}")
     report.unexpected += [f"{name}.{k}" for k in unknown]
     if missing:
@@ -186,7 +187,7 @@ def convert(
     absent = [k for k, v in given.items() if v is None]
     backbone_only = audioldm_dir is not None and len(absent) == 3
     if absent and not allow_partial and not backbone_only:
-        raise ValueError(f"a complete model needs all three released files; missing: {', '.join(absent)} "
+        raise UserError(f"a complete model needs all three released files; missing: {', '.join(absent)} "
                          "(a partial import keeps the missing parts random)")
     states: dict[str, dict] = {}
     reports = []
@@ -229,7 +230,7 @@ def convert(
             load_into(components[name], states[name], name, report, allow_partial)
     problems = "; ".join(f"{r.source}: {r.problems()}" for r, _ in reports if r.problems())
     if problems and not allow_partial:
-        raise ValueError(f"refusing a partial import: {problems}")
+        raise UserError(f"refusing a partial import: {problems}")
     incomplete = [n for n, m in components.items() if any(p.is_meta for p in m.parameters())]
     if incomplete:  # allowed partial import: random weights where the files had none
         with torch.random.fork_rng(devices=[]):

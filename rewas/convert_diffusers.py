@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig, UNetConfig, VAEConfig
+from .errors import MissingFileError, UserError
 
 RESBLOCK = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj", "out_layers.0": "norm2",
             "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
@@ -124,7 +125,7 @@ def from_diffusers(component: str, state: dict[str, torch.Tensor], own: dict[str
             continue
         out[ours] = state[theirs].reshape(own[ours].shape)
     if missing:
-        raise ValueError(f"{component}: the diffusers weights lack {len(missing)} tensors, e.g. {missing[:3]}")
+        raise UserError(f"{component}: the diffusers weights lack {len(missing)} tensors, e.g. {missing[:3]}")
     return out
 
 
@@ -141,7 +142,7 @@ def import_audioldm_folder(folder: str | os.PathLike, config: ModelConfig) -> di
     for component, sub in (("unet", "unet"), ("vae", "vae"), ("vocoder", "vocoder"), ("text_encoder", "text_encoder")):
         files = sorted((folder / sub).glob("*.safetensors")) or sorted((folder / sub).glob("*.bin"))
         if not files:
-            raise FileNotFoundError(f"{folder / sub}: no weights (*.safetensors) in this diffusers AudioLDM folder")
+            raise MissingFileError(f"{folder / sub}: no weights (*.safetensors) in this diffusers AudioLDM folder")
         state = {}
         for f in files:
             state.update(load_file(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True))

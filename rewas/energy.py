@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import AudioConfig, EnergyConfig, ModelConfig
+from .errors import UserError, one_line
+from .files import check_input_file
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -229,15 +231,21 @@ def write_csv(path, energy: np.ndarray, cfg: AudioConfig = AudioConfig()) -> Non
 
 
 def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
-    """A `time_s,energy` CSV (header required) -> (times, values). Raises ValueError on malformed files."""
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().strip().replace(" ", "").lower()
+    """A `time_s,energy` CSV (header required) -> (times, values). Raises UserError on malformed files."""
+    with open(check_input_file(path, "energy CSV"), encoding="utf-8") as f:
+        try:
+            header = f.readline().strip().replace(" ", "").lower()
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text file") from None
         if header != "time_s,energy":
-            raise ValueError(f"{path}: expected the header 'time_s,energy', found {header!r}")
+            raise UserError(f"{path}: expected the header 'time_s,energy', found {header[:40]!r}")
         try:
             data = np.loadtxt(f, delimiter=",", ndmin=2)
-        except ValueError as e:
-            raise ValueError(f"{path}: not a numeric time_s,energy table ({e})") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not a numeric time_s,energy table ({one_line(e)})") from None
     if data.shape[0] < 1 or data.shape[1] != 2 or not np.isfinite(data).all():
-        raise ValueError(f"{path}: need at least one row of two finite numbers")
+        raise UserError(f"{path}: need at least one row of two finite numbers")
+    if np.any(np.diff(data[:, 0]) <= 0):
+        raise UserError(f"{path}: time_s must increase from row to row")
     return data[:, 0], data[:, 1]
+

@@ -18,10 +18,8 @@ import numpy as np
 import torch
 
 from .config import VideoConfig
-
-
-class MediaError(ValueError):
-    """A user-facing problem with an input file (missing, unreadable, no video, no frames)."""
+from .errors import MediaError  # noqa: F401  (re-exported: frames.MediaError predates errors.py)
+from .files import check_input_file
 
 
 @dataclass(frozen=True)
@@ -41,12 +39,7 @@ class VideoInfo:
 
 
 def _check_file(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MediaError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise MediaError(f"{path}: is a directory, not a video file")
-    return path
+    return check_input_file(path, "file", missing=MediaError, invalid=MediaError)
 
 
 def open_container(path: str | os.PathLike):
@@ -57,10 +50,16 @@ def open_container(path: str | os.PathLike):
         raise MediaError(f"{path}: not a readable media file ({e.__class__.__name__})") from None
 
 
+def video_streams(container) -> list:
+    """The container's moving-picture streams: cover art in audio files (an attached picture) is not one."""
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+
+
 def _video_stream(container, path: str):
-    if not container.streams.video:
+    streams = video_streams(container)
+    if not streams:
         raise MediaError(f"{path}: has no video stream")
-    stream = container.streams.video[0]
+    stream = streams[0]
     stream.thread_type = "AUTO"
     return stream
 
@@ -68,43 +67,69 @@ def _video_stream(container, path: str):
 def _decode(container, stream, path: str) -> Iterator[av.VideoFrame]:
     try:
         for frame in container.decode(stream):
-            if frame.time is not None:
+            if _valid_time(frame.time):
                 yield frame
     except av.error.FFmpegError as e:
         raise MediaError(f"{path}: video stream could not be decoded ({e.__class__.__name__})") from None
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Stream facts. Demuxes every packet for the exact duration (cheap) and decodes only the first frame."""
+    """Stream facts. Decodes only the first frame, then demuxes every packet for the exact duration (cheap).
+
+    The timeline is the one a player shows: edit lists, B-frame delay and a non-zero or negative first timestamp
+    are applied by the demuxer and decoder, so `start_time` is the presentation time of the first frame displayed
+    and `duration` runs from it to the end of the last frame. Packets the demuxer marks for discard (before an
+    edit list's start) are never counted.
+    """
     path = _check_file(path)
     with open_container(path) as container:
         stream = _video_stream(container, path)
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        first_frame = _first_frame(container, stream, path)
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
         tb = float(stream.time_base)
-        first_frame = None
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         end, count = -math.inf, 0
         try:
             for packet in container.demux(stream):
-                if packet.pts is None:
+                if packet.pts is None or packet.is_discard:
                     continue
                 count += 1
-                step = packet.duration * tb if packet.duration else 1.0 / rate
+                step = packet.duration * tb if packet.duration else (1.0 / rate if rate else 0.0)
                 end = max(end, packet.pts * tb + step)
-                if first_frame is None:
-                    first_frame = next((f for f in packet.decode() if f.time is not None), None)
-            if first_frame is None:  # decoders with delay only emit frames when flushed
-                first_frame = next((f for f in stream.codec_context.decode(None) if f.time is not None), None)
         except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: video stream could not be decoded ({e.__class__.__name__})") from None
-        if first_frame is None:
-            raise MediaError(f"{path}: the video stream has no frames")
+            raise MediaError(f"{path}: video stream could not be read ({e.__class__.__name__})") from None
         duration = end - first_frame.time
+        if not (math.isfinite(duration) and duration > 0):
+            raise MediaError(f"{path}: the video has no duration ({count} frame{'s' * (count != 1)} with no frame "
+                             "rate or timing to place them)")
         rotation = int(first_frame.rotation or 0) % 360
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation % 180:
             width, height = height, width
-        return VideoInfo(path, width, height, count / duration if duration > 0 else rate, duration,
-                         first_frame.time, rotation, stream.codec_context.name)
+        if width <= 0 or height <= 0:
+            raise MediaError(f"{path}: the video has no picture size ({width}x{height})")
+        return VideoInfo(path, width, height, count / duration, duration, first_frame.time, rotation,
+                         stream.codec_context.name)
+
+
+def first_frame_time(path: str | os.PathLike) -> float:
+    """Presentation time (seconds) of the first frame a player shows: time 0 of everything rewas writes for `path`."""
+    path = _check_file(path)
+    with open_container(path) as container:
+        return _first_frame(container, _video_stream(container, path), path).time
+
+
+def _first_frame(container, stream, path: str) -> av.VideoFrame:
+    # discard-flagged packets are decoded too (later frames may reference them); the decoder drops their frames
+    frame = next(_decode(container, stream, path), None)
+    if frame is None:
+        raise MediaError(f"{path}: the video stream has no frames")
+    return frame
+
+
+def _valid_time(t: float | None) -> bool:
+    return t is not None and math.isfinite(t)
 
 
 def _resize_dims(width: int, height: int, short: int) -> tuple[int, int]:

@@ -2,8 +2,9 @@
 
 The video stream is copied untouched (re-encoded with libx264 only if the container cannot hold its codec);
 the audio is encoded as AAC by the ffmpeg binary that imageio-ffmpeg ships, which writes the encoder
-priming into the MP4 edit list, so decoded audio starts with the first video frame. The audio is cut or padded
-to the video's duration. Output is written to a temporary file and renamed: never a partial file, never the input.
+priming into the MP4 edit list. The audio is cut or padded to the video's duration, and its first sample
+plays with the first displayed frame on any source timeline (see `mux`). Output is written to a temporary file
+and renamed: never a partial file, never the input.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from .audio import write_wav
-from .frames import MediaError, VideoInfo
+from .errors import MediaError
+from .frames import VideoInfo
 
 CONTAINERS = {".mp4": True, ".m4v": True, ".mov": True, ".mkv": False}  # suffix -> wants +faststart
 
@@ -42,6 +44,8 @@ def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike, suffix
         raise MediaError(f"{out}: folder {out.parent} does not exist")
     if out.is_dir():
         raise MediaError(f"{out}: is a directory")
+    if not os.access(out.parent.resolve(), os.W_OK):
+        raise MediaError(f"{out}: cannot write to folder {out.parent} (permission denied)")
     for src in inputs:
         if src is not None and os.path.exists(src) and out.exists() and os.path.samefile(out, src):
             raise MediaError(f"{out}: refusing to overwrite the input file")
@@ -76,17 +80,25 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: str | os.PathLike, info: VideoInfo,
         audio_bitrate: str = "192k") -> Path:
-    """Write `out`: the video stream of `video` plus `waveform` (mono float, `sample_rate`) as AAC."""
+    """Write `out`: the video stream of `video` plus `waveform` (mono float, `sample_rate`) as AAC, its first sample
+    at the first displayed frame (`info.start_time`); the output timeline starts at that frame.
+
+    ffmpeg normally shifts each input by a start time of its own choosing (which streams count towards it has
+    changed between versions, and an MPEG-TS starts at 1.4 s or later), so the two inputs would be placed apart.
+    With -copyts nothing is shifted: the WAV is put at the frame's own timestamp, then both move by the same
+    -start_time together. Packets before that frame (B-frame delay, edit-list pre-roll) get negative times,
+    which the MP4/Matroska muxers store as edit lists or codec delay.
+    """
     out = check_output_path(out, video)
     samples = round(info.duration * sample_rate)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".rewas-") as tmp:
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, fit_length(waveform, samples), sample_rate)
         partial = Path(tmp) / f"out{out.suffix}"
-        base = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", os.fspath(video),
+        base = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-copyts", "-i", os.fspath(video),
                 "-itsoffset", f"{info.start_time:.6f}", "-i", os.fspath(wav),
                 "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0"]
-        tail = ["-c:a", "aac", "-b:a", audio_bitrate]
+        tail = ["-c:a", "aac", "-b:a", audio_bitrate, "-output_ts_offset", f"{-info.start_time:.6f}"]
         if CONTAINERS[out.suffix.lower()]:
             tail += ["-movflags", "+faststart"]
         result = _run(base + ["-c:v", "copy"] + tail + [os.fspath(partial)])

@@ -29,6 +29,7 @@ from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .config import PRESETS, ModelConfig
+from .errors import MissingFileError, UserError
 from .phi import Phi
 from .sampling import classifier_free_guidance, make_scheduler, sample
 from .text_encoder import build_text_encoder, load_tokenizer
@@ -129,15 +130,12 @@ class ReWaSPipeline:
     @classmethod
     def _load_folder(cls, folder: Path, tokenizer_dir) -> "ReWaSPipeline":
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such model folder (and not a preset: {', '.join(PRESETS)})")
+            raise MissingFileError(f"{folder}: no such model folder (and not a preset: {', '.join(PRESETS)})")
         meta_path = folder / "config.json"
         missing = [p.name for p in [meta_path, *(folder / f"{n}.safetensors" for n in COMPONENTS)] if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder}: incomplete model folder, missing {', '.join(missing)}")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: not a rewas model config")
-        config = ModelConfig.from_dict(meta["model"])
+            raise MissingFileError(f"{folder}: incomplete model folder, missing {', '.join(missing)}")
+        config = _read_config(meta_path)
         with empty_weights():  # no random init, no double allocation: weights arrive with load_state_dict(assign=True)
             components = build_components(config)
         for name, module in components.items():
@@ -318,14 +316,14 @@ class ReWaSPipeline:
         if frames is not None:
             frames = np.asarray(frames)
             if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-                raise ValueError(f"frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape}")
+                raise UserError(f"frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape}")
             return (frames_mod.crop_frame(f, cfg.resize_short, cfg.crop) for f in frames), frames.shape[0] / cfg.fps
         if energy is not None:
             length = len(energy[0]) if isinstance(energy, tuple) else len(energy)
             times = energy[0] if isinstance(energy, tuple) else None
             duration = float(times[-1]) + 1 / self.config.audio.frame_rate if times is not None else length / self.config.audio.frame_rate
             return None, duration
-        raise ValueError("give a video, frames or an energy curve")
+        raise UserError("give a video, frames or an energy curve")
 
     def _user_curve(self, energy, duration: float) -> np.ndarray:
         """A user curve -> one value per mel frame over the whole duration (interpolated, ends held)."""
@@ -368,7 +366,7 @@ def _model_dir(name_or_dir) -> Path:
     """`default` -> the embedded model's folder (unless a folder of that name exists here); else the path itself."""
     if str(name_or_dir) == DEFAULT_MODEL and not Path(name_or_dir).is_dir():
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise FileNotFoundError(f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
+            raise MissingFileError(f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
                                     "reinstall rewas, or pass --model DIR")
         return DEFAULT_MODEL_DIR
     return Path(name_or_dir)
@@ -389,5 +387,19 @@ def load_config(name_or_dir: str | os.PathLike) -> ModelConfig:
         return PRESETS[str(name_or_dir)]()
     path = _model_dir(name_or_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json")
-    return ModelConfig.from_dict(json.loads(path.read_text())["model"])
+        raise MissingFileError(f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json")
+    return _read_config(path)
+
+
+def _read_config(path: Path) -> ModelConfig:
+    """A model folder's config.json -> ModelConfig; anything malformed in it is the folder's fault, not ours."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
+        raise UserError(f"{path}: not a rewas model config")
+    try:
+        return ModelConfig.from_dict(meta["model"])
+    except (TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"{path}: malformed model config ({e.__class__.__name__}: {e})") from None

@@ -30,9 +30,14 @@ def write_video(
     times: Sequence[float] | None = None,
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
+    audio_start: float = 0.0,
     rotation: int | None = None,
 ) -> None:
-    """Encode frames frame_fn(t) -> (H, W, 3) uint8 at times k/fps (or explicit `times`, for variable frame rate)."""
+    """Encode frames frame_fn(t) -> (H, W, 3) uint8 at times k/fps (or explicit `times`, for variable frame rate).
+
+    audio: (N,) mono or (C, N) float samples, C = 1 or 2, encoded as AAC starting `audio_start` seconds after the
+    first frame.
+    """
     rate = _rate(fps)
     variable = times is not None
     times = list(times) if times is not None else [k / float(rate) for k in range(round(duration * float(rate)))]
@@ -48,7 +53,10 @@ def write_video(
         if rotation:
             stream.set_display_rotation(rotation)
         if audio is not None:
-            astream = container.add_stream("aac", rate=sample_rate, layout="mono")
+            audio = np.asarray(audio, dtype=np.float32)
+            audio = audio.reshape(1, -1) if audio.ndim == 1 else audio
+            layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
+            astream = container.add_stream("aac", rate=sample_rate, layout=layout)
         for t in times:
             frame = av.VideoFrame.from_ndarray(frame_fn(t), format="rgb24")
             frame.pts = round(t / stream.time_base)
@@ -56,10 +64,9 @@ def write_video(
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if audio is not None:
-            samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.T).reshape(1, -1), format="flt", layout=layout)
             frame.sample_rate = sample_rate
-            frame.pts = 0
+            frame.pts = round(audio_start * sample_rate)
             for packet in astream.encode(frame):
                 container.mux(packet)
             container.mux(astream.encode(None))

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from .config import SamplerConfig
+from .errors import UserError
 
 SCHEDULERS = ("ddim", "dpmsolver++")
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -26,7 +27,7 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def alphas_cumprod(cfg: SamplerConfig) -> torch.Tensor:
     """alpha_bar_t, t = 0 .. T-1, of the training schedule (float32, as diffusers computes it)."""
     if cfg.beta_schedule != "scaled_linear":
-        raise ValueError(f"unsupported beta schedule {cfg.beta_schedule!r}")
+        raise UserError(f"unsupported beta schedule {cfg.beta_schedule!r}")
     betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps, dtype=torch.float32) ** 2
     return torch.cumprod(1.0 - betas, dim=0)
 
@@ -42,7 +43,7 @@ def make_scheduler(cfg: SamplerConfig, name: str | None = None):
                              set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
     if name == "dpmsolver++":
         return DPMSolverPP(alphas_cumprod(cfg), cfg.prediction)
-    raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    raise UserError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
 
 
 class DPMSolverPP:
@@ -56,7 +57,7 @@ class DPMSolverPP:
 
     def __init__(self, alphas_cumprod: torch.Tensor, prediction: str = "epsilon"):
         if prediction not in ("epsilon", "v_prediction"):
-            raise ValueError(f"unknown prediction type {prediction!r}")
+            raise UserError(f"unknown prediction type {prediction!r}")
         self.alphas_cumprod, self.prediction = alphas_cumprod, prediction
         self.timesteps = torch.zeros(0, dtype=torch.long)
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import TextEncoderConfig
+from .errors import MissingFileError, UserError
 
 ROBERTA_FILES = ("vocab.json", "merges.txt")
 BOS, PAD, EOS = 0, 1, 2
@@ -46,7 +47,7 @@ class RobertaBPETokenizer:
         directory = Path(directory)
         missing = [name for name in ROBERTA_FILES if not (directory / name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"RoBERTa tokenizer files missing in {directory}: {', '.join(missing)} "
                 "(they come with the 'roberta-base' model, e.g. from huggingface.co/FacebookAI/roberta-base)"
             )
@@ -57,7 +58,7 @@ class RobertaBPETokenizer:
         self._bpe = ByteLevelBPETokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
         self._bos, self._eos = self._bpe.token_to_id("<s>"), self._bpe.token_to_id("</s>")
         if self._bos is None or self._eos is None:
-            raise ValueError(f"{directory}/vocab.json lacks RoBERTa's <s> and </s> tokens")
+            raise UserError(f"{directory}/vocab.json lacks RoBERTa's <s> and </s> tokens")
 
     def ids(self, text: str) -> list[int]:
         return [self._bos] + self._bpe.encode(text).ids[: self.max_length - 2] + [self._eos]
@@ -75,12 +76,12 @@ def load_tokenizer(cfg: TextEncoderConfig, directory: str | os.PathLike | None =
         return ByteTokenizer(cfg.max_length)
     if cfg.tokenizer == "roberta-bpe":
         if directory is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 "this model's text encoder needs RoBERTa tokenizer files (vocab.json, merges.txt): "
                 "pass a folder that holds them (roberta-base from the Hugging Face hub)"
             )
         return RobertaBPETokenizer(directory, cfg.max_length)
-    raise ValueError(f"unknown tokenizer kind {cfg.tokenizer!r}")
+    raise UserError(f"unknown tokenizer kind {cfg.tokenizer!r}")
 
 
 class _Embeddings(nn.Module):
@@ -274,4 +275,4 @@ def build_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
         return SentenceEncoder(cfg)
     if cfg.kind == "clap":
         return TextEncoder(cfg)
-    raise ValueError(f"unknown text encoder kind {cfg.kind!r}")
+    raise UserError(f"unknown text encoder kind {cfg.kind!r}")

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import VideoEncoderConfig
+from .errors import UserError
 from .layers import Mlp
 
 
@@ -161,4 +162,4 @@ def build_video_encoder(cfg: VideoEncoderConfig) -> nn.Module:
         return MotionFeatures(cfg)
     if cfg.kind == "motionformer":
         return VideoEncoder(cfg)
-    raise ValueError(f"unknown video encoder kind {cfg.kind!r}")
+    raise UserError(f"unknown video encoder kind {cfg.kind!r}")

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import AudioConfig, VocoderConfig
+from .errors import UserError
 
 LRELU_SLOPE = 0.1
 
@@ -143,4 +144,4 @@ def build_vocoder(cfg: VocoderConfig, audio: AudioConfig) -> nn.Module:
         return Vocoder(cfg)
     if cfg.kind == "griffinlim":
         return GriffinLim(cfg, audio)
-    raise ValueError(f"unknown vocoder kind {cfg.kind!r}")
+    raise UserError(f"unknown vocoder kind {cfg.kind!r}")

@@ -56,3 +56,31 @@ def first_click(x: np.ndarray, rate: int, threshold: float = 0.45) -> float:
 def video_packets(path) -> list[bytes]:
     with av.open(str(path)) as c:
         return [bytes(p) for p in c.demux(video=0) if p.size]
+
+
+def pyav_event_times(path, threshold: float = 0.45) -> tuple[float, float]:
+    """(first bright frame, first click) presentation times in seconds, as PyAV decodes `path` (edit lists applied)."""
+    with av.open(str(path)) as c:
+        flash = next(f.time for f in c.decode(video=0) if f.to_ndarray(format="gray").mean() > 128)
+    with av.open(str(path)) as c:
+        for frame in c.decode(audio=0):
+            x = np.abs(frame.to_ndarray()).max(axis=0)
+            if (x > threshold).any():
+                return flash, frame.time + float(np.argmax(x > threshold)) / frame.sample_rate
+    raise AssertionError(f"{path}: no click in the audio")
+
+
+def ffmpeg_event_times(path, rate: int = 16000, threshold: float = 0.45) -> tuple[float, float]:
+    """The same two times as the ffmpeg binary plays `path`: one run with -copyts, so video and audio share the
+    file's own timeline (each output of an ffmpeg run would otherwise be shifted by a start time of ffmpeg's
+    choosing); showinfo gives each frame's time and mean luma, and the audio is padded with silence from t = 0."""
+    import re
+
+    run = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "info", "-copyts", "-i", str(path),
+                          "-map", "0:v", "-vf", "showinfo", "-f", "null", "-",
+                          "-map", "0:a", "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(rate),
+                          "-f", "f32le", "pipe:1"], capture_output=True, check=True)
+    frames = re.findall(r"pts_time:\s*(-?[\d.]+).*?mean:\[(\d+)", run.stderr.decode(errors="replace"))
+    flash = next(float(t) for t, luma in frames if int(luma) > 128)
+    x = np.frombuffer(run.stdout, np.float32)
+    return flash, float(np.argmax(np.abs(x) > threshold)) / rate

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import VideoConfig, VideoEncoderConfig
+from ..errors import UserError
 from ..frames import iter_frames, normalize, probe, segments
 from ..video_encoder import SpatialAggregation, VideoEncoder
 from . import metrics as M
@@ -238,7 +239,7 @@ def desync(model: Synchformer, video: str | os.PathLike, audio: str | os.PathLik
     aud = audio_segments(M.load_audio(audio, 16000), cfg)  # (Sa, 66, 128)
     s = min(len(vis), len(aud))
     if s < cfg.segments:
-        raise ValueError(f"DeSync needs at least {cfg.segments} segments (4.8 s) of video and audio, got {s}")
+        raise UserError(f"DeSync needs at least {cfg.segments} segments (4.8 s) of video and audio, got {s}")
     dtype = model.vproj.weight.dtype
     v_feat = model.vfeat_extractor(vis[:s][None].to(dtype)).reshape(1, s, -1, cfg.dim)
     a_feat = model.afeat_extractor(aud[:s][None].to(dtype))

@@ -25,13 +25,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import MissingFileError, UserError
 from . import metrics as M
 
 
 def read_checkpoint(path: str | os.PathLike, what: str, source: str) -> dict[str, torch.Tensor]:
     """A local checkpoint's state dict (under "model" if nested), read with weights_only=True."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: {what} checkpoint not found ({source})")
+        raise MissingFileError(f"{path}: {what} checkpoint not found ({source})")
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("model", state)
 
@@ -40,7 +41,7 @@ def load_checked(model: nn.Module, state: dict, path, what: str) -> nn.Module:
     """Load non-strictly, then refuse anything but an exact match (a wrong file must not load half-way)."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: not a {what} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(f"{path}: not a {what} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval()
 
 
@@ -398,7 +399,7 @@ class MSCLAP(nn.Module):
         from tokenizers import BertWordPieceTokenizer
 
         if self.vocab is None or not os.path.isfile(self.vocab):
-            raise FileNotFoundError(f"{self.vocab}: MS-CLAP needs bert-base-uncased's vocab.txt")
+            raise MissingFileError(f"{self.vocab}: MS-CLAP needs bert-base-uncased's vocab.txt")
         tok = BertWordPieceTokenizer(str(self.vocab), lowercase=True)
         tok.enable_truncation(self.config.text_len)
         tok.enable_padding(length=self.config.text_len)
@@ -415,7 +416,7 @@ class MSCLAP(nn.Module):
         weights = sorted(folder.glob("*.pth")) if folder.is_dir() else []
         missing = ([] if weights else ["CLAP_weights_2022.pth"]) + ([] if (folder / "vocab.txt").is_file() else ["vocab.txt"])
         if missing:
-            raise FileNotFoundError(f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
+            raise MissingFileError(f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
                                     "release on Zenodo / Hugging Face microsoft/msclap; vocab.txt: bert-base-uncased)")
         state = read_checkpoint(weights[0], "MS-CLAP", "CLAP_weights_2022.pth")
         state = {k: v for k, v in state.items()

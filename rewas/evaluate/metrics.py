@@ -17,7 +17,8 @@ import torch
 from ..audio import load_audio
 from ..config import AudioConfig
 from ..energy import waveform_energy
-from ..frames import MediaError, open_container
+from ..errors import MediaError
+from ..frames import open_container
 
 # ------------------------------------------------------------------------------------------------ energy MAE
 

@@ -15,20 +15,21 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import MissingFileError, UserError
 from . import metrics as M
 
 ITEM_METRICS = ("energy_mae", "av_align", "onset")
 ONSET_KEYS = ("onset_acc", "onset_detection_acc", "onset_ap")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     pass
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such manifest")
+        raise MissingFileError(f"{path}: no such manifest")
     base = path.parent
     items = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -53,7 +54,7 @@ def evaluate_item(item: dict, which: tuple[str, ...] = ITEM_METRICS, onset_secon
     """Every metric in `which` that applies to this item (energy/onsets need a reference, AV-Align a video)."""
     out: dict = {}
     if not os.path.isfile(item["audio"]):
-        raise FileNotFoundError(f"{item['audio']}: no such audio file")
+        raise MissingFileError(f"{item['audio']}: no such audio file")
     ref = item.get("reference")
     if ref and "energy_mae" in which:
         out["energy_mae"] = M.energy_mae(item["audio"], ref)

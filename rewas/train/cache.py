@@ -25,6 +25,7 @@ import torch
 
 from ..audio import load_audio
 from ..energy import log_mel, normalize_waveform, waveform_energy
+from ..errors import MissingFileError, UserError
 from ..frames import iter_frames, iter_windows, normalize, probe, segments
 
 ARRAYS = ("features", "energy", "latents", "text", "mel", "wave")
@@ -38,7 +39,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             continue
         item = json.loads(line)
         if "video" not in item or "caption" not in item:
-            raise ValueError(f"{path}:{n}: each line needs \"video\" and \"caption\"")
+            raise UserError(f"{path}:{n}: each line needs \"video\" and \"caption\"")
         for key in ("video", "audio"):
             if item.get(key) and not os.path.isabs(item[key]):
                 item[key] = str(base / item[key])
@@ -101,7 +102,7 @@ def refresh_latents(pipe, folder: str | os.PathLike, batch_size: int = 16, progr
     folder = Path(folder)
     shards = sorted(p for p in folder.glob("shard_*") if (p / "mel.npy").is_file())
     if not shards:
-        raise FileNotFoundError(f"{folder}: no cache shards with log-mels (build one with `rewas train cache`)")
+        raise MissingFileError(f"{folder}: no cache shards with log-mels (build one with `rewas train cache`)")
     total, done = sum(len(np.load(s / "mel.npy", mmap_mode="r")) for s in shards), 0
     for shard in shards:
         mel = np.load(shard / "mel.npy", mmap_mode="r")
@@ -129,7 +130,7 @@ class CachedClips(torch.utils.data.Dataset):
         folder = Path(folder)
         shards = sorted(p for p in folder.glob("shard_*") if (p / "meta.json").is_file())
         if not shards:
-            raise FileNotFoundError(f"{folder}: no cache shards (build one with `rewas train cache`)")
+            raise MissingFileError(f"{folder}: no cache shards (build one with `rewas train cache`)")
         self.shards = [{k: np.load(s / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (s / f"{k}.npy").is_file()}
                        for s in shards]
         self.index = [(si, j) for si, s in enumerate(self.shards) for j in range(len(s["energy"]))]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import MissingFileError
 from ..evaluate.embedders import CNN14, CNN14Config
 
 SMALL = dict(channels=(16, 32, 64, 128, 128, 256))
@@ -45,7 +46,7 @@ class ClassifierBundle:
         folder = Path(folder)
         missing = [n for n in ("classifier.safetensors", "config.json") if not (folder / n).is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder}: not a classifier folder (missing {', '.join(missing)})")
+            raise MissingFileError(f"{folder}: not a classifier folder (missing {', '.join(missing)})")
         meta = json.loads((folder / "config.json").read_text())
         cnn = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["cnn14"].items()}
         bundle = cls(meta["classes"], CNN14Config(**cnn))

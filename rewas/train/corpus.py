@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .. import samples
+from ..errors import MissingFileError
 
 SR = 16000
 FPS = 25
@@ -240,7 +241,7 @@ def debian_licences(copyright_file: Path = SONIC_PI_COPYRIGHT) -> dict[str, str]
 def debian_sources(folder: Path = SONIC_PI) -> list[dict]:
     """Usable real recordings: CC0 / public domain only, with a known class."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: install Debian's sonic-pi-samples (apt-get install sonic-pi-samples)")
+        raise MissingFileError(f"{folder}: install Debian's sonic-pi-samples (apt-get install sonic-pi-samples)")
     licences = debian_licences()
     sources = []
     for path in sorted(folder.glob("*.flac")):

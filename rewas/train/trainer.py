@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..energy import control_target, energy_target, timed_token_target
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+            raise UserError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
 
 
 def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -72,7 +73,7 @@ def random_crop(batch: dict, frames: int, cfg, generator: torch.Generator | None
         return batch
     downsample, hop = cfg.vae.downsample, cfg.audio.hop_length
     if frames % downsample or (align > 1 and frames % align):
-        raise ValueError(f"crop_frames={frames} must be a multiple of {max(align, downsample)}")
+        raise UserError(f"crop_frames={frames} must be a multiple of {max(align, downsample)}")
     step = max(align, downsample)
     starts = torch.randint(0, (total - frames) // step + 1, (batch["energy"].shape[0],), generator=generator) * step
     views = {"energy": (-1, 1), "mel": (1, 1), "latents": (2, 1 / downsample), "wave": (1, hop)}
@@ -235,7 +236,7 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, cr
         with torch.no_grad():
             batch = {**batch, "mel": pipe.decode_mel(batch["latents"])[:, 0]}
     elif vocoder_input != "mel":
-        raise ValueError(f"vocoder_input must be 'mel' or 'vae', not {vocoder_input!r}")
+        raise UserError(f"vocoder_input must be 'mel' or 'vae', not {vocoder_input!r}")
     if isinstance(pipe.vocoder, GriffinLim):
         target = stft_magnitude(batch["wave"], cfg).float()  # (B, n_freq, frames)
         log_mag = pipe.vocoder.log_magnitude(batch["mel"].transpose(1, 2)[..., : target.shape[-1]])

@@ -1,0 +1,25 @@
+"""Error types that mean "the input or the options are wrong", as opposed to a bug in rewas.
+
+The CLI prints these as one line and exits with 2; any other exception is an internal error (exit 1, and
+REWAS_DEBUG=1 shows its traceback). Raise them only where the cause is something the user gave.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Something the user gave is wrong: an option, a file's content, a model folder."""
+
+
+class MediaError(UserError):
+    """A media file the user gave cannot be used: missing, unreadable, no video, no frames, no duration."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (still a FileNotFoundError for API callers)."""
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its class name if it has none): what the CLI prints."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else e.__class__.__name__
