@@ -73,7 +73,7 @@ def cmd_generate(args) -> None:
     from .energy import read_csv, write_csv
     from .frames import probe
     from .mux import CONTAINERS, atomic_path, mux
-    from .pipeline import ReWaSPipeline
+    from .pipeline import ReWaSPipeline, check_duration
 
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
     _check_suffix(args.wav, (".wav",), "--wav")
@@ -83,7 +83,7 @@ def cmd_generate(args) -> None:
         raise UserError("--steps must be at least 1")
     if args.tokenizer_dir is not None and not os.path.isdir(args.tokenizer_dir):
         raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")
-    info = probe(args.video)  # fails fast on a bad video, before the model loads
+    info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     energy = read_csv(args.energy_in) if args.energy_in else None
     device = _device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]

@@ -65,12 +65,23 @@ def _video_stream(container, path: str):
 
 
 def _decode(container, stream, path: str) -> Iterator[av.VideoFrame]:
+    """Decoded frames that have a presentation time. A stream whose frames have none (a raw elementary stream:
+    nothing says when they are shown) is refused rather than guessed at."""
+    timed, untimed = False, 0
     try:
         for frame in container.decode(stream):
             if _valid_time(frame.time):
+                timed = True
                 yield frame
+            elif not timed:
+                untimed += 1
+                if untimed == 16:
+                    break
     except av.error.FFmpegError as e:
         raise MediaError(f"{path}: video stream could not be decoded ({e.__class__.__name__})") from None
+    if untimed and not timed:
+        raise MediaError(f"{path}: the video frames carry no timestamps (a raw {stream.codec_context.name} stream?); "
+                         "put it in a container first, e.g. ffmpeg -r 25 -i IN -c copy OUT.mp4")
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:

@@ -29,7 +29,7 @@ from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .config import PRESETS, ModelConfig
-from .errors import MissingFileError, UserError
+from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
 from .sampling import classifier_free_guidance, make_scheduler, sample
 from .text_encoder import build_text_encoder, load_tokenizer
@@ -43,6 +43,7 @@ FORMAT_VERSION = 1
 COMPONENTS = ("video_encoder", "phi", "text_encoder", "unet", "adapter", "vae", "vocoder")
 DIFFUSION = ("video_encoder", "unet", "adapter")  # components that follow the requested dtype; the rest stay fp32
 MIN_OVERLAP_S = 1.0
+MIN_DURATION_S = 0.01  # one 10 ms mel frame: the shortest sound the model makes
 
 
 @dataclass
@@ -311,7 +312,7 @@ class ReWaSPipeline:
         """-> (iterator of preprocessed uint8 frames or None, duration in seconds)."""
         cfg = self.config.video
         if video is not None:
-            info = frames_mod.probe(video)
+            info = check_duration(frames_mod.probe(video))
             return frames_mod.iter_frames(video, cfg, info), info.duration
         if frames is not None:
             frames = np.asarray(frames)
@@ -333,6 +334,14 @@ class ReWaSPipeline:
             return energy_mod.resample_curve(energy[0], energy[1], frame_t).astype(np.float32)
         values = np.asarray(energy, dtype=np.float64).reshape(-1)
         return energy_mod.resample_curve(energy_mod.frame_times(len(values), self.config.audio), values, frame_t).astype(np.float32)
+
+
+def check_duration(info: frames_mod.VideoInfo) -> frames_mod.VideoInfo:
+    """A video too short to hold one mel frame gets a clear error, not an empty soundtrack."""
+    if info.duration < MIN_DURATION_S:
+        raise MediaError(f"{info.path}: the video lasts {info.duration * 1000:.3g} ms; a soundtrack needs at least "
+                         f"{MIN_DURATION_S * 1000:g} ms")
+    return info
 
 
 def crossfade_join(chunks: list[np.ndarray], offsets: list[int], length: int, power: bool = True) -> np.ndarray:
