@@ -86,8 +86,9 @@ def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: s
     ffmpeg normally shifts each input by a start time of its own choosing (which streams count towards it has
     changed between versions, and an MPEG-TS starts at 1.4 s or later), so the two inputs would be placed apart.
     With -copyts nothing is shifted: the WAV is put at the frame's own timestamp, then both move by the same
-    -start_time together. Packets before that frame (B-frame delay, edit-list pre-roll) get negative times,
-    which the MP4/Matroska muxers store as edit lists or codec delay.
+    -start_time together. Packets before that frame (B-frame delay, edit-list pre-roll) get negative times: MP4
+    hides them behind an edit list; Matroska, which has none, moves the whole file later by their length, audio
+    too, so the sync holds there as well.
     """
     out = check_output_path(out, video)
     samples = round(info.duration * sample_rate)

@@ -18,7 +18,7 @@ from ..audio import load_audio
 from ..config import AudioConfig
 from ..energy import waveform_energy
 from ..errors import MediaError
-from ..frames import open_container
+from ..frames import open_container, video_streams
 
 # ------------------------------------------------------------------------------------------------ energy MAE
 
@@ -42,9 +42,10 @@ AV_ALIGN_SR = 22050
 def native_frames_bgr(path: str | os.PathLike, cutoff: float = AV_ALIGN_CUTOFF_S) -> tuple[list[np.ndarray], float]:
     """Frames at the video's own rate (no resampling), BGR as OpenCV reads them: the first int(fps * cutoff) + 1."""
     with open_container(path) as container:
-        if not container.streams.video:
+        streams = video_streams(container)
+        if not streams:
             raise MediaError(f"{os.fspath(path)}: has no video stream")
-        stream = container.streams.video[0]
+        stream = streams[0]
         fps = float(stream.guessed_rate or stream.average_rate or 25)
         frames = []
         for frame in container.decode(stream):
