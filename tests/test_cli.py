@@ -11,6 +11,18 @@ from rewas.cli import main
 from avcheck import durations, ffmpeg_audio, ffmpeg_decodes_video, pyav_audio, streams
 
 
+def read_wav(path) -> np.ndarray:
+    import soundfile as sf
+
+    wav, sr = sf.read(path, dtype="float32")
+    assert sr == 16000
+    return wav
+
+
+def rel_change(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 def run(args, capsys):
     try:
         code = main([str(a) for a in args])
@@ -84,14 +96,214 @@ def test_bad_options_exit_2(media, tmp_path, capsys):
     assert media["v25"].read_bytes() == before and not (tmp_path / "o.mp4").exists()
 
 
-def test_energy_in_steers_generation(media, tmp_path, capsys):
-    curve = tmp_path / "curve.csv"
-    curve.write_text("time_s,energy\n0,-9\n1.0,-1\n2.0,-9\n")
-    code, _, err = run(["generate", media["v25"], "-o", tmp_path / "o.mp4", "--model", "debug", "--steps", "1",
-                        "--energy-in", curve, "--energy-out", tmp_path / "used.csv", "-q"], capsys)
+def test_energy_in_steers_generation(media, tmp_path, capsys, debug_model_dir):
+    """Two --energy-in curves give two soundtracks (the model's control is live), and --energy-out is the curve given,
+    interpolated to the 10 ms frames and held past its ends. Generation repeats exactly (see the sampling flags'
+    test), so the bound only needs to clear zero: it sits ~10x under the measured change (rel. 3e-4)."""
+    curves = {"mid": ([0.0, 1.0, 2.0], [-9.0, -1.0, -9.0]), "late": ([0.0, 2.0, 2.5], [-9.0, -9.0, -1.0])}
+    wavs = {}
+    for name, (times, values) in curves.items():
+        (tmp_path / f"{name}.csv").write_text("time_s,energy\n" + "".join(f"{t},{v}\n" for t, v in zip(times, values)))
+        code, _, err = run(["generate", media["v25"], "--prompt", "a ball bouncing", "-o", tmp_path / f"{name}.mp4",
+                            "--model", debug_model_dir, "--steps", "2", "--seed", "0", "-q",
+                            "--energy-in", tmp_path / f"{name}.csv", "--energy-out", tmp_path / f"{name}_used.csv",
+                            "--wav", tmp_path / f"{name}.wav"], capsys)
+        assert code == 0, err
+        used = np.loadtxt(tmp_path / f"{name}_used.csv", delimiter=",", skiprows=1)
+        assert len(used) == 300 and used[-1, 0] == pytest.approx(2.99)
+        np.testing.assert_allclose(used[:, 1], np.interp(used[:, 0], times, values), atol=1e-3)
+        wavs[name] = read_wav(tmp_path / f"{name}.wav")
+    assert rel_change(wavs["mid"], wavs["late"]) > 2e-5
+
+
+@pytest.fixture(scope="module")
+def generate(media, debug_model_dir, tmp_path_factory):
+    """generate(*flags) -> the --wav of `rewas generate` with the live debug model, seed 0, 2 steps (2, so that DDIM's
+    eta has a step whose noise it scales); each set of flags runs once per module."""
+    folder, done = tmp_path_factory.mktemp("flags"), {}
+
+    def run_with(*flags, model=debug_model_dir):
+        key = (str(model), *map(str, flags))
+        if key not in done:
+            out = folder / f"{len(done)}"
+            code = main([str(a) for a in ["generate", media["v60"], "--prompt", "a ball bouncing", "-o", f"{out}.mp4",
+                                          "--wav", f"{out}.wav", "--model", model, "--steps", "2", "--seed", "0", "-q",
+                                          *flags]])
+            assert code == 0, f"generate {' '.join(key[1:])}: exit {code} (the error line is in the captured stderr)"
+            done[key] = read_wav(f"{out}.wav")
+        return done[key]
+
+    return run_with
+
+
+@pytest.mark.parametrize("flag, other", [("--guidance", 1.0), ("--eta", 0.0), ("--control-scale", 0.0)])
+def test_sampling_flags_change_the_audio(generate, debug_model_dir, flag, other):
+    """The model's default spelled out gives the implicit default's audio bit for bit (two runs: generation is
+    deterministic for a seed); another value gives other audio. CPU runs repeat exactly, so any difference is the
+    flag's doing; the bounds sit ~10x under the measured changes (rel. 6e-4 guidance, 2e-5 eta, 9e-4 control)."""
+    from rewas.pipeline import load_config
+
+    sampler = load_config(debug_model_dir).sampler
+    default = {"--guidance": sampler.guidance, "--eta": sampler.eta, "--control-scale": 1.0}[flag]
+    assert default != other
+    base = generate()
+    assert np.array_equal(generate(flag, default), base)
+    assert rel_change(generate(flag, other), base) > {"--guidance": 5e-5, "--eta": 2e-6, "--control-scale": 5e-5}[flag]
+
+
+def test_bf16_dtype_is_close_to_fp32(generate):
+    """--dtype bf16 runs the diffusion model and video encoder in bfloat16 (8 mantissa bits): the audio is not fp32's
+    bit for bit, but it strays from it far less than turning guidance off moves it (measured: 5e-5 against 6e-4)."""
+    base, bf16 = generate(), generate("--dtype", "bf16")
+    assert np.isfinite(bf16).all() and not np.array_equal(bf16, base)
+    assert rel_change(bf16, base) < 0.25 * rel_change(generate("--guidance", 1.0), base)
+
+
+@pytest.fixture(scope="module")
+def bpe_model(debug_model_dir, tmp_path_factory):
+    """The live debug model with a byte-level BPE text encoder, saved without tokenizer files (as `rewas convert` does
+    without --roberta-dir), and three tokenizer folders: two vocabularies, and one without RoBERTa's <s> and </s>."""
+    import dataclasses
+
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+
+    from rewas import ReWaSPipeline
+    from rewas.text_encoder import build_text_encoder
+
+    d = tmp_path_factory.mktemp("bpe")
+    pipe = ReWaSPipeline.from_pretrained(debug_model_dir)
+    text = dataclasses.replace(pipe.config.text, tokenizer="roberta-bpe", vocab_size=300)
+    pipe.config = pipe.config.replace(text=text)
+    torch.manual_seed(0)
+    pipe.text_encoder = build_text_encoder(text)
+    pipe.save_pretrained(d / "model")
+    assert not (d / "model" / "tokenizer").exists()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    for name, corpus, special in (("ball", "a ball bouncing on the floor", specials),
+                                  ("rain", "rain on a tin roof, dogs barking", specials),
+                                  ("no_specials", "a ball", [])):
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator([corpus] * 20, vocab_size=300, special_tokens=special)
+        (d / name).mkdir()
+        bpe.save_model(str(d / name))
+    return d
+
+
+def test_tokenizer_dir(media, tmp_path, capsys, generate, bpe_model):
+    """A BPE model needs --tokenizer-dir: without it, or with a missing or invalid folder, one line and exit 2, and
+    no output; with it, the tokenizer is the one used: another vocabulary splits the prompt differently, other audio."""
+    for extra in ([], ["--tokenizer-dir", tmp_path / "none"], ["--tokenizer-dir", bpe_model / "no_specials"]):
+        out = tmp_path / "o.mp4"
+        code, _, err = run(["generate", media["v60"], "--prompt", "a ball bouncing", "-o", out, "--model",
+                            bpe_model / "model", "--steps", "1", *extra], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("rewas: error:"), (extra, err)
+        assert not out.exists()
+    ball = generate("--tokenizer-dir", bpe_model / "ball", model=bpe_model / "model")
+    rain = generate("--tokenizer-dir", bpe_model / "rain", model=bpe_model / "model")
+    assert np.isfinite(ball).all() and rel_change(rain, ball) > 2e-6  # measured 2e-5: the prompt's pull is weak here
+
+
+@pytest.fixture(scope="module")
+def train_cache(media, tmp_path_factory):
+    """A two-clip training cache from `rewas train cache`."""
+    from rewas import samples
+    from rewas.audio import write_wav
+
+    d = tmp_path_factory.mktemp("train_cache")
+    lines = []
+    for i, (video, hits) in enumerate([("v60", [0.5, 1.5]), ("vfr", [1.0])]):
+        write_wav(d / f"a{i}.wav", samples.click_track(2.0, hits))
+        lines.append({"video": str(media[video]), "audio": f"a{i}.wav", "caption": f"clip {i}"})
+    (d / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["train", "cache", str(d / "m.jsonl"), "--model", "debug", "-o", str(d / "cache")]) == 0
+    return d / "cache"
+
+
+def _train_phi(cache, out, capsys, *flags):
+    code, _, err = run(["train", "phi", cache, "--model", "debug", "-o", out, "--batch-size", "2", "--lr", "1e-3",
+                        "--warmup", "1", "--log-every", "1", *flags], capsys)
     assert code == 0, err
-    used = np.loadtxt(tmp_path / "used.csv", delimiter=",", skiprows=1)
-    assert used[100, 1] == pytest.approx(-1.0) and used[0, 1] == pytest.approx(-9.0) and used[-1, 1] == pytest.approx(-9.0)
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return [x["step"] for x in logs if "loss" in x], [x for x in logs if "resumed" in x]
+
+
+def test_train_restart_ignores_the_checkpoints(train_cache, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert _train_phi(train_cache, run_dir, capsys, "--steps", "2") == ([1, 2], [])
+    steps, resumed = _train_phi(train_cache, run_dir, capsys, "--steps", "3")
+    assert steps == [3] and resumed[0]["step"] == 2  # the control: without --restart the run goes on from step 2
+    steps, resumed = _train_phi(train_cache, run_dir, capsys, "--steps", "3", "--restart")
+    assert steps == [1, 2, 3] and resumed == []  # from step 0, though a step-3 checkpoint is there
+
+
+@pytest.fixture
+def reset_accelerate():
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision; a CLI
+    process trains once, a test process many times."""
+    from accelerate.state import AcceleratorState
+
+    def reset():
+        AcceleratorState._reset_state(True)
+
+    reset()
+    yield reset
+    reset()
+
+
+def test_train_mixed_precision_reaches_the_trainer(train_cache, tmp_path, capsys, reset_accelerate):
+    """bf16 autocast is available on CPU: the same run in bf16 ends with other (nearby) weights than in fp32."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for precision in ("no", "bf16"):
+        reset_accelerate()
+        _train_phi(train_cache, tmp_path / precision, capsys, "--steps", "2", "--mixed-precision", precision)
+        assert json.loads((tmp_path / precision / "train.json").read_text())["config"]["mixed_precision"] == precision
+        weights[precision] = load_file(tmp_path / precision / "model" / "phi.safetensors")
+    differ = [k for k in weights["no"] if not np.array_equal(weights["no"][k].numpy(), weights["bf16"][k].numpy())]
+    assert differ
+    # two Adam steps of lr 1e-3 move a weight by about 2e-3 at most: both runs stay near each other
+    assert max(float((weights["no"][k] - weights["bf16"][k]).abs().max()) for k in differ) < 5e-3
+
+
+@pytest.fixture(scope="module")
+def eval_manifest(media, tmp_path_factory):
+    """A 3 s clip whose audio and reference both click at 0.5, 1.5 and 2.5 s."""
+    from rewas import samples
+    from rewas.audio import write_wav
+
+    d = tmp_path_factory.mktemp("eval")
+    write_wav(d / "clicks.wav", samples.click_track(3.0, [0.5, 1.5, 2.5]))
+    line = {"video": str(media["v25"]), "audio": "clicks.wav", "reference": "clicks.wav"}
+    (d / "m.jsonl").write_text(json.dumps(line) + "\n")
+    return d / "m.jsonl"
+
+
+def _evaluate(manifest, out, capsys, *flags):
+    code, _, err = run(["evaluate", manifest, "--out", out, "-q", *flags], capsys)
+    assert code == 0, err
+    return json.loads(out.read_text())
+
+
+def test_evaluate_metrics_restricts_the_report(eval_manifest, tmp_path, capsys):
+    onset = {"onset_acc", "onset_detection_acc", "onset_ap"}
+    full = _evaluate(eval_manifest, tmp_path / "all.json", capsys)
+    assert set(full["mean"]) == {"energy_mae", "av_align"} | onset  # the control: every metric applies to the clip
+    only = _evaluate(eval_manifest, tmp_path / "onset.json", capsys, "--metrics", "onset")
+    assert set(only["mean"]) == onset and not {"energy_mae", "av_align"} & set(only["items"][0])
+    two = _evaluate(eval_manifest, tmp_path / "two.json", capsys, "--metrics", "energy_mae, av_align")
+    assert set(two["mean"]) == {"energy_mae", "av_align"}
+    code, _, err = run(["evaluate", eval_manifest, "--out", tmp_path / "x.json", "--metrics", "fad"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+def test_evaluate_onset_seconds_sets_the_onset_window(eval_manifest, tmp_path, capsys):
+    whole = _evaluate(eval_manifest, tmp_path / "whole.json", capsys, "--metrics", "onset")["items"][0]
+    first = _evaluate(eval_manifest, tmp_path / "first.json", capsys, "--metrics", "onset",
+                      "--onset-seconds", "1")["items"][0]
+    assert (whole["onsets_target"], whole["onsets_generated"]) == (3, 3)
+    assert (first["onsets_target"], first["onsets_generated"]) == (1, 1)  # only the click at 0.5 s
 
 
 def test_energy_command(media, tmp_path, capsys):
