@@ -267,6 +267,15 @@ def test_train_mixed_precision_reaches_the_trainer(train_cache, tmp_path, capsys
     assert max(float((weights["no"][k] - weights["bf16"][k]).abs().max()) for k in differ) < 5e-3
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fp16 autocast works on a CUDA machine")
+def test_train_fp16_without_a_gpu_is_refused(train_cache, tmp_path, capsys):
+    """accelerate takes fp16 on a CPU and trains in fp32 without a word; the user asked for something else."""
+    code, _, err = run(["train", "phi", train_cache, "--model", "debug", "-o", tmp_path / "run", "--steps", "1",
+                        "--mixed-precision", "fp16"], capsys)
+    assert code == 2 and "fp16 needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def eval_manifest(media, tmp_path_factory):
     """A 3 s clip whose audio and reference both click at 0.5, 1.5 and 2.5 s."""

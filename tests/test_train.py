@@ -136,10 +136,6 @@ def test_mid_epoch_resume_with_gradient_accumulation(cache, tmp_path):
     assert any(not torch.equal(raw[0][k], v) for k, v in average[0].items()), "the average is the raw weights"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an epoch of 3 batches is 2 optimizer steps (accelerate syncs the lone last batch at the end of the dataloader), "
-    "but train() resumes at batch step * grad_accum: after step 3 that is 6, the start of epoch 2, not batch 2 of "
-    "epoch 1"))
 def test_mid_epoch_resume_when_accumulation_does_not_divide_the_epoch(cache, tmp_path):
     """Three clips, batch size 1, accumulation 2: each epoch is a step of two batches and a step of one."""
     data = CachedClips(cache / "cache")

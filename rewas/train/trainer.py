@@ -276,6 +276,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
 
     out = Path(out)
     attr, objective = OBJECTIVES[what]
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would train in fp32, silently
+        raise UserError("mixed precision fp16 needs a CUDA GPU; on this machine use bf16 or no")
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                               cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
@@ -319,8 +321,11 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
         extra["crop_frames"] = cfg.crop_frames
     if what == "vocoder":
         extra["vocoder_input"] = cfg.vocoder_input
-    epoch_batches = max(1, len(loader))
-    epoch, skip = divmod(state["step"] * cfg.grad_accum, epoch_batches)  # resume mid-epoch where training stopped
+    # resume mid-epoch where training stopped. An epoch is ceil(batches / grad_accum) optimizer steps: accelerate
+    # also steps on a short last group at the end of the dataloader
+    epoch_steps = math.ceil(max(1, len(loader)) / cfg.grad_accum)
+    epoch, done = divmod(state["step"], epoch_steps)
+    skip = done * cfg.grad_accum
     history = []
     while state["step"] < cfg.steps:
         loader.set_epoch(epoch)
