@@ -3,16 +3,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def test_bench_script_runs_at_debug_size():
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_generate.py"), "--preset", "debug", "--device", "cpu",
-                          "--dtype", "fp32", "--runs", "1", "--steps", "1", "--seconds", "2"],
+                          "--dtype", "fp32", "--runs", "2", "--steps", "1", "--seconds", "2"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["model"] == "debug" and summary["median_total_s"] > 0
+    *runs, summary = json_lines(res.stdout)
+    assert [r["run"] for r in runs] == [0, 1, 2]  # run 0 warms up
+    assert {k: summary[k] for k in ("model", "device", "dtype", "clip_s", "steps")} == \
+        {"model": "debug", "device": "cpu", "dtype": "fp32", "clip_s": 2.0, "steps": 1}
+    # the median is of the timed runs only, and each run's total holds its stages
+    assert abs(summary["median_total_s"] - (runs[1]["total_s"] + runs[2]["total_s"]) / 2) <= 0.0015
+    for r in runs:
+        stages = sum(v for k, v in r.items() if k not in ("run", "total_s", "total"))
+        assert {"diffusion", "decode"} <= set(r) and 0 < stages <= r["total"] + 0.01 <= r["total_s"] + 0.012, r
 
 
 def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
@@ -26,33 +41,113 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default.py"), str(work), *env_steps],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
+    ran = [line[1 : line.index("]")] for line in res.stdout.splitlines() if "] rewas " in line]
+    assert ran == ["cache", "cache", "vae", "latents", "unet", "adapter", "vocoder", "vocoder", "phi", "classifier"]
     model = work / "default"
     assert (model / "config.json").is_file() and sum(p.stat().st_size for p in model.iterdir()) < 40e6
+    # assembled from the last run of each part: the adapter run's backbone, phi's run, the VAE-tuned vocoder
+    from safetensors.torch import load_file
+
+    for name, run in [("unet", "adapter"), ("adapter", "adapter"), ("vae", "adapter"), ("phi", "phi"),
+                      ("vocoder", "vocoder-vae")]:
+        ours, theirs = load_file(model / f"{name}.safetensors"), load_file(work / run / "model" / f"{name}.safetensors")
+        assert ours.keys() == theirs.keys(), name
+        assert all(torch.equal(ours[k], theirs[k].to(ours[k].dtype)) for k in ours), (name, run)
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_default.py"), "--model", str(model),
                           "--corpus", str(work / "corpus"), "--classifier", str(work / "classifier" / "model"),
                           "--out", str(tmp_path / "eval"), "--per-class", "1", "--steps", "2"],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["summary"]
+    data = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    summary, rows = data["summary"], data["rows"]
     assert summary["items"] == 2 and set(summary["control_mae"]) == {"video_energy", "no_control"}
-    assert 0 <= summary["class_acc"]["all"]["real"] <= 1
+    assert sorted(r["class"] for r in rows) == ["drum_hit", "whistle"]  # --per-class 1
+    # a classifier of a few steps may say anything; the accuracies must still be the share of right answers, and
+    # the real column the classifier's answer on each real clip
+    from rewas.audio import load_audio
+    from rewas.train.cache import read_manifest
+    from rewas.train.classifier import ClassifierBundle
+
+    classifier = ClassifierBundle.from_pretrained(work / "classifier" / "model")
+    assert classifier.classes == ["drum_hit", "whistle"]
+    real = {x["video"]: x["audio"] for x in read_manifest(work / "corpus" / "test.jsonl")}
+    assert [r["real_predicted"] for r in rows] == [classifier.predict(load_audio(real[r["video"]], 16000)) for r in rows]
+    acc = summary["class_acc"]["all"]
+    assert acc["real"] == pytest.approx(np.mean([r["real_predicted"] == r["class"] for r in rows]))
+    for cond in ("video_energy", "no_control"):
+        assert acc[cond] == pytest.approx(np.mean([r[cond]["predicted"] == r["class"] for r in rows]))
+    assert summary["class_acc"]["procedural"] == summary["class_acc"]["all"]  # both classes are procedural
+    mae = summary["control_mae"]
+    assert summary["control_mae_ratio"] == pytest.approx(mae["video_energy"] / mae["no_control"])
 
 
 def test_cpu_bench_script_times_the_whole_command():
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_cpu.py"), "--runs", "1", "--steps", "1", "--seconds", "2"],
-                         capture_output=True, text=True, timeout=300)
+    import time
+
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_cpu.py"), "--runs", "2", "--steps", "1",
+                          "--seconds", "2"], capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - start
     assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["model"] == "default" and summary["median_wall_s"] > 0
+    *runs, summary = json_lines(res.stdout)
+    walls = [r["wall_s"] for r in runs]
+    assert [r["run"] for r in runs] == [0, 1]
+    assert (summary["model"], summary["runs"], summary["clip_s"]) == ("default", 2, 2.0)
+    assert abs(summary["median_wall_s"] - sum(walls) / 2) <= 0.011 and summary["min_wall_s"] == min(walls)
+    # each run is a whole `rewas generate` process (start-up, model loading, generation): they take most of the
+    # script's time, and no more than all of it
+    assert 0.5 * elapsed < sum(walls) < elapsed, (walls, elapsed)
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_path, monkeypatch):
+    """The CPU recipe, every `rewas` call recorded instead of run: order, inputs, outputs and the recipes' arguments."""
+    script = load_script("train_default")
+    calls = []
+    monkeypatch.setattr(script, "rewas", lambda args, log: calls.append((log.name, [str(a) for a in args])))
+    monkeypatch.setattr(script, "assemble", lambda work: calls.append(("assemble", [str(work)])))
+    monkeypatch.setattr(sys, "argv", ["train_default.py", str(tmp_path), "--scale", "0.01"])
+    assert script.main() == 0
+
+    def recipe(run):
+        args = list(script.TRAIN[run][2])
+        steps = args.index("--steps") + 1
+        args[steps] = str(max(1, round(int(args[steps]) * 0.01)))
+        return args
+
+    w = {name: str(tmp_path / name) for name in ("corpus", "cache_train", "cache_test", "vae", "unet", "adapter", "phi",
+                                                  "vocoder", "vocoder-vae", "classifier")}
+    model = {name: str(tmp_path / name / "model") for name in ("vae", "unet", "vocoder")}
+    cache = w["cache_train"]
+    assert calls[0][0] == "corpus.log" and calls[0][1][:2] == ["corpus", w["corpus"]]
+    assert calls[1:] == [
+        ("cache.log", ["train", "cache", str(tmp_path / "corpus" / "train.jsonl"), "--model", "small", "-o", cache]),
+        ("cache.log", ["train", "cache", str(tmp_path / "corpus" / "test.jsonl"), "--model", "small", "-o",
+                       w["cache_test"]]),
+        ("vae.log", ["train", "vae", cache, "--model", "small", "-o", w["vae"], *recipe("vae")]),
+        ("latents.log", ["train", "latents", cache, "--model", model["vae"]]),
+        ("unet.log", ["train", "unet", cache, "--model", model["vae"], "-o", w["unet"], *recipe("unet")]),
+        ("adapter.log", ["train", "adapter", cache, "--model", model["unet"], "-o", w["adapter"], *recipe("adapter")]),
+        ("vocoder.log", ["train", "vocoder", cache, "--model", model["vae"], "-o", w["vocoder"], *recipe("vocoder")]),
+        ("vocoder.log", ["train", "vocoder", cache, "--model", model["vocoder"], "-o", w["vocoder-vae"],
+                         *recipe("vocoder-vae")]),
+        ("phi.log", ["train", "phi", cache, "--model", "small", "-o", w["phi"], *recipe("phi")]),
+        ("classifier.log", ["train", "classifier", cache, "-o", w["classifier"], *recipe("classifier")]),
+        ("assemble", [str(tmp_path)]),
+    ]
 
 
 def test_default_model_gpu_recipe_chains_the_unet_runs(tmp_path, monkeypatch):
     """With --gpu the UNet stage is two runs (the second continues the first) and the adapter trains on the last."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_default", ROOT / "scripts" / "train_default.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_default")
     calls = []
     monkeypatch.setattr(script, "rewas", lambda args, log: calls.append(args))
     for stage in ("unet", "adapter", "vocoder"):
