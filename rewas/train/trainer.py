@@ -254,6 +254,29 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, cr
     return loss
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(module: torch.nn.Module, dataset, forward: Callable, batch_size: int, device) -> None:
+    """Set every BatchNorm's running statistics to the exact mean and variance of the final weights' activations
+    over the training data (one pass, everything else in eval mode). The running averages kept during training
+    mix in statistics of earlier weights; on a small corpus, where the weights move fast, that lag can leave the
+    eval-mode model predicting one class for every clip while its training loss is near zero."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    module.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the pass
+        m.train()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        forward(module, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    module.eval()
+
+
 def classifier_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
     """Audio classifier (for the "text matters" check): cross-entropy of CNN14 logits on the cached waveforms."""
     return F.cross_entropy(pipe.classifier(batch["wave"])[1], batch["label"])
@@ -357,6 +380,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     setattr(pipe, attr, module)
     if what == "vae":
         module.scale_factor.fill_(latent_scale(module, dataset))
+    if what == "classifier":
+        recalibrate_batchnorm(module, dataset, lambda m, b: m(b["wave"]), cfg.batch_size, accelerator.device)
     if what == "unet":  # ControlNet init: the adapter starts as a copy of the *trained* UNet's encoder
         from ..adapter import EnergyAdapter
 
