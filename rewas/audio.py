@@ -17,7 +17,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
 
     Time 0 is the first displayed video frame when the file has a video stream, so curves and metrics computed
     from the audio line up with the picture; in an audio-only file it is the first sample. An audio stream that
-    starts after that frame is preceded by silence, one that starts before it is cut.
+    starts after that frame is preceded by silence, one that starts before it is cut. A file whose video cannot
+    be decoded is refused (MediaError) rather than read on a guessed timeline.
     """
     with open_container(path) as container:
         if not container.streams.audio:
@@ -45,6 +46,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     if has_video and start is not None:
         shift = round((start - first_frame_time(path)) * sample_rate)
         audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+        if not len(audio):
+            raise MediaError(f"{os.fspath(path)}: the audio ends before the first video frame")
     return audio
 
 

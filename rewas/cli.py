@@ -164,7 +164,7 @@ def cmd_info(args) -> None:
 def cmd_evaluate(args) -> None:
     from tqdm import tqdm
 
-    from .evaluate.report import ITEM_METRICS, evaluate, write_report
+    from .evaluate.report import ITEM_METRICS, evaluate, read_manifest, write_report
 
     _check_suffix(args.out, (".json",), "--out")
     _check_suffix(args.markdown, (".md",), "--markdown")
@@ -181,6 +181,7 @@ def cmd_evaluate(args) -> None:
         if not os.path.exists(path):  # fail before hours of work, not after
             raise UserError(f"--embedders {spec}: {path} does not exist (see docs/evaluation.md for the files)")
         embedders[name] = path
+    read_manifest(args.manifest)  # a malformed manifest fails now, not behind a progress bar
     with tqdm(total=None, desc="evaluating", unit="clip", file=sys.stderr, disable=args.quiet) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -247,8 +248,9 @@ def cmd_train(args) -> None:
     if args.what != "latents" and args.output is None:
         raise UserError(f"rewas train {args.what} needs -o/--output")
     if args.what == "cache":
-        if not os.path.isfile(args.data):
-            raise UserError(f"{args.data}: no such manifest")
+        from .train.cache import read_manifest
+
+        read_manifest(args.data)  # a malformed manifest fails now, not after the model has loaded
         pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
         with tqdm(total=None, desc="caching", unit="clip", file=sys.stderr) as bar:
             build_cache(pipe, args.data, args.output, progress=_updater(bar))
@@ -394,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _environment(e: BaseException) -> bool:
+    """The machine, not rewas: a full disk or quota, a read-only file system, out of memory."""
+    import errno
+
+    return isinstance(e, MemoryError) or (
+        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .download import DownloadError
@@ -409,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, UserError):  # bad input or options: the line says what to fix
             print(f"rewas: error: {one_line(e)}", file=sys.stderr)
             return EXIT_USER
-        if isinstance(e, DownloadError):  # the network or the remote side, not a bug
+        if isinstance(e, DownloadError) or _environment(e):  # the network, a full disk: not a bug
             print(f"rewas: error: {one_line(e)}", file=sys.stderr)
             return EXIT_INTERNAL
         print(f"rewas: internal error: {e.__class__.__name__}: {one_line(e)} (run with REWAS_DEBUG=1 for the "

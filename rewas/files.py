@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from .errors import MissingFileError, UserError
@@ -18,3 +19,36 @@ def check_input_file(path: str | os.PathLike, what: str = "file", *, missing: ty
     if not os.access(path, os.R_OK):
         raise invalid(f"{path}: not readable (permission denied)")
     return path
+
+
+def read_manifest(path: str | os.PathLike, required: tuple[str, ...], path_keys: tuple[str, ...]) -> list[dict]:
+    """A JSONL manifest -> one dict per non-empty line, each with every key in `required`; the values of
+    `path_keys` that are relative paths are taken relative to the manifest's folder. Anything malformed is a
+    one-line user error naming the line."""
+    path = check_input_file(path, "manifest")
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a JSONL manifest is UTF-8 text, one JSON object per line)") from None
+    items = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(item, dict) or any(key not in item for key in required):
+            raise UserError(f"{path}:{n}: each line needs {' and '.join(f'{k!r}' for k in required)}")
+        for key in path_keys:
+            value = item.get(key)
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"{path}:{n}: {key!r} must be a path, not {value!r}")
+            if value and not os.path.isabs(value):
+                item[key] = os.path.join(base, value)
+        items.append(item)
+    if not items:
+        raise UserError(f"{path}: the manifest is empty")
+    return items

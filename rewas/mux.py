@@ -85,8 +85,8 @@ def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: s
 
     ffmpeg normally shifts each input by a start time of its own choosing (which streams count towards it has
     changed between versions, and an MPEG-TS starts at 1.4 s or later), so the two inputs would be placed apart.
-    With -copyts nothing is shifted: the WAV is put at the frame's own timestamp, then both move by the same
-    -start_time together. Packets before that frame (B-frame delay, edit-list pre-roll) get negative times: MP4
+    With -copyts nothing is shifted: the WAV is put at the frame's own timestamp, then both move together by
+    -output_ts_offset -start_time. Packets before that frame (B-frame delay, edit-list pre-roll) get negative times: MP4
     hides them behind an edit list; Matroska, which has none, moves the whole file later by their length, audio
     too, so the sync holds there as well.
     """
@@ -98,13 +98,15 @@ def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: s
         partial = Path(tmp) / f"out{out.suffix}"
         base = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-copyts", "-i", os.fspath(video),
                 "-itsoffset", f"{info.start_time:.6f}", "-i", os.fspath(wav),
-                "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0"]
+                "-map", "0:V:0", "-map", "1:a:0", "-map_metadata", "0"]
         tail = ["-c:a", "aac", "-b:a", audio_bitrate, "-output_ts_offset", f"{-info.start_time:.6f}"]
         if CONTAINERS[out.suffix.lower()]:
             tail += ["-movflags", "+faststart"]
         result = _run(base + ["-c:v", "copy"] + tail + [os.fspath(partial)])
         if result.returncode != 0:  # the codec does not fit this container: re-encode the picture
-            result = _run(base + ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"] + tail + [os.fspath(partial)])
+            # the source's time base: libx264's default 1/fps grid would round an off-grid start by up to a frame
+            result = _run(base + ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-enc_time_base:v", "demux"]
+                          + tail + [os.fspath(partial)])
         if result.returncode != 0:
             raise MuxError(f"ffmpeg could not write {out}: {result.stderr.strip().splitlines()[-1:]}")
         os.replace(partial, out)

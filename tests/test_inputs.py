@@ -138,3 +138,34 @@ def test_a_user_error_is_still_a_valueerror_for_api_callers(media):
         from rewas.energy import read_csv
 
         read_csv("/nonexistent/e.csv")
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b'{"video": "a.mp4", "caption": "x", "audio": "a.wav"}\n{not json\n', ":2: not JSON"),
+    (b"\xff\xfe\x00binary", "not a text file"),
+    (b"3\n", ":1: each line needs"),
+    (b'{"video": 3, "caption": "x", "audio": "a.wav"}\n', "must be a path"),
+    (b"\n\n", "the manifest is empty"),
+])
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_malformed_manifests_are_user_errors(tmp_path, capsys, command, content, problem):
+    """`rewas train cache` and `rewas evaluate` share one manifest reader; a bad line is the user's to fix."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(content)
+    argv = (["train", "cache", manifest, "--model", "debug", "-o", tmp_path / "cache"] if command == "train"
+            else ["evaluate", manifest, "--out", tmp_path / "r.json"])
+    code, err = _run(capsys, *argv)
+    assert code == 2 and problem in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+def test_audio_that_ends_before_the_picture_starts_is_named(tmp_path):
+    from rewas.audio import load_audio
+    from rewas.errors import MediaError
+
+    path = tmp_path / "late_picture.mp4"
+    samples.write_video(path, samples.flash_frames([0.5], size=(64, 80)), 1.0, 25)
+    _ffmpeg("-f", "lavfi", "-i", "sine=d=0.5", "-itsoffset", "1.0", "-i", path, "-map", "0:a", "-map", "1:v",
+            "-c:v", "copy", "-c:a", "aac", tmp_path / "muxed.mp4")
+    with pytest.raises(MediaError, match="ends before the first video frame"):
+        load_audio(tmp_path / "muxed.mp4")

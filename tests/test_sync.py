@@ -3,7 +3,8 @@
 Sources are made from one clip whose picture flashes at FLASHES, rewritten by the ffmpeg binary the way cameras,
 broadcast, editors and screen recorders write files: MPEG-TS (first timestamp 1.4 s or later), an MPEG-TS whose
 audio starts before its picture, MP4 edit lists (a pre-roll that is decoded but not shown; an empty edit that
-delays the picture), a non-zero and a negative first timestamp, B-frames without an edit list, variable frame rate.
+delays the picture), a non-zero and a negative first timestamp, B-frames without an edit list, variable frame rate,
+and raw video starting off the frame grid (re-encoded when muxed into MP4).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ TIMELINES = {
                               "disabled"], 0.28),
     "mp4_bframes_no_editlist": ([], ["-c:v", "libx264", "-bf", "2", "-use_editlist", "0"], 0.6),
     "vfr": (None, None, 0.6),
+    # MP4 cannot hold raw video: muxing into .mp4 re-encodes the picture, and its 13 ms start is off the frame grid
+    "mkv_raw_offgrid_start": ([], ["-c:v", "rawvideo", "-output_ts_offset", "0.013"], 0.6),
 }
-SUFFIX = {"mpegts": ".ts", "mpegts_audio_first": ".ts", "mkv_nonzero_start": ".mkv"}
+SUFFIX = {"mpegts": ".ts", "mpegts_audio_first": ".ts", "mkv_nonzero_start": ".mkv", "mkv_raw_offgrid_start": ".mkv"}
 
 
 def _ffmpeg(*args) -> None:

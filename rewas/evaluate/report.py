@@ -10,44 +10,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..errors import MissingFileError, UserError
+from .. import files
+from ..errors import MissingFileError
 from . import metrics as M
 
 ITEM_METRICS = ("energy_mae", "av_align", "onset")
 ONSET_KEYS = ("onset_acc", "onset_detection_acc", "onset_ap")
 
 
-class ManifestError(UserError):
-    pass
-
-
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such manifest")
-    base = path.parent
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(item, dict) or "audio" not in item:
-            raise ManifestError(f"{path}:{n}: each line needs at least an \"audio\" path")
-        for key in ("video", "audio", "reference"):
-            if key in item and item[key] is not None:
-                item[key] = str(base / item[key]) if not os.path.isabs(item[key]) else item[key]
-        items.append(item)
-    if not items:
-        raise ManifestError(f"{path}: the manifest is empty")
-    return items
+    return files.read_manifest(path, required=("audio",), path_keys=("video", "audio", "reference"))
 
 
 def evaluate_item(item: dict, which: tuple[str, ...] = ITEM_METRICS, onset_seconds: float | None = None) -> dict:

@@ -25,26 +25,15 @@ import torch
 
 from ..audio import load_audio
 from ..energy import log_mel, normalize_waveform, waveform_energy
-from ..errors import MissingFileError, UserError
+from .. import files
+from ..errors import MissingFileError
 from ..frames import iter_frames, iter_windows, normalize, probe, segments
 
 ARRAYS = ("features", "energy", "latents", "text", "mel", "wave")
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    base = Path(path).parent
-    items = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        if "video" not in item or "caption" not in item:
-            raise UserError(f"{path}:{n}: each line needs \"video\" and \"caption\"")
-        for key in ("video", "audio"):
-            if item.get(key) and not os.path.isabs(item[key]):
-                item[key] = str(base / item[key])
-        items.append(item)
-    return items
+    return files.read_manifest(path, required=("video", "caption"), path_keys=("video", "audio"))
 
 
 @torch.no_grad()

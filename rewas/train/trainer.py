@@ -256,10 +256,11 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, cr
 
 @torch.no_grad()
 def recalibrate_batchnorm(module: torch.nn.Module, dataset, forward: Callable, batch_size: int, device) -> None:
-    """Set every BatchNorm's running statistics to the exact mean and variance of the final weights' activations
-    over the training data (one pass, everything else in eval mode). The running averages kept during training
-    mix in statistics of earlier weights; on a small corpus, where the weights move fast, that lag can leave the
-    eval-mode model predicting one class for every clip while its training loss is near zero."""
+    """Set every BatchNorm's running statistics from the final weights alone: the average of the batch statistics
+    over one shuffled pass of the training data (everything else in eval mode). The running averages kept during
+    training mix in statistics of earlier weights; on a small corpus, where the weights move fast, that lag can
+    leave the eval-mode model predicting one class for every clip while its training loss is near zero. Batches
+    are shuffled (seeded) so that each is a mix of classes, as in training, not one class of an ordered cache."""
     norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -269,7 +270,8 @@ def recalibrate_batchnorm(module: torch.nn.Module, dataset, forward: Callable, b
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the pass
         m.train()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
     for batch in loader:
         forward(module, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
     for m, momentum in zip(norms, momenta):
