@@ -248,4 +248,3 @@ def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
     if np.any(np.diff(data[:, 0]) <= 0):
         raise UserError(f"{path}: time_s must increase from row to row")
     return data[:, 0], data[:, 1]
-
