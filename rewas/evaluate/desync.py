@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import load_checked, read_checkpoint
 from ..config import VideoConfig, VideoEncoderConfig
 from ..errors import UserError
 from ..frames import iter_frames, normalize, probe, segments
@@ -193,8 +194,6 @@ class Synchformer(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: SynchformerConfig = SynchformerConfig()) -> "Synchformer":
-        from .embedders import load_checked, read_checkpoint
-
         state = read_checkpoint(path, "Synchformer", "24-01-04T16-39-21.pt from the Synchformer release, "
                                 "or av-benchmark's synchformer_state_dict.pth")
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
@@ -248,3 +247,13 @@ def desync(model: Synchformer, video: str | os.PathLike, audio: str | os.PathLik
         logits = model.offset_logits(v_feat[:, window], a_feat[:, window])
         offsets.append(abs(OFFSET_GRID[int(logits.argmax(-1))]))
     return float(np.mean(offsets))
+
+
+def desync_metrics(model: Synchformer, rows: list[dict]) -> dict:
+    """DeSync per item with a video (seconds; written into each row), averaged."""
+    scores = []
+    for row in rows:
+        if row.get("video"):
+            row["desync"] = desync(model, row["video"], row["audio"])
+            scores.append(row["desync"])
+    return {"desync": float(np.mean(scores))} if scores else {}

@@ -25,24 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import MissingFileError, UserError
+from ..checkpoint import load_checked, read_checkpoint
+from ..errors import MissingFileError
 from . import metrics as M
-
-
-def read_checkpoint(path: str | os.PathLike, what: str, source: str) -> dict[str, torch.Tensor]:
-    """A local checkpoint's state dict (under "model" if nested), read with weights_only=True."""
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{path}: {what} checkpoint not found ({source})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state)
-
-
-def load_checked(model: nn.Module, state: dict, path, what: str) -> nn.Module:
-    """Load non-strictly, then refuse anything but an exact match (a wrong file must not load half-way)."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{path}: not a {what} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.eval()
+from .desync import Synchformer, desync_metrics
 
 
 @dataclass(frozen=True)
@@ -438,24 +424,6 @@ def msclap_metrics(model: MSCLAP, rows: list[dict]) -> dict:
 
 # ------------------------------------------------------------------------------------------------ registry
 
-def desync_metrics(model, rows: list[dict]) -> dict:
-    """DeSync per item with a video (seconds; written into each row), averaged."""
-    from .desync import desync
-
-    scores = []
-    for row in rows:
-        if row.get("video"):
-            row["desync"] = desync(model, row["video"], row["audio"])
-            scores.append(row["desync"])
-    return {"desync": float(np.mean(scores))} if scores else {}
-
-
-def _load_synchformer(path):
-    from .desync import Synchformer
-
-    return Synchformer.from_checkpoint(path)
-
-
 def class_accuracy(bundle, rows: list[dict]) -> dict:
     """class_acc: how often a classifier trained on the corpus hears the item's "class" in the generated audio."""
     hits = []
@@ -478,7 +446,7 @@ EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
     "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
     "passt": (PaSST.from_checkpoint, lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt")),
     "msclap": (MSCLAP.from_folder, msclap_metrics),
-    "synchformer": (_load_synchformer, desync_metrics),
+    "synchformer": (Synchformer.from_checkpoint, desync_metrics),
 }
 PLANNED = ("laion_clap",)
 
