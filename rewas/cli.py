@@ -266,7 +266,7 @@ def cmd_train(args) -> None:
         return
     data = CachedClips(args.data)
     if args.what == "classifier":  # trained on its own, not as part of a pipeline
-        from .train.classifier import ClassifierBundle
+        from .evaluate.embedders import ClassifierBundle
 
         if not data.labels:
             raise UserError(f"{args.data}: the cache has no class labels (its manifest needs a \"class\" per line)")

@@ -32,8 +32,8 @@ import torch
 from rewas.audio import load_audio, write_wav
 from rewas.energy import waveform_energy
 from rewas.evaluate import metrics
+from rewas.evaluate.embedders import ClassifierBundle
 from rewas.pipeline import ReWaSPipeline
-from rewas.train.classifier import ClassifierBundle
 from rewas.train.corpus import CLASSES
 from rewas.train.cache import read_manifest
 

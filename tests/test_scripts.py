@@ -65,8 +65,8 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     # a classifier of a few steps may say anything; the accuracies must still be the share of right answers, and
     # the real column the classifier's answer on each real clip
     from rewas.audio import load_audio
+    from rewas.evaluate.embedders import ClassifierBundle
     from rewas.train.cache import read_manifest
-    from rewas.train.classifier import ClassifierBundle
 
     classifier = ClassifierBundle.from_pretrained(work / "classifier" / "model")
     assert classifier.classes == ["drum_hit", "whistle"]

@@ -8,6 +8,10 @@
 * `vggish`: VGGish (torchvggish's `vggish-10086976.pth`), 0.96 s examples, giving FAD.
 * `msclap`: MS-CLAP 2022 (a folder with `CLAP_weights_2022.pth` and bert-base-uncased's `vocab.txt`): the CLAP
   score of the ReWaS evaluation, i.e. the cosine between a clip and its prompt.
+* `synchformer`: DeSync (`rewas.evaluate.desync`).
+* `classifier`: a small CNN14 trained on the corpus (`rewas train classifier`, a folder `ClassifierBundle` saves):
+  `class_acc`, whether the generated audio sounds like the item's "class". It lives here, with the architecture it
+  uses, so that `rewas.train` depends on `rewas.evaluate` and never the reverse.
 
 Checkpoints are read with `torch.load(weights_only=True)`. Their fixed STFT/mel-filterbank entries are
 recomputed from the configuration instead of loaded.
@@ -15,6 +19,8 @@ recomputed from the configuration instead of loaded.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -24,8 +30,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_checked, read_checkpoint
+from ..energy import normalize_waveform
 from ..errors import MissingFileError
 from . import metrics as M
 from .desync import Synchformer, desync_metrics
@@ -125,6 +133,67 @@ def classifier_metrics(outputs, generated: list[str], references: list[str], nam
         if len(references) == len(generated):
             out.update({f"{k[:2]}_{name}{k[2:]}": v for k, v in M.kl_from_logits(log_r, log_g).items()})
     return out
+
+
+# ------------------------------------------------------------------------------------------------ corpus classifier
+
+CLASSIFIER_WIDTHS = dict(channels=(16, 32, 64, 128, 128, 256))
+
+
+class ClassifierBundle:
+    """A sound-class classifier trained on the corpus: PANNs' CNN14 architecture (small widths by default) on 16 kHz
+    audio, trained from scratch by `rewas train classifier` with cross-entropy on the cache's waveforms and class
+    labels. Its folder holds `classifier.safetensors` + `config.json` (the CNN14 configuration and the class names).
+
+    Duck-types the pieces of a pipeline the trainer uses: `.classifier`, `.device`, `.save_pretrained`."""
+
+    def __init__(self, classes: list[str], cfg: CNN14Config | None = None):
+        self.classes = list(classes)
+        self.cnn_config = cfg or CNN14Config(classes=len(classes), **CLASSIFIER_WIDTHS)
+        self.classifier = CNN14(self.cnn_config)
+        self.device = torch.device("cpu")
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.classifier.state_dict().items()},
+                  folder / "classifier.safetensors")
+        (folder / "config.json").write_text(json.dumps({"format": "rewas-classifier", "classes": self.classes,
+                                                        "cnn14": dataclasses.asdict(self.cnn_config)}, indent=2))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "ClassifierBundle":
+        folder = Path(folder)
+        missing = [n for n in ("classifier.safetensors", "config.json") if not (folder / n).is_file()]
+        if missing:
+            raise MissingFileError(f"{folder}: not a classifier folder (missing {', '.join(missing)})")
+        meta = json.loads((folder / "config.json").read_text())
+        cnn = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["cnn14"].items()}
+        bundle = cls(meta["classes"], CNN14Config(**cnn))
+        bundle.classifier.load_state_dict(load_file(folder / "classifier.safetensors"))
+        bundle.classifier.eval()
+        return bundle
+
+    @torch.no_grad()
+    def predict(self, wav, seconds: float = 5.12) -> str:
+        """The class heard in a 16 kHz waveform, prepared as in training: the first `seconds` (zero-padded),
+        mean removed and peak-normalised to 0.5 (the cache's waveforms)."""
+        n = round(seconds * self.cnn_config.sample_rate)
+        x = torch.as_tensor(np.asarray(wav, dtype=np.float32)[:n])
+        x = normalize_waveform(F.pad(x, (0, n - len(x))).double()).float()
+        logits = self.classifier(x[None])[1]
+        return self.classes[int(logits.argmax(-1))]
+
+
+def class_accuracy(bundle: ClassifierBundle, rows: list[dict]) -> dict:
+    """class_acc: how often a classifier trained on the corpus hears the item's "class" in the generated audio."""
+    hits = []
+    for row in rows:
+        if row.get("class"):
+            row["predicted_class"] = bundle.predict(M.load_audio(row["audio"], bundle.cnn_config.sample_rate))
+            hits.append(row["predicted_class"] == row["class"])
+    return {"class_acc": float(np.mean(hits))} if hits else {}
 
 
 # ------------------------------------------------------------------------------------------------ VGGish (FAD)
@@ -424,24 +493,8 @@ def msclap_metrics(model: MSCLAP, rows: list[dict]) -> dict:
 
 # ------------------------------------------------------------------------------------------------ registry
 
-def class_accuracy(bundle, rows: list[dict]) -> dict:
-    """class_acc: how often a classifier trained on the corpus hears the item's "class" in the generated audio."""
-    hits = []
-    for row in rows:
-        if row.get("class"):
-            row["predicted_class"] = bundle.predict(M.load_audio(row["audio"], bundle.cnn_config.sample_rate))
-            hits.append(row["predicted_class"] == row["class"])
-    return {"class_acc": float(np.mean(hits))} if hits else {}
-
-
-def _load_classifier(path):
-    from ..train.classifier import ClassifierBundle
-
-    return ClassifierBundle.from_pretrained(path)
-
-
 EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
-    "classifier": (_load_classifier, class_accuracy),
+    "classifier": (ClassifierBundle.from_pretrained, class_accuracy),
     "panns": (CNN14.from_checkpoint, lambda m, rows: classifier_metrics(partial(panns_outputs, m), *_sets(rows), "panns")),
     "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
     "passt": (PaSST.from_checkpoint, lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt")),
