@@ -1,8 +1,10 @@
-"""Checkpoint files: reading a state dict from a local file, and loading it only when it fits the module exactly."""
+"""Checkpoint files: reading a state dict from a local file, and the one strict loader that both the model import
+(`rewas.convert`) and the evaluation embedders use, so a file either fits a module exactly or is refused."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -10,17 +12,48 @@ import torch.nn as nn
 from .errors import MissingFileError, UserError
 
 
-def read_checkpoint(path: str | os.PathLike, what: str, source: str) -> dict[str, torch.Tensor]:
-    """A local checkpoint's state dict (under "model" if nested), read with weights_only=True."""
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{path}: {what} checkpoint not found ({source})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state)
+def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: str = "") -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors, memory-mapped, under the first of `nested` present (e.g. 'state_dict', 'model').
+
+    Read with weights_only=True: no code is unpickled. `what` and `source` (where the file comes from) go into the
+    error when the file is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(" ".join(filter(None, (f"{path}: no such", what, "checkpoint"))) +
+                               (f" ({source})" if source else ""))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in nested:
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            return obj[key]
+    return obj
+
+
+def load_state(module: nn.Module, state: dict, name: str, *, allow_partial: bool = False,
+               assign: bool = False) -> tuple[list[str], list[str]]:
+    """Load `state` into `module` only if its keys are exactly the module's -> (missing, unexpected) keys.
+
+    On a mismatch nothing is loaded (a wrong file must not load half-way), unless `allow_partial`: then the keys
+    both have are loaded and the rest of the module keeps its values. Differing shapes are always an error.
+    `assign` keeps the given tensors instead of copying them (modules built on the meta device)."""
+    own = module.state_dict()
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    bad_shape = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad_shape:
+        raise UserError(f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
+                        f"{tuple(state[bad_shape[0]].shape)} in the file vs {tuple(own[bad_shape[0]].shape)}")
+    if (missing or unexpected) and not allow_partial:
+        return missing, unexpected
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=assign)
+    return missing, unexpected
 
 
 def load_checked(model: nn.Module, state: dict, path, what: str) -> nn.Module:
-    """Load non-strictly, then refuse anything but an exact match (a wrong file must not load half-way)."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    """`load_state`, refusing a file that does not fit exactly with an error naming what it should have been."""
+    missing, unexpected = load_state(model, state, str(path))
     if missing or unexpected:
         raise UserError(f"{path}: not a {what} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval()

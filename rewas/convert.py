@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_state, read_state
 from .config import ModelConfig, paper
-from .errors import MissingFileError, UserError
+from .errors import UserError
 
 SCHEDULE_BUFFERS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
@@ -56,21 +57,6 @@ class ImportReport:
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} unexpected keys, e.g. {self.unexpected[:3]}")
         return "; ".join(parts)
-
-
-def read_state(path: str | os.PathLike, *nested: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors, memory-mapped, under the first of `nested` present (e.g. 'state_dict', 'model')."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in nested:
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            return obj[key]
-    return obj
 
 
 def _strip(state: dict, prefix: str) -> dict:
@@ -142,21 +128,14 @@ def synchformer_state(state: dict) -> tuple[dict, int]:
 
 
 def load_into(module: torch.nn.Module, state: dict, name: str, report: ImportReport, allow_partial: bool) -> None:
-    """Strict by default: every parameter must come from the file, and nothing may be left over."""
-    own = module.state_dict()
-    unknown = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state]
-    bad_shape = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad_shape:
-        raise UserError(f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
-                         f"{tuple(state[bad_shape[0]].shape)} in the file vs {tuple(own[bad_shape[0]].shape)}")
+    """Strict by default: every parameter must come from the file, and nothing may be left over. What does not fit
+    goes into the report; `convert` refuses the import from it, so that every component's problems are listed."""
+    missing, unknown = load_state(module, state, name, allow_partial=allow_partial, assign=True)
     report.unexpected += [f"{name}.{k}" for k in unknown]
     if missing:
         report.missing[name] = missing
-    if (missing or unknown) and not allow_partial:
-        return
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=True)
-    report.loaded[name] = len(state) - len(unknown)
+    if allow_partial or not (missing or unknown):
+        report.loaded[name] = len(state) - len(unknown)
 
 
 def convert(

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_checked, read_checkpoint
+from ..checkpoint import load_checked, read_state
 from ..config import VideoConfig, VideoEncoderConfig
 from ..errors import UserError
 from ..frames import iter_frames, normalize, probe, segments
@@ -194,8 +194,8 @@ class Synchformer(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: SynchformerConfig = SynchformerConfig()) -> "Synchformer":
-        state = read_checkpoint(path, "Synchformer", "24-01-04T16-39-21.pt from the Synchformer release, "
-                                "or av-benchmark's synchformer_state_dict.pth")
+        state = read_state(path, "model", what="Synchformer", source="24-01-04T16-39-21.pt from the Synchformer "
+                           "release, or av-benchmark's synchformer_state_dict.pth")
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
         model = cls(cfg)
         pos = "transformer.pos_emb_cfg.pos_emb"

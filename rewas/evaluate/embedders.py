@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import load_checked, read_checkpoint
+from ..checkpoint import load_checked, read_state
 from ..energy import normalize_waveform
 from ..errors import MissingFileError
 from . import metrics as M
@@ -101,7 +101,8 @@ class CNN14(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: CNN14Config = CNN14Config()) -> "CNN14":
-        state = read_checkpoint(path, "PANNs CNN14", "Cnn14_16k_mAP=0.438.pth, zenodo.org/record/3987831")
+        state = read_state(path, "model", what="PANNs CNN14",
+                           source="Cnn14_16k_mAP=0.438.pth, zenodo.org/record/3987831")
         state = {k: v for k, v in state.items() if not k.startswith(("spectrogram_extractor.", "logmel_extractor."))}
         return load_checked(cls(cfg), state, path, "CNN14 16 kHz")
 
@@ -270,7 +271,7 @@ class VGGish(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: VGGishConfig = VGGishConfig()) -> "VGGish":
-        state = read_checkpoint(path, "VGGish", "torchvggish's vggish-10086976.pth")
+        state = read_state(path, "model", what="VGGish", source="torchvggish's vggish-10086976.pth")
         state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
         return load_checked(cls(cfg), state, path, "VGGish")
 
@@ -372,7 +373,8 @@ class PaSST(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cfg: PaSSTConfig = PaSSTConfig()) -> "PaSST":
-        state = read_checkpoint(path, "PaSST", "passt-s-f128-p16-s10-ap.476-swa.pt, github.com/kkoutini/PaSST releases")
+        state = read_state(path, "model", what="PaSST",
+                           source="passt-s-f128-p16-s10-ap.476-swa.pt, github.com/kkoutini/PaSST releases")
         state = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()
                  if not k.startswith(("mel.", "device_proxy"))}
         return load_checked(cls(cfg), state, path, "PaSST-S")
@@ -473,7 +475,7 @@ class MSCLAP(nn.Module):
         if missing:
             raise MissingFileError(f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
                                     "release on Zenodo / Hugging Face microsoft/msclap; vocab.txt: bert-base-uncased)")
-        state = read_checkpoint(weights[0], "MS-CLAP", "CLAP_weights_2022.pth")
+        state = read_state(weights[0], "model", what="MS-CLAP", source="CLAP_weights_2022.pth")
         state = {k: v for k, v in state.items()
                  if "spectrogram_extractor." not in k and "logmel_extractor." not in k and not k.endswith("position_ids")}
         return load_checked(cls(cfg, folder / "vocab.txt"), state, weights[0], "MS-CLAP")
