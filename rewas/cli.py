@@ -71,8 +71,9 @@ def cmd_generate(args) -> None:
 
     from .audio import write_wav
     from .energy import read_csv, write_csv
+    from .files import atomic_path
     from .frames import probe
-    from .mux import CONTAINERS, atomic_path, mux
+    from .mux import CONTAINERS, mux
     from .pipeline import ReWaSPipeline, check_duration
 
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
@@ -113,7 +114,7 @@ def cmd_energy(args) -> None:
     from .audio import load_audio
     from .config import AudioConfig
     from .energy import waveform_energy, write_csv
-    from .mux import atomic_path
+    from .files import atomic_path
 
     _check_suffix(args.out, (".csv",), "--out")
     _check_suffix(args.plot, (".png",), "--plot")

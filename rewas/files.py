@@ -1,9 +1,14 @@
-"""Checks on the files a user names, before any work is done on them."""
+"""Files: checks on the ones a user names, before any work is done on them; reading manifests; writing outputs
+atomically (a temporary file renamed into place)."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 from .errors import MissingFileError, UserError
 
@@ -52,3 +57,20 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...], path_keys:
     if not items:
         raise UserError(f"{path}: the manifest is empty")
     return items
+
+
+@contextmanager
+def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds."""
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".rewas-", suffix=out.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -50,23 +48,6 @@ def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike, suffix
         if src is not None and os.path.exists(src) and out.exists() and os.path.samefile(out, src):
             raise MediaError(f"{out}: refusing to overwrite the input file")
     return out
-
-
-@contextmanager
-def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds."""
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".rewas-", suffix=out.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def fit_length(waveform: np.ndarray, samples: int) -> np.ndarray:

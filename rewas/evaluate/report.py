@@ -109,10 +109,8 @@ def _json_safe(obj):
 
 
 def write_report(report: dict, out: str | os.PathLike, markdown: str | os.PathLike | None = None) -> None:
-    from ..mux import atomic_path
-
-    with atomic_path(out) as tmp:
+    with files.atomic_path(out) as tmp:
         tmp.write_text(json.dumps(_json_safe(report), indent=2))
     if markdown:
-        with atomic_path(markdown) as tmp:
+        with files.atomic_path(markdown) as tmp:
             tmp.write_text(to_markdown(report))
