@@ -1,13 +1,19 @@
-"""Waveform input/output: decode the audio of any media file to mono float at 16 kHz; write WAV files."""
+"""Waveform input/output: decode the audio of any media file to mono float at 16 kHz; write WAV files. And the mel
+front end every part of the model sees audio through: the STFT magnitude, the slaney mel filterbank and the
+log-mel spectrogram (the energy, the VAE's input and the vocoder's target)."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import av
 import numpy as np
 import soundfile as sf
+import torch
+import torch.nn.functional as F
 
+from .config import AudioConfig
 from .errors import MediaError
 from .frames import first_frame_time, open_container, video_streams
 
@@ -54,3 +60,63 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = 16000) -> None:
     """(N,) float waveform -> 32-bit float mono WAV."""
     sf.write(os.fspath(path), np.asarray(waveform, dtype=np.float32).reshape(-1), sample_rate, subtype="FLOAT", format="WAV")
+
+
+# ------------------------------------------------------------------------------------------------ mel front end
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, f / (200.0 / 3.0))
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3.0))
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(cfg: AudioConfig) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) slaney-scale, slaney-normalised triangular filterbank (librosa's default; written
+    out here because importing a library for it costs seconds at start-up). Built once per config: treat as
+    read-only."""
+    hz = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+    freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    lower = (freqs[None, :] - hz[:-2, None]) / np.diff(hz)[:-1, None]
+    upper = (hz[2:, None] - freqs[None, :]) / np.diff(hz)[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (hz[2:] - hz[:-2]))[:, None]
+    return torch.from_numpy(weights)
+
+
+def stft_magnitude(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """(..., N) waveform -> (..., n_fft / 2 + 1, N // hop) float64 STFT magnitude on the mel's frames: an un-centred
+    STFT after `cfg.pad` samples of reflect padding, so frame k is centred on sample k * hop + hop / 2."""
+    lead = wav.shape[:-1]
+    x = wav.reshape(-1, wav.shape[-1]).double()
+    n = x.shape[-1]
+    if n <= cfg.pad:  # reflect padding needs more samples than the pad; zero-extend very short clips first
+        x = F.pad(x, (0, cfg.pad + 1 - n))
+    x = F.pad(x[:, None], (cfg.pad, cfg.pad), mode="reflect")[:, 0]
+    spec = torch.stft(
+        x,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window=torch.hann_window(cfg.win_length, device=x.device, dtype=x.dtype),
+        center=False,
+        return_complex=True,
+    ).abs()  # (B, n_fft/2+1, frames)
+    frames = max(1, n // cfg.hop_length)
+    return spec[..., :frames].reshape(*lead, spec.shape[-2], frames)
+
+
+def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """(..., N) float waveform at cfg.sample_rate -> (..., n_mels, N // hop) natural-log mel magnitude (float32).
+
+    Computed in float64: near the 1e-5 floor the log amplifies float32 rounding beyond 1e-4 nats.
+    """
+    spec = stft_magnitude(wav, cfg)
+    mel = mel_filterbank(cfg).to(spec.device, spec.dtype) @ spec
+    return torch.log(mel.clamp(min=cfg.log_clamp)).float()

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .audio import mel_filterbank
 from .config import AudioConfig, VocoderConfig
 from .errors import UserError
 
@@ -91,10 +92,8 @@ class MagnitudeNet(nn.Module):
 class GriffinLim(nn.Module):
     def __init__(self, cfg: VocoderConfig, audio: AudioConfig):
         super().__init__()
-        from .energy import _mel_basis
-
         self.config, self.audio = cfg, audio
-        basis = _mel_basis(audio).float()  # (n_mels, n_freq)
+        basis = mel_filterbank(audio).float()  # (n_mels, n_freq)
         self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("pinv", torch.linalg.pinv(basis), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.win_length), persistent=False)

@@ -177,7 +177,7 @@ def test_minilm_matches_transformers_bert():
 def test_griffin_lim_vocoder_keeps_tones_and_timing():
     """The weight-free vocoder: a 1 kHz tone burst from 1.0 s to 2.0 s comes back at 1 kHz, in place."""
     from rewas.config import AudioConfig, VocoderConfig
-    from rewas.energy import log_mel
+    from rewas.audio import log_mel
     from rewas.vocoder import build_vocoder
 
     audio = AudioConfig()

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import load_audio
-from ..energy import log_mel, normalize_waveform, waveform_energy
+from ..audio import load_audio, log_mel
+from ..energy import normalize_waveform, waveform_energy
 from .. import files
 from ..errors import MissingFileError
 from ..frames import iter_frames, iter_windows, normalize, probe, segments

@@ -227,7 +227,7 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, cr
 
     vocoder_input "vae": the vocoder hears the frozen VAE's decoding of the cached latents instead of the true
     log-mel (what it hears at inference: decoded mels are blurrier), and still learns the true waveform."""
-    from ..energy import log_mel, stft_magnitude
+    from ..audio import log_mel, stft_magnitude
     from ..vocoder import GriffinLim
 
     batch = random_crop(batch, crop_frames, pipe.config, generator)
