@@ -159,7 +159,8 @@ def cmd_info(args) -> None:
     print(f"  audio: {c.audio.sample_rate} Hz, window {c.audio.window_seconds} s = {c.audio.window_frames} mel frames, "
           f"latent {c.latent_shape}")
     print(f"  video: {c.video.fps:g} fps, {c.video.crop}x{c.video.crop}, segments {c.video.segment_frames}/"
-          f"{c.video.segment_stride}; sampler {c.sampler.scheduler} {c.sampler.steps} steps, guidance {c.sampler.guidance}")
+          f"{c.video.segment_stride}; {c.diffusion.prediction} prediction, sampler {c.sampler.scheduler} {c.sampler.steps} "
+          f"steps, guidance {c.sampler.guidance}")
 
 
 def cmd_evaluate(args) -> None:

@@ -209,20 +209,27 @@ class TextEncoderConfig:
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
-    """Diffusion schedule (training) and the default sampler (the released script's)."""
+class DiffusionConfig:
+    """The trained diffusion process: part of the weights (a model samples correctly only with the schedule and
+    prediction it was trained with)."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.0015
     beta_end: float = 0.0195
     beta_schedule: str = "scaled_linear"  # linear in sqrt(beta)
+    # what the diffusion model predicts: "epsilon" (the noise; AudioLDM, the paper) or "v_prediction"
+    # (v = sqrt(a) * noise - sqrt(1 - a) * x0, Salimans & Ho 2022: a small model's x0 estimate stays sane at high noise)
+    prediction: str = "epsilon"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling defaults (the released script's); each can be overridden per call."""
+
     scheduler: str = "ddim"  # "ddim" or "dpmsolver++"
     steps: int = 200
     guidance: float = 3.0
     eta: float = 1.0
-    # what the diffusion model predicts: "epsilon" (the noise; AudioLDM, the paper) or "v_prediction"
-    # (v = sqrt(a) * noise - sqrt(1 - a) * x0, Salimans & Ho 2022: a small model's x0 estimate stays sane at high noise)
-    prediction: str = "epsilon"
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,7 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self) -> None:
@@ -252,7 +260,9 @@ class ModelConfig:
             (self.video_encoder.img_size == self.video.crop, "encoder img_size must equal video.crop"),
             (self.audio.window_frames % self.latent_time_multiple == 0,
              "window frames must be a multiple of the VAE x UNet downsampling"),
-            (self.sampler.prediction in ("epsilon", "v_prediction"), "sampler.prediction must be epsilon or v_prediction"),
+            (self.diffusion.prediction in ("epsilon", "v_prediction"),
+             "diffusion.prediction must be epsilon or v_prediction"),
+            (self.sampler.scheduler in ("ddim", "dpmsolver++"), "sampler.scheduler must be ddim or dpmsolver++"),
         ]
         for ok, message in checks:
             if not ok:
@@ -285,7 +295,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return _from_dict(cls, data)
+        return _from_dict(cls, _upgrade(data))
+
+
+def _upgrade(data: dict) -> dict:
+    """Configs saved before the trained process had a section of its own kept it in "sampler"."""
+    if "diffusion" in data or not isinstance(data.get("sampler"), dict):
+        return data
+    trained = {f.name for f in dataclasses.fields(DiffusionConfig)}
+    sampler = data["sampler"]
+    return {**data, "diffusion": {k: v for k, v in sampler.items() if k in trained},
+            "sampler": {k: v for k, v in sampler.items() if k not in trained}}
 
 
 def _from_dict(cls, data):
@@ -357,7 +377,8 @@ def small() -> ModelConfig:
         # phi's tokens lie 80 ms apart on the real timeline: Savitzky-Golay 9 would span 0.72 s and smear impacts
         # (validation split: phi's curve is 1.54 nats from the real energy unsmoothed, 1.74 smoothed)
         energy=EnergyConfig(smooth_window=1),
-        sampler=SamplerConfig(scheduler="dpmsolver++", steps=20, prediction="v_prediction"),
+        diffusion=DiffusionConfig(prediction="v_prediction"),
+        sampler=SamplerConfig(scheduler="dpmsolver++", steps=20),
     )
 
 

@@ -109,10 +109,10 @@ def _check_schedule(state: dict) -> None:
     betas = state.get("betas")
     if betas is None or betas.is_meta:
         return
-    from .config import SamplerConfig
-    from .sampling import make_scheduler
+    from .config import DiffusionConfig
+    from .diffusion import NoiseSchedule
 
-    ours = make_scheduler(SamplerConfig()).betas
+    ours = NoiseSchedule(DiffusionConfig()).betas
     if betas.shape != ours.shape or (betas.float() - ours.float()).abs().max() > 1e-6:
         raise UserError("the checkpoint's diffusion schedule differs from the paper's (scaled linear 0.0015-0.0195)")
 

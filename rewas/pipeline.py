@@ -31,7 +31,7 @@ from .adapter import EnergyAdapter
 from .config import PRESETS, ModelConfig
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
-from .sampling import classifier_free_guidance, make_scheduler, sample
+from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, sample
 from .text_encoder import build_text_encoder, load_tokenizer
 from .unet import UNet
 from .vae import VAE
@@ -278,7 +278,7 @@ class ReWaSPipeline:
         with _timer(timings, "text"):
             text = self.text_encoder.encode([prompt, ""]).to(self.device)
         cond, empty = text[:1], text[1:]
-        sched = make_scheduler(cfg.sampler, scheduler)
+        sampler = make_sampler(NoiseSchedule(cfg.diffusion), scheduler or cfg.sampler.scheduler)
         total_steps = steps * len(starts)
         chunks, curves = [], []
         for w, start in enumerate(starts):
@@ -295,7 +295,7 @@ class ReWaSPipeline:
             with _timer(timings, "diffusion"):
                 denoise = self.denoiser(cond, empty, hint, guidance, control_scale)
                 step_cb = (lambda i, n, w=w: callback(w * steps + i, total_steps)) if callback else None
-                latent = sample(denoise, sched, (1, *cfg.latent_shape), steps=steps, generator=generator, eta=eta,
+                latent = sample(denoise, sampler, (1, *cfg.latent_shape), steps=steps, generator=generator, eta=eta,
                                 device=self.device, dtype=self.dtype, callback=step_cb)
             with _timer(timings, "decode"):
                 chunks.append(self.decode(latent)[0].float().cpu().numpy())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rewas.pipeline
-from rewas.sampling import sample
+from rewas.diffusion import sample
 
 CURVE = np.where(np.arange(200) % 100 < 20, -2.0, -9.0)  # 2 s of energy: two bursts
 OTHER_CURVE = np.where(np.arange(200) % 50 < 10, -2.0, -9.0)  # four shorter bursts

@@ -56,10 +56,10 @@ def test_full_released_checkpoints_import_with_nothing_missing_or_unexpected(man
 
 def released_layout(pipe: ReWaSPipeline, raw_unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A debug-size checkpoint written the way the release writes its own (keys, EMA naming, extras)."""
-    from rewas.config import SamplerConfig
-    from rewas.sampling import make_scheduler
+    from rewas.config import DiffusionConfig
+    from rewas.diffusion import NoiseSchedule
 
-    sd = {"logvar": torch.zeros(1000), "betas": make_scheduler(SamplerConfig()).betas.float(),
+    sd = {"logvar": torch.zeros(1000), "betas": NoiseSchedule(DiffusionConfig()).betas.float(),
           "scale_factor": pipe.vae.scale_factor.clone(), "model_ema.decay": torch.tensor(0.9999),
           "model_ema.num_updates": torch.tensor(10, dtype=torch.int32)}
     for k, v in raw_unet.state_dict().items():

@@ -150,3 +150,21 @@ def test_fp16_storage_halves_the_files_and_loads_as_fp32(debug_pipe, tmp_path):
     weight = next(loaded.unet.parameters())
     assert weight.dtype == torch.float32
     assert torch.equal(weight, next(debug_pipe.unet.parameters()).half().float())
+
+
+def test_a_folder_saved_before_the_diffusion_section_still_loads(debug_pipe, tmp_path):
+    """Before DiffusionConfig, the trained process (betas, prediction) was stored in "sampler"; such a folder loads
+    into the same config, and saving it again writes the new form."""
+    import json
+
+    from rewas.config import ModelConfig
+
+    folder = debug_pipe.save_pretrained(tmp_path / "model")
+    meta = json.loads((folder / "config.json").read_text())
+    diffusion = meta["model"].pop("diffusion")
+    meta["model"]["sampler"] = {**meta["model"]["sampler"], **diffusion, "prediction": "v_prediction"}
+    (folder / "config.json").write_text(json.dumps(meta))
+    loaded = ReWaSPipeline.from_pretrained(folder)
+    assert loaded.config == debug_pipe.config.replace(diffusion={"prediction": "v_prediction"})
+    assert ModelConfig.from_dict(loaded.config.to_dict()) == loaded.config
+    assert set(loaded.config.to_dict()["sampler"]) == {"scheduler", "steps", "guidance", "eta"}

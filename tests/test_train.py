@@ -368,12 +368,12 @@ def test_diffusion_target_follows_the_prediction_type(prediction):
     one returning x_t / sqrt(1 - a) predicts the noise exactly: each has zero loss under its own target only."""
     from types import SimpleNamespace
 
-    from rewas.config import PRESETS, SamplerConfig
-    from rewas.sampling import alphas_cumprod
+    from rewas.config import PRESETS
+    from rewas.diffusion import NoiseSchedule
     from rewas.train.trainer import unet_loss
 
-    cfg = PRESETS["debug"]().replace(sampler=SamplerConfig(prediction=prediction))
-    a = alphas_cumprod(cfg.sampler)
+    cfg = PRESETS["debug"]().replace(diffusion={"prediction": prediction})
+    a = NoiseSchedule(cfg.diffusion).alphas_cumprod
 
     def model(v: bool):
         def unet(x, t, text, control=None):

@@ -24,6 +24,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..config import DiffusionConfig
+from ..diffusion import NoiseSchedule
 from ..energy import control_target, energy_target, timed_token_target
 from ..errors import UserError
 
@@ -87,11 +89,8 @@ def random_crop(batch: dict, frames: int, cfg, generator: torch.Generator | None
 
 
 @functools.lru_cache(maxsize=4)
-def _training_schedule(cfg) -> torch.Tensor:
-    """alpha_bar_t of the training schedule (built once, not at every step)."""
-    from ..sampling import alphas_cumprod
-
-    return alphas_cumprod(cfg)
+def _noise_schedule(cfg: DiffusionConfig) -> NoiseSchedule:
+    return NoiseSchedule(cfg)  # built once, not at every step
 
 
 def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
@@ -105,17 +104,16 @@ def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_tex
     if text_dropout > 0:
         drop = torch.rand(b, generator=generator) < text_dropout
         text = torch.where(drop[:, None].to(device), empty_text.to(device).expand_as(text), text)
-    t = torch.randint(0, cfg.sampler.num_train_timesteps, (b,), generator=generator).to(device)
+    schedule = _noise_schedule(cfg.diffusion)
+    t = torch.randint(0, len(schedule), (b,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    alpha_bar = _training_schedule(cfg.sampler).to(device)[t].view(-1, *([1] * (x0.dim() - 1)))
-    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+    x_t = schedule.add_noise(x0, noise, t)
     residuals = None
     if control:
         with torch.no_grad():
             hint = pipe.encode_energy(batch["energy"].cpu(), generator)
         residuals = pipe.adapter(x_t, hint.to(x_t.dtype), t, text)
-    target = noise if cfg.sampler.prediction == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
-    return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), target)
+    return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), schedule.target(x0, noise, t))
 
 
 def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
