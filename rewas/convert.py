@@ -221,7 +221,7 @@ def convert(
             components[name] = fresh[name]
     if roberta_dir is None and audioldm_dir is not None and (Path(audioldm_dir) / "tokenizer" / "vocab.json").is_file():
         roberta_dir = Path(audioldm_dir) / "tokenizer"  # diffusers AudioLDM folders carry RoBERTa's tokenizer
-    if config.text.tokenizer != "bytes" and roberta_dir is not None:
+    if config.text.kind == "clap" and config.text.tokenizer != "bytes" and roberta_dir is not None:
         components["text_encoder"].tokenizer = load_tokenizer(config.text, roberta_dir)
     pipe = ReWaSPipeline(config, components)
     if out is not None:

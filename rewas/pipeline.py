@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
-from .config import PRESETS, ModelConfig
+from .config import FORMAT_VERSION, PRESETS, ClapTextConfig, ModelConfig
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, sample
@@ -39,7 +39,6 @@ from .video_encoder import build_video_encoder
 from .vocoder import build_vocoder
 
 FORMAT = "rewas"
-FORMAT_VERSION = 1
 COMPONENTS = ("video_encoder", "phi", "text_encoder", "unet", "adapter", "vae", "vocoder")
 DIFFUSION = ("video_encoder", "unet", "adapter")  # components that follow the requested dtype; the rest stay fp32
 MIN_OVERLAP_S = 1.0
@@ -142,7 +141,7 @@ class ReWaSPipeline:
         for name, module in components.items():
             state = load_file(folder / f"{name}.safetensors")
             module.load_state_dict(state, strict=True, assign=True)
-        if config.text.tokenizer != "bytes" and config.text.kind == "clap":
+        if isinstance(config.text, ClapTextConfig) and config.text.tokenizer != "bytes":
             tokenizer_dir = tokenizer_dir or folder / "tokenizer"
         components["text_encoder"].tokenizer = load_tokenizer(config.text, tokenizer_dir)
         return cls(config, components)
@@ -409,6 +408,6 @@ def _read_config(path: Path) -> ModelConfig:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
         raise UserError(f"{path}: not a rewas model config")
     try:
-        return ModelConfig.from_dict(meta["model"])
+        return ModelConfig.from_dict(meta["model"], version=meta.get("format_version", 1))
     except (TypeError, KeyError, AttributeError) as e:
         raise UserError(f"{path}: malformed model config ({e.__class__.__name__}: {e})") from None

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import TextEncoderConfig
+from .config import ClapTextConfig, MiniLMConfig, TextEncoderConfig
 from .errors import MissingFileError, UserError
 
 ROBERTA_FILES = ("vocab.json", "merges.txt")
@@ -85,7 +85,7 @@ def load_tokenizer(cfg: TextEncoderConfig, directory: str | os.PathLike | None =
 
 
 class _Embeddings(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig, type_vocab: int, roberta_positions: bool):
+    def __init__(self, cfg: ClapTextConfig, type_vocab: int, roberta_positions: bool):
         super().__init__()
         pad = PAD if roberta_positions else 0
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=pad)
@@ -120,7 +120,7 @@ class _DenseNorm(nn.Module):
 
 
 class _Attention(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig):
+    def __init__(self, cfg: ClapTextConfig):
         super().__init__()
         self.self = _SelfAttention(cfg.hidden_size)
         self.output = _DenseNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps)
@@ -134,7 +134,7 @@ class _Attention(nn.Module):
 
 
 class _Layer(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig):
+    def __init__(self, cfg: ClapTextConfig):
         super().__init__()
         self.attention = _Attention(cfg)
         self.intermediate = nn.Module()
@@ -150,7 +150,7 @@ class Roberta(nn.Module):
     """RoBERTa encoder + pooler: (B, L) ids, mask -> (B, hidden) pooled output. With `type_vocab=2,
     roberta_positions=False` it is BERT (as in MiniLM), with transformers' parameter names either way."""
 
-    def __init__(self, cfg: TextEncoderConfig, type_vocab: int = 1, roberta_positions: bool = True):
+    def __init__(self, cfg: ClapTextConfig, type_vocab: int = 1, roberta_positions: bool = True):
         super().__init__()
         self.embeddings = _Embeddings(cfg, type_vocab, roberta_positions)
         self.encoder = nn.Module()
@@ -172,7 +172,7 @@ class Roberta(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig, tokenizer=None):
+    def __init__(self, cfg: ClapTextConfig, tokenizer=None):
         super().__init__()
         self.config = cfg
         self.text_branch = Roberta(cfg)
@@ -207,7 +207,7 @@ class TextEncoder(nn.Module):
 
 
 # all-MiniLM-L6-v2's BERT (its config.json)
-MINILM = TextEncoderConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536,
+MINILM = ClapTextConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536,
                            max_positions=512, layer_norm_eps=1e-12, proj_dim=384)
 
 
@@ -220,7 +220,7 @@ class SentenceEncoder(nn.Module):
 
     max_length = 256
 
-    def __init__(self, cfg: TextEncoderConfig, tokenizer=None):
+    def __init__(self, cfg: MiniLMConfig, tokenizer=None):
         super().__init__()
         self.config = cfg
         self.tokenizer = None

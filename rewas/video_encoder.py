@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import VideoEncoderConfig
+from .config import MotionFeaturesConfig, MotionformerConfig, VideoEncoderConfig
 from .errors import UserError
 from .layers import Mlp
 
@@ -56,7 +56,7 @@ class DividedAttention(nn.Module):
 
 
 class DividedSpaceTimeBlock(nn.Module):
-    def __init__(self, cfg: VideoEncoderConfig):
+    def __init__(self, cfg: MotionformerConfig):
         super().__init__()
         dim = cfg.embed_dim
         self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
@@ -88,7 +88,7 @@ class SpatialAggregation(nn.TransformerEncoderLayer):
 
 
 class VideoEncoder(nn.Module):
-    def __init__(self, cfg: VideoEncoderConfig):
+    def __init__(self, cfg: MotionformerConfig):
         super().__init__()
         self.config = cfg
         dim, p = cfg.embed_dim, cfg.patch_size
@@ -133,7 +133,7 @@ class MotionFeatures(nn.Module):
     first frame of a segment is compared with itself). Cheap enough for real time on a CPU; phi learns the rest.
     """
 
-    def __init__(self, cfg: VideoEncoderConfig):
+    def __init__(self, cfg: MotionFeaturesConfig):
         super().__init__()
         self.config = cfg
 
@@ -142,7 +142,7 @@ class MotionFeatures(nn.Module):
         return torch.float32
 
     def forward(self, segments: torch.Tensor) -> torch.Tensor:
-        """segments (B, S, T, 3, H, W) in [-1, 1] -> features (B, S * T / tubelet, motion_dim)."""
+        """segments (B, S, T, 3, H, W) in [-1, 1] -> features (B, S * T / tubelet, out_dim)."""
         b, s, t, c, h, w = segments.shape
         x = segments.float().reshape(b * s * t, c, h, w).mean(dim=1, keepdim=True) * 0.5 + 0.5  # gray in [0, 1]
         x = F.adaptive_avg_pool2d(x, 32).reshape(b * s, t, 32, 32)

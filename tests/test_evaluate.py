@@ -269,10 +269,10 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
 
 
 def _tiny_synchformer_config():
-    from rewas.config import VideoEncoderConfig
+    from rewas.config import MotionformerConfig
     from rewas.evaluate.desync import SynchformerConfig
 
-    return SynchformerConfig(video=VideoEncoderConfig(embed_dim=16, depth=1, num_heads=2, agg_heads=2, agg_ff=32),
+    return SynchformerConfig(video=MotionformerConfig(embed_dim=16, depth=1, num_heads=2, agg_heads=2, agg_ff=32),
                              dim=16, ast_layers=1, ast_heads=2, ast_ff=32, sync_layers=1, sync_heads=2)
 
 

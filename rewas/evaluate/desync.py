@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import load_checked, read_state
-from ..config import VideoConfig, VideoEncoderConfig
+from ..config import MotionformerConfig, VideoConfig
 from ..errors import UserError
 from ..frames import iter_frames, normalize, probe, segments
 from ..video_encoder import SpatialAggregation, VideoEncoder
@@ -34,7 +34,7 @@ OFFSET_GRID = np.linspace(-2.0, 2.0, 21)
 
 @dataclass(frozen=True)
 class SynchformerConfig:
-    video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    video: MotionformerConfig = field(default_factory=MotionformerConfig)
     dim: int = 768
     ast_layers: int = 12
     ast_heads: int = 12
