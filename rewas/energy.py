@@ -1,7 +1,7 @@
 """③ Energy: the control signal. Audio -> log-mel (`rewas.audio.log_mel`) -> energy (mean over mel bins, one value
 per 10 ms frame).
 
-Definitions follow the released code (DESIGN §2):
+Definitions follow the released code (docs/design.md):
 
 * `waveform_energy`: mean removal + peak-normalise to 0.5, reflect pad (n_fft - hop)/2 = 432, un-centred STFT
   (1024 / hop 160, Hann), magnitude, 64 slaney mel bins 0-8 kHz, natural log clamped at 1e-5, mean over bins.

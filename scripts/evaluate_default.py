@@ -1,4 +1,5 @@
-"""Does the embedded default model do its job? The three checks of its README section, on the corpus's test split.
+"""Does the embedded default model do its job? The three checks of its model card (docs/default_model.md), on the
+corpus's test split.
 
     python scripts/evaluate_default.py --corpus WORK/corpus --classifier WORK/classifier/model --out WORK/eval
 

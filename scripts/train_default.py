@@ -23,7 +23,7 @@ Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
 `vae -> latents -> unet -> adapter -> vocoder` is a chain (the vocoder's fine-tuning needs the VAE's latents);
 `phi` and `classifier` only need the cache, so `--jobs 2` runs them beside the chain. The step counts in TRAIN are
 the 2-core CPU recipe; `--gpu` swaps in the GPU recipes of the UNet and the adapter (GPU below), which is how the
-shipped ones were trained (see the README for the times); `--scale K` multiplies every step count.
+shipped ones were trained (see docs/training.md for the times); `--scale K` multiplies every step count.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ SR = 16000
 
 
 def librosa_energy(y: np.ndarray) -> np.ndarray:
-    """Independent computation with librosa + numpy, written from the definition in DESIGN §2."""
+    """Independent computation with librosa + numpy, written from the definition in docs/design.md."""
     import librosa
 
     y = y.astype(np.float64)

@@ -2,7 +2,7 @@
 UNet, the mel VAE and the vocoder), on accelerate: one process on CPU, DDP on several GPUs, several nodes
 through `accelerate launch`; mixed precision; gradient accumulation; checkpoint + exact resume.
 
-Objectives (DESIGN §2):
+Objectives (docs/design.md):
 * phi: MSE between phi(video tokens) and the energy target (nearest resize to the token count, Savitzky-Golay 9/2).
 * adapter: epsilon-prediction MSE (v-prediction if the model's sampler says so) of the frozen UNet + trainable
   adapter on cached VAE latents, "scaled linear"
