@@ -1,6 +1,8 @@
 """Trainers for every trainable part (phi, the energy adapter, and for a model without released weights the
-UNet, the mel VAE and the vocoder), on accelerate: one process on CPU, DDP on several GPUs, several nodes
-through `accelerate launch`; mixed precision; gradient accumulation; checkpoint + exact resume.
+UNet, the mel VAE and the vocoder; the evaluation's classifier), on accelerate: one process on CPU, DDP on
+several GPUs, several nodes through `accelerate launch`; mixed precision; gradient accumulation; checkpoint +
+exact resume. `train()` is one loop for all; each part is an `Objective` (the module it trains, its loss, what
+happens before the first step and after the last), registered in OBJECTIVES by the CLI's name for it.
 
 Objectives (docs/design.md):
 * phi: MSE between phi(video tokens) and the energy target (nearest resize to the token count, Savitzky-Golay 9/2).
@@ -282,9 +284,87 @@ def classifier_loss(pipe, batch: dict, generator: torch.Generator | None = None)
     return F.cross_entropy(pipe.classifier(batch["wave"])[1], batch["label"])
 
 
-OBJECTIVES: dict[str, tuple[str, Callable]] = {"classifier": ("classifier", classifier_loss), "phi": ("phi", phi_loss), "adapter": ("adapter", adapter_loss),
-                                               "unet": ("unet", unet_loss), "vae": ("vae", vae_loss),
-                                               "vocoder": ("vocoder", vocoder_loss)}
+class Objective:
+    """One trainable part: the pipeline attribute it trains, its loss, and what a run does before its first step
+    and after its last. Built per run from the run's TrainConfig and dataset."""
+
+    module = ""
+
+    def __init__(self, cfg: TrainConfig, dataset):
+        self.cfg, self.dataset = cfg, dataset
+
+    def loss(self, pipe, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def before(self, pipe) -> None:
+        """On a fresh start (not on resume), before the first step."""
+
+    def after(self, pipe, device) -> None:
+        """After the last step, on the final weights (in eval mode), before the model is saved."""
+
+
+class PhiObjective(Objective):
+    module = "phi"
+
+    def loss(self, pipe, batch, generator):
+        return phi_loss(pipe, batch, generator)
+
+
+class AdapterObjective(Objective):
+    module = "adapter"
+
+    def loss(self, pipe, batch, generator):
+        return adapter_loss(pipe, batch, generator, self.cfg.text_dropout, getattr(self.dataset, "empty_text", None),
+                            self.cfg.crop_frames)
+
+
+class UNetObjective(Objective):
+    module = "unet"
+
+    def loss(self, pipe, batch, generator):
+        return unet_loss(pipe, batch, generator, self.cfg.text_dropout, getattr(self.dataset, "empty_text", None),
+                         self.cfg.crop_frames)
+
+    def after(self, pipe, device):
+        from ..adapter import EnergyAdapter
+
+        # ControlNet init: the adapter starts as a copy of the *trained* UNet's encoder
+        pipe.adapter = EnergyAdapter.from_unet(pipe.unet, pipe.config.latent_shape[2]).eval().requires_grad_(False)
+
+
+class VAEObjective(Objective):
+    module = "vae"
+
+    def loss(self, pipe, batch, generator):
+        return vae_loss(pipe, batch, generator, crop_frames=self.cfg.crop_frames)
+
+    def before(self, pipe):
+        match_output_mean(pipe.vae, self.dataset)
+
+    def after(self, pipe, device):
+        pipe.vae.scale_factor.fill_(latent_scale(pipe.vae, self.dataset))
+
+
+class VocoderObjective(Objective):
+    module = "vocoder"
+
+    def loss(self, pipe, batch, generator):
+        return vocoder_loss(pipe, batch, generator, crop_frames=self.cfg.crop_frames,
+                            vocoder_input=self.cfg.vocoder_input)
+
+
+class ClassifierObjective(Objective):
+    module = "classifier"
+
+    def loss(self, pipe, batch, generator):
+        return classifier_loss(pipe, batch, generator)
+
+    def after(self, pipe, device):
+        recalibrate_batchnorm(pipe.classifier, self.dataset, lambda m, b: m(b["wave"]), self.cfg.batch_size, device)
+
+
+OBJECTIVES: dict[str, type[Objective]] = {o.module: o for o in (
+    PhiObjective, AdapterObjective, UNetObjective, VAEObjective, VocoderObjective, ClassifierObjective)}
 
 
 def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainConfig(), resume: bool = True,
@@ -298,7 +378,10 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     from accelerate.utils import set_seed
 
     out = Path(out)
-    attr, objective = OBJECTIVES[what]
+    if what not in OBJECTIVES:
+        raise UserError(f"nothing to train called {what!r}; choose one of {', '.join(OBJECTIVES)}")
+    objective = OBJECTIVES[what](cfg, dataset)
+    attr = objective.module
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would train in fp32, silently
         raise UserError("mixed precision fp16 needs a CUDA GPU; on this machine use bf16 or no")
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
@@ -336,14 +419,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
         latest = max(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
         accelerator.load_state(str(latest))
         log({"resumed": str(latest), "step": state["step"]})
-    elif what == "vae":
-        match_output_mean(pipe.vae, dataset)
-    extra = ({"text_dropout": cfg.text_dropout, "empty_text": getattr(dataset, "empty_text", None)}
-             if what in ("adapter", "unet") else {})
-    if what in ("adapter", "unet", "vae", "vocoder"):
-        extra["crop_frames"] = cfg.crop_frames
-    if what == "vocoder":
-        extra["vocoder_input"] = cfg.vocoder_input
+    else:
+        objective.before(pipe)
     # resume mid-epoch where training stopped. An epoch is ceil(batches / grad_accum) optimizer steps: accelerate
     # also steps on a short last group at the end of the dataloader
     epoch_steps = math.ceil(max(1, len(loader)) / cfg.grad_accum)
@@ -356,7 +433,7 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
         skip, epoch = 0, epoch + 1
         for batch in batches:
             with accelerator.accumulate(module):
-                loss = objective(pipe, batch, sampler_gen, **extra)
+                loss = objective.loss(pipe, batch, sampler_gen)
                 accelerator.backward(loss)
                 optimizer.step()
                 schedule.step()
@@ -376,16 +453,8 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
                 break
     if ema is not None:  # the averaged weights are the model (the raw ones stay in the checkpoints)
         ema.copy_to_module()
-    module = accelerator.unwrap_model(module).eval().requires_grad_(False)
-    setattr(pipe, attr, module)
-    if what == "vae":
-        module.scale_factor.fill_(latent_scale(module, dataset))
-    if what == "classifier":
-        recalibrate_batchnorm(module, dataset, lambda m, b: m(b["wave"]), cfg.batch_size, accelerator.device)
-    if what == "unet":  # ControlNet init: the adapter starts as a copy of the *trained* UNet's encoder
-        from ..adapter import EnergyAdapter
-
-        pipe.adapter = EnergyAdapter.from_unet(module, pipe.config.latent_shape[2]).eval().requires_grad_(False)
+    setattr(pipe, attr, accelerator.unwrap_model(module).eval().requires_grad_(False))
+    objective.after(pipe, accelerator.device)
     if accelerator.is_main_process:
         pipe.save_pretrained(out / "model")
         (out / "train.json").write_text(json.dumps({"what": what, "config": dataclasses.asdict(cfg),
