@@ -21,9 +21,10 @@ Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
                 rewas/assets/default to ship it)
 
 `vae -> latents -> unet -> adapter -> vocoder` is a chain (the vocoder's fine-tuning needs the VAE's latents);
-`phi` and `classifier` only need the cache, so `--jobs 2` runs them beside the chain. The step counts in TRAIN are
-the 2-core CPU recipe; `--gpu` swaps in the GPU recipes of the UNet and the adapter (GPU below), which is how the
-shipped ones were trained (see docs/training.md for the times); `--scale K` multiplies every step count.
+`phi` and `classifier` only need the cache, so `--jobs 2` runs them beside the chain. The runs and their flags are
+data: recipes/default_model.toml. Its step counts are the 2-core CPU recipe; `--gpu` swaps in the GPU recipes of
+the UNet and the adapter, which is how the shipped ones were trained (see docs/training.md for the times);
+`--scale K` multiplies every step count.
 """
 
 from __future__ import annotations
@@ -37,34 +38,19 @@ from pathlib import Path
 
 import torch
 
-# stage -> (depends on, CLI arguments after `rewas train <what> <cache>`)
-TRAIN = {
-    "vae": ("cache", "small", ["--steps", "1000", "--checkpoint-every", "250", "--batch-size", "8", "--lr", "1e-3", "--warmup", "50", "--crop-frames", "128"]),
-    "unet": ("latents", "vae", ["--steps", "2200", "--checkpoint-every", "200", "--batch-size", "16", "--lr", "3e-4", "--warmup", "100",
-                                "--crop-frames", "128", "--text-dropout", "0.1"]),
-    "adapter": ("unet", "unet", ["--steps", "1500", "--checkpoint-every", "250", "--batch-size", "16", "--lr", "3e-4", "--warmup", "50",
-                                 "--crop-frames", "128", "--text-dropout", "0.3"]),
-    "phi": ("cache", "small", ["--steps", "5000", "--checkpoint-every", "1000", "--batch-size", "32", "--lr", "1e-3", "--warmup", "100"]),
-    "vocoder": ("latents", "vae", ["--steps", "2500", "--checkpoint-every", "500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100",
-                                   "--crop-frames", "128"]),
-    # then from that run, on the VAE's decodings of the cached latents
-    "vocoder-vae": ("vocoder", "vocoder", ["--steps", "250", "--checkpoint-every", "250", "--batch-size", "16", "--lr", "5e-4", "--warmup", "50",
-                                           "--crop-frames", "128", "--vocoder-input", "vae"]),
-    # GPU recipe only (`--gpu`): the UNet run continued with a fresh optimizer, a cosine LR to 0 and a weight EMA
-    "unet-ft": ("unet", "unet", ["--steps", "5600", "--checkpoint-every", "700", "--batch-size", "64", "--lr", "3e-4", "--warmup", "100",
-                                 "--lr-schedule", "cosine", "--ema-decay", "0.999", "--crop-frames", "256", "--text-dropout", "0.1",
-                                 "--num-workers", "6", "--log-every", "250"]),
-    "classifier": ("cache", None, ["--steps", "700", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100"]),
-}
-# `--gpu`: the shipped UNet and adapter were trained on one GPU (H200: 4.7 min, then the `unet-ft` run 6.5 min, and
-# 1.0 min) with bigger batches of longer crops; the adapter's step count was chosen on the validation split (650
-# against 1,300 steps).
-GPU = {
-    "unet": ["--steps", "4300", "--checkpoint-every", "500", "--batch-size", "64", "--lr", "3e-4", "--warmup", "200",
-             "--crop-frames", "256", "--text-dropout", "0.1", "--num-workers", "6", "--log-every", "100"],
-    "adapter": ["--steps", "650", "--checkpoint-every", "325", "--batch-size", "64", "--lr", "3e-4", "--warmup", "100",
-                "--crop-frames", "256", "--text-dropout", "0.3", "--num-workers", "6", "--log-every", "100"],
-}
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "default_model.toml"
+
+
+def load_recipe(path: Path = RECIPE) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
 STAGES = ["corpus", "cache", "vae", "latents", "unet", "adapter", "phi", "vocoder", "classifier", "assemble"]
 
 
@@ -76,9 +62,20 @@ def rewas(args: list[str], log: Path) -> None:
         raise SystemExit(f"[{log.stem}] failed (exit {code}); see {log}")
 
 
-def runs_of(stage: str, gpu: bool) -> list[str]:
+def runs_of(stage: str, gpu: bool, recipe: dict | None = None) -> list[str]:
     """The runs of a stage, in order: each follow-up run starts from the one before it; the last is the stage's model."""
-    return {"vocoder": ["vocoder", "vocoder-vae"], **({"unet": ["unet", "unet-ft"]} if gpu else {})}.get(stage, [stage])
+    recipe = recipe or load_recipe()
+    stages = {**recipe.get("stages", {}), **(recipe.get("gpu", {}).get("stages", {}) if gpu else {})}
+    return list(stages.get(stage, [stage]))
+
+
+def run_flags(run: str, gpu: bool, scale: float, recipe: dict) -> tuple[str | None, list[str]]:
+    """-> (the model the run starts from as the recipe names it, its CLI flags with the step count scaled)."""
+    table = recipe["runs"][run]
+    flags = recipe.get("gpu", {}).get("runs", {}).get(run) if gpu else None
+    flags = {k: v for k, v in (flags or table).items() if k not in ("model", "stage")}
+    flags["steps"] = max(1, round(int(flags["steps"]) * scale))
+    return table.get("model"), [item for key, value in flags.items() for item in (f"--{key}", str(value))]
 
 
 def model_of(work: Path, run: str) -> str:
@@ -99,15 +96,13 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
     elif stage == "latents":
         rewas(["train", "latents", str(cache), "--model", model_of(work, "vae")], log)
     else:
-        for run in runs_of(stage, gpu):
-            _, base, args = TRAIN[run]
-            args = list(GPU[run] if gpu and run in GPU else args)
-            if base is not None and base != stage:  # another stage's model: its last run
-                base = runs_of(base, gpu)[-1]
-            i = args.index("--steps")
-            args[i + 1] = str(max(1, round(int(args[i + 1]) * scale)))
+        recipe = load_recipe()
+        for run in runs_of(stage, gpu, recipe):
+            base, flags = run_flags(run, gpu, scale, recipe)
+            if base is not None and base != "small" and base != stage:  # another stage's model: its last run
+                base = runs_of(base, gpu, recipe)[-1]
             model = [] if base is None else ["--model", model_of(work, base)]
-            rewas(["train", stage, str(cache), *model, "-o", str(work / run), *args], log)
+            rewas(["train", stage, str(cache), *model, "-o", str(work / run), *flags], log)
 
 
 def assemble(work: Path) -> None:

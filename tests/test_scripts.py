@@ -117,11 +117,14 @@ def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_p
     monkeypatch.setattr(sys, "argv", ["train_default.py", str(tmp_path), "--scale", "0.01"])
     assert script.main() == 0
 
-    def recipe(run):
-        args = list(script.TRAIN[run][2])
-        steps = args.index("--steps") + 1
-        args[steps] = str(max(1, round(int(args[steps]) * 0.01)))
-        return args
+    import tomllib
+
+    runs = tomllib.loads((ROOT / "recipes" / "default_model.toml").read_text())["runs"]
+
+    def recipe(run):  # the recipe file's flags, in its order, the step count scaled
+        flags = {k: v for k, v in runs[run].items() if k not in ("model", "stage")}
+        flags["steps"] = max(1, round(flags["steps"] * 0.01))
+        return [item for k, v in flags.items() for item in (f"--{k}", str(v))]
 
     w = {name: str(tmp_path / name) for name in ("corpus", "cache_train", "cache_test", "vae", "unet", "adapter", "phi",
                                                   "vocoder", "vocoder-vae", "classifier")}
