@@ -3,7 +3,7 @@
 * `energy_mae`   ReWaS: L1 between the unsmoothed 512-frame (5.12 s) energies of generated and reference audio.
 * `av_align`     AV-Align (Yariv et al. 2024, the ReWaS evaluation script): Farneback flow peaks vs librosa onsets.
 * `onset_metrics` CondFoleyGen's `predict_onset.py` (Greatest Hits): onset-count accuracy, detection accuracy, AP.
-* `frechet_distance`, `kl_divergence`, `inception_score`: the set-level formulas the embedders feed.
+* `frechet_distance`, `kl_from_logits`, `inception_score`: the set-level formulas the embedders feed.
 """
 
 from __future__ import annotations
