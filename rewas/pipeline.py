@@ -73,19 +73,30 @@ def empty_weights():
     """Build modules with parameters on the meta device and no initialisation (buffers stay real).
 
     Skipping torch.nn.init matters: initialising meta tensors imports torch's compiler stack (seconds).
+    Each parameter is moved to meta as it is registered (what accelerate's init_empty_weights(include_buffers=False)
+    does); `with torch.device("meta")` would not do: it puts the buffers (mel filters, position ids) there too.
     """
-    from accelerate import init_empty_weights
-
     names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
     # nn.MultiheadAttention imports some init functions by name, so patch them where they are used too
     owners = [torch.nn.init, torch.nn.modules.activation]
     saved = [(m, n, getattr(m, n)) for m in owners for n in names if hasattr(m, n)]
+    register_parameter = torch.nn.Module.register_parameter
+
+    def register_on_meta(module: torch.nn.Module, name: str, param) -> None:
+        register_parameter(module, name, param)
+        if param is not None:
+            p = module._parameters[name]
+            meta = type(p)(p.to("meta"), requires_grad=p.requires_grad)
+            meta.__dict__.update(p.__dict__)
+            module._parameters[name] = meta
+
     try:
         for m, n, _ in saved:
             setattr(m, n, lambda tensor, *args, **kwargs: tensor)
-        with init_empty_weights(include_buffers=False):
-            yield
+        torch.nn.Module.register_parameter = register_on_meta
+        yield
     finally:
+        torch.nn.Module.register_parameter = register_parameter
         for m, n, fn in saved:
             setattr(m, n, fn)
 
