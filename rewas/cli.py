@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._optional import require, require_extra
 from .errors import MissingFileError, UserError, one_line
 
 EXIT_USER = 2
@@ -119,14 +120,15 @@ def cmd_energy(args) -> None:
     _check_suffix(args.out, (".csv",), "--out")
     _check_suffix(args.plot, (".png",), "--plot")
     _check_outputs([args.input], [args.out, args.plot])
+    if args.plot:
+        require_extra("plot", for_="rewas energy --plot")
     cfg = AudioConfig()
     wav = load_audio(args.input, cfg.sample_rate)
     energy = waveform_energy(wav, cfg).numpy()
     with atomic_path(args.out) as tmp:
         write_csv(tmp, energy, cfg)
     if args.plot:
-        import matplotlib
-
+        matplotlib = require("matplotlib", extra="plot", for_="rewas energy --plot")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -171,6 +173,7 @@ def cmd_evaluate(args) -> None:
     _check_suffix(args.out, (".json",), "--out")
     _check_suffix(args.markdown, (".md",), "--markdown")
     _check_outputs([args.manifest], [args.out, args.markdown])
+    require_extra("eval", for_="rewas evaluate")
     which = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else ITEM_METRICS
     unknown = set(which) - set(ITEM_METRICS)
     if unknown:
@@ -230,6 +233,7 @@ def cmd_convert(args) -> None:
 def cmd_download(args) -> None:
     from .download import download
 
+    require_extra("convert", for_="rewas download")
     download(args.folder, None if args.no_convert else Path(args.folder) / "model",
              progress=lambda m: print(m, file=sys.stderr))
 
@@ -240,6 +244,7 @@ def _updater(bar):
 
 
 def cmd_train(args) -> None:
+    require_extra("train", for_="rewas train")
     from tqdm import tqdm
 
     from .pipeline import ReWaSPipeline
@@ -287,6 +292,7 @@ def _require_empty(out: Path) -> None:
 
 
 def cmd_corpus(args) -> None:
+    require_extra("train", for_="rewas corpus", modules=("scipy",))
     from tqdm import tqdm
 
     from .train.corpus import build_corpus

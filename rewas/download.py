@@ -80,9 +80,10 @@ def fetch(remote: Remote, folder: Path) -> Path:
     if target.is_file():
         return target
     if remote.repo:
-        from huggingface_hub import hf_hub_download
+        from ._optional import require
 
-        return Path(hf_hub_download(remote.repo, remote.filename, local_dir=folder))
+        hub = require("huggingface_hub", extra="convert", for_="rewas download")
+        return Path(hub.hf_hub_download(remote.repo, remote.filename, local_dir=folder))
     return _url_download(remote, target)
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._optional import require
 from ..checkpoint import load_checked, read_state
 from ..config import MotionformerConfig, VideoConfig
 from ..errors import UserError
@@ -209,7 +210,7 @@ class Synchformer(nn.Module):
 
 @functools.lru_cache(maxsize=2)
 def _htk_mel(n_fft: int, n_mels: int, sr: int) -> torch.Tensor:
-    import librosa
+    librosa = require("librosa", extra="eval", for_="DeSync")
 
     return torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2, htk=True,
                                                 norm=None)).float()

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from .._optional import require
 from ..checkpoint import load_checked, read_state
 from ..energy import normalize_waveform
 from ..errors import MissingFileError
@@ -75,7 +76,7 @@ class CNN14(nn.Module):
             self.add_module(f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1]))
         self.fc1 = nn.Linear(cfg.channels[-1], cfg.channels[-1])
         self.fc_audioset = nn.Linear(cfg.channels[-1], cfg.classes)
-        import librosa
+        librosa = require("librosa", extra="eval", for_="the CNN14 embedder (PANNs, MS-CLAP, the classifier)")
 
         mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin, fmax=cfg.fmax)
         self.register_buffer("mel_basis", torch.from_numpy(mel.T.copy()).float(), persistent=False)
@@ -428,7 +429,8 @@ class MSCLAP(nn.Module):
 
     def __init__(self, cfg: MSCLAPConfig = MSCLAPConfig(), vocab: str | os.PathLike | None = None):
         super().__init__()
-        from transformers import BertConfig, BertModel
+        transformers = require("transformers", extra="eval", for_="MS-CLAP")
+        BertConfig, BertModel = transformers.BertConfig, transformers.BertModel
 
         self.config = cfg
         self.audio_encoder = nn.Module()

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import torch
 
+from .._optional import require
 from ..audio import load_audio
 from ..config import AudioConfig
 from ..energy import waveform_energy
@@ -59,7 +60,7 @@ def native_frames_bgr(path: str | os.PathLike, cutoff: float = AV_ALIGN_CUTOFF_S
 
 def flow_trajectory(frames: list[np.ndarray]) -> list[float]:
     """Mean Farneback flow magnitude per frame pair; entry 0 repeats the first pair, as the reference code does."""
-    import cv2
+    cv2 = require("cv2", extra="eval", for_="AV-Align")
 
     gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
 
@@ -76,7 +77,7 @@ def local_maxima_times(values: list[float], fps: float) -> list[float]:
 
 def audio_onset_times(wav: np.ndarray, sr: int = AV_ALIGN_SR, cutoff: float = AV_ALIGN_CUTOFF_S) -> np.ndarray:
     """librosa onset detection with default parameters on the first `cutoff` seconds."""
-    import librosa
+    librosa = require("librosa", extra="eval", for_="AV-Align")
 
     y = np.asarray(wav, dtype=np.float32)[: int(sr * cutoff)]
     envelope = librosa.onset.onset_strength(y=y, sr=sr)
@@ -104,7 +105,7 @@ ONSET_SR = 22050
 
 def detect_onsets(wav: np.ndarray, sr: int = ONSET_SR) -> np.ndarray:
     """Onset sample indices: librosa onset_detect with delta 0.3 (CondFoleyGen)."""
-    import librosa
+    librosa = require("librosa", extra="eval", for_="the onset metrics")
 
     return librosa.onset.onset_detect(y=np.asarray(wav, dtype=np.float32), sr=sr, units="samples", delta=0.3)
 
@@ -202,7 +203,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def frechet_from_stats(mu1, s1, mu2, s2, eps: float = 1e-6) -> float:
-    from scipy import linalg
+    linalg = require("scipy.linalg", extra="eval", for_="the Fréchet distances (FD, FAD)")
 
     covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():

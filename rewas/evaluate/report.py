@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import files
+from .._optional import MissingExtraError
 from ..errors import MissingFileError
 from . import metrics as M
 
@@ -56,6 +57,8 @@ def evaluate(manifest: str | os.PathLike, *, which: tuple[str, ...] = ITEM_METRI
         row = {"index": i, **{k: item.get(k) for k in ("video", "audio", "reference", "prompt", "class") if k in item}}
         try:
             row.update(evaluate_item(item, which, onset_seconds))
+        except MissingExtraError:  # not this item's fault: every item would fail the same way
+            raise
         except Exception as e:  # reported, never dropped
             row["error"] = f"{e.__class__.__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         rows.append(row)

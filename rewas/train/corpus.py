@@ -46,9 +46,10 @@ def _noise(rng, n):
 
 def _lowpass(x, alpha):
     """One-pole low-pass (0 < alpha <= 1: smaller is darker)."""
-    from scipy.signal import lfilter
+    from .._optional import require
 
-    return lfilter([alpha], [1, alpha - 1], x)
+    signal = require("scipy.signal", extra="train", for_="rewas corpus")
+    return signal.lfilter([alpha], [1, alpha - 1], x)
 
 
 def _decay(n, tau_s):
