@@ -23,9 +23,7 @@ class EnergyAdapter(nn.Module):
         self.config = cfg
         self.time_embed, self.film_emb = make_condition_layers(cfg)
         self.input_blocks, self.middle_block, skips = build_encoder(cfg)
-        self.zero_convs = nn.ModuleList(
-            nn.Sequential(zero_module(nn.Conv2d(ch, ch, 1))) for ch in skips
-        )
+        self.zero_convs = nn.ModuleList(nn.Sequential(zero_module(nn.Conv2d(ch, ch, 1))) for ch in skips)
         mid = skips[-1]
         self.middle_block_out = nn.Sequential(zero_module(nn.Conv2d(mid, mid, 1)))
         # Indices 0 and 3 are the release's parameter-free reshapes; keeping them keeps its key names (1 and 4).
@@ -57,7 +55,7 @@ class EnergyAdapter(nn.Module):
         return outs
 
     @classmethod
-    def from_unet(cls, unet: nn.Module, latent_freq: int) -> "EnergyAdapter":
+    def from_unet(cls, unet: nn.Module, latent_freq: int) -> EnergyAdapter:
         """An adapter initialised from the UNet's encoder (ControlNet init); the zero convs stay zero."""
         adapter = cls(unet.config, latent_freq).to(device=next(unet.parameters()).device, dtype=unet.dtype)
         own = adapter.state_dict()

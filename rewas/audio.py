@@ -59,7 +59,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
 
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = 16000) -> None:
     """(N,) float waveform -> 32-bit float mono WAV."""
-    sf.write(os.fspath(path), np.asarray(waveform, dtype=np.float32).reshape(-1), sample_rate, subtype="FLOAT", format="WAV")
+    sf.write(
+        os.fspath(path), np.asarray(waveform, dtype=np.float32).reshape(-1), sample_rate, subtype="FLOAT", format="WAV"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ mel front end

@@ -19,8 +19,9 @@ def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: st
     error when the file is missing."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(" ".join(filter(None, (f"{path}: no such", what, "checkpoint"))) +
-                               (f" ({source})" if source else ""))
+        raise MissingFileError(
+            " ".join(filter(None, (f"{path}: no such", what, "checkpoint"))) + (f" ({source})" if source else "")
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
@@ -31,8 +32,9 @@ def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: st
     return obj
 
 
-def load_state(module: nn.Module, state: dict, name: str, *, allow_partial: bool = False,
-               assign: bool = False) -> tuple[list[str], list[str]]:
+def load_state(
+    module: nn.Module, state: dict, name: str, *, allow_partial: bool = False, assign: bool = False
+) -> tuple[list[str], list[str]]:
     """Load `state` into `module` only if its keys are exactly the module's -> (missing, unexpected) keys.
 
     On a mismatch nothing is loaded (a wrong file must not load half-way), unless `allow_partial`: then the keys
@@ -43,8 +45,10 @@ def load_state(module: nn.Module, state: dict, name: str, *, allow_partial: bool
     missing = [k for k in own if k not in state]
     bad_shape = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if bad_shape:
-        raise UserError(f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
-                        f"{tuple(state[bad_shape[0]].shape)} in the file vs {tuple(own[bad_shape[0]].shape)}")
+        raise UserError(
+            f"{name}: shapes differ for {len(bad_shape)} tensors, e.g. {bad_shape[0]}: "
+            f"{tuple(state[bad_shape[0]].shape)} in the file vs {tuple(own[bad_shape[0]].shape)}"
+        )
     if (missing or unexpected) and not allow_partial:
         return missing, unexpected
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=assign)

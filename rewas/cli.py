@@ -92,13 +92,23 @@ def cmd_generate(args) -> None:
 
     pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
     with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
+
         def progress(step: int, total: int) -> None:
             bar.total = total
             bar.update(step - bar.n)
 
-        result = pipe(args.video, prompt=args.prompt, energy=energy, steps=args.steps, guidance=args.guidance,
-                      scheduler=args.scheduler, eta=args.eta, seed=args.seed, callback=progress,
-                      control_scale=args.control_scale)
+        result = pipe(
+            args.video,
+            prompt=args.prompt,
+            energy=energy,
+            steps=args.steps,
+            guidance=args.guidance,
+            scheduler=args.scheduler,
+            eta=args.eta,
+            seed=args.seed,
+            callback=progress,
+            control_scale=args.control_scale,
+        )
     mux(args.video, result.waveform, result.sample_rate, args.output, info)
     if args.wav:
         with atomic_path(args.wav) as tmp:
@@ -107,8 +117,10 @@ def cmd_generate(args) -> None:
         with atomic_path(args.energy_out) as tmp:
             write_csv(tmp, result.energy, pipe.config.audio)
     if not args.quiet:
-        print(f"wrote {args.output} ({result.duration:.2f} s, seed {result.seed}, {result.timings['total']:.1f} s)",
-              file=sys.stderr)
+        print(
+            f"wrote {args.output} ({result.duration:.2f} s, seed {result.seed}, {result.timings['total']:.1f} s)",
+            file=sys.stderr,
+        )
 
 
 def cmd_energy(args) -> None:
@@ -151,18 +163,27 @@ def cmd_info(args) -> None:
     config = load_config(args.model)
     counts = count_parameters(config)
     if args.json:
-        print(json.dumps({"model": str(args.model), "name": config.name, "parameters": counts,
-                          "config": config.to_dict()}, indent=2))
+        print(
+            json.dumps(
+                {"model": str(args.model), "name": config.name, "parameters": counts, "config": config.to_dict()},
+                indent=2,
+            )
+        )
         return
     print(f"model {args.model} ({config.name})")
     for name, n in counts.items():
         print(f"  {name:<14} {n / 1e6:10.3f} M  ({n:,})")
     c = config
-    print(f"  audio: {c.audio.sample_rate} Hz, window {c.audio.window_seconds} s = {c.audio.window_frames} mel frames, "
-          f"latent {c.latent_shape}")
-    print(f"  video: {c.video.fps:g} fps, {c.video.crop}x{c.video.crop}, segments {c.video.segment_frames}/"
-          f"{c.video.segment_stride}; {c.diffusion.prediction} prediction, sampler {c.sampler.scheduler} {c.sampler.steps} "
-          f"steps, guidance {c.sampler.guidance}")
+    print(
+        f"  audio: {c.audio.sample_rate} Hz, window {c.audio.window_seconds} s = {c.audio.window_frames} mel frames, "
+        f"latent {c.latent_shape}"
+    )
+    print(
+        f"  video: {c.video.fps:g} fps, {c.video.crop}x{c.video.crop}, segments {c.video.segment_frames}/"
+        f"{c.video.segment_stride}; {c.diffusion.prediction} prediction, "
+        f"sampler {c.sampler.scheduler} {c.sampler.steps} "
+        f"steps, guidance {c.sampler.guidance}"
+    )
 
 
 def cmd_evaluate(args) -> None:
@@ -188,12 +209,14 @@ def cmd_evaluate(args) -> None:
         embedders[name] = path
     read_manifest(args.manifest)  # a malformed manifest fails now, not behind a progress bar
     with tqdm(total=None, desc="evaluating", unit="clip", file=sys.stderr, disable=args.quiet) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = evaluate(args.manifest, which=which, onset_seconds=args.onset_seconds, embedders=embedders,
-                          progress=progress)
+        report = evaluate(
+            args.manifest, which=which, onset_seconds=args.onset_seconds, embedders=embedders, progress=progress
+        )
     write_report(report, args.out, args.markdown)
     failed = sum(1 for r in report["items"] if "error" in r)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in {**report["mean"], **report["set"]}.items() if v is not None)
@@ -208,15 +231,26 @@ def cmd_convert(args) -> None:
         raise UserError(f"--preset {args.preset}: choose one of {', '.join(PRESETS)}")
     out = Path(args.output)
     _require_empty(out)
-    for flag, path in (("--rewas-ckpt", args.rewas_ckpt), ("--phi-ckpt", args.phi_ckpt),
-                       ("--synchformer-ckpt", args.synchformer_ckpt), ("--roberta-dir", args.roberta_dir),
-                       ("--audioldm-dir", args.audioldm_dir)):
+    for flag, path in (
+        ("--rewas-ckpt", args.rewas_ckpt),
+        ("--phi-ckpt", args.phi_ckpt),
+        ("--synchformer-ckpt", args.synchformer_ckpt),
+        ("--roberta-dir", args.roberta_dir),
+        ("--audioldm-dir", args.audioldm_dir),
+    ):
         if path is not None and not os.path.exists(path):
             raise UserError(f"{flag} {path}: no such file or folder")
-    _, reports = convert(out, rewas_ckpt=args.rewas_ckpt, phi_ckpt=args.phi_ckpt, synchformer_ckpt=args.synchformer_ckpt,
-                         roberta_dir=args.roberta_dir, audioldm_dir=args.audioldm_dir, config=PRESETS[args.preset](),
-                         use_ema=not args.no_ema,
-                         allow_partial=args.allow_partial)
+    _, reports = convert(
+        out,
+        rewas_ckpt=args.rewas_ckpt,
+        phi_ckpt=args.phi_ckpt,
+        synchformer_ckpt=args.synchformer_ckpt,
+        roberta_dir=args.roberta_dir,
+        audioldm_dir=args.audioldm_dir,
+        config=PRESETS[args.preset](),
+        use_ema=not args.no_ema,
+        allow_partial=args.allow_partial,
+    )
     for r in reports:
         loaded = ", ".join(f"{c} {n}" for c, n in r.loaded.items())
         print(f"{r.source}: loaded {loaded or 'nothing'}", file=sys.stderr)
@@ -225,8 +259,10 @@ def cmd_convert(args) -> None:
         if r.problems():
             print(f"  PARTIAL: {r.problems()}", file=sys.stderr)
     if args.roberta_dir is None and reports:
-        print("note: no --roberta-dir given; pass --tokenizer-dir to `rewas generate` (RoBERTa vocab.json + merges.txt)",
-              file=sys.stderr)
+        print(
+            "note: no --roberta-dir given; pass --tokenizer-dir to `rewas generate` (RoBERTa vocab.json + merges.txt)",
+            file=sys.stderr,
+        )
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -234,8 +270,11 @@ def cmd_download(args) -> None:
     from .download import download
 
     require_extra("convert", for_="rewas download")
-    download(args.folder, None if args.no_convert else Path(args.folder) / "model",
-             progress=lambda m: print(m, file=sys.stderr))
+    download(
+        args.folder,
+        None if args.no_convert else Path(args.folder) / "model",
+        progress=lambda m: print(m, file=sys.stderr),
+    )
 
 
 def _updater(bar):
@@ -276,13 +315,22 @@ def cmd_train(args) -> None:
         from .evaluate.embedders import ClassifierBundle
 
         if not data.labels:
-            raise UserError(f"{args.data}: the cache has no class labels (its manifest needs a \"class\" per line)")
+            raise UserError(f'{args.data}: the cache has no class labels (its manifest needs a "class" per line)')
         model = ClassifierBundle(data.classes)
     else:
         model = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir)
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
-    result = train(model, data, args.what, args.output, cfg, resume=not args.restart,
-                   log=lambda d: print(json.dumps(d), file=sys.stderr, flush=True))
+    cfg = TrainConfig(
+        **{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    )
+    result = train(
+        model,
+        data,
+        args.what,
+        args.output,
+        cfg,
+        resume=not args.restart,
+        log=lambda d: print(json.dumps(d), file=sys.stderr, flush=True),
+    )
     print(f"trained {args.what} for {result['step']} steps; model in {Path(args.output) / 'model'}", file=sys.stderr)
 
 
@@ -302,8 +350,7 @@ def cmd_corpus(args) -> None:
     if args.clips_per_class < 1:
         raise UserError("--clips-per-class must be at least 1")
     with tqdm(total=None, desc="synthesising", unit="clip", file=sys.stderr) as bar:
-        build_corpus(out, args.clips_per_class, seed=args.seed, debian=args.debian,
-                     progress=_updater(bar))
+        build_corpus(out, args.clips_per_class, seed=args.seed, debian=args.debian, progress=_updater(bar))
     print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl)", file=sys.stderr)
 
 
@@ -318,11 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wav", help="also write the audio as a 16 kHz float WAV")
     g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
     g.add_argument("--energy-in", help="steer with this energy curve (CSV: time_s,energy) instead of the video's")
-    g.add_argument("--model", default="default",
-                   help="'default' (the small model embedded in the package, offline), a model folder (e.g. the paper "
-                        "model from `rewas convert`), or a random-weight preset (debug, small, paper)")
-    g.add_argument("--control-scale", type=float, default=1.0,
-                   help="strength of the energy control (1: as trained, 0: none, the sound follows the text alone)")
+    g.add_argument(
+        "--model",
+        default="default",
+        help="'default' (the small model embedded in the package, offline), a model folder (e.g. the paper "
+        "model from `rewas convert`), or a random-weight preset (debug, small, paper)",
+    )
+    g.add_argument(
+        "--control-scale",
+        type=float,
+        default=1.0,
+        help="strength of the energy control (1: as trained, 0: none, the sound follows the text alone)",
+    )
     g.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
     g.add_argument("--steps", type=int, help="sampler steps (default: the model's, 200 for the paper)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
@@ -355,8 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--phi-ckpt", help="phi_vggsound.ckpt")
     c.add_argument("--synchformer-ckpt", help="24-01-04T16-39-21.pt")
     c.add_argument("--roberta-dir", help="folder with roberta-base vocab.json + merges.txt (copied into the model)")
-    c.add_argument("--audioldm-dir", help="a diffusers AudioLDM folder (e.g. cvssp/audioldm-m-full): its UNet, VAE, "
-                   "vocoder and text tower become the backbone; alone, a text-to-audio model without energy control")
+    c.add_argument(
+        "--audioldm-dir",
+        help="a diffusers AudioLDM folder (e.g. cvssp/audioldm-m-full): its UNet, VAE, "
+        "vocoder and text tower become the backbone; alone, a text-to-audio model without energy control",
+    )
     c.add_argument("-o", "--output", required=True, help="model folder to write")
     c.add_argument("--preset", default="paper", help="architecture of the checkpoints (default: paper)")
     c.add_argument("--no-ema", action="store_true", help="use the raw UNet weights instead of the EMA copy")
@@ -368,25 +425,52 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-convert", action="store_true", help="only fetch the files")
     d.set_defaults(func=cmd_download)
 
-    t = sub.add_parser("train", help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder, classifier) on one")
-    t.add_argument("what", choices=["cache", "latents", "phi", "adapter", "unet", "vae", "vocoder", "classifier"],
-                   help="cache: encode a manifest; latents: re-encode a cache's latents with --model's (trained) VAE; "
-                        "otherwise the component to train")
+    t = sub.add_parser(
+        "train",
+        help="build a training cache, or train a component (phi, adapter, unet, vae, vocoder, classifier) on one",
+    )
+    t.add_argument(
+        "what",
+        choices=["cache", "latents", "phi", "adapter", "unet", "vae", "vocoder", "classifier"],
+        help="cache: encode a manifest; latents: re-encode a cache's latents with --model's (trained) VAE; "
+        "otherwise the component to train",
+    )
     t.add_argument("data", help="cache: JSONL manifest {video, audio, caption}; otherwise a cache folder")
     t.add_argument("--model", help="preset or model folder: frozen encoders / the model to train (not for classifier)")
     t.add_argument("--tokenizer-dir", help="RoBERTa vocab.json + merges.txt, if the model needs them")
-    t.add_argument("-o", "--output", help="cache folder, or training run folder (checkpoints/, model/); not for latents")
-    for name, kind in (("steps", int), ("batch_size", int), ("lr", float), ("warmup", int), ("grad_accum", int),
-                       ("checkpoint_every", int), ("log_every", int), ("seed", int), ("num_workers", int),
-                       ("crop_frames", int)):
+    t.add_argument(
+        "-o", "--output", help="cache folder, or training run folder (checkpoints/, model/); not for latents"
+    )
+    for name, kind in (
+        ("steps", int),
+        ("batch_size", int),
+        ("lr", float),
+        ("warmup", int),
+        ("grad_accum", int),
+        ("checkpoint_every", int),
+        ("log_every", int),
+        ("seed", int),
+        ("num_workers", int),
+        ("crop_frames", int),
+    ):
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
     t.add_argument("--text-dropout", type=float, dest="text_dropout")
-    t.add_argument("--lr-schedule", choices=["constant", "cosine"], dest="lr_schedule", help="after the warm-up (default constant)")
-    t.add_argument("--ema-decay", type=float, dest="ema_decay",
-                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it as the model")
-    t.add_argument("--vocoder-input", choices=["mel", "vae"], dest="vocoder_input",
-                   help="vocoder: train on the true log-mel (default) or on --model's VAE decoding of the cache's latents")
+    t.add_argument(
+        "--lr-schedule", choices=["constant", "cosine"], dest="lr_schedule", help="after the warm-up (default constant)"
+    )
+    t.add_argument(
+        "--ema-decay",
+        type=float,
+        dest="ema_decay",
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it as the model",
+    )
+    t.add_argument(
+        "--vocoder-input",
+        choices=["mel", "vae"],
+        dest="vocoder_input",
+        help="vocoder: train on the true log-mel (default) or on --model's VAE decoding of the cache's latents",
+    )
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
     t.set_defaults(func=cmd_train)
 
@@ -409,7 +493,8 @@ def _environment(e: BaseException) -> bool:
     import errno
 
     return isinstance(e, MemoryError) or (
-        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM))
+        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,8 +515,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, DownloadError) or _environment(e):  # the network, a full disk: not a bug
             print(f"rewas: error: {one_line(e)}", file=sys.stderr)
             return EXIT_INTERNAL
-        print(f"rewas: internal error: {e.__class__.__name__}: {one_line(e)} (run with REWAS_DEBUG=1 for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"rewas: internal error: {e.__class__.__name__}: {one_line(e)} (run with REWAS_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -114,7 +115,7 @@ class MotionFeaturesConfig:
         return self.num_frames // self.tubelet
 
 
-VideoEncoderConfig = typing.Union[MotionformerConfig, MotionFeaturesConfig]
+VideoEncoderConfig = MotionformerConfig | MotionFeaturesConfig
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class GriffinLimConfig:
     magnitude_dilations: tuple[int, ...] = (1, 2, 4, 8)  # its residual blocks (kernel 3 in time)
 
 
-VocoderConfig = typing.Union[HiFiGANConfig, GriffinLimConfig]
+VocoderConfig = HiFiGANConfig | GriffinLimConfig
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,11 @@ class MiniLMConfig:
         return 384
 
 
-TextEncoderConfig = typing.Union[ClapTextConfig, MiniLMConfig]
-KINDS = {cls.kind: cls for cls in (MotionformerConfig, MotionFeaturesConfig, HiFiGANConfig, GriffinLimConfig,
-                                   ClapTextConfig, MiniLMConfig)}
+TextEncoderConfig = ClapTextConfig | MiniLMConfig
+KINDS = {
+    cls.kind: cls
+    for cls in (MotionformerConfig, MotionFeaturesConfig, HiFiGANConfig, GriffinLimConfig, ClapTextConfig, MiniLMConfig)
+}
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,9 @@ class SamplerConfig:
     eta: float = 1.0
 
 
-FORMAT_VERSION = 2  # 2: the trained process in "diffusion"; video encoder, vocoder and text hold only their kind's fields
+FORMAT_VERSION = (
+    2  # 2: the trained process in "diffusion"; video encoder, vocoder and text hold only their kind's fields
+)
 
 
 @dataclass(frozen=True)
@@ -302,13 +307,23 @@ class ModelConfig:
             (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal the text embedding's width"),
             (self.phi.in_dim == self.video_encoder.out_dim, "phi.in_dim must equal the video features' width"),
             (self.vocoder.n_mels == self.audio.n_mels, "vocoder.n_mels must equal audio.n_mels"),
-            (not hifigan or self.vocoder.hop == self.audio.hop_length, "HiFi-GAN upsampling must equal audio.hop_length"),
+            (
+                not hifigan or self.vocoder.hop == self.audio.hop_length,
+                "HiFi-GAN upsampling must equal audio.hop_length",
+            ),
             (self.video_encoder.num_frames == self.video.segment_frames, "encoder frames must equal segment_frames"),
-            (not motionformer or self.video_encoder.img_size == self.video.crop, "encoder img_size must equal video.crop"),
-            (self.audio.window_frames % self.latent_time_multiple == 0,
-             "window frames must be a multiple of the VAE x UNet downsampling"),
-            (self.diffusion.prediction in ("epsilon", "v_prediction"),
-             "diffusion.prediction must be epsilon or v_prediction"),
+            (
+                not motionformer or self.video_encoder.img_size == self.video.crop,
+                "encoder img_size must equal video.crop",
+            ),
+            (
+                self.audio.window_frames % self.latent_time_multiple == 0,
+                "window frames must be a multiple of the VAE x UNet downsampling",
+            ),
+            (
+                self.diffusion.prediction in ("epsilon", "v_prediction"),
+                "diffusion.prediction must be epsilon or v_prediction",
+            ),
             (self.sampler.scheduler in ("ddim", "dpmsolver++"), "sampler.scheduler must be ddim or dpmsolver++"),
         ]
         for ok, message in checks:
@@ -326,7 +341,7 @@ class ModelConfig:
         d = self.vae.downsample
         return (self.vae.z_channels, self.audio.window_frames // d, self.audio.n_mels // d)
 
-    def replace(self, **sections: typing.Any) -> "ModelConfig":
+    def replace(self, **sections: typing.Any) -> ModelConfig:
         """New config with whole sections or fields replaced, e.g. replace(sampler={"steps": 25})."""
         changes = {}
         for key, value in sections.items():
@@ -341,7 +356,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict, version: int = FORMAT_VERSION) -> "ModelConfig":
+    def from_dict(cls, data: dict, version: int = FORMAT_VERSION) -> ModelConfig:
         """`version`: the model folder's format_version; older forms are upgraded (see `_upgrade`)."""
         if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise UserError(f"config format_version {version!r}: this rewas reads 1 to {FORMAT_VERSION}")
@@ -387,7 +402,7 @@ def _from_dict(cls, data):
                 raise UserError(f"{cls.__name__}: {name} is {fields[name].default!r}, not {value!r}")
             continue
         hint = hints[name]
-        if typing.get_origin(hint) is typing.Union:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
             kind = value.get("kind") if isinstance(value, dict) else None
             options = {c.kind: c for c in typing.get_args(hint)}
             if kind not in options:
@@ -420,12 +435,27 @@ def debug() -> ModelConfig:
         name="debug",
         video_encoder=MotionformerConfig(embed_dim=32, depth=1, num_heads=2, agg_heads=2, agg_ff=64),
         phi=PhiConfig(in_dim=32, width=32, depth=1, num_heads=2, mlp_dim=64, head_dims=(16, 8, 4)),
-        unet=UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
-                        num_head_channels=16, film_dim=32),
+        unet=UNetConfig(
+            model_channels=32,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_resolutions=(2,),
+            num_head_channels=16,
+            film_dim=32,
+        ),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1),
         vocoder=HiFiGANConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),)),
-        text=ClapTextConfig(tokenizer="bytes", vocab_size=259, hidden_size=32, num_layers=2, num_heads=2,
-                               intermediate_size=64, max_positions=130, proj_dim=32, max_length=128),
+        text=ClapTextConfig(
+            tokenizer="bytes",
+            vocab_size=259,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            max_positions=130,
+            proj_dim=32,
+            max_length=128,
+        ),
         sampler=SamplerConfig(steps=4),
     )
 
@@ -444,8 +474,14 @@ def small() -> ModelConfig:
         video=VideoConfig(resize_short=64, crop=64),
         video_encoder=motion,
         phi=PhiConfig(in_dim=motion.out_dim, width=128, depth=2, num_heads=4, mlp_dim=256, head_dims=(64, 32, 16)),
-        unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 3), num_res_blocks=1, attention_resolutions=(4,),
-                        num_head_channels=32, film_dim=384),
+        unet=UNetConfig(
+            model_channels=64,
+            channel_mult=(1, 2, 3),
+            num_res_blocks=1,
+            attention_resolutions=(4,),
+            num_head_channels=32,
+            film_dim=384,
+        ),
         vae=VAEConfig(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1),
         vocoder=GriffinLimConfig(griffin_lim_iters=16, magnitude_channels=256),
         text=MiniLMConfig(),

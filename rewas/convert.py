@@ -27,9 +27,18 @@ from .config import ModelConfig, paper
 from .errors import UserError
 
 SCHEDULE_BUFFERS = (
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
-    "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
 )
 # keys of the ReWaS checkpoint that inference does not use, with the reason reported for each group
 SKIPPED = [
@@ -60,15 +69,18 @@ class ImportReport:
 
 
 def _strip(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def split_rewas(state: dict[str, torch.Tensor], use_ema: bool = True) -> tuple[dict[str, dict], ImportReport]:
     """The ReWaS Lightning state dict -> {component: state dict in our names} + what was skipped or unexpected."""
     report = ImportReport("rewas")
     unet_prefix = "model.diffusion_model."
-    ema_names = {f"model_ema.{('diffusion_model.' + k[len(unet_prefix):]).replace('.', '')}": k[len(unet_prefix):]
-                 for k in state if k.startswith(unet_prefix)}
+    ema_names = {
+        f"model_ema.{('diffusion_model.' + k[len(unet_prefix) :]).replace('.', '')}": k[len(unet_prefix) :]
+        for k in state
+        if k.startswith(unet_prefix)
+    }
     present = sum(1 for k in ema_names if k in state)
     take_ema = use_ema and present > 0
     if take_ema and present != len(ema_names):
@@ -79,17 +91,21 @@ def split_rewas(state: dict[str, torch.Tensor], use_ema: bool = True) -> tuple[d
         if key in ema_names:
             return ("unet", ema_names[key]) if take_ema else "EMA UNet weights (import without EMA was asked)"
         if key.startswith(unet_prefix):
-            return "raw UNet weights (the EMA copy is used, as the release samples)" if take_ema else ("unet", key[len(unet_prefix):])
+            return (
+                "raw UNet weights (the EMA copy is used, as the release samples)"
+                if take_ema
+                else ("unet", key[len(unet_prefix) :])
+            )
         for prefix, component in (("control_model.", "adapter"), ("first_stage_model.vocoder.", "vocoder")):
             if key.startswith(prefix):
-                return component, key[len(prefix):]
+                return component, key[len(prefix) :]
         if key.startswith("first_stage_model.") and not key.startswith("first_stage_model.loss."):
-            return "vae", key[len("first_stage_model."):]
+            return "vae", key[len("first_stage_model.") :]
         if key == "scale_factor":
             return "vae", "scale_factor"
         text = "cond_stage_models.0.model."
         if key.startswith((text + "text_branch.", text + "text_projection.")) and not key.endswith("position_ids"):
-            return "text_encoder", key[len(text):]
+            return "text_encoder", key[len(text) :]
         return next((why for pattern, why in SKIPPED if re.search(pattern, key)), "")
 
     parts: dict[str, dict] = {c: {} for c in ("unet", "adapter", "vae", "vocoder", "text_encoder")}
@@ -166,8 +182,10 @@ def convert(
     absent = [k for k, v in given.items() if v is None]
     backbone_only = audioldm_dir is not None and len(absent) == 3
     if absent and not allow_partial and not backbone_only:
-        raise UserError(f"a complete model needs all three released files; missing: {', '.join(absent)} "
-                         "(a partial import keeps the missing parts random)")
+        raise UserError(
+            f"a complete model needs all three released files; missing: {', '.join(absent)} "
+            "(a partial import keeps the missing parts random)"
+        )
     states: dict[str, dict] = {}
     reports = []
     if rewas_ckpt is not None:
@@ -216,8 +234,9 @@ def convert(
             torch.manual_seed(0)
             fresh = build_components(config)
         for name in incomplete:
-            fresh[name].load_state_dict({k: v for k, v in states.get(name, {}).items() if k in fresh[name].state_dict()},
-                                        strict=False)
+            fresh[name].load_state_dict(
+                {k: v for k, v in states.get(name, {}).items() if k in fresh[name].state_dict()}, strict=False
+            )
             components[name] = fresh[name]
     if roberta_dir is None and audioldm_dir is not None and (Path(audioldm_dir) / "tokenizer" / "vocab.json").is_file():
         roberta_dir = Path(audioldm_dir) / "tokenizer"  # diffusers AudioLDM folders carry RoBERTa's tokenizer

@@ -17,7 +17,7 @@ A denoiser maps (x_t (B, C, T, F), t (0-d tensor)) -> the model output (epsilon 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -40,8 +40,9 @@ class NoiseSchedule:
         self.config = cfg
         self.prediction = cfg.prediction
         # float32 and in this order, as the release (and diffusers) computes it: "scaled linear" is linear in sqrt(beta)
-        self.betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps,
-                                    dtype=torch.float32) ** 2
+        self.betas = (
+            torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps, dtype=torch.float32) ** 2
+        )
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
 
     def __len__(self) -> int:
@@ -77,13 +78,20 @@ class DDIM:
         self.steps = 0
 
     def set_timesteps(self, steps: int, device: torch.device | str = "cpu") -> None:
-        """"Leading" spacing: t_i = i * (T // steps) + offset, descending."""
+        """ "Leading" spacing: t_i = i * (T // steps) + offset, descending."""
         ratio = len(self.schedule) // steps
         timesteps = (np.arange(0, steps) * ratio).round()[::-1].copy().astype(np.int64) + self.steps_offset
         self.timesteps, self.steps = torch.from_numpy(timesteps).to(device), steps
 
-    def step(self, out: torch.Tensor, t: torch.Tensor, x: torch.Tensor, *, eta: float = 1.0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def step(
+        self,
+        out: torch.Tensor,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        eta: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         # every operation below is diffusers' DDIMScheduler.step's, in its order and dtypes, so results are bit-equal
         a = self.schedule.alphas_cumprod
         prev_t = t - len(self.schedule) // self.steps
@@ -119,7 +127,9 @@ class DPMSolverPP:
 
     def set_timesteps(self, steps: int, device: torch.device | str = "cpu") -> None:
         n = len(self.schedule)
-        self.timesteps = torch.from_numpy(np.linspace(0, n - 1, steps + 1).round()[::-1][:-1].copy().astype(np.int64)).to(device)
+        self.timesteps = torch.from_numpy(
+            np.linspace(0, n - 1, steps + 1).round()[::-1][:-1].copy().astype(np.int64)
+        ).to(device)
         alphas_cumprod = self.schedule.alphas_cumprod
         all_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).double().sqrt().numpy()
         sigmas = np.interp(self.timesteps.cpu().numpy(), np.arange(n), all_sigmas)
@@ -137,7 +147,9 @@ class DPMSolverPP:
         alpha_s, sigma_s = self._alpha_sigma(self.sigmas[i])
         alpha_t, sigma_t = self._alpha_sigma(self.sigmas[i + 1])
         # data prediction; sigma here is the sampler's (1 - alpha_bar) / alpha_bar parametrisation, not alpha_bar's
-        x0 = alpha_s * x - sigma_s * out if self.schedule.prediction == "v_prediction" else (x - sigma_s * out) / alpha_s
+        x0 = (
+            alpha_s * x - sigma_s * out if self.schedule.prediction == "v_prediction" else (x - sigma_s * out) / alpha_s
+        )
         lam = lambda a, s: torch.log(a) - torch.log(s)  # noqa: E731  (log-SNR / 2; +inf at sigma = 0)
         h = lam(alpha_t, sigma_t) - lam(alpha_s, sigma_s)
         last = i == len(self.timesteps) - 1

@@ -50,8 +50,10 @@ def check_network(timeout: float = 5.0) -> None:
             socket.create_connection((host, 443), timeout=timeout).close()
         except OSError:
             listing = "; ".join(f"{r.filename} <- {_where(r)}" for r in FILES)
-            raise DownloadError(f"cannot reach {host} (no network?). Fetch the files by hand ({listing}), then run "
-                                "`rewas convert --rewas-ckpt ... --phi-ckpt ... --synchformer-ckpt ... --roberta-dir ... -o DIR`") from None
+            raise DownloadError(
+                f"cannot reach {host} (no network?). Fetch the files by hand ({listing}), then run "
+                "`rewas convert --rewas-ckpt ... --phi-ckpt ... --synchformer-ckpt ... --roberta-dir ... -o DIR`"
+            ) from None
 
 
 def _url_download(remote: Remote, target: Path) -> Path:
@@ -101,6 +103,11 @@ def download(folder: str | os.PathLike, convert_to: str | os.PathLike | None = N
     from .convert import convert
 
     progress(f"converting into {convert_to}")
-    convert(convert_to, rewas_ckpt=paths[REWAS.filename], phi_ckpt=paths[PHI.filename],
-            synchformer_ckpt=paths[SYNCHFORMER.filename], roberta_dir=folder)
+    convert(
+        convert_to,
+        rewas_ckpt=paths[REWAS.filename],
+        phi_ckpt=paths[PHI.filename],
+        synchformer_ckpt=paths[SYNCHFORMER.filename],
+        roberta_dir=folder,
+    )
     return Path(convert_to)

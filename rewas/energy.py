@@ -44,7 +44,9 @@ def normalize_waveform(wav: torch.Tensor, peak: float = 0.5) -> torch.Tensor:
     return peak * wav / (wav.abs().amax(dim=-1, keepdim=True) + 1e-8)
 
 
-def waveform_energy(wav: torch.Tensor | np.ndarray, cfg: AudioConfig = AudioConfig(), normalize: bool = True) -> torch.Tensor:
+def waveform_energy(
+    wav: torch.Tensor | np.ndarray, cfg: AudioConfig = AudioConfig(), normalize: bool = True
+) -> torch.Tensor:
     """(..., N) waveform -> (..., N // hop) energy in nats: the unsmoothed training target and metric input."""
     wav = torch.as_tensor(wav)
     if normalize:
@@ -74,7 +76,8 @@ def savgol(x: np.ndarray, window: int, order: int) -> np.ndarray:
 
 
 def smooth(x: torch.Tensor, cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
-    """Savitzky-Golay along the last axis (scipy's, mode 'interp'); shorter curves use the largest odd window that fits."""
+    """Savitzky-Golay along the last axis (scipy's, mode 'interp'); shorter curves use the largest odd window that
+    fits."""
     length = x.shape[-1]
     window = min(cfg.smooth_window, length if length % 2 else length - 1)
     if window <= cfg.smooth_order:
@@ -83,7 +86,9 @@ def smooth(x: torch.Tensor, cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
     return torch.from_numpy(out).to(dtype=x.dtype, device=x.device)
 
 
-def energy_target(energy: torch.Tensor, num_tokens: int, cfg: EnergyConfig = EnergyConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+def energy_target(
+    energy: torch.Tensor, num_tokens: int, cfg: EnergyConfig = EnergyConfig()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Training targets from a frame energy (..., F).
 
     Returns (token_target (..., num_tokens) - what phi regresses - and the smoothed curve resized back to (..., F)).
@@ -110,12 +115,19 @@ def tubelet_energy(energy: torch.Tensor, times: np.ndarray, span_s: float, frame
     frames = energy.shape[-1]
     centres = (np.arange(frames) + 0.5) / frame_rate
     inside = np.abs(centres[None, :] - np.asarray(times)[:, None]) <= span_s / 2 + 1e-9  # (S, F)
-    weights = torch.from_numpy(inside / np.maximum(inside.sum(axis=1, keepdims=True), 1)).to(energy.device, energy.dtype)
+    weights = torch.from_numpy(inside / np.maximum(inside.sum(axis=1, keepdims=True), 1)).to(
+        energy.device, energy.dtype
+    )
     return energy @ weights.T
 
 
-def curve_from_timed_tokens(token_energy: torch.Tensor, times: np.ndarray, num_frames: int, frame_rate: float,
-                            cfg: EnergyConfig = EnergyConfig()) -> torch.Tensor:
+def curve_from_timed_tokens(
+    token_energy: torch.Tensor,
+    times: np.ndarray,
+    num_frames: int,
+    frame_rate: float,
+    cfg: EnergyConfig = EnergyConfig(),
+) -> torch.Tensor:
     """phi's output (..., S) at token `times` -> curve (..., num_frames) on the real timeline.
 
     Tokens sharing a time (overlapping segments) are averaged, the evenly spaced result is smoothed
@@ -133,8 +145,13 @@ def curve_from_timed_tokens(token_energy: torch.Tensor, times: np.ndarray, num_f
 
 def model_token_times(cfg: ModelConfig, num_segments: int) -> np.ndarray:
     """`token_times` of a window cut into `num_segments` segments by `cfg`'s video settings."""
-    return token_times(num_segments, cfg.video.segment_stride, cfg.video_encoder.tokens_per_segment, cfg.video_encoder.tubelet,
-                       cfg.video.fps)
+    return token_times(
+        num_segments,
+        cfg.video.segment_stride,
+        cfg.video_encoder.tokens_per_segment,
+        cfg.video_encoder.tubelet,
+        cfg.video.fps,
+    )
 
 
 def timed_token_target(energy: torch.Tensor, cfg: ModelConfig, num_segments: int) -> tuple[np.ndarray, torch.Tensor]:

@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import MissingFileError, UserError
 
 
-def check_input_file(path: str | os.PathLike, what: str = "file", *, missing: type[UserError] = MissingFileError,
-                     invalid: type[UserError] = UserError) -> str:
+def check_input_file(
+    path: str | os.PathLike,
+    what: str = "file",
+    *,
+    missing: type[UserError] = MissingFileError,
+    invalid: type[UserError] = UserError,
+) -> str:
     """-> the path as a string, if it names a readable file; else a one-line user error saying what is wrong."""
     path = os.fspath(path)
     if not os.path.exists(path):

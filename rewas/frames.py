@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -80,8 +80,10 @@ def _decode(container, stream, path: str) -> Iterator[av.VideoFrame]:
     except av.error.FFmpegError as e:
         raise MediaError(f"{path}: video stream could not be decoded ({e.__class__.__name__})") from None
     if untimed and not timed:
-        raise MediaError(f"{path}: the video frames carry no timestamps (a raw {stream.codec_context.name} stream?); "
-                         "put it in a container first, e.g. ffmpeg -r 25 -i IN -c copy OUT.mp4")
+        raise MediaError(
+            f"{path}: the video frames carry no timestamps (a raw {stream.codec_context.name} stream?); "
+            "put it in a container first, e.g. ffmpeg -r 25 -i IN -c copy OUT.mp4"
+        )
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -112,16 +114,19 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise MediaError(f"{path}: video stream could not be read ({e.__class__.__name__})") from None
         duration = end - first_frame.time
         if not (math.isfinite(duration) and duration > 0):
-            raise MediaError(f"{path}: the video has no duration ({count} frame{'s' * (count != 1)} with no frame "
-                             "rate or timing to place them)")
+            raise MediaError(
+                f"{path}: the video has no duration ({count} frame{'s' * (count != 1)} with no frame "
+                "rate or timing to place them)"
+            )
         rotation = int(first_frame.rotation or 0) % 360
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation % 180:
             width, height = height, width
         if width <= 0 or height <= 0:
             raise MediaError(f"{path}: the video has no picture size ({width}x{height})")
-        return VideoInfo(path, width, height, count / duration, duration, first_frame.time, rotation,
-                         stream.codec_context.name)
+        return VideoInfo(
+            path, width, height, count / duration, duration, first_frame.time, rotation, stream.codec_context.name
+        )
 
 
 def first_frame_time(path: str | os.PathLike) -> float:
@@ -164,7 +169,9 @@ def crop_frame(image: np.ndarray, short: int, crop: int) -> np.ndarray:
     return _to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24"), short, crop)
 
 
-def iter_frames(path: str | os.PathLike, cfg: VideoConfig = VideoConfig(), info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | os.PathLike, cfg: VideoConfig = VideoConfig(), info: VideoInfo | None = None
+) -> Iterator[np.ndarray]:
     """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order."""
     info = info or probe(path)
     total = info.num_frames(cfg.fps)
@@ -195,7 +202,8 @@ def normalize(frames: np.ndarray | torch.Tensor, cfg: VideoConfig = VideoConfig(
 
 
 def segments(frames: torch.Tensor, cfg: VideoConfig = VideoConfig()) -> torch.Tensor:
-    """(T, 3, H, W) -> (S, segment_frames, 3, H, W), stride cfg.segment_stride; shorter clips repeat their last frame."""
+    """(T, 3, H, W) -> (S, segment_frames, 3, H, W), stride cfg.segment_stride; shorter clips repeat their last
+    frame."""
     if frames.shape[0] < cfg.segment_frames:
         pad = frames[-1:].expand(cfg.segment_frames - frames.shape[0], -1, -1, -1)
         frames = torch.cat([frames, pad])

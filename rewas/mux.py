@@ -59,8 +59,14 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
 
 
-def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: str | os.PathLike, info: VideoInfo,
-        audio_bitrate: str = "192k") -> Path:
+def mux(
+    video: str | os.PathLike,
+    waveform: np.ndarray,
+    sample_rate: int,
+    out: str | os.PathLike,
+    info: VideoInfo,
+    audio_bitrate: str = "192k",
+) -> Path:
     """Write `out`: the video stream of `video` plus `waveform` (mono float, `sample_rate`) as AAC, its first sample
     at the first displayed frame (`info.start_time`); the output timeline starts at that frame.
 
@@ -77,17 +83,38 @@ def mux(video: str | os.PathLike, waveform: np.ndarray, sample_rate: int, out: s
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, fit_length(waveform, samples), sample_rate)
         partial = Path(tmp) / f"out{out.suffix}"
-        base = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-copyts", "-i", os.fspath(video),
-                "-itsoffset", f"{info.start_time:.6f}", "-i", os.fspath(wav),
-                "-map", "0:V:0", "-map", "1:a:0", "-map_metadata", "0"]
+        base = [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-y",
+            "-v",
+            "error",
+            "-copyts",
+            "-i",
+            os.fspath(video),
+            "-itsoffset",
+            f"{info.start_time:.6f}",
+            "-i",
+            os.fspath(wav),
+            "-map",
+            "0:V:0",
+            "-map",
+            "1:a:0",
+            "-map_metadata",
+            "0",
+        ]
         tail = ["-c:a", "aac", "-b:a", audio_bitrate, "-output_ts_offset", f"{-info.start_time:.6f}"]
         if CONTAINERS[out.suffix.lower()]:
             tail += ["-movflags", "+faststart"]
         result = _run(base + ["-c:v", "copy"] + tail + [os.fspath(partial)])
         if result.returncode != 0:  # the codec does not fit this container: re-encode the picture
             # the source's time base: libx264's default 1/fps grid would round an off-grid start by up to a frame
-            result = _run(base + ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-enc_time_base:v", "demux"]
-                          + tail + [os.fspath(partial)])
+            result = _run(
+                base
+                + ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-enc_time_base:v", "demux"]
+                + tail
+                + [os.fspath(partial)]
+            )
         if result.returncode != 0:
             raise MuxError(f"ffmpeg could not write {out}: {result.stderr.strip().splitlines()[-1:]}")
         os.replace(partial, out)

@@ -16,10 +16,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,9 +29,9 @@ from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .config import FORMAT_VERSION, PRESETS, ClapTextConfig, ModelConfig
+from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, sample
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
-from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, sample
 from .text_encoder import build_text_encoder, load_tokenizer
 from .unet import UNet
 from .vae import VAE
@@ -121,15 +121,21 @@ class ReWaSPipeline:
     # ------------------------------------------------------------------------------------------- building
 
     @classmethod
-    def from_config(cls, config: ModelConfig, seed: int = 0) -> "ReWaSPipeline":
+    def from_config(cls, config: ModelConfig, seed: int = 0) -> ReWaSPipeline:
         """Random weights (paper initialisation: adapter copied from the UNet, zero convs at zero), reproducible."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return cls(config, build_components(config))
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike | None = None,
-                        device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ReWaSPipeline":
+    def from_pretrained(
+        cls,
+        name_or_dir: str | os.PathLike,
+        *,
+        tokenizer_dir: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ReWaSPipeline:
         """`default` (the trained model embedded in the package), a preset name (`debug`, `small`, `paper`: random
         weights) or a folder written by `save_pretrained`."""
         if _is_preset(name_or_dir):
@@ -139,7 +145,7 @@ class ReWaSPipeline:
         return pipe.to(device or "cpu", dtype or torch.float32)
 
     @classmethod
-    def _load_folder(cls, folder: Path, tokenizer_dir) -> "ReWaSPipeline":
+    def _load_folder(cls, folder: Path, tokenizer_dir) -> ReWaSPipeline:
         if not folder.is_dir():
             raise MissingFileError(f"{folder}: no such model folder (and not a preset: {', '.join(PRESETS)})")
         meta_path = folder / "config.json"
@@ -163,8 +169,10 @@ class ReWaSPipeline:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in COMPONENTS:
-            state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                     for k, v in getattr(self, name).state_dict().items()}
+            state = {
+                k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                for k, v in getattr(self, name).state_dict().items()
+            }
             save_file(state, folder / f"{name}.safetensors")
         tokenizer = self.text_encoder.tokenizer
         if tokenizer is not None:
@@ -173,7 +181,7 @@ class ReWaSPipeline:
         (folder / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
-    def to(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "ReWaSPipeline":
+    def to(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ReWaSPipeline:
         self.device, self.dtype = torch.device(device), dtype
         for name in COMPONENTS:
             getattr(self, name).to(device=self.device, dtype=dtype if name in DIFFUSION else torch.float32)
@@ -193,10 +201,13 @@ class ReWaSPipeline:
         if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
             return energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
         times = energy_mod.model_token_times(cfg, segs.shape[0])
-        return energy_mod.curve_from_timed_tokens(tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy)
+        return energy_mod.curve_from_timed_tokens(
+            tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy
+        )
 
     def encode_energy(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """(B, F) energy -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins, VAE-encoded (sampled)."""
+        """(B, F) energy -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins, VAE-encoded
+        (sampled)."""
         mel = curve[:, None, :, None].expand(-1, 1, -1, self.config.audio.n_mels).to(self.device, torch.float32)
         return self.vae.encode(mel, generator=generator, sample=True)
 
@@ -212,8 +223,9 @@ class ReWaSPipeline:
         wav = self.vocoder(mel[:, 0].transpose(1, 2))  # (B, T * hop + 32)
         return wav[:, : mel.shape[2] * self.config.audio.hop_length]
 
-    def denoiser(self, text: torch.Tensor, empty: torch.Tensor, hint: torch.Tensor, guidance: float,
-                 control_scale: float = 1.0) -> Callable:
+    def denoiser(
+        self, text: torch.Tensor, empty: torch.Tensor, hint: torch.Tensor, guidance: float, control_scale: float = 1.0
+    ) -> Callable:
         """eps(x_t, t) with CFG; the unconditional branch has the empty prompt AND an all-zero energy latent.
         control_scale multiplies the adapter's residuals (0: the adapter is not run, text-to-audio only)."""
         if guidance == 1.0:
@@ -281,9 +293,15 @@ class ReWaSPipeline:
         user_curve = self._user_curve(energy, duration) if energy is not None else None
 
         win_frames = round(cfg.audio.window_seconds * fps)  # video frames per window (128)
-        starts = sorted({round(s * fps) for s in frames_mod.window_starts(duration, cfg.audio.window_seconds, MIN_OVERLAP_S)})
+        starts = sorted(
+            {round(s * fps) for s in frames_mod.window_starts(duration, cfg.audio.window_seconds, MIN_OVERLAP_S)}
+        )
         mel_per_frame = rate / fps  # 4 mel frames per video frame
-        windows = frames_mod.iter_windows(frame_iter, starts, win_frames) if frame_iter is not None else (None for _ in starts)
+        windows = (
+            frames_mod.iter_windows(frame_iter, starts, win_frames)
+            if frame_iter is not None
+            else (None for _ in starts)
+        )
 
         with _timer(timings, "text"):
             text = self.text_encoder.encode([prompt, ""]).to(self.device)
@@ -298,15 +316,26 @@ class ReWaSPipeline:
             with _timer(timings, "energy"):
                 if user_curve is not None:
                     curve = torch.from_numpy(user_curve[first_mel : first_mel + cfg.audio.window_frames]).float()[None]
-                    curve = torch.nn.functional.pad(curve, (0, cfg.audio.window_frames - curve.shape[1]), mode="replicate")
+                    curve = torch.nn.functional.pad(
+                        curve, (0, cfg.audio.window_frames - curve.shape[1]), mode="replicate"
+                    )
                 else:
                     curve = self.predict_energy(window)
                 hint = self.encode_energy(curve, generator)
             with _timer(timings, "diffusion"):
                 denoise = self.denoiser(cond, empty, hint, guidance, control_scale)
                 step_cb = (lambda i, n, w=w: callback(w * steps + i, total_steps)) if callback else None
-                latent = sample(denoise, sampler, (1, *cfg.latent_shape), steps=steps, generator=generator, eta=eta,
-                                device=self.device, dtype=self.dtype, callback=step_cb)
+                latent = sample(
+                    denoise,
+                    sampler,
+                    (1, *cfg.latent_shape),
+                    steps=steps,
+                    generator=generator,
+                    eta=eta,
+                    device=self.device,
+                    dtype=self.dtype,
+                    callback=step_cb,
+                )
             with _timer(timings, "decode"):
                 chunks.append(self.decode(latent)[0].float().cpu().numpy())
             curves.append(curve[0].numpy())
@@ -332,7 +361,11 @@ class ReWaSPipeline:
         if energy is not None:
             length = len(energy[0]) if isinstance(energy, tuple) else len(energy)
             times = energy[0] if isinstance(energy, tuple) else None
-            duration = float(times[-1]) + 1 / self.config.audio.frame_rate if times is not None else length / self.config.audio.frame_rate
+            duration = (
+                float(times[-1]) + 1 / self.config.audio.frame_rate
+                if times is not None
+                else length / self.config.audio.frame_rate
+            )
             return None, duration
         raise UserError("give a video, frames or an energy curve")
 
@@ -343,19 +376,24 @@ class ReWaSPipeline:
         if isinstance(energy, tuple):
             return energy_mod.resample_curve(energy[0], energy[1], frame_t).astype(np.float32)
         values = np.asarray(energy, dtype=np.float64).reshape(-1)
-        return energy_mod.resample_curve(energy_mod.frame_times(len(values), self.config.audio), values, frame_t).astype(np.float32)
+        return energy_mod.resample_curve(
+            energy_mod.frame_times(len(values), self.config.audio), values, frame_t
+        ).astype(np.float32)
 
 
 def check_duration(info: frames_mod.VideoInfo) -> frames_mod.VideoInfo:
     """A video too short to hold one mel frame gets a clear error, not an empty soundtrack."""
     if info.duration < MIN_DURATION_S:
-        raise MediaError(f"{info.path}: the video lasts {info.duration * 1000:.3g} ms; a soundtrack needs at least "
-                         f"{MIN_DURATION_S * 1000:g} ms")
+        raise MediaError(
+            f"{info.path}: the video lasts {info.duration * 1000:.3g} ms; a soundtrack needs at least "
+            f"{MIN_DURATION_S * 1000:g} ms"
+        )
     return info
 
 
 def crossfade_join(chunks: list[np.ndarray], offsets: list[int], length: int, power: bool = True) -> np.ndarray:
-    """Overlap-add windows placed at `offsets`, fading across each overlap (equal-power for audio, linear for curves)."""
+    """Overlap-add windows placed at `offsets`, fading across each overlap (equal-power for audio, linear for
+    curves)."""
     out = np.zeros(length, dtype=np.float64)
     for i, (chunk, offset) in enumerate(zip(chunks, offsets)):
         chunk = np.asarray(chunk, dtype=np.float64)[: max(0, length - offset)]
@@ -385,8 +423,10 @@ def _model_dir(name_or_dir) -> Path:
     """`default` -> the embedded model's folder (unless a folder of that name exists here); else the path itself."""
     if str(name_or_dir) == DEFAULT_MODEL and not Path(name_or_dir).is_dir():
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise MissingFileError(f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
-                                    "reinstall rewas, or pass --model DIR")
+            raise MissingFileError(
+                f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
+                "reinstall rewas, or pass --model DIR"
+            )
         return DEFAULT_MODEL_DIR
     return Path(name_or_dir)
 
@@ -406,7 +446,9 @@ def load_config(name_or_dir: str | os.PathLike) -> ModelConfig:
         return PRESETS[str(name_or_dir)]()
     path = _model_dir(name_or_dir) / "config.json"
     if not path.is_file():
-        raise MissingFileError(f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json")
+        raise MissingFileError(
+            f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json"
+        )
     return _read_config(path)
 
 

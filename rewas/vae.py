@@ -149,7 +149,8 @@ class VAE(nn.Module):
         return mean, logvar
 
     def encode(self, mel: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
-        """mel (B, 1, T, n_mels) -> scaled latent (B, z, T/d, n_mels/d): a posterior sample (as the release) or its mean."""
+        """mel (B, 1, T, n_mels) -> scaled latent (B, z, T/d, n_mels/d): a posterior sample (as the release) or its
+        mean."""
         mean, logvar = self.moments(mel)
         z = mean
         if sample:

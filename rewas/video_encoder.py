@@ -77,8 +77,9 @@ class SpatialAggregation(nn.TransformerEncoderLayer):
     patches): a learned CLS token + one pre-norm transformer layer; returns the CLS output."""
 
     def __init__(self, dim: int, heads: int, ff: int, eps: float = 1e-6):
-        super().__init__(dim, heads, ff, dropout=0.0, activation="gelu", layer_norm_eps=eps, batch_first=True,
-                         norm_first=True)
+        super().__init__(
+            dim, heads, ff, dropout=0.0, activation="gelu", layer_norm_eps=eps, batch_first=True, norm_first=True
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -152,9 +153,13 @@ class MotionFeatures(nn.Module):
         grid = F.adaptive_avg_pool2d(diff.abs(), g).reshape(b * s, t, g * g)
         quads = F.adaptive_avg_pool2d(diff, 2).reshape(b * s, t, 4)
         total = diff.abs().mean(dim=(2, 3))[..., None]
-        feats = torch.cat([grid * 10, quads * 10, total * 10, torch.log(total + 1e-4), x.mean(dim=(2, 3))[..., None]], -1)
+        feats = torch.cat(
+            [grid * 10, quads * 10, total * 10, torch.log(total + 1e-4), x.mean(dim=(2, 3))[..., None]], -1
+        )
         feats = feats.reshape(b * s, t // tub, tub, -1).mean(dim=2)  # average over each tubelet
-        return feats.reshape(b, s * (t // tub), -1).to(segments.dtype if segments.is_floating_point() else torch.float32)
+        return feats.reshape(b, s * (t // tub), -1).to(
+            segments.dtype if segments.is_floating_point() else torch.float32
+        )
 
 
 def build_video_encoder(cfg: VideoEncoderConfig) -> nn.Module:

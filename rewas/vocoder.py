@@ -32,7 +32,9 @@ def _padding(kernel: int, dilation: int = 1) -> int:
 class ResBlock1(nn.Module):
     def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
         super().__init__()
-        self.convs1 = nn.ModuleList(nn.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d)) for d in dilations)
+        self.convs1 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d)) for d in dilations
+        )
         self.convs2 = nn.ModuleList(nn.Conv1d(channels, channels, kernel, padding=_padding(kernel)) for _ in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +77,14 @@ class MagnitudeNet(nn.Module):
         super().__init__()
         self.inp = nn.Conv1d(n_mels, channels, 5, padding=2)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LeakyReLU(LRELU_SLOPE), nn.Conv1d(channels, channels, 3, padding=d, dilation=d),
-                          nn.LeakyReLU(LRELU_SLOPE), nn.Conv1d(channels, channels, 1))
-            for d in dilations)
+            nn.Sequential(
+                nn.LeakyReLU(LRELU_SLOPE),
+                nn.Conv1d(channels, channels, 3, padding=d, dilation=d),
+                nn.LeakyReLU(LRELU_SLOPE),
+                nn.Conv1d(channels, channels, 1),
+            )
+            for d in dilations
+        )
         self.out = nn.Conv1d(channels, n_freq, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -97,9 +104,14 @@ class GriffinLim(nn.Module):
         self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("pinv", torch.linalg.pinv(basis), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.win_length), persistent=False)
-        self.net = (MagnitudeNet(cfg.n_mels, basis.shape[1], cfg.magnitude_channels, cfg.magnitude_dilations)
-                    if cfg.magnitude_channels else None)
-        self.log_max = math.log(float(self.window.sum()))  # no STFT bin of a waveform in [-1, 1] exceeds the window's sum
+        self.net = (
+            MagnitudeNet(cfg.n_mels, basis.shape[1], cfg.magnitude_channels, cfg.magnitude_dilations)
+            if cfg.magnitude_channels
+            else None
+        )
+        self.log_max = math.log(
+            float(self.window.sum())
+        )  # no STFT bin of a waveform in [-1, 1] exceeds the window's sum
 
     def log_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) log-mel -> (B, n_freq, T) natural-log linear magnitude: NNLS (whose mel projection fits
@@ -123,7 +135,9 @@ class GriffinLim(nn.Module):
         mag = self.magnitude(mel)
         frames, length = mel.shape[-1], mel.shape[-1] * a.hop_length
         gen = torch.Generator(device="cpu").manual_seed(0)  # deterministic initial phase
-        angles = torch.polar(torch.ones_like(mag, device="cpu"), 2 * torch.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
+        angles = torch.polar(
+            torch.ones_like(mag, device="cpu"), 2 * torch.pi * torch.rand(mag.shape, generator=gen)
+        ).to(mag.device)
         stft = dict(n_fft=a.n_fft, hop_length=a.hop_length, win_length=a.win_length, window=self.window)
         previous = torch.zeros_like(angles)
         alpha = self.config.momentum / (1 + self.config.momentum)

@@ -34,8 +34,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         samples.write_video(clip, samples.bouncing_ball_frames(), args.seconds, 25)
-        command = [sys.executable, "-m", "rewas", "generate", str(clip), "--prompt", "a rubber ball bouncing on the floor",
-                   "--model", args.model, "--seed", "0", "-q"] + (["--steps", str(args.steps)] if args.steps else [])
+        command = [
+            sys.executable,
+            "-m",
+            "rewas",
+            "generate",
+            str(clip),
+            "--prompt",
+            "a rubber ball bouncing on the floor",
+            "--model",
+            args.model,
+            "--seed",
+            "0",
+            "-q",
+        ] + (["--steps", str(args.steps)] if args.steps else [])
         times = []
         for run in range(args.runs):
             out = Path(tmp) / f"out{run}.mp4"
@@ -47,8 +59,18 @@ def main() -> int:
                 return 1
             times.append(elapsed)
             print(json.dumps({"run": run, "wall_s": round(elapsed, 2)}), flush=True)
-    print(json.dumps({"model": args.model, "clip_s": args.seconds, "runs": args.runs, "cpus": os.cpu_count(),
-                      "median_wall_s": round(statistics.median(times), 2), "min_wall_s": round(min(times), 2)}))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "clip_s": args.seconds,
+                "runs": args.runs,
+                "cpus": os.cpu_count(),
+                "median_wall_s": round(statistics.median(times), 2),
+                "min_wall_s": round(min(times), 2),
+            }
+        )
+    )
     return 0
 
 

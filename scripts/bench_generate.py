@@ -57,18 +57,33 @@ def main() -> int:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            result = pipe(clip, prompt="a ball bouncing on a wooden floor", steps=args.steps, scheduler=args.scheduler,
-                          seed=run)
+            result = pipe(
+                clip, prompt="a ball bouncing on a wooden floor", steps=args.steps, scheduler=args.scheduler, seed=run
+            )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             total = time.perf_counter() - start
             if run:
                 totals.append(total)
-            print(json.dumps({"run": run, "total_s": round(total, 3), **{k: round(v, 3) for k, v in result.timings.items()}}))
-    print(json.dumps({"model": args.model or args.preset, "device": str(pipe.device), "dtype": args.dtype,
-                      "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-                      "clip_s": args.seconds, "steps": args.steps, "build_s": round(built, 1),
-                      "median_total_s": round(statistics.median(totals), 3) if totals else None}))
+            print(
+                json.dumps(
+                    {"run": run, "total_s": round(total, 3), **{k: round(v, 3) for k, v in result.timings.items()}}
+                )
+            )
+    print(
+        json.dumps(
+            {
+                "model": args.model or args.preset,
+                "device": str(pipe.device),
+                "dtype": args.dtype,
+                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+                "clip_s": args.seconds,
+                "steps": args.steps,
+                "build_s": round(built, 1),
+                "median_total_s": round(statistics.median(totals), 3) if totals else None,
+            }
+        )
+    )
     return 0
 
 

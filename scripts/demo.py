@@ -27,9 +27,25 @@ def run() -> int:
     samples.write_video(clip, samples.bouncing_ball_frames(bounce_period=0.8), duration=6.0, fps=25)
     print(f"rendered {clip} (6 s, 25 fps: a ball hitting the floor every 0.8 s)")
     out = OUT / "bouncing_ball_with_sound.mp4"
-    code = rewas_main(["generate", str(clip), "--prompt", "a rubber ball bouncing on a wooden floor", "-o", str(out),
-                       "--wav", str(OUT / "bouncing_ball.wav"), "--energy-out", str(OUT / "energy.csv"),
-                       "--model", args.model, "--seed", "0", *(["--steps", args.steps] if args.steps else [])])
+    code = rewas_main(
+        [
+            "generate",
+            str(clip),
+            "--prompt",
+            "a rubber ball bouncing on a wooden floor",
+            "-o",
+            str(out),
+            "--wav",
+            str(OUT / "bouncing_ball.wav"),
+            "--energy-out",
+            str(OUT / "energy.csv"),
+            "--model",
+            args.model,
+            "--seed",
+            "0",
+            *(["--steps", args.steps] if args.steps else []),
+        ]
+    )
     if code == 0:
         print(f"done: {out}")
     return code

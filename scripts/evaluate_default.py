@@ -35,8 +35,8 @@ from rewas.energy import waveform_energy
 from rewas.evaluate import metrics
 from rewas.evaluate.embedders import ClassifierBundle
 from rewas.pipeline import ReWaSPipeline
-from rewas.train.corpus import CLASSES
 from rewas.train.cache import read_manifest
+from rewas.train.corpus import CLASSES
 
 CONDITIONS = {"video_energy": 1.0, "no_control": 0.0}
 
@@ -51,10 +51,17 @@ def control_mae(wav: np.ndarray, curve: np.ndarray, cfg) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--corpus", required=True,
-                        help="folder made by `rewas corpus` (uses its test.jsonl, or val.jsonl with --split val)")
-    parser.add_argument("--split", default="test", choices=["test", "val"],
-                        help="val: the validation split, to choose settings without looking at the test split")
+    parser.add_argument(
+        "--corpus",
+        required=True,
+        help="folder made by `rewas corpus` (uses its test.jsonl, or val.jsonl with --split val)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "val"],
+        help="val: the validation split, to choose settings without looking at the test split",
+    )
     parser.add_argument("--classifier", required=True, help="folder made by `rewas train classifier`")
     parser.add_argument("--out", required=True)
     parser.add_argument("--per-class", type=int, default=0, help="at most this many clips per class (0: all)")
@@ -78,19 +85,29 @@ def main() -> int:
         real = load_audio(item["audio"], cfg.sample_rate)
         row["real_predicted"] = classifier.predict(real)
         for cond, scale in CONDITIONS.items():
-            result = pipe(item["video"], prompt=item["caption"], seed=args.seed + n, steps=args.steps, control_scale=scale)
+            result = pipe(
+                item["video"], prompt=item["caption"], seed=args.seed + n, steps=args.steps, control_scale=scale
+            )
             wav_path = out / cond / (Path(item["video"]).stem + ".wav")
             wav_path.parent.mkdir(parents=True, exist_ok=True)
             write_wav(wav_path, result.waveform, result.sample_rate)
-            row[cond] = {"control_mae": control_mae(result.waveform, result.energy, cfg),
-                         "energy_mae_vs_real": metrics.energy_mae(wav_path, item["audio"], cfg),
-                         "av_align": metrics.av_align(item["video"], wav_path),
-                         "predicted": classifier.predict(result.waveform),
-                         "seconds": result.timings["total"]}
+            row[cond] = {
+                "control_mae": control_mae(result.waveform, result.energy, cfg),
+                "energy_mae_vs_real": metrics.energy_mae(wav_path, item["audio"], cfg),
+                "av_align": metrics.av_align(item["video"], wav_path),
+                "predicted": classifier.predict(result.waveform),
+                "seconds": result.timings["total"],
+            }
         rows.append(row)
-        print(f"[{n + 1}/{len(items)}] {item['class']}: " + ", ".join(
-            f"{c} mae {row[c]['control_mae']:.3f} av {row[c]['av_align']} -> {row[c]['predicted']}" for c in CONDITIONS),
-            f"(real -> {row['real_predicted']}) {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"[{n + 1}/{len(items)}] {item['class']}: "
+            + ", ".join(
+                f"{c} mae {row[c]['control_mae']:.3f} av {row[c]['av_align']} -> {row[c]['predicted']}"
+                for c in CONDITIONS
+            ),
+            f"(real -> {row['real_predicted']}) {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
 
     def mean(values):
         values = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
@@ -101,24 +118,42 @@ def main() -> int:
         return mean([float(h) for h in hits])
 
     subsets = {"all": rows, "procedural": [r for r in rows if r["class"] in procedural]}
-    summary = {"model": args.model, "split": args.split, "items": len(rows), "classes": {k: len({r["class"] for r in v}) for k, v in subsets.items()},
-               "control_mae": {c: mean([r[c]["control_mae"] for r in rows]) for c in CONDITIONS},
-               "energy_mae_vs_real": {c: mean([r[c]["energy_mae_vs_real"] for r in rows]) for c in CONDITIONS},
-               "av_align": {c: mean([r[c]["av_align"] for r in rows]) for c in CONDITIONS},
-               "class_acc": {k: {"real": accuracy(v, "real_predicted"), **{c: accuracy(v, c) for c in CONDITIONS}}
-                             for k, v in subsets.items()},
-               "seconds_per_clip": {c: mean([r[c]["seconds"] for r in rows]) for c in CONDITIONS}}
+    summary = {
+        "model": args.model,
+        "split": args.split,
+        "items": len(rows),
+        "classes": {k: len({r["class"] for r in v}) for k, v in subsets.items()},
+        "control_mae": {c: mean([r[c]["control_mae"] for r in rows]) for c in CONDITIONS},
+        "energy_mae_vs_real": {c: mean([r[c]["energy_mae_vs_real"] for r in rows]) for c in CONDITIONS},
+        "av_align": {c: mean([r[c]["av_align"] for r in rows]) for c in CONDITIONS},
+        "class_acc": {
+            k: {"real": accuracy(v, "real_predicted"), **{c: accuracy(v, c) for c in CONDITIONS}}
+            for k, v in subsets.items()
+        },
+        "seconds_per_clip": {c: mean([r[c]["seconds"] for r in rows]) for c in CONDITIONS},
+    }
     summary["control_mae_ratio"] = summary["control_mae"]["video_energy"] / summary["control_mae"]["no_control"]
     (out / "summary.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
-    lines = [f"{args.split.capitalize()} split: {len(rows)} clips, {summary['classes']['all']} classes ({summary['classes']['procedural']} procedural)", "",
-             "| | with video energy | control removed |", "|---|---|---|"]
-    lines += [f"| energy MAE to the control curve ↓ | {summary['control_mae']['video_energy']:.3f} | {summary['control_mae']['no_control']:.3f} |",
-              f"| energy MAE to the real audio ↓ | {summary['energy_mae_vs_real']['video_energy']:.3f} | {summary['energy_mae_vs_real']['no_control']:.3f} |",
-              f"| AV-Align ↑ | {summary['av_align']['video_energy']:.3f} | {summary['av_align']['no_control']:.3f} |"]
+    lines = [
+        f"{args.split.capitalize()} split: {len(rows)} clips, {summary['classes']['all']} classes "
+        f"({summary['classes']['procedural']} procedural)",
+        "",
+        "| | with video energy | control removed |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| energy MAE to the control curve ↓ | {summary['control_mae']['video_energy']:.3f} "
+        f"| {summary['control_mae']['no_control']:.3f} |",
+        f"| energy MAE to the real audio ↓ | {summary['energy_mae_vs_real']['video_energy']:.3f} "
+        f"| {summary['energy_mae_vs_real']['no_control']:.3f} |",
+        f"| AV-Align ↑ | {summary['av_align']['video_energy']:.3f} | {summary['av_align']['no_control']:.3f} |",
+    ]
     for k in subsets:
         acc = summary["class_acc"][k]
-        lines.append(f"| classifier accuracy, {k} classes ({summary['classes'][k]}) ↑ (real clips: {acc['real']:.1%}) "
-                     f"| {acc['video_energy']:.1%} | {acc['no_control']:.1%} |")
+        lines.append(
+            f"| classifier accuracy, {k} classes ({summary['classes'][k]}) ↑ (real clips: {acc['real']:.1%}) "
+            f"| {acc['video_energy']:.1%} | {acc['no_control']:.1%} |"
+        )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

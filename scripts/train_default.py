@@ -63,7 +63,8 @@ def rewas(args: list[str], log: Path) -> None:
 
 
 def runs_of(stage: str, gpu: bool, recipe: dict | None = None) -> list[str]:
-    """The runs of a stage, in order: each follow-up run starts from the one before it; the last is the stage's model."""
+    """The runs of a stage, in order: each follow-up run starts from the one before it; the last is the stage's
+    model."""
     recipe = recipe or load_recipe()
     stages = {**recipe.get("stages", {}), **(recipe.get("gpu", {}).get("stages", {}) if gpu else {})}
     return list(stages.get(stage, [stage]))
@@ -91,8 +92,18 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
     elif stage == "cache":
         for split in ("train", "test"):
             if not (work / f"cache_{split}" / "cache.json").is_file():
-                rewas(["train", "cache", str(work / "corpus" / f"{split}.jsonl"), "--model", "small",
-                       "-o", str(work / f"cache_{split}")], log)
+                rewas(
+                    [
+                        "train",
+                        "cache",
+                        str(work / "corpus" / f"{split}.jsonl"),
+                        "--model",
+                        "small",
+                        "-o",
+                        str(work / f"cache_{split}"),
+                    ],
+                    log,
+                )
     elif stage == "latents":
         rewas(["train", "latents", str(cache), "--model", model_of(work, "vae")], log)
     else:
@@ -106,11 +117,14 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
 
 
 def assemble(work: Path) -> None:
-    """The adapter run holds vae + unet + adapter; phi and the vocoder (its VAE fine-tuning) come from their own runs."""
+    """The adapter run holds vae + unet + adapter; phi and the vocoder (its VAE fine-tuning) come from their own
+    runs."""
     from rewas.pipeline import ReWaSPipeline
 
     pipe = ReWaSPipeline.from_pretrained(work / "adapter" / "model")
-    others = {name: ReWaSPipeline.from_pretrained(work / runs_of(name, False)[-1] / "model") for name in ("phi", "vocoder")}
+    others = {
+        name: ReWaSPipeline.from_pretrained(work / runs_of(name, False)[-1] / "model") for name in ("phi", "vocoder")
+    }
     if any(other.config != pipe.config for other in others.values()):
         raise SystemExit("the runs were trained with different configurations")
     parts = {name: getattr(pipe, name) for name in ("video_encoder", "text_encoder", "unet", "adapter", "vae")}
@@ -127,7 +141,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdir")
     parser.add_argument("--only", choices=STAGES, action="append", help="run only these stages (repeatable)")
-    parser.add_argument("--jobs", type=int, default=1, help="2: run phi and the classifier beside the vae->vocoder chain")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="2: run phi and the classifier beside the vae->vocoder chain"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--gpu", action="store_true", help="the GPU recipes of the UNet and the adapter (as shipped)")
     args = parser.parse_args()

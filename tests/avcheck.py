@@ -35,15 +35,39 @@ def pyav_audio(path) -> tuple[float, np.ndarray, int]:
 
 def ffmpeg_audio(path, rate: int = 16000) -> np.ndarray:
     """Mono float samples from time 0 (aresample pads or trims so the output starts at t = 0)."""
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a", "-af", "aresample=async=1:first_pts=0",
-                          "-f", "f32le", "-ac", "1", "-ar", str(rate), "-"], capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a",
+            "-af",
+            "aresample=async=1:first_pts=0",
+            "-f",
+            "f32le",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(out, np.float32)
 
 
 def ffmpeg_decodes_video(path) -> int:
     """Number of video frames the ffmpeg binary decodes (raises if it cannot)."""
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v", "-f", "null", "-"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert not out.stderr.strip(), out.stderr
     with av.open(str(path)) as c:
         return sum(1 for _ in c.decode(video=0))
@@ -76,10 +100,37 @@ def ffmpeg_event_times(path, rate: int = 16000, threshold: float = 0.45) -> tupl
     choosing); showinfo gives each frame's time and mean luma, and the audio is padded with silence from t = 0."""
     import re
 
-    run = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "info", "-copyts", "-i", str(path),
-                          "-map", "0:v", "-vf", "showinfo", "-f", "null", "-",
-                          "-map", "0:a", "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(rate),
-                          "-f", "f32le", "pipe:1"], capture_output=True, check=True)
+    run = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-v",
+            "info",
+            "-copyts",
+            "-i",
+            str(path),
+            "-map",
+            "0:v",
+            "-vf",
+            "showinfo",
+            "-f",
+            "null",
+            "-",
+            "-map",
+            "0:a",
+            "-af",
+            "aresample=async=1:first_pts=0",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "f32le",
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=True,
+    )
     frames = re.findall(r"pts_time:\s*(-?[\d.]+).*?mean:\[(\d+)", run.stderr.decode(errors="replace"))
     flash = next(float(t) for t, luma in frames if int(luma) > 128)
     x = np.frombuffer(run.stdout, np.float32)

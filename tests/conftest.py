@@ -48,7 +48,9 @@ def _write_audio_only(path):
     t = np.arange(16000) / 16000
     with av.open(str(path), "w") as c:
         s = c.add_stream("aac", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="flt", layout="mono"
+        )
         frame.sample_rate, frame.pts = 16000, 0
         for p in s.encode(frame):
             c.mux(p)
@@ -96,8 +98,10 @@ def debug_model_dir(debug_pipe, tmp_path_factory):
 def manifests():
     import json
 
-    return {name: json.loads((MANIFESTS / f"{name}.json").read_text())["state_dict"]
-            for name in ("rewas_ldm", "phi", "synchformer_vfeat")}
+    return {
+        name: json.loads((MANIFESTS / f"{name}.json").read_text())["state_dict"]
+        for name in ("rewas_ldm", "phi", "synchformer_vfeat")
+    }
 
 
 def shapes(module) -> dict[str, list[int]]:
@@ -105,4 +109,4 @@ def shapes(module) -> dict[str, list[int]]:
 
 
 def manifest_part(manifest: dict, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
-    return {k[len(prefix):]: v for k, v in manifest.items() if k.startswith(prefix) and not any(s in k for s in skip)}
+    return {k[len(prefix) :]: v for k, v in manifest.items() if k.startswith(prefix) and not any(s in k for s in skip)}

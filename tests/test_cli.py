@@ -5,10 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from avcheck import durations, ffmpeg_audio, ffmpeg_decodes_video, pyav_audio, streams
 
 from rewas.cli import main
-
-from avcheck import durations, ffmpeg_audio, ffmpeg_decodes_video, pyav_audio, streams
 
 
 def read_wav(path) -> np.ndarray:
@@ -35,8 +34,27 @@ def run(args, capsys):
 @pytest.mark.parametrize("name", ["v25", "v2997", "v60", "long12"])
 def test_generate_end_to_end(media, tmp_path, capsys, name):
     out = tmp_path / "out.mp4"
-    code, _, err = run(["generate", media[name], "--prompt", "a ball bouncing", "-o", out, "--model", "debug",
-                        "--steps", "2", "--seed", "0", "--wav", tmp_path / "a.wav", "--energy-out", tmp_path / "e.csv"], capsys)
+    code, _, err = run(
+        [
+            "generate",
+            media[name],
+            "--prompt",
+            "a ball bouncing",
+            "-o",
+            out,
+            "--model",
+            "debug",
+            "--steps",
+            "2",
+            "--seed",
+            "0",
+            "--wav",
+            tmp_path / "a.wav",
+            "--energy-out",
+            tmp_path / "e.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     from rewas.frames import probe
 
@@ -60,7 +78,9 @@ def test_generate_end_to_end(media, tmp_path, capsys, name):
 
 def test_generate_uses_the_embedded_default_model(media, tmp_path, capsys):
     out = tmp_path / "o.mp4"
-    code, _, err = run(["generate", media["v25"], "--prompt", "a ball bouncing", "-o", out, "--steps", "2", "--seed", "0"], capsys)
+    code, _, err = run(
+        ["generate", media["v25"], "--prompt", "a ball bouncing", "-o", out, "--steps", "2", "--seed", "0"], capsys
+    )
     assert code == 0, err
     assert streams(out) == ["video", "audio"]
 
@@ -104,10 +124,30 @@ def test_energy_in_steers_generation(media, tmp_path, capsys, debug_model_dir):
     wavs = {}
     for name, (times, values) in curves.items():
         (tmp_path / f"{name}.csv").write_text("time_s,energy\n" + "".join(f"{t},{v}\n" for t, v in zip(times, values)))
-        code, _, err = run(["generate", media["v25"], "--prompt", "a ball bouncing", "-o", tmp_path / f"{name}.mp4",
-                            "--model", debug_model_dir, "--steps", "2", "--seed", "0", "-q",
-                            "--energy-in", tmp_path / f"{name}.csv", "--energy-out", tmp_path / f"{name}_used.csv",
-                            "--wav", tmp_path / f"{name}.wav"], capsys)
+        code, _, err = run(
+            [
+                "generate",
+                media["v25"],
+                "--prompt",
+                "a ball bouncing",
+                "-o",
+                tmp_path / f"{name}.mp4",
+                "--model",
+                debug_model_dir,
+                "--steps",
+                "2",
+                "--seed",
+                "0",
+                "-q",
+                "--energy-in",
+                tmp_path / f"{name}.csv",
+                "--energy-out",
+                tmp_path / f"{name}_used.csv",
+                "--wav",
+                tmp_path / f"{name}.wav",
+            ],
+            capsys,
+        )
         assert code == 0, err
         used = np.loadtxt(tmp_path / f"{name}_used.csv", delimiter=",", skiprows=1)
         assert len(used) == 300 and used[-1, 0] == pytest.approx(2.99)
@@ -126,9 +166,31 @@ def generate(media, debug_model_dir, tmp_path_factory):
         key = (str(model), *map(str, flags))
         if key not in done:
             out = folder / f"{len(done)}"
-            code = main([str(a) for a in ["generate", media["v60"], "--prompt", "a ball bouncing", "-o", f"{out}.mp4",
-                                          "--wav", f"{out}.wav", "--model", model, "--steps", "2", "--seed", "0", "-q",
-                                          "--device", "cpu", *flags]])  # CUDA runs are not bit-reproducible
+            code = main(
+                [
+                    str(a)
+                    for a in [
+                        "generate",
+                        media["v60"],
+                        "--prompt",
+                        "a ball bouncing",
+                        "-o",
+                        f"{out}.mp4",
+                        "--wav",
+                        f"{out}.wav",
+                        "--model",
+                        model,
+                        "--steps",
+                        "2",
+                        "--seed",
+                        "0",
+                        "-q",
+                        "--device",
+                        "cpu",
+                        *flags,
+                    ]
+                ]
+            )  # CUDA runs are not bit-reproducible
             assert code == 0, f"generate {' '.join(key[1:])}: exit {code} (the error line is in the captured stderr)"
             done[key] = read_wav(f"{out}.wav")
         return done[key]
@@ -180,9 +242,11 @@ def bpe_model(debug_model_dir, tmp_path_factory):
     pipe.save_pretrained(d / "model")
     assert not (d / "model" / "tokenizer").exists()
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    for name, corpus, special in (("ball", "a ball bouncing on the floor", specials),
-                                  ("rain", "rain on a tin roof, dogs barking", specials),
-                                  ("no_specials", "a ball", [])):
+    for name, corpus, special in (
+        ("ball", "a ball bouncing on the floor", specials),
+        ("rain", "rain on a tin roof, dogs barking", specials),
+        ("no_specials", "a ball", []),
+    ):
         bpe = ByteLevelBPETokenizer()
         bpe.train_from_iterator([corpus] * 20, vocab_size=300, special_tokens=special)
         (d / name).mkdir()
@@ -195,8 +259,22 @@ def test_tokenizer_dir(media, tmp_path, capsys, generate, bpe_model):
     no output; with it, the tokenizer is the one used: another vocabulary splits the prompt differently, other audio."""
     for extra in ([], ["--tokenizer-dir", tmp_path / "none"], ["--tokenizer-dir", bpe_model / "no_specials"]):
         out = tmp_path / "o.mp4"
-        code, _, err = run(["generate", media["v60"], "--prompt", "a ball bouncing", "-o", out, "--model",
-                            bpe_model / "model", "--steps", "1", *extra], capsys)
+        code, _, err = run(
+            [
+                "generate",
+                media["v60"],
+                "--prompt",
+                "a ball bouncing",
+                "-o",
+                out,
+                "--model",
+                bpe_model / "model",
+                "--steps",
+                "1",
+                *extra,
+            ],
+            capsys,
+        )
         assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("rewas: error:"), (extra, err)
         assert not out.exists()
     ball = generate("--tokenizer-dir", bpe_model / "ball", model=bpe_model / "model")
@@ -221,8 +299,27 @@ def train_cache(media, tmp_path_factory):
 
 
 def _train_phi(cache, out, capsys, *flags):
-    code, _, err = run(["train", "phi", cache, "--model", "debug", "-o", out, "--batch-size", "2", "--lr", "1e-3",
-                        "--warmup", "1", "--log-every", "1", *flags], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "phi",
+            cache,
+            "--model",
+            "debug",
+            "-o",
+            out,
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "1",
+            "--log-every",
+            "1",
+            *flags,
+        ],
+        capsys,
+    )
     assert code == 0, err
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     return [x["step"] for x in logs if "loss" in x], [x for x in logs if "resumed" in x]
@@ -270,8 +367,22 @@ def test_train_mixed_precision_reaches_the_trainer(train_cache, tmp_path, capsys
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fp16 autocast works on a CUDA machine")
 def test_train_fp16_without_a_gpu_is_refused(train_cache, tmp_path, capsys):
     """accelerate takes fp16 on a CPU and trains in fp32 without a word; the user asked for something else."""
-    code, _, err = run(["train", "phi", train_cache, "--model", "debug", "-o", tmp_path / "run", "--steps", "1",
-                        "--mixed-precision", "fp16"], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "phi",
+            train_cache,
+            "--model",
+            "debug",
+            "-o",
+            tmp_path / "run",
+            "--steps",
+            "1",
+            "--mixed-precision",
+            "fp16",
+        ],
+        capsys,
+    )
     assert code == 2 and "fp16 needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
@@ -309,8 +420,9 @@ def test_evaluate_metrics_restricts_the_report(eval_manifest, tmp_path, capsys):
 
 def test_evaluate_onset_seconds_sets_the_onset_window(eval_manifest, tmp_path, capsys):
     whole = _evaluate(eval_manifest, tmp_path / "whole.json", capsys, "--metrics", "onset")["items"][0]
-    first = _evaluate(eval_manifest, tmp_path / "first.json", capsys, "--metrics", "onset",
-                      "--onset-seconds", "1")["items"][0]
+    first = _evaluate(eval_manifest, tmp_path / "first.json", capsys, "--metrics", "onset", "--onset-seconds", "1")[
+        "items"
+    ][0]
     assert (whole["onsets_target"], whole["onsets_generated"]) == (3, 3)
     assert (first["onsets_target"], first["onsets_generated"]) == (1, 1)  # only the click at 0.5 s
 
@@ -320,7 +432,9 @@ def test_energy_command(media, tmp_path, capsys):
 
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "tone.wav", (np.sin(2 * np.pi * 440 * t) * (t > 1)).astype(np.float32), 16000)
-    code, _, err = run(["energy", tmp_path / "tone.wav", "--out", tmp_path / "e.csv", "--plot", tmp_path / "e.png"], capsys)
+    code, _, err = run(
+        ["energy", tmp_path / "tone.wav", "--out", tmp_path / "e.csv", "--plot", tmp_path / "e.png"], capsys
+    )
     assert code == 0, err
     rows = np.loadtxt(tmp_path / "e.csv", delimiter=",", skiprows=1)
     assert rows.shape == (200, 2) and rows[-1, 0] == pytest.approx(1.99)
@@ -334,7 +448,9 @@ def test_energy_command(media, tmp_path, capsys):
 
 def test_info_paper_json_from_the_console_script():
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    res = subprocess.run([sys.executable, "-m", "rewas", "info", "paper", "--json"], capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "rewas", "info", "paper", "--json"], capture_output=True, text=True, env=env
+    )
     assert res.returncode == 0, res.stderr
     params = json.loads(res.stdout)["parameters"]
     assert {"unet", "adapter", "phi", "vae", "vocoder", "text_encoder"} <= set(params)
@@ -344,8 +460,21 @@ def test_info_paper_json_from_the_console_script():
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "rewas", "generate", str(tmp_path / "none.mp4"), "-o",
-                          str(tmp_path / "o.mp4"), "--model", "debug"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rewas",
+            "generate",
+            str(tmp_path / "none.mp4"),
+            "-o",
+            str(tmp_path / "o.mp4"),
+            "--model",
+            "debug",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
 
 

@@ -100,8 +100,9 @@ def test_control_scale_scales_the_adapter_residuals(debug_pipe, inputs, monkeypa
         assert rel(eps, branch(debug_pipe, x, t, cond, hint)) > 1e-2  # far from scale 1
     c = branch(debug_pipe, x, t, cond, hint, 0.5)
     u = branch(debug_pipe, x, t, empty, torch.zeros_like(hint), 0.5)
-    torch.testing.assert_close(debug_pipe.denoiser(cond, empty, hint, 3.0, control_scale=0.5)(x, t), u + 3 * (c - u),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        debug_pipe.denoiser(cond, empty, hint, 3.0, control_scale=0.5)(x, t), u + 3 * (c - u), atol=1e-4, rtol=1e-4
+    )
     monkeypatch.setattr(debug_pipe.adapter, "forward", lambda *a, **k: pytest.fail("adapter run at control_scale 0"))
     eps = debug_pipe.denoiser(cond, empty, hint, 1.0, control_scale=0.0)(x, t)
     torch.testing.assert_close(eps, debug_pipe.unet(x, t.reshape(1), cond), rtol=0, atol=0)

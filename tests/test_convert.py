@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import MANIFESTS
 
 from rewas import ReWaSPipeline
 from rewas.config import debug
 from rewas.convert import convert, load_into, phi_state, split_rewas, synchformer_state
 from rewas.pipeline import build_components, empty_weights
-
-from conftest import MANIFESTS
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32}
 
@@ -45,10 +44,21 @@ def test_full_released_checkpoints_import_with_nothing_missing_or_unexpected(man
     load_into(components["video_encoder"], vfeat, "video_encoder", report, False)
     assert not report.missing and not report.unexpected, report.problems()
     assert other == 275
-    assert report.loaded == {"unet": 690, "adapter": 332, "vae": 205, "vocoder": 194, "text_encoder": 203, "phi": 52,
-                             "video_encoder": 238}
+    assert report.loaded == {
+        "unet": 690,
+        "adapter": 332,
+        "vae": 205,
+        "vocoder": 194,
+        "text_encoder": 203,
+        "phi": 52,
+        "video_encoder": 238,
+    }
     skipped = report.skipped
-    assert skipped["VAE training loss (LPIPS + discriminator), training only"] == len(data["first_stage_model_loss_keys"]) == 56
+    assert (
+        skipped["VAE training loss (LPIPS + discriminator), training only"]
+        == len(data["first_stage_model_loss_keys"])
+        == 56
+    )
     assert skipped["raw UNet weights (the EMA copy is used, as the release samples)"] == 690
     assert skipped["diffusion schedule buffers (checked against our schedule)"] == 12
     assert sum(skipped.values()) + sum(report.loaded.values()) - 52 - 238 == len(state)
@@ -59,9 +69,13 @@ def released_layout(pipe: ReWaSPipeline, raw_unet: torch.nn.Module) -> dict[str,
     from rewas.config import DiffusionConfig
     from rewas.diffusion import NoiseSchedule
 
-    sd = {"logvar": torch.zeros(1000), "betas": NoiseSchedule(DiffusionConfig()).betas.float(),
-          "scale_factor": pipe.vae.scale_factor.clone(), "model_ema.decay": torch.tensor(0.9999),
-          "model_ema.num_updates": torch.tensor(10, dtype=torch.int32)}
+    sd = {
+        "logvar": torch.zeros(1000),
+        "betas": NoiseSchedule(DiffusionConfig()).betas.float(),
+        "scale_factor": pipe.vae.scale_factor.clone(),
+        "model_ema.decay": torch.tensor(0.9999),
+        "model_ema.num_updates": torch.tensor(10, dtype=torch.int32),
+    }
     for k, v in raw_unet.state_dict().items():
         sd[f"model.diffusion_model.{k}"] = v
     for k, v in pipe.unet.state_dict().items():
@@ -103,8 +117,9 @@ def assert_same(module: torch.nn.Module, expected: dict[str, torch.Tensor]) -> N
 
 def test_converted_model_reproduces_the_source_exactly(released_files, media):
     source, d = released_files
-    pipe, reports = convert(d / "out", rewas_ckpt=d / "rewas.ckpt", phi_ckpt=d / "phi.ckpt",
-                            synchformer_ckpt=d / "synch.pt", config=debug())
+    pipe, reports = convert(
+        d / "out", rewas_ckpt=d / "rewas.ckpt", phi_ckpt=d / "phi.ckpt", synchformer_ckpt=d / "synch.pt", config=debug()
+    )
     assert pipe.config.phi.released_attention
     for name in ("unet", "adapter", "vae", "vocoder", "text_encoder", "phi", "video_encoder"):
         ours, theirs = getattr(pipe, name).state_dict(), getattr(source, name).state_dict()
@@ -126,7 +141,9 @@ def test_partial_or_wrong_files_are_refused(released_files):
     sd["control_model.bogus"] = torch.zeros(1)
     torch.save({"state_dict": sd}, d / "broken.ckpt")
     with pytest.raises(ValueError, match="refusing a partial import.*adapter: missing 1 keys"):
-        convert(None, rewas_ckpt=d / "broken.ckpt", phi_ckpt=d / "phi.ckpt", synchformer_ckpt=d / "synch.pt", config=debug())
+        convert(
+            None, rewas_ckpt=d / "broken.ckpt", phi_ckpt=d / "phi.ckpt", synchformer_ckpt=d / "synch.pt", config=debug()
+        )
     pipe, reports = convert(None, rewas_ckpt=d / "broken.ckpt", config=debug(), allow_partial=True)
     assert reports[0].missing["adapter"] == ["middle_block_out.0.weight"] and "adapter.bogus" in reports[0].unexpected
     # the UNet is complete in the file: it is the EMA copy, as in a full import, not a random stand-in
@@ -143,7 +160,7 @@ def test_partial_or_wrong_files_are_refused(released_files):
 def test_import_without_ema_takes_the_raw_unet(released_files):
     source, d = released_files
     state = torch.load(d / "rewas.ckpt", weights_only=True)["state_dict"]
-    raw = {k[len("model.diffusion_model."):]: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
+    raw = {k[len("model.diffusion_model.") :]: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
     ema = source.unet.state_dict()
     assert raw.keys() == ema.keys() and not any(torch.equal(raw[k], ema[k]) for k in raw)
     pipe, reports = convert(None, rewas_ckpt=d / "rewas.ckpt", config=debug(), allow_partial=True, use_ema=False)
@@ -159,16 +176,29 @@ def test_convert_and_download_commands(released_files, media, capsys):
     from rewas.cli import main
 
     _, d = released_files
-    args = ["convert", "--rewas-ckpt", d / "rewas.ckpt", "--phi-ckpt", d / "phi.ckpt", "--synchformer-ckpt",
-            d / "synch.pt", "--preset", "debug", "-o", d / "model"]
+    args = [
+        "convert",
+        "--rewas-ckpt",
+        d / "rewas.ckpt",
+        "--phi-ckpt",
+        d / "phi.ckpt",
+        "--synchformer-ckpt",
+        d / "synch.pt",
+        "--preset",
+        "debug",
+        "-o",
+        d / "model",
+    ]
     assert main([str(a) for a in args]) == 0
     err = capsys.readouterr().err
     assert "skipped" in err and "wrote" in err and "PARTIAL" not in err
     assert main([str(a) for a in args]) == 2  # the folder is no longer empty
     assert main(["convert", "--rewas-ckpt", str(d / "rewas.ckpt"), "--preset", "debug", "-o", str(d / "m2")]) == 2
     assert "missing: phi, synchformer" in capsys.readouterr().err
-    assert main(["generate", str(media["v25"]), "-o", str(d / "o.mp4"), "--model", str(d / "model"), "--steps", "1",
-                 "-q"]) == 0
+    assert (
+        main(["generate", str(media["v25"]), "-o", str(d / "o.mp4"), "--model", str(d / "model"), "--steps", "1", "-q"])
+        == 0
+    )
     from rewas.download import DownloadError, check_network
 
     try:

@@ -26,7 +26,9 @@ def default_pipe():
 
 def test_weights_are_trained_not_random(default_pipe):
     fresh = ReWaSPipeline.from_pretrained("small")
-    assert default_pipe.config.vocoder.kind == "griffinlim"  # its phase needs no weights (see docs/default_model.md for why)
+    assert (
+        default_pipe.config.vocoder.kind == "griffinlim"
+    )  # its phase needs no weights (see docs/default_model.md for why)
     for name in ("unet", "adapter", "vae", "phi", "vocoder"):  # the vocoder: its magnitude net
         a, b = getattr(default_pipe, name).state_dict(), getattr(fresh, name).state_dict()
         assert any(not torch.allclose(a[k].float(), b[k].float()) for k in a), name

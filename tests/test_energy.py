@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from rewas.config import AudioConfig, EnergyConfig
-from rewas.energy import (curve_from_tokens, energy_target, read_csv, resample_curve, smooth, waveform_energy,
-                          write_csv)
+from rewas.energy import curve_from_tokens, energy_target, read_csv, resample_curve, smooth, waveform_energy, write_csv
 
 SR = 16000
 
@@ -161,8 +160,15 @@ def test_own_savgol_and_mel_filterbank_equal_the_libraries():
     for window, order in ((9, 2), (5, 2), (7, 3), (39, 2)):
         np.testing.assert_allclose(savgol(x, window, order), savgol_filter(x, window, order, axis=-1), atol=1e-10)
     cfg = AudioConfig()
-    ref = mel_filter_bank(num_frequency_bins=cfg.n_fft // 2 + 1, num_mel_filters=cfg.n_mels, min_frequency=cfg.fmin,
-                          max_frequency=cfg.fmax, sampling_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney").T
+    ref = mel_filter_bank(
+        num_frequency_bins=cfg.n_fft // 2 + 1,
+        num_mel_filters=cfg.n_mels,
+        min_frequency=cfg.fmin,
+        max_frequency=cfg.fmax,
+        sampling_rate=cfg.sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    ).T
     np.testing.assert_allclose(mel_filterbank(cfg).numpy(), ref, rtol=1e-6, atol=1e-10)
 
 
@@ -174,7 +180,11 @@ def test_log_mel_range_bounds_every_waveform_in_range():
     cfg = AudioConfig()
     lo, hi = log_mel_range(cfg)
     t = torch.arange(cfg.sample_rate, dtype=torch.float64) / cfg.sample_rate
-    for wav in (torch.zeros(16000), torch.sin(2 * math.pi * 7000 * t), torch.sign(torch.sin(2 * math.pi * 50 * t)),
-                torch.rand(16000, generator=torch.Generator().manual_seed(0)) * 2 - 1):
+    for wav in (
+        torch.zeros(16000),
+        torch.sin(2 * math.pi * 7000 * t),
+        torch.sign(torch.sin(2 * math.pi * 50 * t)),
+        torch.rand(16000, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+    ):
         mel = log_mel(wav, cfg)
         assert lo - 1e-9 <= float(mel.min()) and float(mel.max()) <= hi

@@ -127,8 +127,11 @@ def test_cnn14_real_architecture_tiny_weights(tmp_path):
         torch.testing.assert_close(model(wav[:1])[0], emb[:1], atol=1e-5, rtol=0)
         assert model.logmel(wav).shape == (2, 1, 101, 64)
     # the checkpoint layout PANNs ships: {"model": state_dict incl. fixed STFT/mel extractor entries}
-    state = {**model.state_dict(), "spectrogram_extractor.stft.conv_real.weight": torch.zeros(257, 1, 512),
-             "logmel_extractor.melW": torch.zeros(257, 64)}
+    state = {
+        **model.state_dict(),
+        "spectrogram_extractor.stft.conv_real.weight": torch.zeros(257, 1, 512),
+        "logmel_extractor.melW": torch.zeros(257, 64),
+    }
     torch.save({"model": state}, tmp_path / "cnn14.pth")
     loaded = CNN14.from_checkpoint(tmp_path / "cnn14.pth", TINY)
     with torch.no_grad():
@@ -160,8 +163,11 @@ def paired_metrics(outputs, generated, references, name):
     swapped = M.kl_from_logits(log_g, log_r)
     for k in kl:  # the inputs must tell the two orientations apart, or the checks below could not fail
         assert abs(kl[k] - swapped[k]) > 0.02 * max(abs(kl[k]), abs(swapped[k])), (k, kl[k], swapped[k])
-    return {f"fd_{name}": M.frechet_distance(feat_g, feat_r), f"kl_{name}_softmax": kl["kl_softmax"],
-            f"kl_{name}_sigmoid": kl["kl_sigmoid"]}
+    return {
+        f"fd_{name}": M.frechet_distance(feat_g, feat_r),
+        f"kl_{name}_softmax": kl["kl_softmax"],
+        f"kl_{name}_sigmoid": kl["kl_sigmoid"],
+    }
 
 
 def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
@@ -182,10 +188,13 @@ def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
     passt = partial(E.passt_outputs, tiny_passt(tmp_path / "passt.pt"))
     expected = paired_metrics(passt, generated, references, "passt")
     assert {k: results[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
-    (feat_g, log_g), (feat_r, log_r) = [E.panns_outputs(CNN14.from_checkpoint(specs["panns"], TINY), x)
-                                        for x in (generated, references)]
+    (feat_g, log_g), (feat_r, log_r) = [
+        E.panns_outputs(CNN14.from_checkpoint(specs["panns"], TINY), x) for x in (generated, references)
+    ]
     assert results["fd_panns"] == pytest.approx(M.frechet_distance(feat_g, feat_r), abs=1e-9)
-    assert results["kl_panns_softmax"] == pytest.approx(M.kl_from_logits(log_r, log_g)["kl_softmax"], rel=1e-6, abs=1e-12)
+    assert results["kl_panns_softmax"] == pytest.approx(
+        M.kl_from_logits(log_r, log_g)["kl_softmax"], rel=1e-6, abs=1e-12
+    )
     assert results["is_panns"] >= 1.0 - 1e-9 and any("laion_clap" in n and "not implemented" in n for n in notes)
     with pytest.raises(FileNotFoundError, match="VGGish"):
         set_metrics({"vggish": tmp_path / "none.pth"}, rows)
@@ -217,9 +226,18 @@ def test_msclap_tiny(clips, tmp_path):
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "bark", "##ing", "ball", "rain"]
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    cfg = MSCLAPConfig(audio=CNN14Config(sample_rate=44100, window_size=1024, hop_size=320, fmin=50.0, fmax=14000.0,
-                                         channels=(4, 8, 8, 8, 8, 16)), d_proj=8, vocab_size=len(words), hidden=16,
-                       layers=1, heads=2, intermediate=32, duration=2.0)
+    cfg = MSCLAPConfig(
+        audio=CNN14Config(
+            sample_rate=44100, window_size=1024, hop_size=320, fmin=50.0, fmax=14000.0, channels=(4, 8, 8, 8, 8, 16)
+        ),
+        d_proj=8,
+        vocab_size=len(words),
+        hidden=16,
+        layers=1,
+        heads=2,
+        intermediate=32,
+        duration=2.0,
+    )
     torch.manual_seed(0)
     torch.save({"model": MSCLAP(cfg).state_dict()}, tmp_path / "CLAP_weights_2022.pth")
     model = MSCLAP.from_folder(tmp_path, cfg)
@@ -227,7 +245,9 @@ def test_msclap_tiny(clips, tmp_path):
     assert text.shape == (2, 8) and torch.allclose(text.norm(dim=-1), torch.ones(2))
     rows = [{"audio": str(clips / "sync.wav"), "prompt": "a dog barking"}, {"audio": str(clips / "late.wav")}]
     out = msclap_metrics(model, rows)
-    assert -1 <= out["clap_msclap"] <= 1 and rows[0]["clap_msclap"] == out["clap_msclap"] and "clap_msclap" not in rows[1]
+    assert (
+        -1 <= out["clap_msclap"] <= 1 and rows[0]["clap_msclap"] == out["clap_msclap"] and "clap_msclap" not in rows[1]
+    )
     with pytest.raises(FileNotFoundError, match="vocab.txt"):
         MSCLAP.from_folder(tmp_path / "nothing")
 
@@ -240,13 +260,18 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
     for i, name in enumerate(["v25", "v2997"]):
         out = tmp_path / f"gen{i}.wav"
         write_wav(out, pipe(media[name], prompt="a ball", steps=2, seed=i).waveform)
-        lines.append({"video": str(media[name]), "audio": out.name, "reference": str(clips / "sync.wav"), "prompt": "a ball"})
-    lines.append({"video": str(clips / "jump.mkv"), "audio": str(clips / "sync.wav"),
-                  "reference": str(clips / "half.wav")})
+        lines.append(
+            {"video": str(media[name]), "audio": out.name, "reference": str(clips / "sync.wav"), "prompt": "a ball"}
+        )
+    lines.append(
+        {"video": str(clips / "jump.mkv"), "audio": str(clips / "sync.wav"), "reference": str(clips / "half.wav")}
+    )
     lines.append({"audio": "missing.wav"})
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    code = main(["evaluate", str(manifest), "--out", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "-q"])
+    code = main(
+        ["evaluate", str(manifest), "--out", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "-q"]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["items"]) == 4 and "error" in report["items"][3]
@@ -272,14 +297,22 @@ def _tiny_synchformer_config():
     from rewas.config import MotionformerConfig
     from rewas.evaluate.desync import SynchformerConfig
 
-    return SynchformerConfig(video=MotionformerConfig(embed_dim=16, depth=1, num_heads=2, agg_heads=2, agg_ff=32),
-                             dim=16, ast_layers=1, ast_heads=2, ast_ff=32, sync_layers=1, sync_heads=2)
+    return SynchformerConfig(
+        video=MotionformerConfig(embed_dim=16, depth=1, num_heads=2, agg_heads=2, agg_ff=32),
+        dim=16,
+        ast_layers=1,
+        ast_heads=2,
+        ast_ff=32,
+        sync_layers=1,
+        sync_heads=2,
+    )
 
 
 def test_synchformer_release_layout(manifests):
     import json
 
     from conftest import MANIFESTS, shapes
+
     from rewas.evaluate.desync import Synchformer
     from rewas.pipeline import empty_weights
 
@@ -295,8 +328,12 @@ def test_desync_tiny_end_to_end(media, tmp_path):
 
     segs = audio_segments(np.zeros(80000, np.float32))
     assert segs.shape == (14, 66, 128)  # 5 s at 16 kHz -> 14 segments of 0.64 s, as 125 video frames
-    assert torch.allclose(segs, torch.full_like(segs, (np.log(1e-6) + 4.2677393) / (2 * 4.5689974)).where(
-        torch.arange(66)[None, :, None] < 65, torch.tensor(4.2677393 / (2 * 4.5689974))))
+    assert torch.allclose(
+        segs,
+        torch.full_like(segs, (np.log(1e-6) + 4.2677393) / (2 * 4.5689974)).where(
+            torch.arange(66)[None, :, None] < 65, torch.tensor(4.2677393 / (2 * 4.5689974))
+        ),
+    )
     torch.manual_seed(0)
     cfg = _tiny_synchformer_config()
     torch.save({"model": Synchformer(cfg).state_dict()}, tmp_path / "sync.pt")

@@ -9,7 +9,9 @@ def _brightness(path, **kw):
     return np.array([f.mean() for f in iter_frames(path, **kw)])
 
 
-@pytest.mark.parametrize("name,fps,duration", [("v25", 25, 3.0), ("v2997", 29.97, 3.0), ("v60", 60, 2.0), ("long12", 25, 12.0)])
+@pytest.mark.parametrize(
+    "name,fps,duration", [("v25", 25, 3.0), ("v2997", 29.97, 3.0), ("v60", 60, 2.0), ("long12", 25, 12.0)]
+)
 def test_probe_and_resampled_count(media, name, fps, duration):
     info = probe(media[name])
     assert abs(info.fps - fps) < 0.01
@@ -52,8 +54,14 @@ def test_other_codecs_and_containers(media):
     assert info.codec == "mpeg4" and len(list(iter_frames(media["mpeg4_avi"], info=info))) == 25
 
 
-@pytest.mark.parametrize("name,match", [("audio_only", "no video stream"), ("not_video", "not a readable media file"),
-                                        ("zero_frames", "no frames|not a readable|no video stream")])
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("audio_only", "no video stream"),
+        ("not_video", "not a readable media file"),
+        ("zero_frames", "no frames|not a readable|no video stream"),
+    ],
+)
 def test_bad_inputs(media, name, match):
     with pytest.raises(MediaError, match=match):
         probe(media[name])
@@ -80,7 +88,9 @@ def test_iter_windows_streams_with_overlap_and_padding():
     stream = (np.full((2, 2, 3), i, dtype=np.uint8) for i in range(10))
     windows = [w[:, 0, 0, 0].tolist() for w in iter_windows(stream, [0, 3, 6], 5)]
     assert windows == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 9]]
-    gaps = [w[:, 0, 0, 0].tolist() for w in iter_windows((np.full((1, 1, 3), i, np.uint8) for i in range(10)), [0, 6], 3)]
+    gaps = [
+        w[:, 0, 0, 0].tolist() for w in iter_windows((np.full((1, 1, 3), i, np.uint8) for i in range(10)), [0, 6], 3)
+    ]
     assert gaps == [[0, 1, 2], [6, 7, 8]]
 
 

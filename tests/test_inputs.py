@@ -6,12 +6,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from avcheck import durations, streams
 
 from rewas import samples
 from rewas.cli import main
 from rewas.mux import ffmpeg_exe
-
-from avcheck import durations, streams
 
 
 def _ffmpeg(*args) -> None:
@@ -28,10 +27,34 @@ def odd(tmp_path_factory, media):
     _ffmpeg("-i", base, "-frames:v", "1", "-c:v", "png", "-f", "image2", out["still.png"])
     _ffmpeg("-i", base, "-f", "h264", out["raw.h264"])
     # three frames 10 µs apart: the header is legal, the clip lasts 30 µs
-    _ffmpeg("-i", base, "-frames:v", "3", "-c:v", "libx264", "-video_track_timescale", "1000000", "-r", "100000",
-            out["tiny.mp4"])
-    _ffmpeg("-i", media["audio_only"], "-i", out["still.png"], "-map", "0", "-map", "1", "-c", "copy",
-            "-disposition:v", "attached_pic", out["cover_art.m4a"])
+    _ffmpeg(
+        "-i",
+        base,
+        "-frames:v",
+        "3",
+        "-c:v",
+        "libx264",
+        "-video_track_timescale",
+        "1000000",
+        "-r",
+        "100000",
+        out["tiny.mp4"],
+    )
+    _ffmpeg(
+        "-i",
+        media["audio_only"],
+        "-i",
+        out["still.png"],
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c",
+        "copy",
+        "-disposition:v",
+        "attached_pic",
+        out["cover_art.m4a"],
+    )
     return out
 
 
@@ -50,11 +73,14 @@ def test_a_single_frame_gets_a_soundtrack_of_its_length(odd, tmp_path, capsys, n
     assert video == pytest.approx(0.04, abs=1e-3) and abs(audio - video) <= 0.04
 
 
-@pytest.mark.parametrize("name,problem", [
-    ("raw.h264", "carry no timestamps"),
-    ("tiny.mp4", "lasts 0.03 ms; a soundtrack needs at least 10 ms"),
-    ("cover_art.m4a", "has no video stream"),
-])
+@pytest.mark.parametrize(
+    "name,problem",
+    [
+        ("raw.h264", "carry no timestamps"),
+        ("tiny.mp4", "lasts 0.03 ms; a soundtrack needs at least 10 ms"),
+        ("cover_art.m4a", "has no video stream"),
+    ],
+)
 def test_undecodable_timelines_are_named(odd, tmp_path, capsys, name, problem):
     out = tmp_path / "out.mp4"
     code, err = _run(capsys, "generate", odd[name], "--model", "debug", "--steps", "1", "-o", out, "-q")
@@ -62,11 +88,14 @@ def test_undecodable_timelines_are_named(odd, tmp_path, capsys, name, problem):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("name,problem", [
-    ("zero_frames", "not a readable media file"),  # a header with a video track and no frame
-    ("not_video", "not a readable media file"),
-    ("audio_only", "has no video stream"),
-])
+@pytest.mark.parametrize(
+    "name,problem",
+    [
+        ("zero_frames", "not a readable media file"),  # a header with a video track and no frame
+        ("not_video", "not a readable media file"),
+        ("audio_only", "has no video stream"),
+    ],
+)
 def test_broken_media_is_a_user_error(media, tmp_path, capsys, name, problem):
     code, err = _run(capsys, "generate", media[name], "--model", "debug", "-o", tmp_path / "out.mp4")
     assert code == 2 and problem in err and len(err.splitlines()) == 1, err
@@ -80,16 +109,20 @@ def test_cover_art_is_not_a_picture_to_score(odd, tmp_path, capsys):
     assert len((tmp_path / "e.csv").read_text().splitlines()) > 90  # 1 s of tone, a row per 10 ms
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b"\x00\xff\xfe binary", "not a text file"),
-    (b"time_s,energy\n0,1\n0.5,2\n0.5,3\n", "must increase"),
-    (b"time_s,energy\n0,1\n0.5,nan\n", "finite"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b"\x00\xff\xfe binary", "not a text file"),
+        (b"time_s,energy\n0,1\n0.5,2\n0.5,3\n", "must increase"),
+        (b"time_s,energy\n0,1\n0.5,nan\n", "finite"),
+    ],
+)
 def test_bad_energy_csv_is_a_user_error(media, tmp_path, capsys, content, problem):
     csv = tmp_path / "e.csv"
     csv.write_bytes(content)
-    code, err = _run(capsys, "generate", media["v25"], "--model", "debug", "--energy-in", csv, "-o",
-                     tmp_path / "out.mp4")
+    code, err = _run(
+        capsys, "generate", media["v25"], "--model", "debug", "--energy-in", csv, "-o", tmp_path / "out.mp4"
+    )
     assert code == 2 and problem in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]
 
@@ -140,20 +173,26 @@ def test_a_user_error_is_still_a_valueerror_for_api_callers(media):
         read_csv("/nonexistent/e.csv")
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b'{"video": "a.mp4", "caption": "x", "audio": "a.wav"}\n{not json\n', ":2: not JSON"),
-    (b"\xff\xfe\x00binary", "not a text file"),
-    (b"3\n", ":1: each line needs"),
-    (b'{"video": 3, "caption": "x", "audio": "a.wav"}\n', "must be a path"),
-    (b"\n\n", "the manifest is empty"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b'{"video": "a.mp4", "caption": "x", "audio": "a.wav"}\n{not json\n', ":2: not JSON"),
+        (b"\xff\xfe\x00binary", "not a text file"),
+        (b"3\n", ":1: each line needs"),
+        (b'{"video": 3, "caption": "x", "audio": "a.wav"}\n', "must be a path"),
+        (b"\n\n", "the manifest is empty"),
+    ],
+)
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_malformed_manifests_are_user_errors(tmp_path, capsys, command, content, problem):
     """`rewas train cache` and `rewas evaluate` share one manifest reader; a bad line is the user's to fix."""
     manifest = tmp_path / "m.jsonl"
     manifest.write_bytes(content)
-    argv = (["train", "cache", manifest, "--model", "debug", "-o", tmp_path / "cache"] if command == "train"
-            else ["evaluate", manifest, "--out", tmp_path / "r.json"])
+    argv = (
+        ["train", "cache", manifest, "--model", "debug", "-o", tmp_path / "cache"]
+        if command == "train"
+        else ["evaluate", manifest, "--out", tmp_path / "r.json"]
+    )
     code, err = _run(capsys, *argv)
     assert code == 2 and problem in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
@@ -165,7 +204,24 @@ def test_audio_that_ends_before_the_picture_starts_is_named(tmp_path):
 
     path = tmp_path / "late_picture.mp4"
     samples.write_video(path, samples.flash_frames([0.5], size=(64, 80)), 1.0, 25)
-    _ffmpeg("-f", "lavfi", "-i", "sine=d=0.5", "-itsoffset", "1.0", "-i", path, "-map", "0:a", "-map", "1:v",
-            "-c:v", "copy", "-c:a", "aac", tmp_path / "muxed.mp4")
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=0.5",
+        "-itsoffset",
+        "1.0",
+        "-i",
+        path,
+        "-map",
+        "0:a",
+        "-map",
+        "1:v",
+        "-c:v",
+        "copy",
+        "-c:a",
+        "aac",
+        tmp_path / "muxed.mp4",
+    )
     with pytest.raises(MediaError, match="ends before the first video frame"):
         load_audio(tmp_path / "muxed.mp4")

@@ -21,7 +21,9 @@ from rewas.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 # what a core install must do without: every extra's modules, the test-only diffusers, and the packages the
 # MiniLM weights package drags in (sentence-transformers -> transformers, scikit-learn, scipy)
-OPTIONAL = sorted({m for modules in EXTRAS.values() for m in modules} | {"diffusers", "sentence_transformers", "sklearn"})
+OPTIONAL = sorted(
+    {m for modules in EXTRAS.values() for m in modules} | {"diffusers", "sentence_transformers", "sklearn"}
+)
 
 # Imports of OPTIONAL fail (as on a core-only install) and are recorded; then a generation runs through the CLI.
 GENERATE = """
@@ -35,7 +37,8 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 from rewas.cli import main
 code = main(sys.argv[2:])
-print(json.dumps({"code": code, "tried": tried, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in blocked)}))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in blocked)
+print(json.dumps({"code": code, "tried": tried, "loaded": loaded}))
 """
 
 
@@ -77,8 +80,11 @@ def paper_kind_folder(tmp_path_factory):
     torch.manual_seed(0)
     pipe.text_encoder = build_text_encoder(text)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["a ball bouncing on the floor"] * 20, vocab_size=300,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        ["a ball bouncing on the floor"] * 20,
+        vocab_size=300,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     (d / "tok").mkdir()
     bpe.save_model(str(d / "tok"))
     return pipe.save_pretrained(d / "model"), d / "tok"
@@ -86,8 +92,27 @@ def paper_kind_folder(tmp_path_factory):
 
 def _generate(args, tmp_path):
     out = tmp_path / "out.mp4"
-    cmd = [sys.executable, "-c", GENERATE, json.dumps(OPTIONAL), "generate", *map(str, args), "--prompt", "a ball",
-           "-o", str(out), "--steps", "1", "--seed", "0", "--device", "cpu", "-q", "--wav", str(tmp_path / "a.wav")]
+    cmd = [
+        sys.executable,
+        "-c",
+        GENERATE,
+        json.dumps(OPTIONAL),
+        "generate",
+        *map(str, args),
+        "--prompt",
+        "a ball",
+        "-o",
+        str(out),
+        "--steps",
+        "1",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "-q",
+        "--wav",
+        str(tmp_path / "a.wav"),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -132,8 +157,9 @@ def test_energy_plot_without_matplotlib_is_a_user_error_before_any_work(monkeypa
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, err = _cli(["energy", wav, "--out", tmp_path / "e.csv", "--plot", tmp_path / "e.png"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert err.strip() == ('rewas: error: rewas energy --plot needs the [plot] extra (matplotlib): '
-                           'pip install "rewas[plot]"')
+    assert err.strip() == (
+        'rewas: error: rewas energy --plot needs the [plot] extra (matplotlib): pip install "rewas[plot]"'
+    )
     assert not (tmp_path / "e.csv").exists()
     code, err = _cli(["energy", wav, "--out", tmp_path / "e.csv"], capsys)  # without --plot: the core suffices
     assert code == 0 and (tmp_path / "e.csv").is_file(), err
@@ -145,11 +171,13 @@ def test_evaluate_and_train_name_their_extras(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "cv2", None)
     code, err = _cli(["evaluate", manifest, "--out", tmp_path / "r.json"], capsys)
     assert code == 2 and err.strip().splitlines() == [
-        'rewas: error: rewas evaluate needs the [eval] extra (opencv-python-headless): pip install "rewas[eval]"']
+        'rewas: error: rewas evaluate needs the [eval] extra (opencv-python-headless): pip install "rewas[eval]"'
+    ]
     monkeypatch.setitem(sys.modules, "accelerate", None)
     code, err = _cli(["train", "phi", tmp_path, "--model", "debug", "-o", tmp_path / "run"], capsys)
     assert code == 2 and err.strip().splitlines() == [
-        'rewas: error: rewas train needs the [train] extra (accelerate): pip install "rewas[train]"']
+        'rewas: error: rewas train needs the [train] extra (accelerate): pip install "rewas[train]"'
+    ]
 
 
 def test_an_installed_but_broken_extra_fails_the_evaluation_not_each_clip(clip, wav, tmp_path):
@@ -161,13 +189,32 @@ def test_an_installed_but_broken_extra_fails_the_evaluation_not_each_clip(clip, 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"video": str(clip), "audio": str(wav)}) + "\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-m", "rewas", "evaluate", str(manifest), "--out", str(tmp_path / "r.json"),
-                          "--metrics", "av_align", "-q"], capture_output=True, text=True, env=env, timeout=300,
-                         check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rewas",
+            "evaluate",
+            str(manifest),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--metrics",
+            "av_align",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 2, run.stderr
-    assert run.stderr.strip().splitlines() == [(
-        'rewas: error: AV-Align needs the [eval] extra (opencv-python-headless): pip install "rewas[eval]" '
-        "(libGL.so.1: cannot open shared object file)")]
+    assert run.stderr.strip().splitlines() == [
+        (
+            'rewas: error: AV-Align needs the [eval] extra (opencv-python-headless): pip install "rewas[eval]" '
+            "(libGL.so.1: cannot open shared object file)"
+        )
+    ]
     assert not (tmp_path / "r.json").exists()
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import manifest_part, shapes
 
 from rewas.config import debug, paper
 from rewas.pipeline import count_parameters, empty_weights
@@ -12,8 +13,6 @@ from rewas.text_encoder import ByteTokenizer, Roberta, TextEncoder, load_tokeniz
 from rewas.unet import UNet
 from rewas.vae import VAE
 from rewas.vocoder import Vocoder
-
-from conftest import manifest_part, shapes
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +31,16 @@ def test_paper_parameter_counts():
     assert counts["unet"] == 415_954_568 and counts["adapter"] == 182_462_672 and counts["phi"] == 21_966_561
 
 
-@pytest.mark.parametrize("component,prefix,skip", [
-    ("unet", "model.diffusion_model.", ()),
-    ("adapter", "control_model.", ()),
-    ("vae", "first_stage_model.", (".loss.", ".vocoder.")),
-    ("vocoder", "first_stage_model.vocoder.", ()),
-    ("text_encoder", "cond_stage_models.0.model.", ("audio_", "text_transform", "logit_scale")),
-])
+@pytest.mark.parametrize(
+    "component,prefix,skip",
+    [
+        ("unet", "model.diffusion_model.", ()),
+        ("adapter", "control_model.", ()),
+        ("vae", "first_stage_model.", (".loss.", ".vocoder.")),
+        ("vocoder", "first_stage_model.vocoder.", ()),
+        ("text_encoder", "cond_stage_models.0.model.", ("audio_", "text_transform", "logit_scale")),
+    ],
+)
 def test_released_layout(paper_modules, manifests, component, prefix, skip):
     ours = shapes(paper_modules[component])
     ours.pop("scale_factor", None)  # a top-level buffer in the release (`scale_factor`), ours lives in the VAE
@@ -82,16 +84,28 @@ def test_text_encoder_matches_transformers_roberta():
     c = debug().text
     torch.manual_seed(0)
     ours = Roberta(c).eval()
-    ref = RobertaModel(RobertaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
-        intermediate_size=c.intermediate_size, max_position_embeddings=c.max_positions, type_vocab_size=1,
-        layer_norm_eps=c.layer_norm_eps, pad_token_id=1), add_pooling_layer=True).eval()
+    ref = RobertaModel(
+        RobertaConfig(
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_layers,
+            num_attention_heads=c.num_heads,
+            intermediate_size=c.intermediate_size,
+            max_position_embeddings=c.max_positions,
+            type_vocab_size=1,
+            layer_norm_eps=c.layer_norm_eps,
+            pad_token_id=1,
+        ),
+        add_pooling_layer=True,
+    ).eval()
     missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=False)
     assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
     enc = TextEncoder(c)
     ids, mask = enc.tokenize(["a dog growling while biting a toy", "rain", ""])
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids, mask), ref(input_ids=ids, attention_mask=mask).pooler_output, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            ours(ids, mask), ref(input_ids=ids, attention_mask=mask).pooler_output, atol=1e-5, rtol=0
+        )
 
 
 def test_text_embeddings_unit_norm_and_padding_invariant():
@@ -116,8 +130,11 @@ def test_roberta_bpe_tokenizer_from_local_files(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["dog barking loudly", "rain on a tin roof", "footsteps"] * 20, vocab_size=300,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        ["dog barking loudly", "rain on a tin roof", "footsteps"] * 20,
+        vocab_size=300,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.save_model(str(tmp_path))
     tok = load_tokenizer(paper().text, tmp_path)
     ids = tok.ids("dog barking")
@@ -134,8 +151,7 @@ def test_minilm_sentence_encoder_offline_and_outside_the_model_folder(tmp_path, 
     from rewas.config import MiniLMConfig
 
     c = debug()
-    c = dataclasses.replace(c, text=MiniLMConfig(),
-                            unet=dataclasses.replace(c.unet, film_dim=384))
+    c = dataclasses.replace(c, text=MiniLMConfig(), unet=dataclasses.replace(c.unet, film_dim=384))
     pipe = ReWaSPipeline.from_config(c)
     emb = pipe.text_encoder.encode(["a dog barking", "a puppy barking loudly", "rain falling on a roof"])
     assert emb.shape == (3, 384) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
@@ -170,14 +186,18 @@ def test_minilm_matches_transformers_bert():
     e = tok.encode_batch(["a dog barking", "rain"])
     ids, mask = torch.tensor([x.ids for x in e]), torch.tensor([x.attention_mask for x in e])
     with torch.no_grad():
-        torch.testing.assert_close(ours.hidden(ids, mask) * mask[..., None],
-                                   ref(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None], atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            ours.hidden(ids, mask) * mask[..., None],
+            ref(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None],
+            atol=1e-4,
+            rtol=0,
+        )
 
 
 def test_griffin_lim_vocoder_keeps_tones_and_timing():
     """The weight-free vocoder: a 1 kHz tone burst from 1.0 s to 2.0 s comes back at 1 kHz, in place."""
-    from rewas.config import AudioConfig, GriffinLimConfig
     from rewas.audio import log_mel
+    from rewas.config import AudioConfig, GriffinLimConfig
     from rewas.vocoder import build_vocoder
 
     audio = AudioConfig()

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from avcheck import durations, ffmpeg_audio, first_click, pyav_audio, streams, video_packets
 
 from rewas.frames import MediaError, probe
 from rewas.mux import mux
 from rewas.samples import click_track
-
-from avcheck import durations, ffmpeg_audio, first_click, pyav_audio, streams, video_packets
 
 CLICKS = [0.5, 1.5]  # the flash times of the test videos
 

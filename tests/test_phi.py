@@ -1,10 +1,9 @@
 import torch
 import torch.nn as nn
+from conftest import shapes
 
 from rewas.config import PhiConfig, paper
 from rewas.phi import Phi
-
-from conftest import shapes
 
 CFG = PhiConfig(in_dim=16, width=16, depth=2, num_heads=2, mlp_dim=32, head_dims=(8, 4, 2))
 

@@ -3,11 +3,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_conditioning import CHANGED, generate, rel
 
 from rewas import ReWaSPipeline
 from rewas.frames import iter_frames, probe
 from rewas.pipeline import COMPONENTS, crossfade_join
-from test_conditioning import CHANGED, generate, rel
 
 
 def test_generation_is_seeded_and_has_the_video_length(debug_pipe, media):
@@ -35,7 +35,9 @@ def test_save_and_load_round_trip_is_bit_identical(debug_pipe, media, tmp_path):
     assert {p.name for p in folder.iterdir()} == {"config.json", *(f"{n}.safetensors" for n in COMPONENTS)}
     loaded = ReWaSPipeline.from_pretrained(folder)
     for name in COMPONENTS:
-        for (k, v), (k2, v2) in zip(getattr(debug_pipe, name).state_dict().items(), getattr(loaded, name).state_dict().items()):
+        for (k, v), (k2, v2) in zip(
+            getattr(debug_pipe, name).state_dict().items(), getattr(loaded, name).state_dict().items()
+        ):
             assert k == k2 and torch.equal(v, v2)
     a = debug_pipe(media["v2997"], prompt="rain", steps=2, generator=torch.Generator().manual_seed(1))
     b = loaded(media["v2997"], prompt="rain", steps=2, generator=torch.Generator().manual_seed(1))
@@ -143,7 +145,11 @@ def test_fp16_storage_halves_the_files_and_loads_as_fp32(debug_pipe, tmp_path):
 
     debug_pipe.save_pretrained(tmp_path / "a")
     debug_pipe.save_pretrained(tmp_path / "b", dtype=torch.float16)
-    assert all(v.dtype == torch.float16 for v in load_file(tmp_path / "b" / "unet.safetensors").values() if v.is_floating_point())
+    assert all(
+        v.dtype == torch.float16
+        for v in load_file(tmp_path / "b" / "unet.safetensors").values()
+        if v.is_floating_point()
+    )
     size = lambda d: sum(p.stat().st_size for p in d.glob("*.safetensors"))  # noqa: E731
     assert size(tmp_path / "b") < 0.55 * size(tmp_path / "a")
     loaded = ReWaSPipeline.from_pretrained(tmp_path / "b")
@@ -189,6 +195,13 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
     upgraded = ModelConfig.from_dict(old["model"], version=1)
     assert upgraded == ModelConfig.from_dict(new["model"], version=2)
     assert new["model"]["text"] == {"kind": "minilm"}
-    assert set(new["model"]["vocoder"]) == {"kind", "n_mels", "griffin_lim_iters", "nnls_iters", "momentum",
-                                             "magnitude_channels", "magnitude_dilations"}
+    assert set(new["model"]["vocoder"]) == {
+        "kind",
+        "n_mels",
+        "griffin_lim_iters",
+        "nnls_iters",
+        "momentum",
+        "magnitude_channels",
+        "magnitude_dilations",
+    }
     assert set(new["model"]["video_encoder"]) == {"kind", "tubelet", "num_frames", "motion_grid"}

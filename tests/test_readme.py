@@ -39,8 +39,15 @@ CHECKED_DOCS = [README, ROOT / "docs" / "training.md", ROOT / "docs" / "default_
 MAX_LINES = 150
 RUN = ("info", "energy", "evaluate", "generate")
 PARSE_ONLY = ("convert", "download", "train", "corpus")
-REGISTRY_HOSTS = ("pypi.org", "pythonhosted.org", "download.pytorch.org", "huggingface.co", "anaconda.org",
-                  "npmjs.com", "crates.io")
+REGISTRY_HOSTS = (
+    "pypi.org",
+    "pythonhosted.org",
+    "download.pytorch.org",
+    "huggingface.co",
+    "anaconda.org",
+    "npmjs.com",
+    "crates.io",
+)
 
 
 # --------------------------------------------------------------------------------------------------- extraction
@@ -110,8 +117,11 @@ def test_readme_is_a_front_page():
 def test_readme_make_targets_exist():
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
     named = set(re.findall(r"`make (\w+)`", README.read_text(encoding="utf-8")))
-    named |= {tokens[1] for tokens in (shlex.split(line, comments=True) for line in shell_lines(README))
-              if tokens[:1] == ["make"]}
+    named |= {
+        tokens[1]
+        for tokens in (shlex.split(line, comments=True) for line in shell_lines(README))
+        if tokens[:1] == ["make"]
+    }
     assert named and named <= targets, f"README names make targets the Makefile lacks: {sorted(named - targets)}"
 
 
@@ -123,8 +133,11 @@ def test_scripts_named_in_docs_exist():
                 assert (ROOT / tokens[1]).is_file(), f"{path.name}: {tokens[1]} does not exist"
 
 
-@pytest.mark.parametrize("path", [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_relative_links_resolve(path):
     links = re.findall(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", without_code(path.read_text(encoding="utf-8")))
     for link in links:
@@ -140,7 +153,9 @@ def test_relative_links_resolve(path):
 def test_docs_have_rewas_commands():
     assert len(rewas_lines(README)) >= 8, "the README's command-line section lost its commands"
     covered = {rewas_argv(line)[0] for line in rewas_lines(README)}
-    assert covered >= set(RUN) | set(PARSE_ONLY), f"README shows no line for {sorted(set(RUN) | set(PARSE_ONLY) - covered)}"
+    assert covered >= set(RUN) | set(PARSE_ONLY), (
+        f"README shows no line for {sorted(set(RUN) | set(PARSE_ONLY) - covered)}"
+    )
 
 
 @pytest.mark.parametrize("path", CHECKED_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -197,8 +212,12 @@ def _make_inputs(args) -> None:
     elif args.command == "evaluate" and not Path(args.manifest).exists():
         _clip(Path("generated_clip.mp4"), with_sound=True)
         _clip(Path("reference_clip.mp4"), with_sound=True)
-        item = {"video": "generated_clip.mp4", "audio": "generated_clip.mp4", "reference": "reference_clip.mp4",
-                "prompt": "a rubber ball bouncing on a wooden floor"}
+        item = {
+            "video": "generated_clip.mp4",
+            "audio": "generated_clip.mp4",
+            "reference": "reference_clip.mp4",
+            "prompt": "a rubber ball bouncing on a wooden floor",
+        }
         Path(args.manifest).write_text(json.dumps(item) + "\n")
 
 
@@ -235,8 +254,9 @@ def _substitute(argv: list[str], first_default: bool) -> list[str]:
 
 
 README_RUNS = [line for line in rewas_lines(README) if rewas_argv(line)[0] in RUN]
-FIRST_DEFAULT = next((line for line in README_RUNS if rewas_argv(line)[0] == "generate" and _default_model(rewas_argv(line))),
-                     None)
+FIRST_DEFAULT = next(
+    (line for line in README_RUNS if rewas_argv(line)[0] == "generate" and _default_model(rewas_argv(line))), None
+)
 
 
 @pytest.mark.parametrize("line", README_RUNS, ids=[f"{i}-{rewas_argv(line)[0]}" for i, line in enumerate(README_RUNS)])

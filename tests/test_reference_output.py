@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference_generation.npz"
 PROMPT = "a ball bouncing on a wooden floor"

@@ -10,9 +10,17 @@ from rewas.diffusion import DDIM, DPMSolverPP, NoiseSchedule, classifier_free_gu
 def _ddim_reference(cfg: DiffusionConfig):
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                         beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction, clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+    return DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
 
 
 class _Diffusers:
@@ -89,10 +97,22 @@ def test_our_ddim_equals_diffusers_to_the_bit(prediction, eta):
         return torch.tanh(0.3 * x + 0.001 * float(t)) + 0.05 * torch.sin(x * float(t) / 500)
 
     for steps in (1, 3, 25, 200):
-        ours = sample(denoise, DDIM(NoiseSchedule(cfg)), (2, 8, 16, 16), steps=steps, eta=eta,
-                      generator=torch.Generator().manual_seed(0))
-        theirs = sample(denoise, _Diffusers(_ddim_reference(cfg), True), (2, 8, 16, 16), steps=steps, eta=eta,
-                        generator=torch.Generator().manual_seed(0))
+        ours = sample(
+            denoise,
+            DDIM(NoiseSchedule(cfg)),
+            (2, 8, 16, 16),
+            steps=steps,
+            eta=eta,
+            generator=torch.Generator().manual_seed(0),
+        )
+        theirs = sample(
+            denoise,
+            _Diffusers(_ddim_reference(cfg), True),
+            (2, 8, 16, 16),
+            steps=steps,
+            eta=eta,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert torch.equal(ours, theirs), f"{steps} steps: max |diff| {float((ours - theirs).abs().max())}"
 
 
@@ -104,8 +124,16 @@ def test_sampling_is_deterministic_and_has_no_weights():
         return 0.1 * x
 
     for name in ("ddim", "dpmsolver++"):
-        runs = [sample(denoise, make_sampler(NoiseSchedule(DiffusionConfig()), name), (1, 8, 16, 16), steps=5,
-                       generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+        runs = [
+            sample(
+                denoise,
+                make_sampler(NoiseSchedule(DiffusionConfig()), name),
+                (1, 8, 16, 16),
+                steps=5,
+                generator=torch.Generator().manual_seed(3),
+            )
+            for _ in range(2)
+        ]
         assert torch.equal(*runs) and torch.isfinite(runs[0]).all()
     assert len(calls) == 20
 
@@ -121,9 +149,15 @@ def test_our_dpm_solver_equals_diffusers_step_for_step(prediction):
     from diffusers import DPMSolverMultistepScheduler
 
     cfg = DiffusionConfig(prediction=prediction)
-    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                                      beta_schedule="scaled_linear", prediction_type=prediction,
-                                      algorithm_type="dpmsolver++", solver_order=2)
+    ref = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule="scaled_linear",
+        prediction_type=prediction,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+    )
     torch.testing.assert_close(NoiseSchedule(cfg).alphas_cumprod, ref.alphas_cumprod, rtol=0, atol=0)
 
     def denoise(x, t):  # an eps model that depends on x and t, so both orders of the solver matter
@@ -135,7 +169,9 @@ def test_our_dpm_solver_equals_diffusers_step_for_step(prediction):
         ref.set_timesteps(steps)
         assert ours.timesteps.tolist() == ref.timesteps.tolist()
         a = sample(denoise, ours, (2, 8, 16, 16), steps=steps, generator=torch.Generator().manual_seed(0))
-        b = sample(denoise, _Diffusers(ref, False), (2, 8, 16, 16), steps=steps, generator=torch.Generator().manual_seed(0))
+        b = sample(
+            denoise, _Diffusers(ref, False), (2, 8, 16, 16), steps=steps, generator=torch.Generator().manual_seed(0)
+        )
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"{steps} steps")
 
 
@@ -143,11 +179,14 @@ def test_generation_does_not_import_diffusers():
     import subprocess
     import sys
 
-    code = ("import sys, torch; from rewas.diffusion import NoiseSchedule, make_sampler, sample\n"
-            "from rewas.config import DiffusionConfig\n"
-            "for name in ('ddim', 'dpmsolver++'):\n"
-            "    sample(lambda x, t: 0.1 * x, make_sampler(NoiseSchedule(DiffusionConfig()), name), (1, 8, 4, 4), steps=3)\n"
-            "import rewas.pipeline, rewas.cli\n"
-            "assert 'diffusers' not in sys.modules, 'diffusers imported'")
+    code = (
+        "import sys, torch; from rewas.diffusion import NoiseSchedule, make_sampler, sample\n"
+        "from rewas.config import DiffusionConfig\n"
+        "for name in ('ddim', 'dpmsolver++'):\n"
+        "    sampler = make_sampler(NoiseSchedule(DiffusionConfig()), name)\n"
+        "    sample(lambda x, t: 0.1 * x, sampler, (1, 8, 4, 4), steps=3)\n"
+        "import rewas.pipeline, rewas.cli\n"
+        "assert 'diffusers' not in sys.modules, 'diffusers imported'"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

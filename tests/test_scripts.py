@@ -15,14 +15,37 @@ def json_lines(stdout: str) -> list[dict]:
 
 
 def test_bench_script_runs_at_debug_size():
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_generate.py"), "--preset", "debug", "--device", "cpu",
-                          "--dtype", "fp32", "--runs", "2", "--steps", "1", "--seconds", "2"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_generate.py"),
+            "--preset",
+            "debug",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+            "--runs",
+            "2",
+            "--steps",
+            "1",
+            "--seconds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     *runs, summary = json_lines(res.stdout)
     assert [r["run"] for r in runs] == [0, 1, 2]  # run 0 warms up
-    assert {k: summary[k] for k in ("model", "device", "dtype", "clip_s", "steps")} == \
-        {"model": "debug", "device": "cpu", "dtype": "fp32", "clip_s": 2.0, "steps": 1}
+    assert {k: summary[k] for k in ("model", "device", "dtype", "clip_s", "steps")} == {
+        "model": "debug",
+        "device": "cpu",
+        "dtype": "fp32",
+        "clip_s": 2.0,
+        "steps": 1,
+    }
     # the median is of the timed runs only, and each run's total holds its stages
     assert abs(summary["median_total_s"] - (runs[1]["total_s"] + runs[2]["total_s"]) / 2) <= 0.0015
     for r in runs:
@@ -38,8 +61,12 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     chosen = [c for c in CLASSES if c.name in ("drum_hit", "whistle")]
     build_corpus(work / "corpus", clips_per_class=10, duration=5.12, classes=chosen)
     env_steps = ["--scale", "0.001"]
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default.py"), str(work), *env_steps],
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_default.py"), str(work), *env_steps],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     ran = [line[1 : line.index("]")] for line in res.stdout.splitlines() if "] rewas " in line]
     assert ran == ["cache", "cache", "vae", "latents", "unet", "adapter", "vocoder", "vocoder", "phi", "classifier"]
@@ -48,15 +75,37 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     # assembled from the last run of each part: the adapter run's backbone, phi's run, the VAE-tuned vocoder
     from safetensors.torch import load_file
 
-    for name, run in [("unet", "adapter"), ("adapter", "adapter"), ("vae", "adapter"), ("phi", "phi"),
-                      ("vocoder", "vocoder-vae")]:
+    for name, run in [
+        ("unet", "adapter"),
+        ("adapter", "adapter"),
+        ("vae", "adapter"),
+        ("phi", "phi"),
+        ("vocoder", "vocoder-vae"),
+    ]:
         ours, theirs = load_file(model / f"{name}.safetensors"), load_file(work / run / "model" / f"{name}.safetensors")
         assert ours.keys() == theirs.keys(), name
         assert all(torch.equal(ours[k], theirs[k].to(ours[k].dtype)) for k in ours), (name, run)
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_default.py"), "--model", str(model),
-                          "--corpus", str(work / "corpus"), "--classifier", str(work / "classifier" / "model"),
-                          "--out", str(tmp_path / "eval"), "--per-class", "1", "--steps", "2"],
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate_default.py"),
+            "--model",
+            str(model),
+            "--corpus",
+            str(work / "corpus"),
+            "--classifier",
+            str(work / "classifier" / "model"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--per-class",
+            "1",
+            "--steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     data = json.loads((tmp_path / "eval" / "summary.json").read_text())
     summary, rows = data["summary"], data["rows"]
@@ -71,7 +120,9 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     classifier = ClassifierBundle.from_pretrained(work / "classifier" / "model")
     assert classifier.classes == ["drum_hit", "whistle"]
     real = {x["video"]: x["audio"] for x in read_manifest(work / "corpus" / "test.jsonl")}
-    assert [r["real_predicted"] for r in rows] == [classifier.predict(load_audio(real[r["video"]], 16000)) for r in rows]
+    assert [r["real_predicted"] for r in rows] == [
+        classifier.predict(load_audio(real[r["video"]], 16000)) for r in rows
+    ]
     acc = summary["class_acc"]["all"]
     assert acc["real"] == pytest.approx(np.mean([r["real_predicted"] == r["class"] for r in rows]))
     for cond in ("video_energy", "no_control"):
@@ -85,8 +136,12 @@ def test_cpu_bench_script_times_the_whole_command():
     import time
 
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_cpu.py"), "--runs", "2", "--steps", "1",
-                          "--seconds", "2"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_cpu.py"), "--runs", "2", "--steps", "1", "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     elapsed = time.perf_counter() - start
     assert res.returncode == 0, res.stderr
     *runs, summary = json_lines(res.stdout)
@@ -126,22 +181,39 @@ def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_p
         flags["steps"] = max(1, round(flags["steps"] * 0.01))
         return [item for k, v in flags.items() for item in (f"--{k}", str(v))]
 
-    w = {name: str(tmp_path / name) for name in ("corpus", "cache_train", "cache_test", "vae", "unet", "adapter", "phi",
-                                                  "vocoder", "vocoder-vae", "classifier")}
+    w = {
+        name: str(tmp_path / name)
+        for name in (
+            "corpus",
+            "cache_train",
+            "cache_test",
+            "vae",
+            "unet",
+            "adapter",
+            "phi",
+            "vocoder",
+            "vocoder-vae",
+            "classifier",
+        )
+    }
     model = {name: str(tmp_path / name / "model") for name in ("vae", "unet", "vocoder")}
     cache = w["cache_train"]
     assert calls[0][0] == "corpus.log" and calls[0][1][:2] == ["corpus", w["corpus"]]
     assert calls[1:] == [
         ("cache.log", ["train", "cache", str(tmp_path / "corpus" / "train.jsonl"), "--model", "small", "-o", cache]),
-        ("cache.log", ["train", "cache", str(tmp_path / "corpus" / "test.jsonl"), "--model", "small", "-o",
-                       w["cache_test"]]),
+        (
+            "cache.log",
+            ["train", "cache", str(tmp_path / "corpus" / "test.jsonl"), "--model", "small", "-o", w["cache_test"]],
+        ),
         ("vae.log", ["train", "vae", cache, "--model", "small", "-o", w["vae"], *recipe("vae")]),
         ("latents.log", ["train", "latents", cache, "--model", model["vae"]]),
         ("unet.log", ["train", "unet", cache, "--model", model["vae"], "-o", w["unet"], *recipe("unet")]),
         ("adapter.log", ["train", "adapter", cache, "--model", model["unet"], "-o", w["adapter"], *recipe("adapter")]),
         ("vocoder.log", ["train", "vocoder", cache, "--model", model["vae"], "-o", w["vocoder"], *recipe("vocoder")]),
-        ("vocoder.log", ["train", "vocoder", cache, "--model", model["vocoder"], "-o", w["vocoder-vae"],
-                         *recipe("vocoder-vae")]),
+        (
+            "vocoder.log",
+            ["train", "vocoder", cache, "--model", model["vocoder"], "-o", w["vocoder-vae"], *recipe("vocoder-vae")],
+        ),
         ("phi.log", ["train", "phi", cache, "--model", "small", "-o", w["phi"], *recipe("phi")]),
         ("classifier.log", ["train", "classifier", cache, "-o", w["classifier"], *recipe("classifier")]),
         ("assemble", [str(tmp_path)]),
@@ -156,11 +228,13 @@ def test_default_model_gpu_recipe_chains_the_unet_runs(tmp_path, monkeypatch):
     for stage in ("unet", "adapter", "vocoder"):
         script.run_stage(stage, tmp_path, 1.0, gpu=True)
     runs = [(args[1], args[args.index("-o") + 1], args[args.index("--model") + 1]) for args in calls]
-    assert runs == [("unet", str(tmp_path / "unet"), str(tmp_path / "vae" / "model")),
-                    ("unet", str(tmp_path / "unet-ft"), str(tmp_path / "unet" / "model")),
-                    ("adapter", str(tmp_path / "adapter"), str(tmp_path / "unet-ft" / "model")),
-                    ("vocoder", str(tmp_path / "vocoder"), str(tmp_path / "vae" / "model")),
-                    ("vocoder", str(tmp_path / "vocoder-vae"), str(tmp_path / "vocoder" / "model"))]
+    assert runs == [
+        ("unet", str(tmp_path / "unet"), str(tmp_path / "vae" / "model")),
+        ("unet", str(tmp_path / "unet-ft"), str(tmp_path / "unet" / "model")),
+        ("adapter", str(tmp_path / "adapter"), str(tmp_path / "unet-ft" / "model")),
+        ("vocoder", str(tmp_path / "vocoder"), str(tmp_path / "vae" / "model")),
+        ("vocoder", str(tmp_path / "vocoder-vae"), str(tmp_path / "vocoder" / "model")),
+    ]
     assert "--ema-decay" in calls[1] and "--ema-decay" not in calls[0]
     calls.clear()
     script.run_stage("adapter", tmp_path, 1.0, gpu=False)  # the CPU recipe has one UNet run

@@ -13,13 +13,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from avcheck import ffmpeg_event_times, pyav_event_times
 
 from rewas import samples
 from rewas.audio import load_audio
 from rewas.frames import iter_frames, probe
 from rewas.mux import ffmpeg_exe, mux
-
-from avcheck import ffmpeg_event_times, pyav_event_times
 
 FLASHES = [0.6, 1.6]  # on the 25 fps grid, so the flash has one frame to land on
 # name -> (ffmpeg arguments before the input, after it, where the first flash is from the first displayed frame)
@@ -29,8 +28,11 @@ TIMELINES = {
     "mp4_preroll_edit": (["-ss", "0.32"], ["-c:v", "copy"], 0.28),
     "mp4_empty_edit": (["-itsoffset", "0.5"], ["-c:v", "copy"], 0.6),
     "mkv_nonzero_start": ([], ["-c:v", "copy", "-output_ts_offset", "2"], 0.6),
-    "mp4_negative_pts": ([], ["-c:v", "libx264", "-bf", "2", "-output_ts_offset", "-0.32", "-avoid_negative_ts",
-                              "disabled"], 0.28),
+    "mp4_negative_pts": (
+        [],
+        ["-c:v", "libx264", "-bf", "2", "-output_ts_offset", "-0.32", "-avoid_negative_ts", "disabled"],
+        0.28,
+    ),
     "mp4_bframes_no_editlist": ([], ["-c:v", "libx264", "-bf", "2", "-use_editlist", "0"], 0.6),
     "vfr": (None, None, 0.6),
     # MP4 cannot hold raw video: muxing into .mp4 re-encodes the picture, and its 13 ms start is off the frame grid
@@ -53,11 +55,35 @@ def timelines(tmp_path_factory):
         out[name] = d / f"{name}{SUFFIX.get(name, '.mp4')}"
         if before is not None:
             _ffmpeg(*before, "-i", base, *after, out[name])
-    _ffmpeg("-f", "lavfi", "-i", "sine=f=440:d=4:sample_rate=48000", "-itsoffset", "0.3", "-i", base,
-            "-map", "1:v", "-map", "0:a", "-c:v", "libx264", "-bf", "2", "-c:a", "aac", "-f", "mpegts",
-            out["mpegts_audio_first"])
-    samples.write_video(out["vfr"], samples.flash_frames(FLASHES, size=(64, 80)), 3.0,
-                        times=[0, 0.03, 0.1, 0.2, 0.36, 0.6, 0.64, 0.9, 1.0, 1.04, 1.6, 1.7, 2.5, 2.9])
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:d=4:sample_rate=48000",
+        "-itsoffset",
+        "0.3",
+        "-i",
+        base,
+        "-map",
+        "1:v",
+        "-map",
+        "0:a",
+        "-c:v",
+        "libx264",
+        "-bf",
+        "2",
+        "-c:a",
+        "aac",
+        "-f",
+        "mpegts",
+        out["mpegts_audio_first"],
+    )
+    samples.write_video(
+        out["vfr"],
+        samples.flash_frames(FLASHES, size=(64, 80)),
+        3.0,
+        times=[0, 0.03, 0.1, 0.2, 0.36, 0.6, 0.64, 0.9, 1.0, 1.04, 1.6, 1.7, 2.5, 2.9],
+    )
     return out
 
 
@@ -108,8 +134,28 @@ def test_generate_on_mpegts_plays_the_audio_with_the_picture(timelines, debug_mo
     monkeypatch.setattr(pipeline.ReWaSPipeline, "__call__", clicks)
     src, out, wav = timelines["mpegts"], tmp_path / "out.mp4", tmp_path / "out.wav"
     assert probe(src).start_time > 1.4
-    assert main(["generate", str(src), "--prompt", "x", "--model", str(debug_model_dir), "--steps", "1", "--seed", "0",
-                 "-o", str(out), "--wav", str(wav), "-q"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(src),
+                "--prompt",
+                "x",
+                "--model",
+                str(debug_model_dir),
+                "--steps",
+                "1",
+                "--seed",
+                "0",
+                "-o",
+                str(out),
+                "--wav",
+                str(wav),
+                "-q",
+            ]
+        )
+        == 0
+    )
     for seen, heard in (pyav_event_times(out), ffmpeg_event_times(out)):
         assert abs(heard - seen) <= 0.005 and abs(seen - 0.6) <= 0.005
     assert abs(np.argmax(load_audio(wav) > 0.45) / 16000 - 0.6) <= 0.001
@@ -126,8 +172,9 @@ def test_audio_that_starts_late_is_read_on_the_video_timeline(tmp_path, rate):
     audio = np.zeros((2, 3 * rate), np.float32)
     audio[:, round(0.5 * rate) : round(0.5 * rate) + rate // 250] = 0.9
     path = tmp_path / "late.mp4"
-    samples.write_video(path, samples.flash_frames([0.8], size=(64, 80)), 3.0, 25, audio=audio, sample_rate=rate,
-                        audio_start=0.3)
+    samples.write_video(
+        path, samples.flash_frames([0.8], size=(64, 80)), 3.0, 25, audio=audio, sample_rate=rate, audio_start=0.3
+    )
     x = load_audio(path, 16000)
     assert abs(np.argmax(np.abs(x) > 0.45) / 16000 - 0.8) <= 0.005
     assert np.abs(x[: round(0.29 * 16000)]).max() == 0  # silence before the track starts

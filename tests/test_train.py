@@ -51,18 +51,38 @@ def fresh(what: str) -> ReWaSPipeline:
 @pytest.mark.parametrize("what", ["phi", "adapter", "unet", "vae", "vocoder"])
 def test_training_steps_and_exact_resume(cache, tmp_path, what):
     # the weight average is part of the state a resume must restore
-    cfg = TrainConfig(steps=4, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=2, log_every=1,
-                      ema_decay=0.9 if what in ("unet", "adapter") else 0.0)
+    cfg = TrainConfig(
+        steps=4,
+        batch_size=2,
+        lr=1e-3,
+        warmup=1,
+        checkpoint_every=2,
+        log_every=1,
+        ema_decay=0.9 if what in ("unet", "adapter") else 0.0,
+    )
     logs = []
     straight = fresh(what)
     train(straight, CachedClips(cache / "cache"), what, tmp_path / "a", cfg, log=logs.append)
-    assert [x["step"] for x in logs if "loss" in x] == [1, 2, 3, 4] and all(np.isfinite(x["loss"]) for x in logs if "loss" in x)
+    assert [x["step"] for x in logs if "loss" in x] == [1, 2, 3, 4] and all(
+        np.isfinite(x["loss"]) for x in logs if "loss" in x
+    )
     before = fresh(what)
-    changed = [k for k, v in getattr(before, what).state_dict().items() if not torch.equal(v, getattr(straight, what).state_dict()[k])]
+    changed = [
+        k
+        for k, v in getattr(before, what).state_dict().items()
+        if not torch.equal(v, getattr(straight, what).state_dict()[k])
+    ]
     assert changed, "training changed nothing"
     # stop after 2 steps, then resume to 4 in a new process-like run: the same weights as straight through
     half = fresh(what)
-    train(half, CachedClips(cache / "cache"), what, tmp_path / "b", TrainConfig(**{**cfg.__dict__, "steps": 2}), log=logs.append)
+    train(
+        half,
+        CachedClips(cache / "cache"),
+        what,
+        tmp_path / "b",
+        TrainConfig(**{**cfg.__dict__, "steps": 2}),
+        log=logs.append,
+    )
     resumed = fresh(what)
     train(resumed, CachedClips(cache / "cache"), what, tmp_path / "b", cfg, log=logs.append)
     assert any("resumed" in x for x in logs)
@@ -101,6 +121,7 @@ class _Killed(Exception):
 def _interrupted_run(what: str, data, cfg: TrainConfig, out, at: int) -> tuple[ReWaSPipeline, list]:
     """Train in `out` and die in step `at` (after its optimizer step, before its checkpoint), as a killed job
     would; then resume in a new run. The resumed run's pipeline and log."""
+
     def die(record):
         if record.get("step") == at and "loss" in record:
             raise _Killed
@@ -121,8 +142,18 @@ def test_mid_epoch_resume_with_gradient_accumulation(cache, tmp_path):
     from safetensors.torch import load_file
 
     data = _Clips(CachedClips(cache / "cache"), 4)
-    cfg = TrainConfig(steps=5, batch_size=1, grad_accum=2, lr=1e-3, warmup=1, lr_schedule="cosine", ema_decay=0.9,
-                      checkpoint_every=3, log_every=1, crop_frames=64)
+    cfg = TrainConfig(
+        steps=5,
+        batch_size=1,
+        grad_accum=2,
+        lr=1e-3,
+        warmup=1,
+        lr_schedule="cosine",
+        ema_decay=0.9,
+        checkpoint_every=3,
+        log_every=1,
+        crop_frames=64,
+    )
     straight = fresh("adapter")
     train(straight, data, "adapter", tmp_path / "a", cfg, log=lambda d: None)
     resumed, logs = _interrupted_run("adapter", data, cfg, tmp_path / "b", at=4)
@@ -155,8 +186,14 @@ def test_gradient_accumulation_equals_the_larger_batch(cache, tmp_path):
     weights = {}
     for batch, accum in ((2, 1), (1, 2), (1, 1)):
         pipe = fresh("phi")
-        train(pipe, data, "phi", tmp_path / f"{batch}x{accum}", TrainConfig(
-            steps=2, batch_size=batch, grad_accum=accum, lr=1e-3, warmup=1, log_every=1), log=lambda d: None)
+        train(
+            pipe,
+            data,
+            "phi",
+            tmp_path / f"{batch}x{accum}",
+            TrainConfig(steps=2, batch_size=batch, grad_accum=accum, lr=1e-3, warmup=1, log_every=1),
+            log=lambda d: None,
+        )
         weights[batch, accum] = torch.cat([p.flatten() for p in pipe.phi.parameters()])
     torch.testing.assert_close(weights[1, 2], weights[2, 1], atol=1e-6, rtol=0)
     assert (weights[1, 1] - weights[2, 1]).abs().max() > 1e-4  # two steps on single clips land elsewhere
@@ -193,8 +230,14 @@ def test_ema_run_saves_the_average_of_its_steps(cache, tmp_path):
     for steps, decay in ((0, 0.0), (1, 0.0), (2, 0.0), (2, 0.5)):
         pipe = fresh("phi")
         if steps:
-            train(pipe, CachedClips(cache / "cache"), "phi", tmp_path / f"{steps}_{decay}",
-                  TrainConfig(**{**cfg.__dict__, "steps": steps, "ema_decay": decay}), log=lambda d: None)
+            train(
+                pipe,
+                CachedClips(cache / "cache"),
+                "phi",
+                tmp_path / f"{steps}_{decay}",
+                TrainConfig(**{**cfg.__dict__, "steps": steps, "ema_decay": decay}),
+                log=lambda d: None,
+            )
         weights.append(next(pipe.phi.parameters()).detach().clone())
     w0, w1, w2, saved = weights
     assert not torch.allclose(w1, w2)
@@ -214,9 +257,23 @@ def test_learned_magnitude_vocoder_learns_the_stft_magnitude(cache, tmp_path, vo
     pipe.config = pipe.config.replace(vocoder=vocoder)
     pipe.vocoder = build_vocoder(vocoder, pipe.config.audio)
     logs = []
-    train(pipe, CachedClips(cache / "cache"), "vocoder", tmp_path / "v",
-          TrainConfig(steps=30, batch_size=3, lr=3e-3, warmup=1, checkpoint_every=100, log_every=10, crop_frames=64,
-                      vocoder_input=vocoder_input), log=logs.append)
+    train(
+        pipe,
+        CachedClips(cache / "cache"),
+        "vocoder",
+        tmp_path / "v",
+        TrainConfig(
+            steps=30,
+            batch_size=3,
+            lr=3e-3,
+            warmup=1,
+            checkpoint_every=100,
+            log_every=10,
+            crop_frames=64,
+            vocoder_input=vocoder_input,
+        ),
+        log=logs.append,
+    )
     losses = [x["loss"] for x in logs if "loss" in x]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     loaded = ReWaSPipeline.from_pretrained(tmp_path / "v" / "model")
@@ -228,8 +285,28 @@ def test_train_command(cache, tmp_path, capsys):
     from rewas.cli import main
 
     assert main(["train", "cache", str(cache / "m.jsonl"), "--model", "debug", "-o", str(tmp_path / "c")]) == 0
-    assert main(["train", "phi", str(tmp_path / "c"), "--model", "debug", "-o", str(tmp_path / "run"), "--steps", "2",
-                 "--batch-size", "3", "--lr", "1e-3", "--log-every", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "phi",
+                str(tmp_path / "c"),
+                "--model",
+                "debug",
+                "-o",
+                str(tmp_path / "run"),
+                "--steps",
+                "2",
+                "--batch-size",
+                "3",
+                "--lr",
+                "1e-3",
+                "--log-every",
+                "1",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert '"step": 2' in err and (tmp_path / "run" / "model" / "phi.safetensors").is_file()
     assert main(["train", "phi", str(tmp_path / "nothing"), "--model", "debug", "-o", str(tmp_path / "r2")]) == 2
@@ -248,11 +325,16 @@ def test_corpus_builder(tmp_path):
     assert len(lines) == 20 and {x["split"] for x in lines} == {"train", "val", "test"}
     for split in ("train", "val", "test"):  # splits by source: no source in two splits
         assert {x["source"] for x in lines if x["split"] == split}.isdisjoint(
-            {x["source"] for x in lines if x["split"] != split})
+            {x["source"] for x in lines if x["split"] != split}
+        )
     assert all(x["licence"].startswith("CC0") and x["caption"] for x in lines)
     for x in lines[:1] + lines[10:11]:  # one impact clip, one continuous clip: motion follows loudness
         assert abs(probe(out / x["video"]).duration - 2.0) < 0.05
-        frames = np.stack(list(iter_frames(out / x["video"], VideoConfig(resize_short=128, crop=128)))).astype(float).mean(-1)
+        frames = (
+            np.stack(list(iter_frames(out / x["video"], VideoConfig(resize_short=128, crop=128))))
+            .astype(float)
+            .mean(-1)
+        )
         motion = np.r_[0, np.abs(np.diff(frames, axis=0)).mean((1, 2))]
         env = frame_envelope(load_audio(out / x["audio"]))
         n = min(len(env), len(motion))
@@ -286,13 +368,47 @@ def test_classifier_training_and_class_accuracy(tmp_path, capsys):
     out = build_corpus(tmp_path / "corpus", clips_per_class=4, duration=2.0, classes=chosen)
     assert main(["train", "cache", str(out / "manifest.jsonl"), "--model", "debug", "-o", str(tmp_path / "cache")]) == 0
     assert CachedClips(tmp_path / "cache").classes == ["drum_hit", "whistle"]
-    assert main(["train", "classifier", str(tmp_path / "cache"), "-o", str(tmp_path / "clf"), "--steps", "20",
-                 "--batch-size", "8", "--lr", "1e-3", "--warmup", "1", "--log-every", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "classifier",
+                str(tmp_path / "cache"),
+                "-o",
+                str(tmp_path / "clf"),
+                "--steps",
+                "20",
+                "--batch-size",
+                "8",
+                "--lr",
+                "1e-3",
+                "--warmup",
+                "1",
+                "--log-every",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     manifest = tmp_path / "eval.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": str(out / x["audio"]), "class": x["class"]}) + "\n" for x in lines))
-    assert main(["evaluate", str(manifest), "--out", str(tmp_path / "r.json"), "--embedders",
-                 f"classifier={tmp_path / 'clf' / 'model'}", "-q"]) == 0
+    manifest.write_text(
+        "".join(json.dumps({"audio": str(out / x["audio"]), "class": x["class"]}) + "\n" for x in lines)
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                str(manifest),
+                "--out",
+                str(tmp_path / "r.json"),
+                "--embedders",
+                f"classifier={tmp_path / 'clf' / 'model'}",
+                "-q",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     predicted = [r["predicted_class"] for r in report["items"]]
     truth = [x["class"] for x in lines]
@@ -309,16 +425,26 @@ def test_random_crop_keeps_every_view_aligned():
 
     cfg = small()
     frames = torch.arange(512.0)
-    batch = {"energy": frames.expand(3, 512), "mel": frames[None, :, None].expand(3, 512, 64),
-             "latents": (torch.arange(128.0) * 4)[None, None, :, None].expand(3, 8, 128, 16),
-             "wave": (torch.arange(512 * 160) // 160).float().expand(3, -1), "text": torch.zeros(3, 384)}
+    batch = {
+        "energy": frames.expand(3, 512),
+        "mel": frames[None, :, None].expand(3, 512, 64),
+        "latents": (torch.arange(128.0) * 4)[None, None, :, None].expand(3, 8, 128, 16),
+        "wave": (torch.arange(512 * 160) // 160).float().expand(3, -1),
+        "text": torch.zeros(3, 384),
+    }
     out = random_crop(batch, 128, cfg, torch.Generator().manual_seed(0), align=cfg.latent_time_multiple)
-    assert out["energy"].shape == (3, 128) and out["latents"].shape == (3, 8, 32, 16) and out["wave"].shape == (3, 128 * 160)
+    assert (
+        out["energy"].shape == (3, 128)
+        and out["latents"].shape == (3, 8, 32, 16)
+        and out["wave"].shape == (3, 128 * 160)
+    )
     starts = out["energy"][:, 0]
     assert len(set(starts.tolist())) > 1 and all(s % cfg.latent_time_multiple == 0 for s in starts.tolist())
     for i in range(3):
         assert torch.equal(out["energy"][i], starts[i] + torch.arange(128.0))
-        assert torch.equal(out["mel"][i, :, 0], out["energy"][i]) and torch.equal(out["wave"][i, ::160], out["energy"][i])
+        assert torch.equal(out["mel"][i, :, 0], out["energy"][i]) and torch.equal(
+            out["wave"][i, ::160], out["energy"][i]
+        )
         assert torch.equal(out["latents"][i, 0, :, 0], out["energy"][i, ::4])
     assert out["text"] is batch["text"] and random_crop(batch, 0, cfg, None) is batch
     with pytest.raises(ValueError):
@@ -349,8 +475,14 @@ def test_vae_training_sets_the_scale_factor_and_latents_are_refreshed(cache, tmp
 
     shutil.copytree(cache / "cache", data)
     pipe = fresh("vae")
-    train(pipe, CachedClips(data), "vae", tmp_path / "run", TrainConfig(steps=1, batch_size=2, lr=1e-3, warmup=1,
-                                                                         crop_frames=64, log_every=1), log=lambda d: None)
+    train(
+        pipe,
+        CachedClips(data),
+        "vae",
+        tmp_path / "run",
+        TrainConfig(steps=1, batch_size=2, lr=1e-3, warmup=1, crop_frames=64, log_every=1),
+        log=lambda d: None,
+    )
     trained = ReWaSPipeline.from_pretrained(tmp_path / "run" / "model")
     scale = float(trained.vae.scale_factor)
     assert scale != 1.0 and scale == pytest.approx(latent_scale(trained.vae, CachedClips(data)), rel=1e-5)
@@ -379,10 +511,21 @@ def test_diffusion_target_follows_the_prediction_type(prediction):
         def unet(x, t, text, control=None):
             at = a[t].view(-1, 1, 1, 1)
             return (at.sqrt() if v else 1.0) * x / (1 - at).sqrt()
+
         return unet
 
-    batch = {"latents": torch.zeros(4, *cfg.latent_shape), "text": torch.zeros(4, cfg.text.proj_dim), "energy": torch.zeros(4, 512)}
-    losses = {v: float(unet_loss(SimpleNamespace(config=cfg, unet=model(v)), batch, torch.Generator().manual_seed(0), text_dropout=0.0))
-              for v in (False, True)}
+    batch = {
+        "latents": torch.zeros(4, *cfg.latent_shape),
+        "text": torch.zeros(4, cfg.text.proj_dim),
+        "energy": torch.zeros(4, 512),
+    }
+    losses = {
+        v: float(
+            unet_loss(
+                SimpleNamespace(config=cfg, unet=model(v)), batch, torch.Generator().manual_seed(0), text_dropout=0.0
+            )
+        )
+        for v in (False, True)
+    }
     right, wrong = (losses[True], losses[False]) if prediction == "v_prediction" else (losses[False], losses[True])
     assert right < 1e-8 < 1e-3 < wrong

@@ -1,9 +1,8 @@
 import torch
+from conftest import manifest_part, shapes
 
 from rewas.config import MotionFeaturesConfig, MotionformerConfig, paper
 from rewas.video_encoder import DividedAttention, VideoEncoder
-
-from conftest import manifest_part, shapes
 
 
 def naive_divided_attention(attn: DividedAttention, x: torch.Tensor, frames: int, over_time: bool) -> torch.Tensor:
@@ -20,7 +19,11 @@ def naive_divided_attention(attn: DividedAttention, x: torch.Tensor, frames: int
             keys = list(range(n))
         else:
             f, p = divmod(i - 1, per_frame)
-            group = [1 + ff * per_frame + p for ff in range(frames)] if over_time else [1 + f * per_frame + pp for pp in range(per_frame)]
+            group = (
+                [1 + ff * per_frame + p for ff in range(frames)]
+                if over_time
+                else [1 + f * per_frame + pp for pp in range(per_frame)]
+            )
             keys = [0] + group
         w = torch.softmax(q[:, :, i : i + 1] @ k[:, :, keys].transpose(-1, -2) / (c // h) ** 0.5, dim=-1)
         out[:, :, i] = (w @ v[:, :, keys])[:, :, 0]
@@ -33,13 +36,16 @@ def test_divided_attention_matches_naive_definition():
     frames, per_frame = 3, 4
     x = torch.randn(2, 1 + frames * per_frame, 8)
     for over_time in (True, False):
-        torch.testing.assert_close(attn(x, frames, over_time), naive_divided_attention(attn, x, frames, over_time),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            attn(x, frames, over_time), naive_divided_attention(attn, x, frames, over_time), atol=1e-5, rtol=0
+        )
 
 
 def test_output_shape_and_determinism():
     torch.manual_seed(0)
-    enc = VideoEncoder(MotionformerConfig(img_size=64, embed_dim=32, depth=2, num_heads=2, agg_heads=2, agg_ff=64)).eval()
+    enc = VideoEncoder(
+        MotionformerConfig(img_size=64, embed_dim=32, depth=2, num_heads=2, agg_heads=2, agg_ff=64)
+    ).eval()
     x = torch.randn(2, 3, 16, 3, 64, 64)
     with torch.no_grad():
         y = enc(x)

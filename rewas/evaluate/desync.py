@@ -174,8 +174,18 @@ class OffsetTransformer(nn.Module):
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         b = video.shape[0]
-        x = torch.cat([self.OFF_tok.expand(b, -1, -1), self.vis_in_lnorm(video), self.MOD_tok.expand(b, -1, -1),
-                       self.aud_in_lnorm(audio)], dim=1) + self.pos_emb_cfg.pos_emb
+        x = (
+            torch.cat(
+                [
+                    self.OFF_tok.expand(b, -1, -1),
+                    self.vis_in_lnorm(video),
+                    self.MOD_tok.expand(b, -1, -1),
+                    self.aud_in_lnorm(audio),
+                ],
+                dim=1,
+            )
+            + self.pos_emb_cfg.pos_emb
+        )
         return self.off_head(self.ln_f(self.blocks(x))[:, 0])
 
 
@@ -194,9 +204,13 @@ class Synchformer(nn.Module):
         return self.transformer(self.vproj(video).reshape(b, -1, d), self.aproj(audio).reshape(b, -1, d))
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, cfg: SynchformerConfig = SynchformerConfig()) -> "Synchformer":
-        state = read_state(path, "model", what="Synchformer", source="24-01-04T16-39-21.pt from the Synchformer "
-                           "release, or av-benchmark's synchformer_state_dict.pth")
+    def from_checkpoint(cls, path: str | os.PathLike, cfg: SynchformerConfig = SynchformerConfig()) -> Synchformer:
+        state = read_state(
+            path,
+            "model",
+            what="Synchformer",
+            source="24-01-04T16-39-21.pt from the Synchformer release, or av-benchmark's synchformer_state_dict.pth",
+        )
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
         model = cls(cfg)
         pos = "transformer.pos_emb_cfg.pos_emb"
@@ -212,8 +226,9 @@ class Synchformer(nn.Module):
 def _htk_mel(n_fft: int, n_mels: int, sr: int) -> torch.Tensor:
     librosa = require("librosa", extra="eval", for_="DeSync")
 
-    return torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2, htk=True,
-                                                norm=None)).float()
+    return torch.from_numpy(
+        librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2, htk=True, norm=None)
+    ).float()
 
 
 def audio_segments(wav: np.ndarray, cfg: SynchformerConfig = SynchformerConfig()) -> torch.Tensor:
@@ -224,8 +239,12 @@ def audio_segments(wav: np.ndarray, cfg: SynchformerConfig = SynchformerConfig()
     if count < 1:
         return torch.zeros(0, cfg.spec_frames, cfg.mel_bins)
     segs = torch.stack([x[i * step : i * step + size] for i in range(count)])
-    spec = torch.stft(segs, 1024, 160, 400, window=torch.hann_window(400), center=True, pad_mode="reflect",
-                      return_complex=True).abs() ** 2  # (S, 513, 65)
+    spec = (
+        torch.stft(
+            segs, 1024, 160, 400, window=torch.hann_window(400), center=True, pad_mode="reflect", return_complex=True
+        ).abs()
+        ** 2
+    )  # (S, 513, 65)
     mel = torch.log(_htk_mel(1024, cfg.mel_bins, 16000) @ spec + 1e-6)
     mel = F.pad(mel, (0, max(0, cfg.spec_frames - mel.shape[-1])))[..., : cfg.spec_frames]
     return ((mel + 4.2677393) / (2 * 4.5689974)).transpose(1, 2)

@@ -78,13 +78,22 @@ class CNN14(nn.Module):
         self.fc_audioset = nn.Linear(cfg.channels[-1], cfg.classes)
         librosa = require("librosa", extra="eval", for_="the CNN14 embedder (PANNs, MS-CLAP, the classifier)")
 
-        mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin, fmax=cfg.fmax)
+        mel = librosa.filters.mel(
+            sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin, fmax=cfg.fmax
+        )
         self.register_buffer("mel_basis", torch.from_numpy(mel.T.copy()).float(), persistent=False)
 
     def logmel(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, 1, T, mel) power log-mel in dB (ref 1, amin 1e-10), STFT centred with reflect padding."""
-        spec = torch.stft(wav, self.config.window_size, self.config.hop_size, window=torch.hann_window(
-            self.config.window_size, device=wav.device), center=True, pad_mode="reflect", return_complex=True)
+        spec = torch.stft(
+            wav,
+            self.config.window_size,
+            self.config.hop_size,
+            window=torch.hann_window(self.config.window_size, device=wav.device),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
         power = spec.abs() ** 2  # (B, F, T)
         mel = power.transpose(1, 2) @ self.mel_basis
         return (10.0 * torch.log10(mel.clamp(min=1e-10)))[:, None]
@@ -101,9 +110,10 @@ class CNN14(nn.Module):
         return embedding, self.fc_audioset(embedding)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, cfg: CNN14Config = CNN14Config()) -> "CNN14":
-        state = read_state(path, "model", what="PANNs CNN14",
-                           source="Cnn14_16k_mAP=0.438.pth, zenodo.org/record/3987831")
+    def from_checkpoint(cls, path: str | os.PathLike, cfg: CNN14Config = CNN14Config()) -> CNN14:
+        state = read_state(
+            path, "model", what="PANNs CNN14", source="Cnn14_16k_mAP=0.438.pth, zenodo.org/record/3987831"
+        )
         state = {k: v for k, v in state.items() if not k.startswith(("spectrogram_extractor.", "logmel_extractor."))}
         return load_checked(cls(cfg), state, path, "CNN14 16 kHz")
 
@@ -114,9 +124,9 @@ def panns_outputs(model: CNN14, paths: list[str]) -> tuple[np.ndarray, np.ndarra
     embeddings, logits = [], []
     for path in paths:
         wav = torch.from_numpy(M.load_audio(path, model.config.sample_rate))[None]
-        e, l = model(wav)
-        embeddings.append(e[0].numpy())
-        logits.append(l[0].numpy())
+        embedding, logit = model(wav)
+        embeddings.append(embedding[0].numpy())
+        logits.append(logit[0].numpy())
     return np.stack(embeddings), np.stack(logits)
 
 
@@ -158,14 +168,20 @@ class ClassifierBundle:
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.classifier.state_dict().items()},
-                  folder / "classifier.safetensors")
-        (folder / "config.json").write_text(json.dumps({"format": "rewas-classifier", "classes": self.classes,
-                                                        "cnn14": dataclasses.asdict(self.cnn_config)}, indent=2))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.classifier.state_dict().items()},
+            folder / "classifier.safetensors",
+        )
+        (folder / "config.json").write_text(
+            json.dumps(
+                {"format": "rewas-classifier", "classes": self.classes, "cnn14": dataclasses.asdict(self.cnn_config)},
+                indent=2,
+            )
+        )
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "ClassifierBundle":
+    def from_pretrained(cls, folder: str | os.PathLike) -> ClassifierBundle:
         folder = Path(folder)
         missing = [n for n in ("classifier.safetensors", "config.json") if not (folder / n).is_file()]
         if missing:
@@ -226,7 +242,9 @@ def vggish_mel_matrix(cfg: VGGishConfig) -> np.ndarray:
     weights = np.empty((bins, cfg.mel_bins))
     for i in range(cfg.mel_bins):
         lower, center, upper = edges[i : i + 3]
-        weights[:, i] = np.maximum(0.0, np.minimum((bins_mel - lower) / (center - lower), (upper - bins_mel) / (upper - center)))
+        weights[:, i] = np.maximum(
+            0.0, np.minimum((bins_mel - lower) / (center - lower), (upper - bins_mel) / (upper - center))
+        )
     weights[0, :] = 0.0
     return weights
 
@@ -261,8 +279,13 @@ class VGGish(nn.Module):
             c_in = c
         self.features = nn.Sequential(*layers)
         flat = cfg.channels[-1] * (cfg.example_frames // 16) * (cfg.mel_bins // 16)
-        self.embeddings = nn.Sequential(nn.Linear(flat, cfg.hidden), nn.ReLU(True), nn.Linear(cfg.hidden, cfg.hidden),
-                                        nn.ReLU(True), nn.Linear(cfg.hidden, cfg.embedding))
+        self.embeddings = nn.Sequential(
+            nn.Linear(flat, cfg.hidden),
+            nn.ReLU(True),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.ReLU(True),
+            nn.Linear(cfg.hidden, cfg.embedding),
+        )
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
         """(E, 96, 64) log-mel examples -> (E, 128) embeddings."""
@@ -271,7 +294,7 @@ class VGGish(nn.Module):
         return self.embeddings(x)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, cfg: VGGishConfig = VGGishConfig()) -> "VGGish":
+    def from_checkpoint(cls, path: str | os.PathLike, cfg: VGGishConfig = VGGishConfig()) -> VGGish:
         state = read_state(path, "model", what="VGGish", source="torchvggish's vggish-10086976.pth")
         state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
         return load_checked(cls(cfg), state, path, "VGGish")
@@ -280,8 +303,10 @@ class VGGish(nn.Module):
 @torch.no_grad()
 def vggish_embeddings(model: VGGish, paths: list[str]) -> np.ndarray:
     """All 0.96 s example embeddings of all clips, stacked (FAD pools examples, not clips)."""
-    out = [model(torch.from_numpy(vggish_examples(M.load_audio(p, model.config.sample_rate), model.config))).numpy()
-           for p in paths]
+    out = [
+        model(torch.from_numpy(vggish_examples(M.load_audio(p, model.config.sample_rate), model.config))).numpy()
+        for p in paths
+    ]
     out = [o for o in out if len(o)]
     return np.concatenate(out) if out else np.zeros((0, model.config.embedding))
 
@@ -355,11 +380,22 @@ class PaSST(nn.Module):
         self.register_buffer("mel_banks", kaldi_mel_banks(cfg), persistent=False)
 
     def mel(self, wav: torch.Tensor) -> torch.Tensor:
-        """AugmentMelSTFT in eval mode: pre-emphasis 0.97, |STFT|^2 (symmetric Hann 800), kaldi mel, log, (x + 4.5) / 5."""
+        """AugmentMelSTFT in eval mode: pre-emphasis 0.97, |STFT|^2 (symmetric Hann 800), kaldi mel, log,
+        (x + 4.5) / 5."""
         cfg = self.config
         x = wav[:, 1:] - 0.97 * wav[:, :-1]
-        spec = torch.stft(x, cfg.n_fft, cfg.hop, cfg.win_length, window=torch.hann_window(cfg.win_length, periodic=False),
-                          center=True, return_complex=True).abs() ** 2
+        spec = (
+            torch.stft(
+                x,
+                cfg.n_fft,
+                cfg.hop,
+                cfg.win_length,
+                window=torch.hann_window(cfg.win_length, periodic=False),
+                center=True,
+                return_complex=True,
+            ).abs()
+            ** 2
+        )
         return (torch.log(self.mel_banks @ spec + 1e-5) + 4.5) / 5.0  # (B, mel, T)
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,11 +409,15 @@ class PaSST(nn.Module):
         return self.head(features), features
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, cfg: PaSSTConfig = PaSSTConfig()) -> "PaSST":
-        state = read_state(path, "model", what="PaSST",
-                           source="passt-s-f128-p16-s10-ap.476-swa.pt, github.com/kkoutini/PaSST releases")
-        state = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()
-                 if not k.startswith(("mel.", "device_proxy"))}
+    def from_checkpoint(cls, path: str | os.PathLike, cfg: PaSSTConfig = PaSSTConfig()) -> PaSST:
+        state = read_state(
+            path, "model", what="PaSST", source="passt-s-f128-p16-s10-ap.476-swa.pt, github.com/kkoutini/PaSST releases"
+        )
+        state = {
+            k[4:] if k.startswith("net.") else k: v
+            for k, v in state.items()
+            if not k.startswith(("mel.", "device_proxy"))
+        }
         return load_checked(cls(cfg), state, path, "PaSST-S")
 
 
@@ -425,7 +465,8 @@ class Projection(nn.Module):
 
 
 class MSCLAP(nn.Module):
-    """Parameter names of `CLAP_weights_2022.pth`: audio_encoder.{base,projection}, caption_encoder.{base,projection}."""
+    """Parameter names of `CLAP_weights_2022.pth`: audio_encoder.{base,projection},
+    caption_encoder.{base,projection}."""
 
     def __init__(self, cfg: MSCLAPConfig = MSCLAPConfig(), vocab: str | os.PathLike | None = None):
         super().__init__()
@@ -437,9 +478,15 @@ class MSCLAP(nn.Module):
         self.audio_encoder.base = CNN14(cfg.audio)
         self.audio_encoder.projection = Projection(cfg.audio.channels[-1], cfg.d_proj)
         self.caption_encoder = nn.Module()
-        self.caption_encoder.base = BertModel(BertConfig(
-            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate))
+        self.caption_encoder.base = BertModel(
+            BertConfig(
+                vocab_size=cfg.vocab_size,
+                hidden_size=cfg.hidden,
+                num_hidden_layers=cfg.layers,
+                num_attention_heads=cfg.heads,
+                intermediate_size=cfg.intermediate,
+            )
+        )
         self.caption_encoder.projection = Projection(cfg.hidden, cfg.d_proj)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
         self.vocab = vocab
@@ -469,17 +516,24 @@ class MSCLAP(nn.Module):
         return F.normalize(self.caption_encoder.projection(hidden[:, 0]), dim=-1)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, cfg: MSCLAPConfig = MSCLAPConfig()) -> "MSCLAP":
+    def from_folder(cls, folder: str | os.PathLike, cfg: MSCLAPConfig = MSCLAPConfig()) -> MSCLAP:
         """A folder with the MS-CLAP 2022 weights (CLAP_weights_2022.pth) and bert-base-uncased's vocab.txt."""
         folder = Path(folder)
         weights = sorted(folder.glob("*.pth")) if folder.is_dir() else []
-        missing = ([] if weights else ["CLAP_weights_2022.pth"]) + ([] if (folder / "vocab.txt").is_file() else ["vocab.txt"])
+        missing = ([] if weights else ["CLAP_weights_2022.pth"]) + (
+            [] if (folder / "vocab.txt").is_file() else ["vocab.txt"]
+        )
         if missing:
-            raise MissingFileError(f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
-                                    "release on Zenodo / Hugging Face microsoft/msclap; vocab.txt: bert-base-uncased)")
+            raise MissingFileError(
+                f"{folder}: MS-CLAP folder lacks {', '.join(missing)} (weights: the MS-CLAP 2022 "
+                "release on Zenodo / Hugging Face microsoft/msclap; vocab.txt: bert-base-uncased)"
+            )
         state = read_state(weights[0], "model", what="MS-CLAP", source="CLAP_weights_2022.pth")
-        state = {k: v for k, v in state.items()
-                 if "spectrogram_extractor." not in k and "logmel_extractor." not in k and not k.endswith("position_ids")}
+        state = {
+            k: v
+            for k, v in state.items()
+            if "spectrogram_extractor." not in k and "logmel_extractor." not in k and not k.endswith("position_ids")
+        }
         return load_checked(cls(cfg, folder / "vocab.txt"), state, weights[0], "MS-CLAP")
 
 
@@ -499,9 +553,15 @@ def msclap_metrics(model: MSCLAP, rows: list[dict]) -> dict:
 
 EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
     "classifier": (ClassifierBundle.from_pretrained, class_accuracy),
-    "panns": (CNN14.from_checkpoint, lambda m, rows: classifier_metrics(partial(panns_outputs, m), *_sets(rows), "panns")),
+    "panns": (
+        CNN14.from_checkpoint,
+        lambda m, rows: classifier_metrics(partial(panns_outputs, m), *_sets(rows), "panns"),
+    ),
     "vggish": (VGGish.from_checkpoint, lambda m, rows: vggish_metrics(m, *_sets(rows))),
-    "passt": (PaSST.from_checkpoint, lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt")),
+    "passt": (
+        PaSST.from_checkpoint,
+        lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt"),
+    ),
     "msclap": (MSCLAP.from_folder, msclap_metrics),
     "synchformer": (Synchformer.from_checkpoint, desync_metrics),
 }

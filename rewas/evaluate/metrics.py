@@ -25,7 +25,9 @@ from ..frames import open_container, video_streams
 
 
 def energy_mae(generated: str | os.PathLike, reference: str | os.PathLike, cfg: AudioConfig = AudioConfig()) -> float:
-    """Mean |E_gen - E_ref| over the first 512 mel frames (5.12 s; shorter clips are zero-padded, as the loader does)."""
+    """Mean |E_gen - E_ref| over the first 512 mel frames (5.12 s; shorter clips are zero-padded, as the loader
+    does)."""
+
     def energy(path):
         wav = load_audio(path, cfg.sample_rate)[: cfg.window_samples]
         wav = np.pad(wav, (0, cfg.window_samples - len(wav)))
@@ -159,7 +161,9 @@ def onset_metrics(target_wav: np.ndarray, generated_wav: np.ndarray, *, delta: f
     env = np.abs(np.asarray(generated_wav, dtype=np.float64))
     env = (env - env.min()) / (env.max() - env.min() + 1e-12)
     half = int(0.05 * sr)
-    onset2 = onset_nms(onset2_raw, [_confidence(env, o, half) for o in onset2_raw], sr=sr) if len(onset2_raw) else onset2_raw
+    onset2 = (
+        onset_nms(onset2_raw, [_confidence(env, o, half) for o in onset2_raw], sr=sr) if len(onset2_raw) else onset2_raw
+    )
     unused = copy.deepcopy(onset2.tolist())
     hits, y_true, y_score = 0, [], []
     for o in onset1:
@@ -222,14 +226,18 @@ def kl_from_logits(reference_logits: np.ndarray, generated_logits: np.ndarray) -
     ref = torch.as_tensor(np.asarray(reference_logits), dtype=torch.float64)
     gen = torch.as_tensor(np.asarray(generated_logits), dtype=torch.float64)
     out = {}
-    for name, fn in (("kl_softmax", lambda x: torch.log_softmax(x, dim=1)), ("kl_sigmoid", torch.nn.functional.logsigmoid)):
+    for name, fn in (
+        ("kl_softmax", lambda x: torch.log_softmax(x, dim=1)),
+        ("kl_sigmoid", torch.nn.functional.logsigmoid),
+    ):
         log_ref, log_gen = fn(ref), fn(gen)
         out[name] = float((log_ref.exp() * (log_ref - log_gen)).sum() / len(gen))
     return out
 
 
 def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
-    """audioldm_eval's IS from classifier logits: shuffled (seed 2020), 10 splits -> (mean, std) of exp(E KL(p || p_split))."""
+    """audioldm_eval's IS from classifier logits: shuffled (seed 2020), 10 splits -> (mean, std) of
+    exp(E KL(p || p_split))."""
     x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     n = len(x)
     x = x[np.random.RandomState(seed).permutation(n)]

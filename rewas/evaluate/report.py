@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,8 +49,14 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def evaluate(manifest: str | os.PathLike, *, which: tuple[str, ...] = ITEM_METRICS, onset_seconds: float | None = None,
-             embedders: dict | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate(
+    manifest: str | os.PathLike,
+    *,
+    which: tuple[str, ...] = ITEM_METRICS,
+    onset_seconds: float | None = None,
+    embedders: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     items = read_manifest(manifest)
     rows, notes = [], []
     for i, item in enumerate(items):
@@ -90,12 +96,21 @@ def _is_nan(v) -> bool:
 
 def to_markdown(report: dict) -> str:
     values = {**report["mean"], **report.get("set", {})}
-    names = {"energy_mae": "Energy MAE ↓", "av_align": "AV-Align ↑", "onset_acc": "Onset Acc ↑",
-             "onset_detection_acc": "Onset det. Acc ↑", "onset_ap": "Onset AP ↑"}
+    names = {
+        "energy_mae": "Energy MAE ↓",
+        "av_align": "AV-Align ↑",
+        "onset_acc": "Onset Acc ↑",
+        "onset_detection_acc": "Onset det. Acc ↑",
+        "onset_ap": "Onset AP ↑",
+    }
     header = [names.get(k, k) for k in values]
     cells = ["n/a" if v is None else f"{v:.4f}" for v in values.values()]
     n = len(report["items"]) - sum(1 for r in report["items"] if "error" in r)
-    lines = ["| clips | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|", f"| {n} | " + " | ".join(cells) + " |"]
+    lines = [
+        "| clips | " + " | ".join(header) + " |",
+        "|---" * (len(header) + 1) + "|",
+        f"| {n} | " + " | ".join(cells) + " |",
+    ]
     if report["notes"]:
         lines += [""] + [f"* {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import files
 from ..audio import load_audio, log_mel
 from ..energy import normalize_waveform, waveform_energy
-from .. import files
 from ..errors import MissingFileError
 from ..frames import iter_frames, iter_windows, normalize, probe, segments
 
@@ -41,7 +41,9 @@ def encode_clip(pipe, item: dict) -> dict[str, np.ndarray]:
     """One clip -> its cached arrays (first window of the clip, padded if shorter)."""
     cfg = pipe.config
     info = probe(item["video"])
-    frames = next(iter_windows(iter_frames(item["video"], cfg.video, info), [0], round(cfg.audio.window_seconds * cfg.video.fps)))
+    frames = next(
+        iter_windows(iter_frames(item["video"], cfg.video, info), [0], round(cfg.audio.window_seconds * cfg.video.fps))
+    )
     feats = pipe.video_encoder(segments(normalize(frames, cfg.video), cfg.video)[None].to(pipe.device))[0]
     wav = load_audio(item.get("audio") or item["video"], cfg.audio.sample_rate)[: cfg.audio.window_samples]
     wav = torch.from_numpy(np.pad(wav, (0, cfg.audio.window_samples - len(wav))))
@@ -50,12 +52,19 @@ def encode_clip(pipe, item: dict) -> dict[str, np.ndarray]:
     mel = log_mel(wav, cfg.audio)  # (n_mels, F), as the energy sees it
     latent = pipe.vae.encode(mel.T[None, None].to(pipe.device), sample=False)[0]
     text = pipe.text_encoder.encode([item["caption"]])[0]
-    return {"features": feats.half().cpu().numpy(), "energy": energy.numpy(), "latents": latent.float().cpu().numpy(),
-            "text": text.float().cpu().numpy(), "mel": mel.T.half().numpy(), "wave": wav.half().numpy()}
+    return {
+        "features": feats.half().cpu().numpy(),
+        "energy": energy.numpy(),
+        "latents": latent.float().cpu().numpy(),
+        "text": text.float().cpu().numpy(),
+        "mel": mel.T.half().numpy(),
+        "wave": wav.half().numpy(),
+    }
 
 
-def build_cache(pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard_size: int = 1024,
-                progress=None) -> Path:
+def build_cache(
+    pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard_size: int = 1024, progress=None
+) -> Path:
     """Encode every manifest clip with `pipe`'s frozen encoders into sharded arrays under `out`."""
     items = read_manifest(manifest)
     out = Path(out)
@@ -69,17 +78,28 @@ def build_cache(pipe, manifest: str | os.PathLike, out: str | os.PathLike, shard
         for i, item in enumerate(chunk):
             encoded = encode_clip(pipe, item)
             if arrays is None:  # written once, straight to disk
-                arrays = {k: np.lib.format.open_memmap(shard / f"{k}.npy", mode="w+", dtype=v.dtype,
-                                                       shape=(len(chunk), *v.shape)) for k, v in encoded.items()}
+                arrays = {
+                    k: np.lib.format.open_memmap(
+                        shard / f"{k}.npy", mode="w+", dtype=v.dtype, shape=(len(chunk), *v.shape)
+                    )
+                    for k, v in encoded.items()
+                }
             for k, v in encoded.items():
                 arrays[k][i] = v
             if progress:
                 progress(start + i + 1, len(items))
         for a in arrays.values():
             a.flush()
-        (shard / "meta.json").write_text(json.dumps({"count": len(chunk), "captions": [x["caption"] for x in chunk],
-                                                    "sources": [x["video"] for x in chunk],
-                                                    "classes": [x.get("class") for x in chunk]}))
+        (shard / "meta.json").write_text(
+            json.dumps(
+                {
+                    "count": len(chunk),
+                    "captions": [x["caption"] for x in chunk],
+                    "sources": [x["video"] for x in chunk],
+                    "classes": [x.get("class") for x in chunk],
+                }
+            )
+        )
     (out / "cache.json").write_text(json.dumps({"model": pipe.config.to_dict(), "items": len(items)}))
     return out
 
@@ -100,8 +120,9 @@ def refresh_latents(pipe, folder: str | os.PathLike, batch_size: int = 16, progr
             x = torch.from_numpy(np.asarray(mel[start : start + batch_size], dtype=np.float32))[:, None].to(pipe.device)
             z = pipe.vae.encode(x, sample=False).float().cpu().numpy()
             if latents is None:
-                latents = np.lib.format.open_memmap(shard / "latents.npy.tmp", mode="w+", dtype=np.float32,
-                                                    shape=(len(mel), *z.shape[1:]))
+                latents = np.lib.format.open_memmap(
+                    shard / "latents.npy.tmp", mode="w+", dtype=np.float32, shape=(len(mel), *z.shape[1:])
+                )
             latents[start : start + len(z)] = z
             done += len(z)
             if progress:
@@ -120,8 +141,9 @@ class CachedClips(torch.utils.data.Dataset):
         shards = sorted(p for p in folder.glob("shard_*") if (p / "meta.json").is_file())
         if not shards:
             raise MissingFileError(f"{folder}: no cache shards (build one with `rewas train cache`)")
-        self.shards = [{k: np.load(s / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (s / f"{k}.npy").is_file()}
-                       for s in shards]
+        self.shards = [
+            {k: np.load(s / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (s / f"{k}.npy").is_file()} for s in shards
+        ]
         self.index = [(si, j) for si, s in enumerate(self.shards) for j in range(len(s["energy"]))]
         self.empty_text = torch.from_numpy(np.load(folder / "empty_text.npy"))
         labels = [c for s in shards for c in json.loads((s / "meta.json").read_text()).get("classes", [])]

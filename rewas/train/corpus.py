@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -96,7 +96,9 @@ def _impact(kind):
             m = int(0.6 * SR)
             g = rng.uniform(0.6, 1.0)
             if kind == "wood":
-                return g * _partials(m, [p["f"], p["f"] * 2.3, p["f"] * 3.9], [1, 0.5, 0.2], 0.05) + 0.3 * g * _noise(rng, m) * _decay(m, 0.005)
+                return g * _partials(m, [p["f"], p["f"] * 2.3, p["f"] * 3.9], [1, 0.5, 0.2], 0.05) + 0.3 * g * _noise(
+                    rng, m
+                ) * _decay(m, 0.005)
             if kind == "metal":
                 return g * _partials(m, p["f"] * np.array([1, 2.76, 5.4, 8.9]), [1, 0.6, 0.4, 0.2], 0.35)
             if kind == "glass":
@@ -112,7 +114,9 @@ def _impact(kind):
                 t = np.arange(m) / SR
                 return g * np.sin(2 * np.pi * (p["f"] * t + 900 * t**2)) * _decay(m, 0.03)
             if kind == "ball":
-                return g * _partials(m, [p["f"], p["f"] * 1.5], [1, 0.3], 0.04) + 0.2 * g * _noise(rng, m) * _decay(m, 0.004)
+                return g * _partials(m, [p["f"], p["f"] * 1.5], [1, 0.3], 0.04) + 0.2 * g * _noise(rng, m) * _decay(
+                    m, 0.004
+                )
             raise ValueError(kind)
 
         return _place(n, events, hit), events
@@ -131,13 +135,17 @@ def _continuous(kind):
         elif kind == "wind":
             x = _lowpass(_noise(rng, n), p["f"] / 8000) * 4
         elif kind == "rain":
-            x = _lowpass(_noise(rng, n), 0.6) * 0.5 + _place(n, list(rng.uniform(0, duration, int(40 * duration))),
-                                                             lambda i: _noise(rng, 200) * _decay(200, 0.002))
+            x = _lowpass(_noise(rng, n), 0.6) * 0.5 + _place(
+                n, list(rng.uniform(0, duration, int(40 * duration))), lambda i: _noise(rng, 200) * _decay(200, 0.002)
+            )
         elif kind == "buzz":
             x = (2 * ((p["f"] * t + 0.3 * np.sin(2 * np.pi * 7 * t)) % 1) - 1) * 0.5
         elif kind == "fire":
-            x = _lowpass(_noise(rng, n), 0.05) * 3 + _place(n, list(rng.uniform(0, duration, int(12 * duration))),
-                                                             lambda i: _noise(rng, 300) * _decay(300, 0.003) * 2)
+            x = _lowpass(_noise(rng, n), 0.05) * 3 + _place(
+                n,
+                list(rng.uniform(0, duration, int(12 * duration))),
+                lambda i: _noise(rng, 300) * _decay(300, 0.003) * 2,
+            )
         elif kind == "scrape":
             x = _noise(rng, n) * (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * p["f"] / 200 * t)))
         else:
@@ -162,8 +170,13 @@ def _tonal(kind):
         elif kind == "siren":
             x = np.sin(2 * np.pi * np.cumsum(p["f"] * (1 + 0.3 * np.sin(2 * np.pi * 0.8 * t))) / SR)
         elif kind == "bell":
-            x = _place(n, events, lambda i: _partials(int(1.5 * SR), p["f"] * np.array([1, 2, 2.4, 3, 4.2]),
-                                                      [1, 0.6, 0.5, 0.3, 0.2], 0.6))
+            x = _place(
+                n,
+                events,
+                lambda i: _partials(
+                    int(1.5 * SR), p["f"] * np.array([1, 2, 2.4, 3, 4.2]), [1, 0.6, 0.5, 0.3, 0.2], 0.6
+                ),
+            )
             return x, events
         elif kind == "chirp":
             x = np.sin(2 * np.pi * np.cumsum(p["f"] * (1 + 0.5 * ((t * 8) % 1))) / SR)
@@ -181,26 +194,118 @@ def _p(**ranges):
 
 
 CLASSES = [
-    SoundClass("wood_knock", ("knocking on a wooden door", "wood knocks"), "impact", _impact("wood"), _p(f=(150, 400), rate=(1.5, 4))),
-    SoundClass("metal_clang", ("a metal pipe being struck", "metallic clangs"), "impact", _impact("metal"), _p(f=(300, 900), rate=(0.8, 2))),
-    SoundClass("glass_clink", ("glasses clinking", "glass clinks"), "impact", _impact("glass"), _p(f=(1500, 3500), rate=(1, 3))),
-    SoundClass("drum_hit", ("a drum being hit", "drum beats"), "impact", _impact("drum"), _p(f=(60, 140), rate=(1.5, 4))),
-    SoundClass("footsteps", ("footsteps on gravel", "someone walking"), "impact", _impact("step"), _p(f=(800, 3000), rate=(1.5, 2.5))),
+    SoundClass(
+        "wood_knock",
+        ("knocking on a wooden door", "wood knocks"),
+        "impact",
+        _impact("wood"),
+        _p(f=(150, 400), rate=(1.5, 4)),
+    ),
+    SoundClass(
+        "metal_clang",
+        ("a metal pipe being struck", "metallic clangs"),
+        "impact",
+        _impact("metal"),
+        _p(f=(300, 900), rate=(0.8, 2)),
+    ),
+    SoundClass(
+        "glass_clink", ("glasses clinking", "glass clinks"), "impact", _impact("glass"), _p(f=(1500, 3500), rate=(1, 3))
+    ),
+    SoundClass(
+        "drum_hit", ("a drum being hit", "drum beats"), "impact", _impact("drum"), _p(f=(60, 140), rate=(1.5, 4))
+    ),
+    SoundClass(
+        "footsteps",
+        ("footsteps on gravel", "someone walking"),
+        "impact",
+        _impact("step"),
+        _p(f=(800, 3000), rate=(1.5, 2.5)),
+    ),
     SoundClass("hand_clap", ("hands clapping", "a person clapping"), "impact", _impact("clap"), _p(rate=(2, 5))),
-    SoundClass("water_drip", ("water dripping", "drops falling into water"), "impact", _impact("drip"), _p(f=(500, 1200), rate=(1, 3))),
-    SoundClass("ball_bounce", ("a ball bouncing", "a rubber ball bouncing on the floor"), "impact", _impact("ball"), _p(f=(150, 300), rate=(1.5, 3), jitter=(0, 0.1))),
-    SoundClass("engine", ("an engine idling", "a motor running"), "continuous", _continuous("engine"), _p(f=(25, 60), mod=(0.2, 0.8))),
-    SoundClass("wind", ("wind blowing", "a gusty wind"), "continuous", _continuous("wind"), _p(f=(200, 900), mod=(0.15, 0.5))),
+    SoundClass(
+        "water_drip",
+        ("water dripping", "drops falling into water"),
+        "impact",
+        _impact("drip"),
+        _p(f=(500, 1200), rate=(1, 3)),
+    ),
+    SoundClass(
+        "ball_bounce",
+        ("a ball bouncing", "a rubber ball bouncing on the floor"),
+        "impact",
+        _impact("ball"),
+        _p(f=(150, 300), rate=(1.5, 3), jitter=(0, 0.1)),
+    ),
+    SoundClass(
+        "engine",
+        ("an engine idling", "a motor running"),
+        "continuous",
+        _continuous("engine"),
+        _p(f=(25, 60), mod=(0.2, 0.8)),
+    ),
+    SoundClass(
+        "wind", ("wind blowing", "a gusty wind"), "continuous", _continuous("wind"), _p(f=(200, 900), mod=(0.15, 0.5))
+    ),
     SoundClass("rain", ("rain falling", "heavy rain"), "continuous", _continuous("rain"), _p(mod=(0.1, 0.4))),
-    SoundClass("insect_buzz", ("an insect buzzing", "a fly buzzing around"), "continuous", _continuous("buzz"), _p(f=(150, 300), mod=(0.3, 1.2))),
-    SoundClass("fire", ("a fire crackling", "a campfire burning"), "continuous", _continuous("fire"), _p(mod=(0.1, 0.5))),
-    SoundClass("scraping", ("something scraping on concrete", "scraping metal"), "continuous", _continuous("scrape"), _p(f=(200, 800), mod=(0.3, 1))),
-    SoundClass("whistle", ("a person whistling", "a whistle blowing"), "glow", _tonal("whistle"), _p(f=(900, 2000), rate=(0.6, 1.5), len=(0.3, 0.8))),
-    SoundClass("siren", ("a siren wailing", "an alarm siren"), "glow", _tonal("siren"), _p(f=(500, 900), rate=(0.3, 0.6), len=(1.0, 2.0))),
-    SoundClass("bell", ("a bell ringing", "a church bell"), "glow", _tonal("bell"), _p(f=(300, 700), rate=(0.5, 1.2), len=(0.5, 1))),
-    SoundClass("bird_chirp", ("a bird chirping", "birds singing"), "glow", _tonal("chirp"), _p(f=(2000, 4000), rate=(1, 3), len=(0.1, 0.3))),
-    SoundClass("beep", ("an electronic beep", "a machine beeping"), "glow", _tonal("beep"), _p(f=(600, 2500), rate=(1, 3), len=(0.1, 0.4))),
-    SoundClass("ticking_clock", ("a clock ticking", "a ticking clock"), "impact", _impact("clap"), _p(rate=(1.8, 2.2), jitter=(0, 0.02))),
+    SoundClass(
+        "insect_buzz",
+        ("an insect buzzing", "a fly buzzing around"),
+        "continuous",
+        _continuous("buzz"),
+        _p(f=(150, 300), mod=(0.3, 1.2)),
+    ),
+    SoundClass(
+        "fire", ("a fire crackling", "a campfire burning"), "continuous", _continuous("fire"), _p(mod=(0.1, 0.5))
+    ),
+    SoundClass(
+        "scraping",
+        ("something scraping on concrete", "scraping metal"),
+        "continuous",
+        _continuous("scrape"),
+        _p(f=(200, 800), mod=(0.3, 1)),
+    ),
+    SoundClass(
+        "whistle",
+        ("a person whistling", "a whistle blowing"),
+        "glow",
+        _tonal("whistle"),
+        _p(f=(900, 2000), rate=(0.6, 1.5), len=(0.3, 0.8)),
+    ),
+    SoundClass(
+        "siren",
+        ("a siren wailing", "an alarm siren"),
+        "glow",
+        _tonal("siren"),
+        _p(f=(500, 900), rate=(0.3, 0.6), len=(1.0, 2.0)),
+    ),
+    SoundClass(
+        "bell",
+        ("a bell ringing", "a church bell"),
+        "glow",
+        _tonal("bell"),
+        _p(f=(300, 700), rate=(0.5, 1.2), len=(0.5, 1)),
+    ),
+    SoundClass(
+        "bird_chirp",
+        ("a bird chirping", "birds singing"),
+        "glow",
+        _tonal("chirp"),
+        _p(f=(2000, 4000), rate=(1, 3), len=(0.1, 0.3)),
+    ),
+    SoundClass(
+        "beep",
+        ("an electronic beep", "a machine beeping"),
+        "glow",
+        _tonal("beep"),
+        _p(f=(600, 2500), rate=(1, 3), len=(0.1, 0.4)),
+    ),
+    SoundClass(
+        "ticking_clock",
+        ("a clock ticking", "a ticking clock"),
+        "impact",
+        _impact("clap"),
+        _p(rate=(1.8, 2.2), jitter=(0, 0.02)),
+    ),
 ]
 
 
@@ -210,18 +315,30 @@ SONIC_PI = Path("/usr/share/sonic-pi/samples")
 SONIC_PI_COPYRIGHT = Path("/usr/share/doc/sonic-pi-samples/copyright")
 # file-name prefix -> (class, captions)
 REAL_CLASSES = {
-    "drum_cymbal": ("cymbal", ("a cymbal crash", "cymbals")), "drum_tom": ("tom_drum", ("a tom drum", "tom drum hits")),
-    "drum_snare": ("snare_drum", ("a snare drum", "snare hits")), "sn_": ("snare_drum", ("a snare drum", "snare hits")),
-    "drum_bass": ("kick_drum", ("a bass drum kick", "kick drum")), "bd_": ("kick_drum", ("a bass drum kick", "kick drum")),
-    "drum_heavy_kick": ("kick_drum", ("a bass drum kick", "kick drum")), "drum_cowbell": ("cowbell", ("a cowbell",)),
-    "drum_splash": ("cymbal", ("a cymbal crash", "cymbals")), "drum_roll": ("drum_roll", ("a drum roll",)),
-    "tabla_": ("tabla", ("a tabla being played", "tabla drum")), "perc_bell": ("bell", ("a bell ringing", "a church bell")),
-    "perc_snap": ("finger_snap", ("fingers snapping",)), "perc_door": ("door", ("a door knock",)),
-    "perc_impact": ("impact", ("a heavy impact", "something hitting the ground")), "elec_": ("electronic", ("an electronic blip",)),
-    "loop_": ("drum_loop", ("a drum loop", "a rhythmic beat")), "ambi_": ("ambient", ("an ambient drone", "a humming drone")),
-    "bass_": ("synth_bass", ("a synth bass note",)), "guit_": ("guitar", ("an electric guitar",)),
-    "vinyl_": ("vinyl", ("a vinyl record scratching",)), "misc_crow": ("crow", ("a crow cawing",)),
-    "mehackit_phone": ("phone", ("a phone ringing",)), "mehackit_robot": ("robot", ("a robot voice",)),
+    "drum_cymbal": ("cymbal", ("a cymbal crash", "cymbals")),
+    "drum_tom": ("tom_drum", ("a tom drum", "tom drum hits")),
+    "drum_snare": ("snare_drum", ("a snare drum", "snare hits")),
+    "sn_": ("snare_drum", ("a snare drum", "snare hits")),
+    "drum_bass": ("kick_drum", ("a bass drum kick", "kick drum")),
+    "bd_": ("kick_drum", ("a bass drum kick", "kick drum")),
+    "drum_heavy_kick": ("kick_drum", ("a bass drum kick", "kick drum")),
+    "drum_cowbell": ("cowbell", ("a cowbell",)),
+    "drum_splash": ("cymbal", ("a cymbal crash", "cymbals")),
+    "drum_roll": ("drum_roll", ("a drum roll",)),
+    "tabla_": ("tabla", ("a tabla being played", "tabla drum")),
+    "perc_bell": ("bell", ("a bell ringing", "a church bell")),
+    "perc_snap": ("finger_snap", ("fingers snapping",)),
+    "perc_door": ("door", ("a door knock",)),
+    "perc_impact": ("impact", ("a heavy impact", "something hitting the ground")),
+    "elec_": ("electronic", ("an electronic blip",)),
+    "loop_": ("drum_loop", ("a drum loop", "a rhythmic beat")),
+    "ambi_": ("ambient", ("an ambient drone", "a humming drone")),
+    "bass_": ("synth_bass", ("a synth bass note",)),
+    "guit_": ("guitar", ("an electric guitar",)),
+    "vinyl_": ("vinyl", ("a vinyl record scratching",)),
+    "misc_crow": ("crow", ("a crow cawing",)),
+    "mehackit_phone": ("phone", ("a phone ringing",)),
+    "mehackit_robot": ("robot", ("a robot voice",)),
     "glitch_": ("glitch", ("glitchy electronic noises",)),
 }
 
@@ -249,7 +366,9 @@ def debian_sources(folder: Path = SONIC_PI) -> list[dict]:
         licence = licences.get(path.name, "")
         cls = next((v for k, v in REAL_CLASSES.items() if path.stem.startswith(k)), None)
         if cls and licence.upper().replace("-1.0", "") in ("CC0", "PUBLIC-DOMAIN"):
-            sources.append({"path": path, "class": cls[0], "captions": cls[1], "licence": f"{licence} (Debian sonic-pi-samples)"})
+            sources.append(
+                {"path": path, "class": cls[0], "captions": cls[1], "licence": f"{licence} (Debian sonic-pi-samples)"}
+            )
     return sources
 
 
@@ -326,9 +445,16 @@ def split_of(source_index: int) -> str:
     return "test" if r == 9 else "val" if r == 8 else "train"
 
 
-def build_corpus(out: str | os.PathLike, clips_per_class: int = 40, duration: float = 5.12, seed: int = 0,
-                 classes: list[SoundClass] | None = None, debian: bool = False, clips_per_recording: int = 3,
-                 progress=None) -> Path:
+def build_corpus(
+    out: str | os.PathLike,
+    clips_per_class: int = 40,
+    duration: float = 5.12,
+    seed: int = 0,
+    classes: list[SoundClass] | None = None,
+    debian: bool = False,
+    clips_per_recording: int = 3,
+    progress=None,
+) -> Path:
     """Synthesise the corpus. One procedural source (parameter draw) gives one clip; one real recording gives
     `clips_per_recording` clips. Splits are by source."""
     from ..audio import write_wav
@@ -344,13 +470,24 @@ def build_corpus(out: str | os.PathLike, clips_per_class: int = 40, duration: fl
             rng = np.random.default_rng([seed, CLASSES.index(what) if what in CLASSES else 999, i])
             params = what.params(rng)
             wav, events = what.make(rng, params, duration)
-            mode, name, source, licence, captions = what.mode, what.name, f"procedural:{what.name}:{i}", \
-                "CC0-1.0 (synthesised by rewas)", what.captions
+            mode, name, source, licence, captions = (
+                what.mode,
+                what.name,
+                f"procedural:{what.name}:{i}",
+                "CC0-1.0 (synthesised by rewas)",
+                what.captions,
+            )
             split = split_of(i)
         else:
             rng = np.random.default_rng([seed, real.index(what), i, 7])
             wav, events, mode = real_clip(what, rng, duration)
-            params, name, source, licence, captions = {}, what["class"], f"sonic-pi:{what['path'].name}", what["licence"], what["captions"]
+            params, name, source, licence, captions = (
+                {},
+                what["class"],
+                f"sonic-pi:{what['path'].name}",
+                what["licence"],
+                what["captions"],
+            )
             split = split_of(zlib.crc32(what["path"].name.encode()))
         wav = (0.8 * wav / (np.abs(wav).max() + 1e-9)).astype(np.float32)
         stem = f"{name}_{n:05d}"
@@ -358,9 +495,18 @@ def build_corpus(out: str | os.PathLike, clips_per_class: int = 40, duration: fl
         folder.mkdir(parents=True, exist_ok=True)
         write_wav(folder / f"{stem}.wav", wav, SR)
         samples.write_video(folder / f"{stem}.mp4", renderer(mode, wav, events, seed * 7919 + n), duration, FPS)
-        lines.append({"video": f"{split}/{stem}.mp4", "audio": f"{split}/{stem}.wav",
-                      "caption": captions[int(rng.integers(len(captions)))], "class": name, "split": split,
-                      "source": source, "params": params, "licence": licence})
+        lines.append(
+            {
+                "video": f"{split}/{stem}.mp4",
+                "audio": f"{split}/{stem}.wav",
+                "caption": captions[int(rng.integers(len(captions)))],
+                "class": name,
+                "split": split,
+                "source": source,
+                "params": params,
+                "licence": licence,
+            }
+        )
         if progress:
             progress(len(lines), len(jobs))
     (out / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")

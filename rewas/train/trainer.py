@@ -19,9 +19,9 @@ import dataclasses
 import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     crop_frames: int = 0  # >0: train on random crops of this many mel frames (convolutional parts; 0 = whole window)
-    vocoder_input: str = "mel"  # vocoder: "mel" (the true log-mel) or "vae" (the model's VAE decoding of the cached latents)
+    vocoder_input: str = (
+        "mel"  # vocoder: "mel" (the true log-mel) or "vae" (the model's VAE decoding of the cached latents)
+    )
     lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (down to 0 at `steps`)
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and save it as the model
 
@@ -85,8 +87,12 @@ def random_crop(batch: dict, frames: int, cfg, generator: torch.Generator | None
     for key, (dim, scale) in views.items():
         if key in batch:
             length = int(frames * scale)
-            out[key] = torch.stack([x.narrow(dim if dim < 0 else dim - 1, int(s * scale), length)
-                                    for x, s in zip(batch[key], starts.tolist())])
+            out[key] = torch.stack(
+                [
+                    x.narrow(dim if dim < 0 else dim - 1, int(s * scale), length)
+                    for x, s in zip(batch[key], starts.tolist())
+                ]
+            )
     return out
 
 
@@ -95,7 +101,9 @@ def _noise_schedule(cfg: DiffusionConfig) -> NoiseSchedule:
     return NoiseSchedule(cfg)  # built once, not at every step
 
 
-def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0) -> torch.Tensor:
+def _diffusion_loss(
+    pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0
+) -> torch.Tensor:
     cfg = pipe.config
     if control:  # the hint curve comes from the whole window (its smoothing), then is cropped with the latents
         batch = {**batch, "energy": control_target(batch["energy"].cpu(), cfg)}
@@ -118,9 +126,16 @@ def _diffusion_loss(pipe, batch: dict, generator, text_dropout: float, empty_tex
     return F.mse_loss(pipe.unet(x_t, t, text, control=residuals).float(), schedule.target(x0, noise, t))
 
 
-def adapter_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.3,
-                 empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
-    """Energy adapter: diffusion MSE (epsilon or v) of the frozen UNet + trainable adapter; hint: `control_target` of the true energy."""
+def adapter_loss(
+    pipe,
+    batch: dict,
+    generator: torch.Generator | None = None,
+    text_dropout: float = 0.3,
+    empty_text: torch.Tensor | None = None,
+    crop_frames: int = 0,
+) -> torch.Tensor:
+    """Energy adapter: diffusion MSE (epsilon or v) of the frozen UNet + trainable adapter; hint: `control_target`
+    of the true energy."""
     return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=True, crop_frames=crop_frames)
 
 
@@ -145,7 +160,8 @@ def match_output_mean(vae, dataset, items: int = 16) -> None:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """A fresh permutation per epoch from (seed, epoch): the data order after a resume is the order it would have had."""
+    """A fresh permutation per epoch from (seed, epoch): the data order after a resume is the order it would have
+    had."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
@@ -154,7 +170,9 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist())
+        return iter(
+            torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -200,14 +218,22 @@ class WeightEMA:
             a.copy_(saved)
 
 
-def unet_loss(pipe, batch: dict, generator: torch.Generator | None = None, text_dropout: float = 0.1,
-              empty_text: torch.Tensor | None = None, crop_frames: int = 0) -> torch.Tensor:
-    """Text-to-audio backbone: diffusion MSE (epsilon or v) on cached latents, no energy control, text dropout for CFG."""
+def unet_loss(
+    pipe,
+    batch: dict,
+    generator: torch.Generator | None = None,
+    text_dropout: float = 0.1,
+    empty_text: torch.Tensor | None = None,
+    crop_frames: int = 0,
+) -> torch.Tensor:
+    """Text-to-audio backbone: diffusion MSE (epsilon or v) on cached latents, no energy control, text dropout for
+    CFG."""
     return _diffusion_loss(pipe, batch, generator, text_dropout, empty_text, control=False, crop_frames=crop_frames)
 
 
-def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_weight: float = 1e-6,
-             crop_frames: int = 0) -> torch.Tensor:
+def vae_loss(
+    pipe, batch: dict, generator: torch.Generator | None = None, kl_weight: float = 1e-6, crop_frames: int = 0
+) -> torch.Tensor:
     """Mel VAE: L1 reconstruction of the log-mel + a small KL term (the release adds LPIPS and a GAN; not here)."""
     batch = random_crop(batch, crop_frames, pipe.config, generator)
     mel = batch["mel"][:, None]  # (B, 1, F, n_mels)
@@ -220,8 +246,9 @@ def vae_loss(pipe, batch: dict, generator: torch.Generator | None = None, kl_wei
     return F.l1_loss(recon, mel) + kl_weight * kl
 
 
-def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, crop_frames: int = 0,
-                 vocoder_input: str = "mel") -> torch.Tensor:
+def vocoder_loss(
+    pipe, batch: dict, generator: torch.Generator | None = None, crop_frames: int = 0, vocoder_input: str = "mel"
+) -> torch.Tensor:
     """HiFi-GAN generator: reconstruction losses only (log-mel L1 + multi-resolution STFT), no discriminators.
     Griffin-Lim with a learned magnitude: L1 of the log STFT magnitude + spectral convergence, on the mel's frames.
 
@@ -241,8 +268,9 @@ def vocoder_loss(pipe, batch: dict, generator: torch.Generator | None = None, cr
         target = stft_magnitude(batch["wave"], cfg).float()  # (B, n_freq, frames)
         log_mag = pipe.vocoder.log_magnitude(batch["mel"].transpose(1, 2)[..., : target.shape[-1]])
         floor = math.log(cfg.log_clamp)
-        return (F.l1_loss(log_mag.clamp(min=floor), target.clamp(min=cfg.log_clamp).log())
-                + (log_mag.exp() - target).norm() / target.norm().clamp(min=1e-7))
+        return F.l1_loss(log_mag.clamp(min=floor), target.clamp(min=cfg.log_clamp).log()) + (
+            log_mag.exp() - target
+        ).norm() / target.norm().clamp(min=1e-7)
     wav = pipe.vocoder(batch["mel"].transpose(1, 2))[:, : batch["wave"].shape[1]]
     target = batch["wave"][:, : wav.shape[1]]
     loss = F.l1_loss(log_mel(wav, cfg), log_mel(target, cfg))
@@ -270,8 +298,9 @@ def recalibrate_batchnorm(module: torch.nn.Module, dataset, forward: Callable, b
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the pass
         m.train()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     for batch in loader:
         forward(module, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
     for m, momentum in zip(norms, momenta):
@@ -314,16 +343,28 @@ class AdapterObjective(Objective):
     module = "adapter"
 
     def loss(self, pipe, batch, generator):
-        return adapter_loss(pipe, batch, generator, self.cfg.text_dropout, getattr(self.dataset, "empty_text", None),
-                            self.cfg.crop_frames)
+        return adapter_loss(
+            pipe,
+            batch,
+            generator,
+            self.cfg.text_dropout,
+            getattr(self.dataset, "empty_text", None),
+            self.cfg.crop_frames,
+        )
 
 
 class UNetObjective(Objective):
     module = "unet"
 
     def loss(self, pipe, batch, generator):
-        return unet_loss(pipe, batch, generator, self.cfg.text_dropout, getattr(self.dataset, "empty_text", None),
-                         self.cfg.crop_frames)
+        return unet_loss(
+            pipe,
+            batch,
+            generator,
+            self.cfg.text_dropout,
+            getattr(self.dataset, "empty_text", None),
+            self.cfg.crop_frames,
+        )
 
     def after(self, pipe, device):
         from ..adapter import EnergyAdapter
@@ -349,8 +390,9 @@ class VocoderObjective(Objective):
     module = "vocoder"
 
     def loss(self, pipe, batch, generator):
-        return vocoder_loss(pipe, batch, generator, crop_frames=self.cfg.crop_frames,
-                            vocoder_input=self.cfg.vocoder_input)
+        return vocoder_loss(
+            pipe, batch, generator, crop_frames=self.cfg.crop_frames, vocoder_input=self.cfg.vocoder_input
+        )
 
 
 class ClassifierObjective(Objective):
@@ -363,12 +405,21 @@ class ClassifierObjective(Objective):
         recalibrate_batchnorm(pipe.classifier, self.dataset, lambda m, b: m(b["wave"]), self.cfg.batch_size, device)
 
 
-OBJECTIVES: dict[str, type[Objective]] = {o.module: o for o in (
-    PhiObjective, AdapterObjective, UNetObjective, VAEObjective, VocoderObjective, ClassifierObjective)}
+OBJECTIVES: dict[str, type[Objective]] = {
+    o.module: o
+    for o in (PhiObjective, AdapterObjective, UNetObjective, VAEObjective, VocoderObjective, ClassifierObjective)
+}
 
 
-def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainConfig(), resume: bool = True,
-          log: Callable[[dict], None] = print) -> dict:
+def train(
+    pipe,
+    dataset,
+    what: str,
+    out: str | Path,
+    cfg: TrainConfig = TrainConfig(),
+    resume: bool = True,
+    log: Callable[[dict], None] = print,
+) -> dict:
     """Train `pipe.<what>` on `dataset`; checkpoints in `out/checkpoints`, the final model in `out/model`.
 
     Exact resume: optimizer, LR schedule, step counter and every RNG (torch, the sampler's generator, the data
@@ -384,16 +435,24 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     attr = objective.module
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would train in fp32, silently
         raise UserError("mixed precision fp16 needs a CUDA GPU; on this machine use bf16 or no")
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                              cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
     set_seed(cfg.seed)
     module = getattr(pipe, attr)
     module.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
-                                         drop_last=len(dataset) >= cfg.batch_size, num_workers=cfg.num_workers)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=EpochSampler(len(dataset), cfg.seed),
+        drop_last=len(dataset) >= cfg.batch_size,
+        num_workers=cfg.num_workers,
+    )
     module, optimizer, loader, schedule = accelerator.prepare(module, optimizer, loader, schedule)
     setattr(pipe, attr, accelerator.unwrap_model(module))
     pipe.device = accelerator.device
@@ -445,8 +504,13 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
                 ema.update()
             history.append(float(loss.detach()))
             if state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps:
-                log({"step": state["step"], "loss": sum(history[-cfg.log_every:]) / len(history[-cfg.log_every:]),
-                     "lr": schedule.get_last_lr()[0]})
+                log(
+                    {
+                        "step": state["step"],
+                        "loss": sum(history[-cfg.log_every :]) / len(history[-cfg.log_every :]),
+                        "lr": schedule.get_last_lr()[0],
+                    }
+                )
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
                 accelerator.save_state(str(ckpt_dir / f"step_{state['step']:08d}"))
             if state["step"] >= cfg.steps:
@@ -457,6 +521,9 @@ def train(pipe, dataset, what: str, out: str | Path, cfg: TrainConfig = TrainCon
     objective.after(pipe, accelerator.device)
     if accelerator.is_main_process:
         pipe.save_pretrained(out / "model")
-        (out / "train.json").write_text(json.dumps({"what": what, "config": dataclasses.asdict(cfg),
-                                                    "final_loss": history[-1] if history else None}))
+        (out / "train.json").write_text(
+            json.dumps(
+                {"what": what, "config": dataclasses.asdict(cfg), "final_loss": history[-1] if history else None}
+            )
+        )
     return {"step": state["step"], "loss": history[-1] if history else math.nan}
