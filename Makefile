@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test corpus clean
+.PHONY: install demo test format corpus clean
 
 install: $(STAMP)
 
@@ -21,7 +21,14 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
+
+# ruff's fixes and formatting (`make test` only checks them)
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 # The demo training corpus: procedural sounds + Debian's CC0 sonic-pi-samples (installed here if missing).
 corpus: $(STAMP)
