@@ -339,32 +339,22 @@ class PhiObjective(Objective):
         return phi_loss(pipe, batch, generator)
 
 
-class AdapterObjective(Objective):
-    module = "adapter"
+class _DiffusionObjective(Objective):
+    control = False  # the adapter's residuals enter the UNet (the adapter trains) or not (the UNet trains)
 
     def loss(self, pipe, batch, generator):
-        return adapter_loss(
-            pipe,
-            batch,
-            generator,
-            self.cfg.text_dropout,
-            getattr(self.dataset, "empty_text", None),
-            self.cfg.crop_frames,
+        empty_text = getattr(self.dataset, "empty_text", None)
+        return _diffusion_loss(
+            pipe, batch, generator, self.cfg.text_dropout, empty_text, self.control, self.cfg.crop_frames
         )
 
 
-class UNetObjective(Objective):
+class AdapterObjective(_DiffusionObjective):
+    module, control = "adapter", True
+
+
+class UNetObjective(_DiffusionObjective):
     module = "unet"
-
-    def loss(self, pipe, batch, generator):
-        return unet_loss(
-            pipe,
-            batch,
-            generator,
-            self.cfg.text_dropout,
-            getattr(self.dataset, "empty_text", None),
-            self.cfg.crop_frames,
-        )
 
     def after(self, pipe, device):
         from ..adapter import EnergyAdapter
