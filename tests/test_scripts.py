@@ -239,3 +239,17 @@ def test_default_model_gpu_recipe_chains_the_unet_runs(tmp_path, monkeypatch):
     calls.clear()
     script.run_stage("adapter", tmp_path, 1.0, gpu=False)  # the CPU recipe has one UNet run
     assert calls[0][calls[0].index("--model") + 1] == str(tmp_path / "unet" / "model")
+
+
+def test_overlap_script_measures_agreement_and_seams(debug_pipe):
+    """The overlap agreement of a debug run is one correlation per window pair; the novelty curve of a sound whose
+    timbre jumps once peaks far above its median, and that of a steady sound does not."""
+    script = load_script("measure_overlap")
+    row = script.measure(debug_pipe, "rain", seed=0, seconds=10.0, level=-6.0, steps=1)
+    assert row["windows"] == 3 and len(row["overlap_r"]) == 2 and all(-1 <= r <= 1 for r in row["overlap_r"])
+    rng = np.random.default_rng(0)
+    steady = rng.normal(-6, 0.1, (1000, 64))
+    jump = steady.copy()
+    jump[500:, :32] += 2.0
+    assert script.novelty_peak_over_median(jump, 100) > 2 * script.novelty_peak_over_median(steady, 100)
+    assert script.novelty_peak_over_median(steady, 100) < 3
