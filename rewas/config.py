@@ -373,15 +373,15 @@ def _upgrade(data: dict) -> dict:
         sampler = data["sampler"]
         data["diffusion"] = {k: v for k, v in sampler.items() if k in trained}
         data["sampler"] = {k: v for k, v in sampler.items() if k not in trained}
+    every_kinds_fields = {f.name for c in KINDS.values() for f in dataclasses.fields(c)}
     defaults = {"video_encoder": "motionformer", "vocoder": "hifigan", "text": "clap"}
     for section, default_kind in defaults.items():
         value = data.get(section)
-        if isinstance(value, dict):
-            kind = KINDS.get(value.get("kind", default_kind))
-            siblings = {f.name for c in KINDS.values() for f in dataclasses.fields(c)}
-            if kind is not None:
-                own = {f.name for f in dataclasses.fields(kind)}
-                data[section] = {k: v for k, v in value.items() if k in own or k not in siblings}
+        kind = KINDS.get(value.get("kind", default_kind)) if isinstance(value, dict) else None
+        if kind is not None:  # an unknown kind is left for _from_dict to name
+            own = {f.name for f in dataclasses.fields(kind)}
+            kept = {k: v for k, v in value.items() if k in own or k not in every_kinds_fields}
+            data[section] = {**kept, "kind": kind.kind}  # version 1 may leave the default kind unwritten
     return data
 
 

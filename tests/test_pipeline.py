@@ -185,7 +185,7 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
     import json
     from pathlib import Path
 
-    from rewas.config import ModelConfig
+    from rewas.config import ModelConfig, paper
     from rewas.pipeline import DEFAULT_MODEL_DIR
 
     old = json.loads((Path(__file__).parent / "data" / "default_config_v1.json").read_text())
@@ -205,3 +205,7 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
         "magnitude_dilations",
     }
     assert set(new["model"]["video_encoder"]) == {"kind", "tubelet", "num_frames", "motion_grid"}
+    # a version-1 section may leave its default kind unwritten
+    bare = json.loads(json.dumps(paper().to_dict()))
+    del bare["vocoder"]["kind"], bare["text"]["kind"], bare["video_encoder"]["kind"]
+    assert ModelConfig.from_dict(bare, version=1) == paper()
