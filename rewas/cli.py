@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -83,6 +84,13 @@ def cmd_generate(args) -> None:
     _check_outputs([args.video, args.energy_in], [args.output, args.wav, args.energy_out])
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.eta is not None and not args.eta >= 0:
+        raise UserError("--eta must be at least 0")
+    for name, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number")
     if args.tokenizer_dir is not None and not os.path.isdir(args.tokenizer_dir):
         raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
@@ -108,6 +116,7 @@ def cmd_generate(args) -> None:
             seed=args.seed,
             callback=progress,
             control_scale=args.control_scale,
+            batch_size=args.batch_size,
         )
     mux(args.video, result.waveform, result.sample_rate, args.output, info)
     if args.wav:
@@ -383,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", choices=["ddim", "dpmsolver++"], help="sampler (default ddim)")
     g.add_argument("--eta", type=float, help="DDIM eta (default 1.0, as the release)")
     g.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed at the end)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="windows of a long video per denoiser call (default 1 on the CPU, 8 on a GPU); the audio is the same",
+    )
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

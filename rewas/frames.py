@@ -240,12 +240,3 @@ def iter_windows(frames: Iterable[np.ndarray], starts: list[int], length: int) -
         window = buffer[start - offset : start - offset + length] if start >= offset else buffer[:length]
         window = window + [window[-1]] * (length - len(window))
         yield np.stack(window)
-
-
-def window_starts(duration: float, window: float, min_overlap: float) -> list[float]:
-    """Evenly spaced window starts (seconds) covering [0, duration), consecutive windows overlapping >= min_overlap."""
-    if duration <= window:
-        return [0.0]
-    count = math.ceil((duration - window) / (window - min_overlap)) + 1
-    step = (duration - window) / (count - 1)
-    return [i * step for i in range(count)]

@@ -1,12 +1,13 @@
-"""ReWaSPipeline: video (+ prompt, + optional energy) -> waveform, one call through every stage.
+"""ReWaSPipeline: video (+ prompt, + optional energy) -> waveform, one call through every stage, any length.
 
-    ① frames (25 fps, 224²) ─► ② video features (1, S·8, C) ─► ③ phi ─► energy (1, 512) per 5.12 s window
-    ④ prompt ─► text embedding (1, 512) ─────────────────────────────────┐
-    ③ energy ─► mel image (1, 1, 512, 64) ─► VAE encode ─► hint (1, 8, 128, 16)
-    ⑤⑥ DDIM/DPM-Solver + CFG over UNet + adapter ─► latent (1, 8, 128, 16) ─► VAE decode ─► mel (1, 1, 512, 64)
-    ─► vocoder ─► waveform (1, 81,920) ─► windows joined by an equal-power crossfade ─► (N,) at 16 kHz
+    ① frames (25 fps, 224²), one 5.12 s window at a time ─► ② video features (1, S·8, C) ─► ③ phi ─► energy
+       (1, 512) per window, windows crossfaded ─► the curve over the whole timeline (1, L·4)
+    ④ prompt ─► text embedding (1, 512)
+    ③ curve ─► mel image per window (1, 1, 512, 64) ─► VAE encode ─► hint timeline (1, 8, L, 16)
+    ⑤⑥ DPM-Solver++/DDIM + CFG over UNet + adapter, on shifted tiles of the latent timeline ─► latent (1, 8, L, 16)
+    ─► VAE decode in 10.24 s windows, joined in mel space ─► mel (1, 1, L·4, 64) ─► vocoder in chunks ─► (N,)
 
-Videos longer than one window are covered by overlapping windows (never cut, never looped).
+L = max(128, duration in latent frames): a clip of one window or less is exactly the single-window model.
 Weights live in a folder: config.json + one safetensors file per component (see `save_pretrained`).
 """
 
@@ -29,19 +30,24 @@ from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .config import FORMAT_VERSION, PRESETS, ClapTextConfig, ModelConfig
-from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, sample
+from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
+from .timeline import WindowDenoiser, sample_timeline
 from .unet import UNet
 from .vae import VAE
 from .video_encoder import build_video_encoder
-from .vocoder import build_vocoder
+from .vocoder import build_vocoder, vocode
+from .windows import blend, window_starts
 
 FORMAT = "rewas"
 COMPONENTS = ("video_encoder", "phi", "text_encoder", "unet", "adapter", "vae", "vocoder")
 DIFFUSION = ("video_encoder", "unet", "adapter")  # components that follow the requested dtype; the rest stay fp32
-MIN_OVERLAP_S = 1.0
+MIN_OVERLAP_S = 1.0  # fixed windows (phi, hint, VAE decoding) overlap by at least this much
+DECODE_WINDOW_S = 15.36  # VAE decoding windows, half-overlapping
+END_MARGIN_S = 0.64  # a long timeline is sampled this much past both ends
+TILE_CONTEXT_S = 0.64  # while sampling, each window predicts only its middle, this far from its ends
 MIN_DURATION_S = 0.01  # one 10 ms mel frame: the shortest sound the model makes
 
 
@@ -218,24 +224,48 @@ class ReWaSPipeline:
         return self.vae.decode(latent.float()).clamp(*energy_mod.log_mel_range(self.config.audio))
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, z, T', F') latent -> (B, T' * 4 * hop) waveform."""
-        mel = self.decode_mel(latent)  # (B, 1, T, n_mels)
-        wav = self.vocoder(mel[:, 0].transpose(1, 2))  # (B, T * hop + 32)
-        return wav[:, : mel.shape[2] * self.config.audio.hop_length]
+        """(B, z, L, F) latent of any length -> (B, L * 4 * hop) waveform: the VAE decodes overlapping windows that
+        are joined in mel space (its mid block attends over the whole window, and its group norms pool over it, so
+        it cannot take an hour at once), and the vocoder runs in overlapping chunks."""
+        starts, window = self.decode_windows(latent.shape[2])
+        d = self.config.vae.downsample
+        mels = [self.decode_mel(latent[:, :, s : s + window]) for s in starts]  # (B, 1, window * 4, n_mels) each
+        mel = blend(mels, [s * d for s in starts], latent.shape[2] * d, dim=2)  # (B, 1, L * 4, n_mels)
+        return vocode(self.vocoder, mel[:, 0].transpose(1, 2), self.config.audio.hop_length)
+
+    def decode_windows(self, length: int) -> tuple[list[int], int]:
+        """(starts, window) of the VAE decoding windows over a latent of `length` frames: DECODE_WINDOW_S long (the
+        length AudioLDM's VAE is trained on), half-overlapping. A decoder's output depends on everything in its
+        window; long windows that share half their content render the frames they share alike."""
+        window = min(length, round(DECODE_WINDOW_S * self.latent_rate))
+        return window_starts(length, window, window // 2), window
+
+    def timeline_length(self, samples: int) -> int:
+        """Latent frames of the timeline of a soundtrack of `samples` samples: at least one window."""
+        d, hop = self.config.vae.downsample, self.config.audio.hop_length
+        return max(self.config.latent_shape[1], math.ceil(math.ceil(samples / hop) / d))
+
+    @property
+    def latent_rate(self) -> float:
+        """Latent frames per second (25 for the paper: one per video frame)."""
+        return self.config.audio.frame_rate / self.config.vae.downsample
 
     def denoiser(
-        self, text: torch.Tensor, empty: torch.Tensor, hint: torch.Tensor, guidance: float, control_scale: float = 1.0
-    ) -> Callable:
-        """eps(x_t, t) with CFG; the unconditional branch has the empty prompt AND an all-zero energy latent.
-        control_scale multiplies the adapter's residuals (0: the adapter is not run, text-to-audio only)."""
-        if guidance == 1.0:
-            text_in, hint_in = text, hint
-        else:
-            text_in, hint_in = torch.cat([empty, text]), torch.cat([torch.zeros_like(hint), hint])
-        text_in, hint_in = text_in.to(self.dtype), hint_in.to(self.dtype)
+        self, text: torch.Tensor, empty: torch.Tensor, guidance: float, control_scale: float = 1.0
+    ) -> WindowDenoiser:
+        """eps(x_t (B, z, W, F), t, hint (B, z, W, F)) with CFG; the unconditional branch has the empty prompt AND an
+        all-zero energy latent. control_scale multiplies the adapter's residuals (0: the adapter is not run,
+        text-to-audio only)."""
 
-        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            x_in = x if guidance == 1.0 else torch.cat([x, x])
+        def eps(x: torch.Tensor, t: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+            b = x.shape[0]
+            if guidance == 1.0:
+                x_in, text_in, hint_in = x, text.expand(b, -1), hint
+            else:
+                x_in = torch.cat([x, x])
+                text_in = torch.cat([empty.expand(b, -1), text.expand(b, -1)])
+                hint_in = torch.cat([torch.zeros_like(hint), hint])
+            text_in, hint_in = text_in.to(self.dtype), hint_in.to(self.dtype)
             t_in = t.reshape(1).expand(x_in.shape[0]).to(self.device)
             control = None
             if control_scale != 0:
@@ -266,86 +296,110 @@ class ReWaSPipeline:
         dtype: torch.dtype | None = None,
         callback: Callable[[int, int], None] | None = None,
         control_scale: float = 1.0,
+        batch_size: int | None = None,
     ) -> GenerationResult:
-        """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps).
+        """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps), any length.
 
         energy: optional control curve replacing phi's prediction: one value per 10 ms mel frame, or a
         (times_s, values) pair. Without a video, the curve alone sets the duration.
         seed / generator: the source of all randomness (an explicit torch.Generator wins).
         device / dtype: move the pipeline first (same as `.to(device, dtype)`; dtype applies to the diffusion model
         and video encoder, the rest stays float32).
-        callback(step, total) is called after every sampler step over all windows.
+        callback(step, total) is called after every sampler step (each step covers the whole timeline).
         control_scale: strength of the energy control (1: as trained; 0: none, the backbone follows the text alone).
+        batch_size: windows per denoiser call (default: 1 on the CPU, 8 elsewhere); the audio does not depend on it.
         """
+        # 1. settings; every random draw comes from one generator, in a fixed order
         if device is not None or dtype is not None:
             self.to(device or self.device, dtype or self.dtype)
         cfg, timings, t_start = self.config, {}, time.perf_counter()
-        steps = steps or cfg.sampler.steps
+        steps = cfg.sampler.steps if steps is None else steps
         guidance = cfg.sampler.guidance if guidance is None else guidance
         eta = cfg.sampler.eta if eta is None else eta
+        batch_size = (1 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
+        if steps < 1 or batch_size < 1:
+            raise UserError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
+        if not eta >= 0 or not math.isfinite(guidance):
+            raise UserError(f"eta must be >= 0 and guidance a finite number (got {eta}, {guidance})")
+        sampler = make_sampler(NoiseSchedule(cfg.diffusion), scheduler or cfg.sampler.scheduler)
         if generator is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
             generator = torch.Generator("cpu").manual_seed(seed)
-        fps, rate = cfg.video.fps, cfg.audio.frame_rate
 
+        # 2. the timeline: L latent frames (at least one window), covered by fixed windows for every stage but sampling
         with _timer(timings, "frames"):
             frame_iter, duration = self._frame_source(video, frames, energy)
-        user_curve = self._user_curve(energy, duration) if energy is not None else None
+        channels, window, freq = cfg.latent_shape
+        d, hop = cfg.vae.downsample, cfg.audio.hop_length
+        samples = round(duration * cfg.audio.sample_rate)
+        length = self.timeline_length(samples)
+        starts = window_starts(length, window, round(MIN_OVERLAP_S * self.latent_rate))
 
-        win_frames = round(cfg.audio.window_seconds * fps)  # video frames per window (128)
-        starts = sorted(
-            {round(s * fps) for s in frames_mod.window_starts(duration, cfg.audio.window_seconds, MIN_OVERLAP_S)}
-        )
-        mel_per_frame = rate / fps  # 4 mel frames per video frame
-        windows = (
-            frames_mod.iter_windows(frame_iter, starts, win_frames)
-            if frame_iter is not None
-            else (None for _ in starts)
-        )
+        # 3. the energy curve over the whole timeline, (1, L * 4): phi on each window as the frames stream past
+        with _timer(timings, "energy"):
+            if energy is not None:
+                curve = torch.from_numpy(self._user_curve(energy, duration))[None]
+                curve = torch.nn.functional.pad(curve, (0, max(0, length * d - curve.shape[1])), mode="replicate")
+        if energy is None:
+            curve = self._predict_timeline(frame_iter, starts, length, timings)
+        curve = curve[:, : length * d].float()
 
+        # 4. the control latent over the timeline, (1, z, M + L + M, F): the curve VAE-encoded window by window. A
+        # timeline longer than one window is sampled with M frames of margin at both ends, dropped afterwards: the
+        # frames at a window's very ends come out badly (large latents that shift a whole decoding window).
+        margin = round(END_MARGIN_S * self.latent_rate) if length > window else 0
+        with _timer(timings, "energy"):
+            padded = torch.nn.functional.pad(curve[None], (margin * d, margin * d), mode="replicate")[0]
+            hint_starts = window_starts(length + 2 * margin, window, round(MIN_OVERLAP_S * self.latent_rate))
+            hints = [self.encode_energy(padded[:, s * d : (s + window) * d], generator) for s in hint_starts]
+            hint = blend(hints, hint_starts, length + 2 * margin, dim=2)
+
+        # 5. the prompt
         with _timer(timings, "text"):
             text = self.text_encoder.encode([prompt, ""]).to(self.device)
-        cond, empty = text[:1], text[1:]
-        sampler = make_sampler(NoiseSchedule(cfg.diffusion), scheduler or cfg.sampler.scheduler)
-        total_steps = steps * len(starts)
-        chunks, curves = [], []
-        for w, start in enumerate(starts):
-            first_mel = round(start * mel_per_frame)
-            with _timer(timings, "frames"):  # decoding is lazy: a window's frames are read here
-                window = next(windows)
-            with _timer(timings, "energy"):
-                if user_curve is not None:
-                    curve = torch.from_numpy(user_curve[first_mel : first_mel + cfg.audio.window_frames]).float()[None]
-                    curve = torch.nn.functional.pad(
-                        curve, (0, cfg.audio.window_frames - curve.shape[1]), mode="replicate"
-                    )
-                else:
-                    curve = self.predict_energy(window)
-                hint = self.encode_energy(curve, generator)
-            with _timer(timings, "diffusion"):
-                denoise = self.denoiser(cond, empty, hint, guidance, control_scale)
-                step_cb = (lambda i, n, w=w: callback(w * steps + i, total_steps)) if callback else None
-                latent = sample(
-                    denoise,
-                    sampler,
-                    (1, *cfg.latent_shape),
-                    steps=steps,
-                    generator=generator,
-                    eta=eta,
-                    device=self.device,
-                    dtype=self.dtype,
-                    callback=step_cb,
-                )
-            with _timer(timings, "decode"):
-                chunks.append(self.decode(latent)[0].float().cpu().numpy())
-            curves.append(curve[0].numpy())
 
-        hop = cfg.audio.hop_length
-        samples = round(duration * cfg.audio.sample_rate)
-        waveform = crossfade_join(chunks, [round(s * mel_per_frame) * hop for s in starts], samples)
-        curve = crossfade_join(curves, [round(s * mel_per_frame) for s in starts], max(1, samples // hop), power=False)
+        # 6. the reverse process over the whole latent timeline
+        with _timer(timings, "diffusion"):
+            latent = sample_timeline(
+                self.denoiser(text[:1], text[1:], guidance, control_scale),
+                sampler,
+                (1, channels, length + 2 * margin, freq),
+                hint,
+                window,
+                steps=steps,
+                context=round(TILE_CONTEXT_S * self.latent_rate),
+                batch_size=batch_size,
+                generator=generator,
+                eta=eta,
+                device=self.device,
+                dtype=self.dtype,
+                callback=callback,
+            )[:, :, margin : margin + length]
+
+        # 7. latent -> mel -> waveform, cut to the video's length
+        with _timer(timings, "decode"):
+            waveform = self.decode(latent)[0, :samples].float().cpu().numpy()
+        waveform = np.pad(waveform, (0, samples - len(waveform)))
         timings["total"] = time.perf_counter() - t_start
-        return GenerationResult(waveform, cfg.audio.sample_rate, curve, duration, seed, timings)
+        energy_out = curve[0, : max(1, samples // hop)].numpy()
+        return GenerationResult(waveform, cfg.audio.sample_rate, energy_out, duration, seed, timings)
+
+    def _predict_timeline(self, frame_iter, starts: list[int], length: int, timings: dict) -> torch.Tensor:
+        """phi's energy over the whole timeline, (1, L * 4): one window of frames at a time (decoded lazily), the
+        windows' curves crossfaded where they overlap."""
+        cfg = self.config
+        to_video = cfg.video.fps / self.latent_rate  # video frames per latent frame (1 for the paper)
+        win_frames = round(cfg.audio.window_seconds * cfg.video.fps)
+        video_starts = [round(s * to_video) for s in starts]
+        windows = frames_mod.iter_windows(frame_iter, video_starts, win_frames)
+        curves = []
+        for _ in starts:
+            with _timer(timings, "frames"):
+                window_frames = next(windows)
+            with _timer(timings, "energy"):
+                curves.append(self.predict_energy(window_frames))  # (1, 512)
+        d = cfg.vae.downsample
+        return blend(curves, [s * d for s in starts], length * d)
 
     def _frame_source(self, video, frames, energy):
         """-> (iterator of preprocessed uint8 frames or None, duration in seconds)."""
@@ -389,26 +443,6 @@ def check_duration(info: frames_mod.VideoInfo) -> frames_mod.VideoInfo:
             f"{MIN_DURATION_S * 1000:g} ms"
         )
     return info
-
-
-def crossfade_join(chunks: list[np.ndarray], offsets: list[int], length: int, power: bool = True) -> np.ndarray:
-    """Overlap-add windows placed at `offsets`, fading across each overlap (equal-power for audio, linear for
-    curves)."""
-    out = np.zeros(length, dtype=np.float64)
-    for i, (chunk, offset) in enumerate(zip(chunks, offsets)):
-        chunk = np.asarray(chunk, dtype=np.float64)[: max(0, length - offset)]
-        weight = np.ones(len(chunk))
-        if i > 0:  # fade in across the overlap with the previous window
-            overlap = max(0, min(len(chunk), offsets[i - 1] + len(chunks[i - 1]) - offset))
-            weight[:overlap] = np.linspace(0, 1, overlap + 2)[1:-1]
-        if i + 1 < len(chunks):  # fade out across the overlap with the next window
-            overlap = max(0, min(len(chunk), offset + len(chunk) - offsets[i + 1]))
-            if overlap:
-                weight[len(chunk) - overlap :] *= np.linspace(1, 0, overlap + 2)[1:-1]
-        if power:
-            weight = np.sin(weight * np.pi / 2)
-        out[offset : offset + len(chunk)] += weight * chunk
-    return out.astype(np.float32)
 
 
 def _is_preset(name_or_dir) -> bool:

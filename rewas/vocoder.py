@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .audio import mel_filterbank
 from .config import AudioConfig, VocoderConfig
 from .errors import UserError
+from .windows import blend, window_starts
 
 LRELU_SLOPE = 0.1
 
@@ -131,6 +132,12 @@ class GriffinLim(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, n_mels, T) natural-log magnitude -> waveform (B, T * hop)."""
+        return self.invert(mel)[0]
+
+    def invert(self, mel: torch.Tensor, phase: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, n_mels, T) -> (waveform (B, T * hop), phase (B, n_freq, T) as unit complex numbers).
+        phase (B, n_freq, K), K <= T, holds the first K frames at a known phase (the previous chunk's, so that two
+        chunks of one long mel agree where they overlap); the other frames' phase is fitted around them."""
         a = self.audio
         mag = self.magnitude(mel)
         frames, length = mel.shape[-1], mel.shape[-1] * a.hop_length
@@ -138,6 +145,9 @@ class GriffinLim(nn.Module):
         angles = torch.polar(
             torch.ones_like(mag, device="cpu"), 2 * torch.pi * torch.rand(mag.shape, generator=gen)
         ).to(mag.device)
+        known = 0 if phase is None else phase.shape[-1]
+        if known:
+            angles[..., :known] = phase
         stft = dict(n_fft=a.n_fft, hop_length=a.hop_length, win_length=a.win_length, window=self.window)
         previous = torch.zeros_like(angles)
         alpha = self.config.momentum / (1 + self.config.momentum)
@@ -146,10 +156,34 @@ class GriffinLim(nn.Module):
             rebuilt = torch.stft(wav, return_complex=True, **stft)[..., :frames]
             angles = rebuilt - alpha * previous
             angles = angles / angles.abs().clamp(min=1e-8)
+            if known:
+                angles[..., :known] = phase
             previous = rebuilt
         wav = torch.istft(mag * angles, length=length, **stft)
         # torch frames are centred on k * hop; ours (un-centred STFT after a 432-sample pad) on k * hop + hop / 2
-        return F.pad(wav, (a.hop_length // 2, 0))[:, :length].clamp(-1, 1)
+        return F.pad(wav, (a.hop_length // 2, 0))[:, :length].clamp(-1, 1), angles
+
+
+def vocode(vocoder: nn.Module, mel: torch.Tensor, hop: int, chunk: int = 1024, overlap: int = 64) -> torch.Tensor:
+    """mel (B, n_mels, T) of any length -> waveform (B, T * hop), in chunks of `chunk` frames that overlap by at
+    least `overlap` and are crossfaded: memory stays bounded, and a mel of one chunk is vocoded in one call.
+
+    HiFi-GAN is convolutional, so two chunks agree wherever both are further than its receptive field from their
+    ends. Griffin-Lim's phase is global: each chunk starts its overlap from the phase the previous chunk ended with,
+    so the two waveforms are in phase where they are crossfaded (independent phases would cancel there)."""
+    frames = mel.shape[-1]
+    starts = window_starts(frames, chunk, overlap)
+    pieces, phase, previous = [], None, 0
+    for start in starts:
+        piece = mel[..., start : start + chunk]
+        if isinstance(vocoder, GriffinLim):
+            carried = phase[..., start - previous :] if phase is not None else None
+            wav, phase = vocoder.invert(piece, carried)
+        else:
+            wav = vocoder(piece)
+        pieces.append(wav[:, : piece.shape[-1] * hop])
+        previous = start
+    return blend(pieces, [s * hop for s in starts], frames * hop)
 
 
 def build_vocoder(cfg: VocoderConfig, audio: AudioConfig) -> nn.Module:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rewas.pipeline
-from rewas.diffusion import sample
+from rewas.timeline import sample_timeline
 
 CURVE = np.where(np.arange(200) % 100 < 20, -2.0, -9.0)  # 2 s of energy: two bursts
 OTHER_CURVE = np.where(np.arange(200) % 50 < 10, -2.0, -9.0)  # four shorter bursts
@@ -20,14 +20,14 @@ CHANGED = 5e-3
 
 
 def generate(pipe, *args, **kwargs):
-    """pipe(*args, **kwargs) -> (result, the sampled latent (1, z, T', F') of its last window)."""
+    """pipe(*args, **kwargs) -> (result, the sampled latent timeline (1, z, L, F))."""
     latents = []
 
     def recording(*a, **k):
-        latents.append(sample(*a, **k))
+        latents.append(sample_timeline(*a, **k))
         return latents[-1]
 
-    with mock.patch.object(rewas.pipeline, "sample", recording):
+    with mock.patch.object(rewas.pipeline, "sample_timeline", recording):
         result = pipe(*args, **kwargs)
     return result, latents[-1]
 
@@ -67,11 +67,11 @@ def branch(pipe, x, t, text, hint, scale=1.0):
 @torch.no_grad()
 def test_guidance_one_is_the_conditional_branch(debug_pipe, inputs, monkeypatch):
     x, t, cond, empty, hint = inputs
-    eps = debug_pipe.denoiser(cond, empty, hint, 1.0)(x, t)
+    eps = debug_pipe.denoiser(cond, empty, 1.0)(x, t, hint)
     torch.testing.assert_close(eps, branch(debug_pipe, x, t, cond, hint))
     halves = []  # (uncond, cond) as the batched CFG call splits them
     monkeypatch.setattr(rewas.pipeline, "classifier_free_guidance", lambda u, c, s: halves.append((u, c)) or u)
-    debug_pipe.denoiser(cond, empty, hint, 3.0)(x, t)
+    debug_pipe.denoiser(cond, empty, 3.0)(x, t, hint)
     uncond_half, cond_half = halves[0]
     torch.testing.assert_close(cond_half, eps, atol=1e-4, rtol=1e-4)  # batch of 2 vs 1: float-level differences
     assert rel(uncond_half, eps) > 100 * 1e-4  # the halves are far apart: a swap cannot pass the line above
@@ -84,7 +84,7 @@ def test_cfg_is_the_unconditional_branch_plus_guidance_times_the_difference(debu
     u = branch(debug_pipe, x, t, empty, torch.zeros_like(hint))  # empty prompt AND no energy
     for g in (3.0, 0.5):
         expected = u + g * (c - u)
-        torch.testing.assert_close(debug_pipe.denoiser(cond, empty, hint, g)(x, t), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(debug_pipe.denoiser(cond, empty, g)(x, t, hint), expected, atol=1e-4, rtol=1e-4)
     # each plausible mistake lands far outside that tolerance, so the comparison above can tell them apart
     for wrong_u in (branch(debug_pipe, x, t, empty, hint), branch(debug_pipe, x, t, cond, torch.zeros_like(hint))):
         assert rel(wrong_u + 3 * (c - wrong_u), u + 3 * (c - u)) > 1e-2
@@ -95,14 +95,14 @@ def test_cfg_is_the_unconditional_branch_plus_guidance_times_the_difference(debu
 def test_control_scale_scales_the_adapter_residuals(debug_pipe, inputs, monkeypatch):
     x, t, cond, empty, hint = inputs
     for s in (0.5, 2.0):
-        eps = debug_pipe.denoiser(cond, empty, hint, 1.0, control_scale=s)(x, t)
+        eps = debug_pipe.denoiser(cond, empty, 1.0, control_scale=s)(x, t, hint)
         torch.testing.assert_close(eps, branch(debug_pipe, x, t, cond, hint, s))
         assert rel(eps, branch(debug_pipe, x, t, cond, hint)) > 1e-2  # far from scale 1
     c = branch(debug_pipe, x, t, cond, hint, 0.5)
     u = branch(debug_pipe, x, t, empty, torch.zeros_like(hint), 0.5)
     torch.testing.assert_close(
-        debug_pipe.denoiser(cond, empty, hint, 3.0, control_scale=0.5)(x, t), u + 3 * (c - u), atol=1e-4, rtol=1e-4
+        debug_pipe.denoiser(cond, empty, 3.0, control_scale=0.5)(x, t, hint), u + 3 * (c - u), atol=1e-4, rtol=1e-4
     )
     monkeypatch.setattr(debug_pipe.adapter, "forward", lambda *a, **k: pytest.fail("adapter run at control_scale 0"))
-    eps = debug_pipe.denoiser(cond, empty, hint, 1.0, control_scale=0.0)(x, t)
+    eps = debug_pipe.denoiser(cond, empty, 1.0, control_scale=0.0)(x, t, hint)
     torch.testing.assert_close(eps, debug_pipe.unet(x, t.reshape(1), cond), rtol=0, atol=0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rewas.config import VideoConfig
-from rewas.frames import MediaError, iter_frames, iter_windows, normalize, probe, segments, window_starts
+from rewas.frames import MediaError, iter_frames, iter_windows, normalize, probe, segments
 
 
 def _brightness(path, **kw):
@@ -92,10 +92,3 @@ def test_iter_windows_streams_with_overlap_and_padding():
         w[:, 0, 0, 0].tolist() for w in iter_windows((np.full((1, 1, 3), i, np.uint8) for i in range(10)), [0, 6], 3)
     ]
     assert gaps == [[0, 1, 2], [6, 7, 8]]
-
-
-def test_window_starts_cover_with_overlap():
-    assert window_starts(3.0, 5.12, 1.0) == [0.0]
-    starts = window_starts(12.0, 5.12, 1.0)
-    assert starts[0] == 0 and abs(starts[-1] + 5.12 - 12.0) < 1e-9
-    assert all(b - a <= 5.12 - 1.0 + 1e-9 for a, b in zip(starts, starts[1:]))

@@ -1,0 +1,100 @@
+"""⑥ → ⑦ Soundtracks of any length: one latent timeline, sampled and decoded through model-sized windows.
+
+The denoiser, φ and the VAE all work on windows of W latent frames (5.12 s; the paper's attention is trained on
+exactly that). A longer soundtrack is still one latent (1, C, L, F), L >= W, sampled as a whole:
+
+* **Sampling** (`sample_timeline`). At every sampler step the timeline is cut into tiles; each tile is predicted
+  by a window that reaches `context` frames past it on both sides, and fills only its tile. The cut moves from
+  step to step (a low-discrepancy offset, no randomness), so no seam stays in place and every frame is predicted
+  from the inside of some window at most steps (SpotDiffusion, Frolov et al. 2024, with context margins). Each
+  frame gets one prediction per step: no averaging, so nothing is blurred. Tiles of one step are independent
+  and go through the denoiser in batches. docs/long_videos.md has the methods tried and their numbers.
+* **Everything else** (the energy curve, the hint latent, decoding to mel, vocoding) runs on fixed overlapping
+  windows joined by `windows.blend`.
+
+A timeline of exactly one window takes the single-window path bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .diffusion import DDIM, DPMSolverPP, randn
+
+GOLDEN = (math.sqrt(5) - 1) / 2  # the offsets frac(i * GOLDEN) spread evenly for any number of steps
+WindowDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t, hint) -> model output
+
+
+@dataclass(frozen=True)
+class Tile:
+    window: int  # first timeline frame of the window the model sees
+    keep: tuple[int, int]  # [a, b): the timeline frames this window's prediction fills
+
+
+def tiles(length: int, window: int, context: int, step: int) -> list[Tile]:
+    """The tiling of a timeline at sampler step `step`: tiles of window - 2 * context frames, their cut shifted by
+    frac(step * GOLDEN) of a tile; each tile's window reaches `context` frames past it where the timeline allows.
+    Tiles that fall in the same window are merged, so a timeline of one window is one tile at every step."""
+    if length < window:
+        raise ValueError(f"a timeline of {length} frames is shorter than one window ({window})")
+    size = window - 2 * context
+    if size < 1:
+        raise ValueError(f"context {context} leaves no frames of a {window}-frame window to keep")
+    offset = int((step * GOLDEN) % 1.0 * size)
+    cuts = [0, *range(offset or size, length, size), length]
+    out: list[Tile] = []
+    for a, b in zip(cuts, cuts[1:]):
+        start = min(max(a - context, 0), length - window)
+        if out and out[-1].window == start:
+            out[-1] = Tile(start, (out[-1].keep[0], b))
+        else:
+            out.append(Tile(start, (a, b)))
+    return out
+
+
+@torch.no_grad()
+def sample_timeline(
+    denoise: WindowDenoiser,
+    sampler: DDIM | DPMSolverPP,
+    shape: tuple[int, int, int, int],
+    hint: torch.Tensor,
+    window: int,
+    *,
+    steps: int,
+    context: int,
+    batch_size: int = 1,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The reverse process over a whole latent timeline of `shape` (1, C, L, F); hint (1, z, L, F) is the control
+    latent of the same timeline, and denoise(x (B, C, W, F), t, hint (B, z, W, F)) the model on B windows. Returns
+    x_0 (1, C, L, F) in float32.
+
+    The noise (initial and per step) is drawn for the whole timeline at once, and a window's prediction does not
+    depend on the others in its batch, so the result is the same for any batch_size."""
+    length = shape[2]
+    sampler.set_timesteps(steps, device=device)
+    x = randn(shape, generator, device) * sampler.init_noise_sigma
+    hint = hint.to(device, dtype)
+    for i, t in enumerate(sampler.timesteps):
+        plan = tiles(length, window, context, i)
+        out = torch.empty_like(x)
+        for b in range(0, len(plan), batch_size):
+            batch = plan[b : b + batch_size]
+            x_in = torch.cat([x[:, :, p.window : p.window + window] for p in batch]).to(dtype)
+            h_in = torch.cat([hint[:, :, p.window : p.window + window] for p in batch])
+            pred = denoise(x_in, t, h_in).float()
+            for p, y in zip(batch, pred):
+                a, z = p.keep
+                out[0, :, a:z] = y[:, a - p.window : z - p.window]
+        x = sampler.step(out, t, x, eta=eta, generator=generator)
+        if callback is not None:
+            callback(i + 1, len(sampler.timesteps))
+    return x
