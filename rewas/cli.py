@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--batch-size",
         type=int,
-        help="windows of a long video per denoiser call (default 1 on the CPU, 8 on a GPU); the audio is the same",
+        help="windows of a long video per denoiser call (default 4 on the CPU, 8 on other devices)",
     )
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")

@@ -5,7 +5,7 @@
     ④ prompt ─► text embedding (1, 512)
     ③ curve ─► mel image per window (1, 1, 512, 64) ─► VAE encode ─► hint timeline (1, 8, L, 16)
     ⑤⑥ DPM-Solver++/DDIM + CFG over UNet + adapter, on shifted tiles of the latent timeline ─► latent (1, 8, L, 16)
-    ─► VAE decode in 10.24 s windows, joined in mel space ─► mel (1, 1, L·4, 64) ─► vocoder in chunks ─► (N,)
+    ─► VAE decode in 15.36 s windows, joined in mel space ─► mel (1, 1, L·4, 64) ─► vocoder in chunks ─► (N,)
 
 L = max(128, duration in latent frames): a clip of one window or less is exactly the single-window model.
 Weights live in a folder: config.json + one safetensors file per component (see `save_pretrained`).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .config import FORMAT_VERSION, PRESETS, ClapTextConfig, ModelConfig
-from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler
+from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
@@ -212,10 +213,29 @@ class ReWaSPipeline:
         )
 
     def encode_energy(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """(B, F) energy -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins, VAE-encoded
-        (sampled)."""
+        """(B, F) energy of one window -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins,
+        VAE-encoded (sampled)."""
         mel = curve[:, None, :, None].expand(-1, 1, -1, self.config.audio.n_mels).to(self.device, torch.float32)
         return self.vae.encode(mel, generator=generator, sample=True)
+
+    def encode_energy_timeline(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """(1, L * 4) energy of a whole timeline -> (1, z, L, n_mels/4) hint latent. One window is `encode_energy`.
+        Longer: the posterior's mean and std are computed window by window and crossfaded, then sampled with one
+        noise for the whole timeline (crossfading samples would halve the noise's variance in every overlap)."""
+        window, d = self.config.latent_shape[1], self.config.vae.downsample
+        length = curve.shape[1] // d
+        if length <= window:
+            return self.encode_energy(curve, generator)
+        starts = window_starts(length, window, round(MIN_OVERLAP_S * self.latent_rate))
+        n_mels = self.config.audio.n_mels
+        moments = [
+            self.vae.moments(curve[:, None, s * d : (s + window) * d, None].expand(-1, 1, -1, n_mels).to(self.device))
+            for s in starts
+        ]
+        mean = blend((m for m, _ in moments), starts, length, dim=2)
+        std = blend((torch.exp(0.5 * v.clamp(-30.0, 20.0)) for _, v in moments), starts, length, dim=2)
+        noise = randn(mean.shape, generator, self.device)
+        return (mean + std * noise) * self.vae.scale_factor
 
     def decode_mel(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, z, T', F') latent -> (B, 1, T' * 4, n_mels) log-mel, clamped to what a log-mel can be: a small model's
@@ -229,14 +249,15 @@ class ReWaSPipeline:
         it cannot take an hour at once), and the vocoder runs in overlapping chunks."""
         starts, window = self.decode_windows(latent.shape[2])
         d = self.config.vae.downsample
-        mels = [self.decode_mel(latent[:, :, s : s + window]) for s in starts]  # (B, 1, window * 4, n_mels) each
+        mels = (self.decode_mel(latent[:, :, s : s + window]) for s in starts)  # (B, 1, window * 4, n_mels) each
         mel = blend(mels, [s * d for s in starts], latent.shape[2] * d, dim=2)  # (B, 1, L * 4, n_mels)
         return vocode(self.vocoder, mel[:, 0].transpose(1, 2), self.config.audio.hop_length)
 
     def decode_windows(self, length: int) -> tuple[list[int], int]:
-        """(starts, window) of the VAE decoding windows over a latent of `length` frames: DECODE_WINDOW_S long (the
-        length AudioLDM's VAE is trained on), half-overlapping. A decoder's output depends on everything in its
-        window; long windows that share half their content render the frames they share alike."""
+        """(starts, window) of the VAE decoding windows over a latent of `length` frames: DECODE_WINDOW_S long,
+        half-overlapping. The decoder's group norms and mid-block attention pool over its whole window, so what it
+        renders for a frame depends on the window; long windows that share half their content render it alike
+        (docs/long_videos.md)."""
         window = min(length, round(DECODE_WINDOW_S * self.latent_rate))
         return window_starts(length, window, window // 2), window
 
@@ -307,7 +328,8 @@ class ReWaSPipeline:
         and video encoder, the rest stays float32).
         callback(step, total) is called after every sampler step (each step covers the whole timeline).
         control_scale: strength of the energy control (1: as trained; 0: none, the backbone follows the text alone).
-        batch_size: windows per denoiser call (default: 1 on the CPU, 8 elsewhere); the audio does not depend on it.
+        batch_size: windows per denoiser call (default: 4 on the CPU, 8 elsewhere); on the CPU the audio is the same
+        to the bit for any batch size, on a GPU to the kernels' rounding.
         """
         # 1. settings; every random draw comes from one generator, in a fixed order
         if device is not None or dtype is not None:
@@ -316,11 +338,13 @@ class ReWaSPipeline:
         steps = cfg.sampler.steps if steps is None else steps
         guidance = cfg.sampler.guidance if guidance is None else guidance
         eta = cfg.sampler.eta if eta is None else eta
-        batch_size = (1 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
-        if steps < 1 or batch_size < 1:
-            raise UserError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
-        if not eta >= 0 or not math.isfinite(guidance):
-            raise UserError(f"eta must be >= 0 and guidance a finite number (got {eta}, {guidance})")
+        batch_size = (4 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
+        if not all(isinstance(n, numbers.Integral) and n >= 1 for n in (steps, batch_size)):
+            raise UserError(f"steps and batch_size must be whole numbers >= 1 (got {steps}, {batch_size})")
+        if not eta >= 0 or not math.isfinite(guidance) or not math.isfinite(control_scale):
+            raise UserError(
+                f"eta must be >= 0, guidance and control_scale finite (got {eta}, {guidance}, {control_scale})"
+            )
         sampler = make_sampler(NoiseSchedule(cfg.diffusion), scheduler or cfg.sampler.scheduler)
         if generator is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
@@ -350,9 +374,7 @@ class ReWaSPipeline:
         margin = round(END_MARGIN_S * self.latent_rate) if length > window else 0
         with _timer(timings, "energy"):
             padded = torch.nn.functional.pad(curve[None], (margin * d, margin * d), mode="replicate")[0]
-            hint_starts = window_starts(length + 2 * margin, window, round(MIN_OVERLAP_S * self.latent_rate))
-            hints = [self.encode_energy(padded[:, s * d : (s + window) * d], generator) for s in hint_starts]
-            hint = blend(hints, hint_starts, length + 2 * margin, dim=2)
+            hint = self.encode_energy_timeline(padded, generator)
 
         # 5. the prompt
         with _timer(timings, "text"):
@@ -379,7 +401,8 @@ class ReWaSPipeline:
         # 7. latent -> mel -> waveform, cut to the video's length
         with _timer(timings, "decode"):
             waveform = self.decode(latent)[0, :samples].float().cpu().numpy()
-        waveform = np.pad(waveform, (0, samples - len(waveform)))
+        if len(waveform) < samples:
+            waveform = np.pad(waveform, (0, samples - len(waveform)))
         timings["total"] = time.perf_counter() - t_start
         energy_out = curve[0, : max(1, samples // hop)].numpy()
         return GenerationResult(waveform, cfg.audio.sample_rate, energy_out, duration, seed, timings)

@@ -173,17 +173,19 @@ def vocode(vocoder: nn.Module, mel: torch.Tensor, hop: int, chunk: int = 1024, o
     so the two waveforms are in phase where they are crossfaded (independent phases would cancel there)."""
     frames = mel.shape[-1]
     starts = window_starts(frames, chunk, overlap)
-    pieces, phase, previous = [], None, 0
-    for start in starts:
-        piece = mel[..., start : start + chunk]
-        if isinstance(vocoder, GriffinLim):
-            carried = phase[..., start - previous :] if phase is not None else None
-            wav, phase = vocoder.invert(piece, carried)
-        else:
-            wav = vocoder(piece)
-        pieces.append(wav[:, : piece.shape[-1] * hop])
-        previous = start
-    return blend(pieces, [s * hop for s in starts], frames * hop)
+
+    def pieces():
+        phase = None
+        for i, start in enumerate(starts):
+            piece = mel[..., start : start + chunk]
+            if isinstance(vocoder, GriffinLim):
+                carried = phase[..., start - starts[i - 1] :] if phase is not None else None
+                wav, phase = vocoder.invert(piece, carried)
+            else:
+                wav = vocoder(piece)
+            yield wav[:, : piece.shape[-1] * hop]
+
+    return blend(pieces(), [s * hop for s in starts], frames * hop)
 
 
 def build_vocoder(cfg: VocoderConfig, audio: AudioConfig) -> nn.Module:

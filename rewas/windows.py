@@ -7,7 +7,7 @@ vocoder) covers a long timeline with `window_starts` and joins the pieces with `
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -33,27 +33,35 @@ def fade_weights(length: int, fade_in: int, fade_out: int, dtype=torch.float64) 
     return w
 
 
-def blend(pieces: Sequence[torch.Tensor], starts: Sequence[int], length: int, dim: int = -1) -> torch.Tensor:
+def blend(pieces: Iterable[torch.Tensor], starts: Sequence[int], length: int, dim: int = -1) -> torch.Tensor:
     """Join pieces placed at `starts` (ascending) along `dim` into `length` frames: linear crossfades over each
     overlap, normalised so the weights sum to one everywhere. Parts of a piece past `length` are dropped; frames no
-    piece covers are zero. One piece starting at 0 comes back unchanged (cut to `length`)."""
-    if len(pieces) == 1 and starts[0] == 0:
-        return pieces[0].narrow(dim, 0, min(length, pieces[0].shape[dim]))
-    first = pieces[0]
-    dim = dim % first.dim()
-    shape = list(first.shape)
-    shape[dim] = length
-    total = torch.zeros(shape, dtype=torch.float64, device=first.device)
-    weight_sum = torch.zeros(length, dtype=torch.float64, device=first.device)
-    view = [1] * first.dim()
+    piece covers are zero. One piece starting at 0 comes back unchanged (cut to `length`).
+
+    `pieces` may be a generator: each piece is added as it comes, so only the joined result is held."""
+    pieces = iter(pieces)
+    if len(starts) == 1 and starts[0] == 0:
+        piece = next(pieces)
+        return piece.narrow(dim, 0, min(length, piece.shape[dim]))
+    total = weight_sum = None
+    previous_end = 0
     for i, (piece, start) in enumerate(zip(pieces, starts)):
+        dim = dim % piece.dim()
+        if total is None:
+            shape = list(piece.shape)
+            shape[dim] = length
+            total = torch.zeros(shape, dtype=torch.float32, device=piece.device)
+            weight_sum = torch.zeros(length, dtype=torch.float32, device=piece.device)
         n = piece.shape[dim]
-        fade_in = max(0, starts[i - 1] + pieces[i - 1].shape[dim] - start) if i > 0 else 0
-        fade_out = max(0, start + n - starts[i + 1]) if i + 1 < len(pieces) else 0
-        w = fade_weights(n, min(fade_in, n), min(fade_out, n)).to(first.device)
+        fade_in = min(n, max(0, previous_end - start)) if i > 0 else 0
+        fade_out = min(n, max(0, start + n - starts[i + 1])) if i + 1 < len(starts) else 0
+        w = fade_weights(n, fade_in, fade_out).to(piece.device, torch.float32)
         keep = max(0, min(n, length - start))
+        view = [1] * piece.dim()
         view[dim] = keep
-        total.narrow(dim, start, keep).add_(piece.narrow(dim, 0, keep).double() * w[:keep].view(view))
+        total.narrow(dim, start, keep).add_(piece.narrow(dim, 0, keep).float() * w[:keep].view(view))
         weight_sum[start : start + keep] += w[:keep]
+        previous_end = start + n
+    view = [1] * total.dim()
     view[dim] = length
-    return (total / weight_sum.clamp(min=1e-12).view(view)).to(first.dtype)
+    return total.div_(weight_sum.clamp(min=1e-12).view(view))

@@ -4,9 +4,10 @@
     python scripts/bench_long.py --seconds 10 30 --steps 10
 
 Each length gets a synthetic video (a bouncing ball, 320x240 at 25 fps) and one `python -m rewas generate` process;
-its wall time and peak resident memory (the process's own, from wait4) are recorded, and the muxed audio's length is
-compared with the video's. Prints one JSON line per length, then a Markdown table. Time per second of video that
-stays flat across lengths means linear time.
+its wall time and peak resident memory (the process's own, from wait4) are recorded. The output's length is
+compared with the video's twice: the WAV that `--wav` writes (the pipeline's output) and the muxed AAC stream as
+it decodes (AAC ends on a whole 1,024-sample frame). Prints one JSON line per length, then a Markdown table. Time
+per second of video that stays flat across lengths means linear time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import av
+import soundfile as sf
 
 from rewas import samples
 
@@ -59,29 +61,34 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in args.seconds:
             video, out = Path(tmp) / f"in_{seconds:g}.mp4", Path(tmp) / f"out_{seconds:g}.mp4"
+            wav = out.with_suffix(".wav")
             samples.write_video(video, samples.bouncing_ball_frames(), seconds, 25)
             cmd = [sys.executable, "-m", "rewas", "generate", str(video), "--prompt", args.prompt, "-o", str(out)]
+            cmd += ["--wav", str(wav)]
             cmd += ["--model", args.model, "--seed", "0", "-q"] + (["--steps", str(args.steps)] if args.steps else [])
             wall, rss, code = run(cmd)
             if code:
                 print(json.dumps({"seconds": seconds, "exit_code": code}))
                 return 1
             video_s, audio_s, frame_s = durations(out)
+            wav_s = sf.info(str(wav)).frames / sf.info(str(wav)).samplerate
             rows.append(
                 {
                     "seconds": seconds,
                     "wall_s": round(wall, 1),
                     "wall_s_per_video_s": round(wall / seconds, 3),
                     "peak_rss_mib": round(rss),
-                    "audio_minus_video_frames": round((audio_s - video_s) / frame_s, 2),
+                    "wav_minus_video_frames": round((wav_s - video_s) / frame_s, 3),
+                    "aac_minus_video_frames": round((audio_s - video_s) / frame_s, 2),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| video | wall time | per video second | peak RSS | audio - video |\n|---|---|---|---|---|")
+    print("\n| video | wall time | per video second | peak RSS | WAV - video | AAC - video |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['seconds']:g} s | {r['wall_s']:.1f} s | {r['wall_s_per_video_s']:.3f} s | {r['peak_rss_mib']} MiB "
-            f"| {r['audio_minus_video_frames']:+.2f} frames |"
+            f"| {r['wav_minus_video_frames']:+.3f} frames | {r['aac_minus_video_frames']:+.2f} frames |"
         )
     return 0
 

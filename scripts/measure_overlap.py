@@ -39,7 +39,7 @@ import torch
 import rewas.pipeline as pipeline_mod
 from rewas import ReWaSPipeline
 from rewas.audio import log_mel
-from rewas.diffusion import DPMSolverPP, randn
+from rewas.diffusion import randn
 from rewas.energy import waveform_energy
 from rewas.evaluate.continuity import novelty_peak_over_median, overlap_agreement
 from rewas.timeline import sample_timeline
@@ -80,8 +80,6 @@ def _averaged(triangular: bool):
 
 def _continuation(denoise, sampler, shape, hint, window, *, steps, context, batch_size, generator, eta, device, dtype,
                   callback):  # fmt: skip
-    if not isinstance(sampler, DPMSolverPP):
-        raise SystemExit("continuation is written for DPM-Solver++")
     length = shape[2]
     starts = window_starts(length, window, round(pipeline_mod.MIN_OVERLAP_S * 25))
     out = torch.zeros(shape)
@@ -92,10 +90,10 @@ def _continuation(denoise, sampler, shape, hint, window, *, steps, context, batc
         x = randn((1, shape[1], window, shape[3]), generator, device)
         fixed_noise = randn((1, shape[1], max(known, 0), shape[3]), generator, device)
         h = hint[:, :, s : s + window].to(dtype)
-        for i, t in enumerate(sampler.timesteps):
+        for t in sampler.timesteps:
             if known > 0:  # the known part at the current noise level
-                alpha, sigma = sampler._alpha_sigma(sampler.sigmas[i])
-                x[:, :, :known] = alpha * out[:, :, s:done] + sigma * alpha * fixed_noise
+                alpha_bar = sampler.schedule.alphas_cumprod[t]
+                x[:, :, :known] = alpha_bar.sqrt() * out[:, :, s:done] + (1 - alpha_bar).sqrt() * fixed_noise
             x = sampler.step(denoise(x.to(dtype), t, h).float(), t, x, eta=eta, generator=generator)
         if known > 0:
             x[:, :, :known] = out[:, :, s:done]

@@ -241,15 +241,25 @@ def test_default_model_gpu_recipe_chains_the_unet_runs(tmp_path, monkeypatch):
     assert calls[0][calls[0].index("--model") + 1] == str(tmp_path / "unet" / "model")
 
 
-def test_overlap_script_measures_agreement_and_seams(debug_pipe):
-    """The overlap agreement of a debug run is one correlation per window pair; the novelty curve of a sound whose
-    timbre jumps once peaks far above its median, and that of a steady sound does not."""
+def test_overlap_script_measures_agreement_and_seams(debug_pipe, monkeypatch):
+    """The overlap agreement of a debug run is one correlation per pair of decoding windows, for the pipeline's
+    sampler and for each alternative the script compares it with; the novelty curve of a sound whose timbre jumps
+    once peaks far above its median, and that of a steady sound does not."""
+    import rewas.pipeline
+    from rewas.evaluate.continuity import novelty_peak_over_median
+
     script = load_script("measure_overlap")
-    row = script.measure(debug_pipe, "rain", seed=0, seconds=10.0, level=-6.0, steps=1)
+    curve = np.where((np.arange(3000) // 100) % 2 == 0, -4.0, -10.0)  # 30 s: three 15.36 s decoding windows
+    row = script.measure(debug_pipe, "rain", seed=0, seconds=30.0, curve=curve, steps=1)
     assert row["windows"] == 3 and len(row["overlap_r"]) == 2 and all(-1 <= r <= 1 for r in row["overlap_r"])
+    assert -1 <= row["control_r"] <= 1
+    for name, method in script.ALTERNATIVES.items():
+        monkeypatch.setattr(rewas.pipeline, "sample_timeline", method)
+        other = script.measure(debug_pipe, "rain", seed=0, seconds=30.0, curve=curve, steps=2)
+        assert len(other["overlap_r"]) == 2, name
     rng = np.random.default_rng(0)
     steady = rng.normal(-6, 0.1, (1000, 64))
     jump = steady.copy()
     jump[500:, :32] += 2.0
-    assert script.novelty_peak_over_median(jump, 100) > 2 * script.novelty_peak_over_median(steady, 100)
-    assert script.novelty_peak_over_median(steady, 100) < 3
+    assert novelty_peak_over_median(jump, 100) > 2 * novelty_peak_over_median(steady, 100)
+    assert novelty_peak_over_median(steady, 100) < 3
