@@ -132,6 +132,73 @@ def cmd_generate(args) -> None:
         )
 
 
+def cmd_batch(args) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from . import batch
+    from .pipeline import ReWaSPipeline
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise UserError("--guidance must be a finite number")
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"-o {outdir}: exists and is not a folder")
+    items = batch.read_items(args.input, args.prompt)  # fails fast on a bad manifest, before the model loads
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    state = None
+    if world > 1:  # launched by `accelerate launch` (or torchrun): one model per rank, items split by position
+        accelerate = require("accelerate", extra="train", for_="rewas batch on several ranks")
+        state = accelerate.PartialState()
+        rank, world = state.process_index, state.num_processes
+    device = state.device if state is not None and args.device is None else _device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    outdir.mkdir(parents=True, exist_ok=True)
+    if args.overwrite and rank == 0:
+        for path in batch.results_files(outdir):
+            path.unlink()
+    if state is not None:
+        state.wait_for_everyone()
+    options = batch.Options(
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        wav=args.wav,
+        energy=args.energy_out,
+        batch_size=args.batch_size,
+    )
+    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
+    todo = batch.todo(items, outdir, rank=rank, world=world, overwrite=args.overwrite)
+    with tqdm(total=len(todo), desc="batch", unit="item", file=sys.stderr, disable=args.quiet or rank != 0) as bar:
+
+        def progress(item, row) -> None:
+            bar.update(1)
+            if row["status"] != "ok":
+                bar.write(f"rewas: {item.name}: {row['error']}", file=sys.stderr)
+
+        batch.run(pipe, todo, outdir, options, rank=rank, world=world, progress=progress)
+    if state is not None:
+        state.wait_for_everyone()
+    if rank == 0:
+        batch.merge_results(outdir)
+        counts = batch.summary(items, outdir)
+        print(
+            f"rewas batch: {counts['ok']} done, {counts['failed']} failed, {counts['pending']} not done "
+            f"({len(items)} items; {outdir / 'results.jsonl'})",
+            file=sys.stderr,
+        )
+        if counts["ok"] != len(items):
+            raise BatchIncomplete()
+
+
+class BatchIncomplete(Exception):
+    """Some items failed: their errors are in results.jsonl and were printed; exit 1 without another message."""
+
+
 def cmd_energy(args) -> None:
     from .audio import load_audio
     from .config import AudioConfig
@@ -402,6 +469,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
+    b = sub.add_parser("batch", help="generate soundtracks for many videos with one loaded model; resumable")
+    b.add_argument("input", help="JSONL or CSV (video, prompt, optional seed/energy_in/steps/guidance/name/"
+                   "reference per item), or a folder of videos (with --prompt or a NAME.txt beside each)")  # fmt: skip
+    b.add_argument("-o", "--output", required=True, help="output folder: NAME.mp4 per item and results.jsonl")
+    b.add_argument("--prompt", help="the prompt of items that have none")
+    b.add_argument("--wav", action="store_true", help="also write NAME.wav")
+    b.add_argument("--energy-out", action="store_true", help="also write NAME.csv, the energy curve used")
+    b.add_argument("--overwrite", action="store_true", help="redo every item (default: skip the ones done)")
+    b.add_argument("--model", default="default", help="as for generate")
+    b.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
+    b.add_argument("--seed", type=int, default=0, help="run seed; an item's seed is its own or this + its name")
+    b.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    b.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
+    b.add_argument("--batch-size", type=int, help="windows per denoiser call (as for generate)")
+    b.add_argument("--device", help="torch device (default: the rank's, else cuda if available, else cpu)")
+    b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_batch)
+
     e = sub.add_parser("energy", help="write the energy curve (training target) of an audio or video file")
     e.add_argument("input", help="audio or video file")
     e.add_argument("--out", required=True, help="CSV file: time_s,energy, one row per 10 ms mel frame")
@@ -517,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
+    except BatchIncomplete:
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("rewas: interrupted", file=sys.stderr)
         return 130

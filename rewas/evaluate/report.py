@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import files
 from .._optional import MissingExtraError
-from ..errors import MissingFileError
+from ..errors import MissingFileError, UserError
 from . import metrics as M
 
 ITEM_METRICS = ("energy_mae", "av_align", "onset")
@@ -24,7 +24,15 @@ ONSET_KEYS = ("onset_acc", "onset_detection_acc", "onset_ap")
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    return files.read_manifest(path, required=("audio",), path_keys=("video", "audio", "reference"))
+    """Items with an "audio"; lines that `rewas batch` recorded as failed (no audio) are left out."""
+    items = files.read_manifest(path, required=(), path_keys=("video", "audio", "reference"))
+    items = [it for it in items if it.get("status", "ok") == "ok"]
+    for n, item in enumerate(items, start=1):
+        if "audio" not in item:
+            raise UserError(f"{path}: item {n} has no 'audio'")
+    if not items:
+        raise UserError(f"{path}: no item with audio to evaluate")
+    return items
 
 
 def evaluate_item(item: dict, which: tuple[str, ...] = ITEM_METRICS, onset_seconds: float | None = None) -> dict:

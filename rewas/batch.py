@@ -1,0 +1,332 @@
+"""`rewas batch`: many clips through one loaded model, resumable after any crash, on one process or many ranks.
+
+Input: a JSONL or CSV with `video` and `prompt` per item and optional overrides (`seed`, `energy_in`, `steps`,
+`guidance`, `name`, `reference`), or a folder of videos with one prompt for all or a NAME.txt beside each video.
+
+Output: OUTDIR/NAME.mp4 (+ NAME.wav, NAME.csv on request), each written to a temporary name and renamed, and one
+JSON line per finished item in OUTDIR/results.jsonl (results.rank{R}.jsonl per rank under several ranks, merged
+into results.jsonl when all are done). An item counts as done only once its line is in a results file and its
+files exist, so after a crash or kill -9 the same command finishes the rest, each item exactly once.
+
+Seeds: an item's own `seed`, else one derived from the run's seed and the item's name (not from its position or
+its rank), so the audio is the same whatever the order, the sharding or the number of ranks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError, one_line
+from .files import atomic_path, check_input_file
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
+FIELDS = {"video": str, "prompt": str, "name": str, "seed": int, "energy_in": str, "steps": int, "guidance": float}
+PASSED_ON = ("reference", "class")  # kept in the results, so that they are a `rewas evaluate` manifest
+
+
+@dataclass
+class Item:
+    name: str
+    video: str
+    prompt: str
+    seed: int | None = None
+    energy_in: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    extra: dict = field(default_factory=dict)  # PASSED_ON keys
+
+
+# --------------------------------------------------------------------------------------------- reading items
+
+
+def read_items(source: str | os.PathLike, prompt: str | None = None) -> list[Item]:
+    """A JSONL / CSV manifest or a folder of videos -> items with unique names. Malformed input is a one-line user
+    error naming the line; a missing video is not (it fails its item only)."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        items = _folder_items(source, prompt)
+    else:
+        check_input_file(source, "manifest")
+        rows = _csv_rows(source) if source.lower().endswith(".csv") else _jsonl_rows(source)
+        if not rows:
+            raise UserError(f"{source}: the manifest is empty")
+        base = os.path.dirname(os.path.abspath(source))
+        items = [_item(row, where, base, prompt) for where, row in rows]
+    names: dict[str, int] = {}
+    for item in items:
+        names[item.name] = names.get(item.name, 0) + 1
+    repeated = sorted(n for n, c in names.items() if c > 1)
+    if repeated:
+        raise UserError(f"{source}: two items would write the same output: {', '.join(repeated[:3])} (give a 'name')")
+    return items
+
+
+def _jsonl_rows(path: str) -> list[tuple[str, dict]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a JSONL manifest is UTF-8 text)") from None
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: each line must be a JSON object")
+        rows.append((f"{path}:{n}", row))
+    return rows
+
+
+def _csv_rows(path: str) -> list[tuple[str, dict]]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [(f"{path}:{n}", {k: v for k, v in row.items() if v not in (None, "")}) for n, row in
+                    enumerate(reader, start=2)]  # fmt: skip
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a readable CSV ({e})") from None
+    return rows
+
+
+def _item(row: dict, where: str, base: str, prompt: str | None) -> Item:
+    if "negative_prompt" in row:
+        raise UserError(f"{where}: 'negative_prompt' is not supported yet")
+    unknown = sorted(set(row) - set(FIELDS) - set(PASSED_ON))
+    if unknown:
+        raise UserError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join([*FIELDS, *PASSED_ON])})")
+    values = {key: _convert(row[key], kind, f"{where}: {key!r}") for key, kind in FIELDS.items() if key in row}
+    if "video" not in values:
+        raise UserError(f"{where}: each item needs a 'video'")
+    if "prompt" not in values and prompt is None:
+        raise UserError(f"{where}: each item needs a 'prompt' (or give --prompt for all)")
+    for key in ("video", "energy_in"):
+        if key in values and not os.path.isabs(values[key]):
+            values[key] = os.path.join(base, values[key])
+    extra = {k: row[k] for k in PASSED_ON if k in row}
+    if "reference" in extra and not os.path.isabs(str(extra["reference"])):
+        extra["reference"] = os.path.join(base, str(extra["reference"]))
+    values.setdefault("prompt", prompt)
+    values.setdefault("name", Path(values["video"]).stem)
+    _check_name(values["name"], where)
+    return Item(**values, extra=extra)
+
+
+def _convert(value, kind: type, what: str):
+    """A JSON or CSV value -> str / int / float; 3.0 is an int, 3.5 and "three" are not."""
+    try:
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        number = float(value)
+        if kind is int:
+            if number != int(number) or isinstance(value, bool):
+                raise ValueError
+            return int(number)
+        return number
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{what} must be {'text' if kind is str else f'a {kind.__name__}'}, not {value!r}") from None
+
+
+def _folder_items(folder: str, prompt: str | None) -> list[Item]:
+    videos = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise UserError(f"{folder}: no videos in this folder ({', '.join(VIDEO_SUFFIXES)})")
+    items = []
+    for video in videos:
+        sidecar = video.with_suffix(".txt")
+        text = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else prompt
+        if text is None:
+            raise UserError(f"{video}: no prompt (give --prompt, or write it in {sidecar.name})")
+        items.append(Item(name=video.stem, video=str(video), prompt=text))
+    return items
+
+
+def _check_name(name: str, where: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".rewas-"):
+        raise UserError(f"{where}: {name!r} cannot be an output name")
+
+
+def item_seed(base: int, name: str) -> int:
+    """The seed of an item without one: the run's seed mixed with the item's name (stable across runs and ranks)."""
+    return (base + zlib.crc32(name.encode("utf-8"))) % (2**31 - 1)
+
+
+# --------------------------------------------------------------------------------------------- results files
+
+
+def results_files(outdir: Path) -> list[Path]:
+    return sorted(outdir.glob("results*.jsonl"))
+
+
+def read_results(outdir: Path) -> dict[str, dict]:
+    """name -> the last complete line recorded for it in any results file (a line torn by a crash is ignored)."""
+    latest: dict[str, dict] = {}
+    for path in results_files(outdir):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("name"), str):
+                latest[row["name"]] = row
+    return latest
+
+
+def is_done(row: dict | None, outdir: Path) -> bool:
+    """Recorded as ok, and every file it wrote is still there (paths in a row are relative to the results file)."""
+    return bool(row) and row.get("status") == "ok" and all((outdir / p).is_file() for p in row.get("outputs", []))
+
+
+class ResultsWriter:
+    """Appends one JSON line per item and makes it durable (fsync) before the next item starts. A torn last line
+    left by a crash is cut off first, so the file stays valid JSONL."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.exists():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(path, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def merge_results(outdir: Path) -> Path:
+    """Every results file -> results.jsonl, one line per item (its latest), in name order; the rank files go."""
+    rows = read_results(outdir)
+    final = outdir / "results.jsonl"
+    with atomic_path(final) as tmp:
+        tmp.write_text("".join(json.dumps(rows[n]) + "\n" for n in sorted(rows)), encoding="utf-8")
+    for path in results_files(outdir):
+        if path != final:
+            path.unlink()
+    return final
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class Options:
+    seed: int = 0
+    steps: int | None = None
+    guidance: float | None = None
+    wav: bool = False
+    energy: bool = False
+    batch_size: int | None = None
+
+
+def shard(items: list[Item], rank: int, world: int) -> list[Item]:
+    """The items of one rank: every world-th, by position in the input (the same split on every rank)."""
+    return items[rank::world]
+
+
+def todo(items: list[Item], outdir: Path, *, rank: int = 0, world: int = 1, overwrite: bool = False) -> list[Item]:
+    """This rank's items that are not done (all of them with `overwrite`)."""
+    done = {} if overwrite or not outdir.is_dir() else read_results(outdir)
+    return [it for it in shard(items, rank, world) if not is_done(done.get(it.name), outdir)]
+
+
+def run(
+    pipe,
+    items: list[Item],
+    outdir: Path,
+    options: Options,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    progress: Callable[[Item, dict], None] | None = None,
+) -> list[dict]:
+    """Generate `items` (this rank's `todo`), recording each in this rank's results file; -> the rows recorded."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    writer = ResultsWriter(outdir / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"))
+    rows = []
+    for item in items:
+        row = generate_item(pipe, item, outdir, options)
+        writer.write(row)
+        rows.append(row)
+        if progress is not None:
+            progress(item, row)
+    return rows
+
+
+def generate_item(pipe, item: Item, outdir: Path, options: Options) -> dict:
+    """One item, end to end; any failure becomes the row's one-line error."""
+    from .audio import write_wav
+    from .energy import read_csv, write_csv
+    from .frames import probe
+    from .mux import mux
+    from .pipeline import check_duration
+
+    seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
+    row = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
+    start = time.perf_counter()
+    try:
+        if not item.prompt.strip():
+            raise UserError("the prompt is empty")
+        info = check_duration(probe(check_input_file(item.video, "video")))
+        energy = read_csv(item.energy_in) if item.energy_in else None
+        result = pipe(
+            item.video,
+            prompt=item.prompt,
+            energy=energy,
+            steps=item.steps if item.steps is not None else options.steps,
+            guidance=item.guidance if item.guidance is not None else options.guidance,
+            seed=seed,
+            batch_size=options.batch_size,
+        )
+        outputs = {"output": outdir / f"{item.name}.mp4"}
+        if options.wav:
+            outputs["wav"] = outdir / f"{item.name}.wav"
+        if options.energy:
+            outputs["energy"] = outdir / f"{item.name}.csv"
+        if "wav" in outputs:
+            with atomic_path(outputs["wav"]) as tmp:
+                write_wav(tmp, result.waveform, result.sample_rate)
+        if "energy" in outputs:
+            with atomic_path(outputs["energy"]) as tmp:
+                write_csv(tmp, result.energy, pipe.config.audio)
+        mux(item.video, result.waveform, result.sample_rate, outputs["output"], info)  # atomic: renamed into place
+        names = {k: v.name for k, v in outputs.items()}  # relative to results.jsonl, as a manifest's paths are
+        row.update(names)
+        row.update(
+            status="ok",
+            audio=names.get("wav", names["output"]),  # what `rewas evaluate` reads
+            outputs=list(names.values()),
+            duration=round(result.duration, 3),
+            timings={k: round(v, 3) for k, v in result.timings.items()},
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        kind = "" if isinstance(e, UserError) else f"internal error: {e.__class__.__name__}: "
+        row.update(status="failed", error=kind + one_line(e))
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row
+
+
+def summary(items: list[Item], outdir: Path) -> dict:
+    """Counts over every item of the input, from the results files: ok, failed, not yet done."""
+    done = read_results(outdir)
+    counts = {"ok": 0, "failed": 0, "pending": 0}
+    for item in items:
+        row = done.get(item.name)
+        counts["ok" if is_done(row, outdir) else "failed" if row and row.get("status") == "failed" else "pending"] += 1
+    return counts

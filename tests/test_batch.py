@@ -1,0 +1,172 @@
+"""`rewas batch`: bad items recorded without stopping the rest, resuming after kill -9 at any moment, and two ranks
+under `accelerate launch` giving what one rank gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rewas import batch, samples
+from rewas.cli import main
+from rewas.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _videos(folder: Path, count: int, seconds: float = 1.0) -> list[Path]:
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"clip{i:02d}.mp4")
+        samples.write_video(paths[-1], samples.flash_frames([0.2 + 0.05 * i], size=(32, 40)), seconds, 25)
+    return paths
+
+
+def _manifest(folder: Path, rows: list[dict]) -> Path:
+    path = folder / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _playable_with_audio(path: Path) -> bool:
+    with av.open(str(path)) as c:
+        return bool(c.streams.video) and sum(f.samples for f in c.decode(audio=0)) > 0
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    good = _videos(folder, 10)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return folder, good
+
+
+def test_twelve_items_two_bad_ten_done_and_a_nonzero_exit(clips, tmp_path, capsys):
+    folder, good = clips
+    rows = [{"video": str(p), "prompt": "a click"} for p in good]
+    rows.insert(3, {"video": str(folder / "nowhere.mp4"), "prompt": "a click"})
+    rows.insert(7, {"video": str(folder / "broken.mp4"), "prompt": "a click"})
+    out = tmp_path / "out"
+    code = main(["batch", str(_manifest(tmp_path, rows)), "-o", str(out), "--model", "debug", "--steps", "1", "--wav"])
+    err = capsys.readouterr().err
+    assert code == 1 and "10 done, 2 failed, 0 not done (12 items" in err
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 12 and sorted(r["status"] for r in results).count("ok") == 10
+    failed = {r["name"]: r["error"] for r in results if r["status"] == "failed"}
+    assert set(failed) == {"nowhere", "broken"} and "no such video" in failed["nowhere"]
+    assert all("\n" not in e and "Traceback" not in e for e in failed.values())
+    for r in results:
+        if r["status"] == "ok":
+            assert _playable_with_audio(out / r["output"]) and sf.info(str(out / r["wav"])).frames == 16000
+    assert not [p for p in out.iterdir() if p.name.startswith(".rewas")]  # no temporary file left behind
+    # the results are a `rewas evaluate` manifest: the failed lines are left out
+    report_path = tmp_path / "report.json"
+    code = main(["evaluate", str(out / "results.jsonl"), "--out", str(report_path), "--metrics", "av_align"])
+    report = json.loads(report_path.read_text())
+    assert code == 0 and len(report["items"]) == 10
+
+
+def test_items_from_a_folder_a_csv_and_bad_manifests(clips, tmp_path):
+    folder, good = clips
+    (folder / "clip01.txt").write_text("a bell\n")
+    items = batch.read_items(folder, prompt="a click")
+    assert [i.name for i in items][:3] == ["broken", "clip00", "clip01"] and items[2].prompt == "a bell"
+    csv_path = tmp_path / "items.csv"
+    csv_path.write_text(f"video,prompt,seed,steps\n{good[0]},rain,7,3\n{good[1]},wind,,\n")
+    a, b = batch.read_items(csv_path)
+    assert (a.seed, a.steps, b.seed, b.steps) == (7, 3, None, None)
+    assert batch.item_seed(0, "clip01") == batch.item_seed(0, "clip01") != batch.item_seed(1, "clip01")
+    cases = {
+        "not json": "{video",
+        "no video": '{"prompt": "x"}',
+        "bad seed": f'{{"video": "{good[0]}", "prompt": "x", "seed": 1.5}}',
+        "unknown field": f'{{"video": "{good[0]}", "prompt": "x", "colour": 1}}',
+        "same name": f'{{"video": "{good[0]}", "prompt": "x"}}\n{{"video": "{good[0]}", "prompt": "y"}}',
+        "empty": "\n",
+    }
+    for what, text in cases.items():
+        path = tmp_path / "bad.jsonl"
+        path.write_text(text + "\n")
+        with pytest.raises(UserError):
+            batch.read_items(path)
+            pytest.fail(what)
+
+
+def _batch_cmd(manifest: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rewas", "batch", str(manifest), "-o", str(out), "--model", "debug", "-q", *extra]
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_kill_9_at_random_moments_then_rerun_does_every_item_once(clips, tmp_path):
+    """Runs killed with SIGKILL at random moments (once while loading, three times a random fraction of an item
+    after the 1st-2nd next item is recorded), then one run to the end: every item is done, the ones already
+    recorded as done are never generated again, and every output is a valid video with audio."""
+    _, good = clips
+    manifest = _manifest(tmp_path, [{"video": str(p), "prompt": "a click"} for p in good])
+    out = tmp_path / "out"
+    results = out / "results.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rng = random.Random(0)
+    first_done: dict[str, int] = {}  # item -> mtime of its video when it was first seen done
+    for trial in range(4):
+        proc = subprocess.Popen(_batch_cmd(manifest, out, "--steps", "3"), env=env, stderr=subprocess.DEVNULL)
+        if trial == 0:
+            time.sleep(rng.uniform(0.5, 2.5))  # still importing or loading the model
+        else:
+            target, deadline = _lines(results) + rng.randint(1, 2), time.monotonic() + 120
+            while _lines(results) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the next item
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for name, row in batch.read_results(out).items():
+            if batch.is_done(row, out):
+                first_done.setdefault(name, (out / row["output"]).stat().st_mtime_ns)
+    assert 3 <= len(first_done) < len(good), first_done  # the kills landed mid-run
+    final = subprocess.run(_batch_cmd(manifest, out, "--steps", "3"), env=env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["name"] for r in rows) == [p.stem for p in good]
+    assert {r["status"] for r in rows} == {"ok"}
+    for r in rows:
+        assert _playable_with_audio(out / r["output"])
+        if r["name"] in first_done:  # done before a kill: not generated again
+            assert (out / r["output"]).stat().st_mtime_ns == first_done[r["name"]]
+    assert not [p for p in out.iterdir() if p.name.startswith(".rewas")]
+
+
+def test_two_ranks_under_accelerate_equal_one_rank(clips, tmp_path):
+    _, good = clips
+    manifest = _manifest(tmp_path, [{"video": str(p), "prompt": "a click"} for p in good[:5]])
+    # accelerate runs each CPU rank on one thread; the single rank too, so that sums are taken in the same order
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(_batch_cmd(manifest, tmp_path / "one", "--steps", "2", "--wav"), env=env, capture_output=True)
+    assert one.returncode == 0, one.stderr
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "rewas"]
+    two = subprocess.run(
+        launch + _batch_cmd(manifest, tmp_path / "two", "--steps", "2", "--wav")[3:],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert [p.name for p in (tmp_path / "two").glob("results*.jsonl")] == ["results.jsonl"]  # rank files merged
+    rows = {json.loads(line)["name"]: json.loads(line) for line in (tmp_path / "two" / "results.jsonl").open()}
+    assert sorted(rows) == [f"clip{i:02d}" for i in range(5)]
+    for name in rows:
+        a, _ = sf.read(tmp_path / "one" / f"{name}.wav")
+        b, _ = sf.read(tmp_path / "two" / f"{name}.wav")
+        assert np.array_equal(a, b), name
