@@ -20,6 +20,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,40 +254,58 @@ def run(
     rank: int = 0,
     world: int = 1,
     progress: Callable[[Item, dict], None] | None = None,
+    prefetch: bool = False,
 ) -> list[dict]:
-    """Generate `items` (this rank's `todo`), recording each in this rank's results file; -> the rows recorded."""
+    """Generate `items` (this rank's `todo`), recording each in this rank's results file; -> the rows recorded.
+
+    With `prefetch`, a worker thread reads the next item's video and runs phi on it (`prepare_item`) while the
+    current item is sampled; the audio is the same either way. It pays when sampling runs on a GPU; on a 2-core
+    CPU the thread takes cores from sampling (20 clips: 29 items/min with it, 39 without)."""
     outdir.mkdir(parents=True, exist_ok=True)
     writer = ResultsWriter(outdir / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"))
     rows = []
-    for item in items:
-        row = generate_item(pipe, item, outdir, options)
-        writer.write(row)
-        rows.append(row)
-        if progress is not None:
-            progress(item, row)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewas-prepare") as pool:
+        prepare = (lambda it: pool.submit(prepare_item, pipe, it)) if prefetch else None
+        upcoming = prepare(items[0]) if prepare and items else None
+        for i, item in enumerate(items):
+            current, upcoming = upcoming, (prepare(items[i + 1]) if prepare and i + 1 < len(items) else None)
+            row = generate_item(pipe, item, outdir, options, current)
+            writer.write(row)
+            rows.append(row)
+            if progress is not None:
+                progress(item, row)
     return rows
 
 
-def generate_item(pipe, item: Item, outdir: Path, options: Options) -> dict:
-    """One item, end to end; any failure becomes the row's one-line error."""
-    from .audio import write_wav
-    from .energy import read_csv, write_csv
+def prepare_item(pipe, item: Item):
+    """Everything of an item that comes before sampling: its checks, the video's timeline and phi's curve.
+    -> (VideoInfo, Timeline); raises what the item's failure will say."""
+    from .energy import read_csv
     from .frames import probe
-    from .mux import mux
     from .pipeline import check_duration
+
+    if not item.prompt.strip():
+        raise UserError("the prompt is empty")
+    info = check_duration(probe(check_input_file(item.video, "video")))
+    energy = read_csv(item.energy_in) if item.energy_in else None  # a curve is stretched to the video's length
+    return info, pipe.prepare(item.video, energy=energy)
+
+
+def generate_item(pipe, item: Item, outdir: Path, options: Options, prepared: Future | None = None) -> dict:
+    """One item, end to end (from `prepared`, the future of its `prepare_item`, if given); any failure becomes the
+    row's one-line error."""
+    from .audio import write_wav
+    from .energy import write_csv
+    from .mux import mux
 
     seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
     row = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
     start = time.perf_counter()
     try:
-        if not item.prompt.strip():
-            raise UserError("the prompt is empty")
-        info = check_duration(probe(check_input_file(item.video, "video")))
-        energy = read_csv(item.energy_in) if item.energy_in else None
+        info, timeline = prepared.result() if prepared is not None else prepare_item(pipe, item)
         result = pipe(
-            item.video,
             prompt=item.prompt,
-            energy=energy,
+            timeline=timeline,
             steps=item.steps if item.steps is not None else options.steps,
             guidance=item.guidance if item.guidance is not None else options.guidance,
             seed=seed,

@@ -173,6 +173,7 @@ def cmd_batch(args) -> None:
     )
     pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
     todo = batch.todo(items, outdir, rank=rank, world=world, overwrite=args.overwrite)
+    prefetch = args.prefetch == "on" or (args.prefetch == "auto" and pipe.device.type != "cpu")
     with tqdm(total=len(todo), desc="batch", unit="item", file=sys.stderr, disable=args.quiet or rank != 0) as bar:
 
         def progress(item, row) -> None:
@@ -180,7 +181,7 @@ def cmd_batch(args) -> None:
             if row["status"] != "ok":
                 bar.write(f"rewas: {item.name}: {row['error']}", file=sys.stderr)
 
-        batch.run(pipe, todo, outdir, options, rank=rank, world=world, progress=progress)
+        batch.run(pipe, todo, outdir, options, rank=rank, world=world, progress=progress, prefetch=prefetch)
     if state is not None:
         state.wait_for_everyone()
     if rank == 0:
@@ -477,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--wav", action="store_true", help="also write NAME.wav")
     b.add_argument("--energy-out", action="store_true", help="also write NAME.csv, the energy curve used")
     b.add_argument("--overwrite", action="store_true", help="redo every item (default: skip the ones done)")
+    b.add_argument(
+        "--prefetch",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="read the next video and run phi on it in a thread during sampling (auto: on a GPU only; on a 2-core "
+        "CPU the two compete for the cores)",
+    )
     b.add_argument("--model", default="default", help="as for generate")
     b.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
     b.add_argument("--seed", type=int, default=0, help="run seed; an item's seed is its own or this + its name")

@@ -53,6 +53,17 @@ MIN_DURATION_S = 0.01  # one 10 ms mel frame: the shortest sound the model makes
 
 
 @dataclass
+class Timeline:
+    """A clip made ready for sampling by `ReWaSPipeline.prepare`."""
+
+    duration: float  # seconds
+    samples: int  # of the soundtrack
+    length: int  # latent frames, at least one window
+    curve: torch.Tensor  # (1, length * 4) energy per 10 ms mel frame over the whole timeline
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class GenerationResult:
     waveform: np.ndarray  # (N,) float32 mono, N = duration * sample_rate
     sample_rate: int
@@ -318,6 +329,7 @@ class ReWaSPipeline:
         callback: Callable[[int, int], None] | None = None,
         control_scale: float = 1.0,
         batch_size: int | None = None,
+        timeline: Timeline | None = None,
     ) -> GenerationResult:
         """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps), any length.
 
@@ -330,6 +342,7 @@ class ReWaSPipeline:
         control_scale: strength of the energy control (1: as trained; 0: none, the backbone follows the text alone).
         batch_size: windows per denoiser call (default: 4 on the CPU, 8 elsewhere); on the CPU the audio is the same
         to the bit for any batch size, on a GPU to the kernels' rounding.
+        timeline: the result of `prepare` (instead of video / frames / energy).
         """
         # 1. settings; every random draw comes from one generator, in a fixed order
         if device is not None or dtype is not None:
@@ -350,23 +363,16 @@ class ReWaSPipeline:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
             generator = torch.Generator("cpu").manual_seed(seed)
 
-        # 2. the timeline: L latent frames (at least one window), covered by fixed windows for every stage but sampling
-        with _timer(timings, "frames"):
-            frame_iter, duration = self._frame_source(video, frames, energy)
+        # 2-3. the timeline and its energy curve (done already when `timeline` comes from `prepare`)
+        if timeline is None:
+            timeline = self.prepare(video, frames=frames, energy=energy)
+        elif video is not None or frames is not None or energy is not None:
+            raise UserError("give a prepared timeline or a video, frames or energy curve, not both")
+        for key, seconds in timeline.timings.items():
+            timings[key] = timings.get(key, 0.0) + seconds
         channels, window, freq = cfg.latent_shape
         d, hop = cfg.vae.downsample, cfg.audio.hop_length
-        samples = round(duration * cfg.audio.sample_rate)
-        length = self.timeline_length(samples)
-        starts = window_starts(length, window, round(MIN_OVERLAP_S * self.latent_rate))
-
-        # 3. the energy curve over the whole timeline, (1, L * 4): phi on each window as the frames stream past
-        with _timer(timings, "energy"):
-            if energy is not None:
-                curve = torch.from_numpy(self._user_curve(energy, duration))[None]
-                curve = torch.nn.functional.pad(curve, (0, max(0, length * d - curve.shape[1])), mode="replicate")
-        if energy is None:
-            curve = self._predict_timeline(frame_iter, starts, length, timings)
-        curve = curve[:, : length * d].float()
+        duration, samples, length, curve = timeline.duration, timeline.samples, timeline.length, timeline.curve
 
         # 4. the control latent over the timeline, (1, z, M + L + M, F): the curve VAE-encoded window by window. A
         # timeline longer than one window is sampled with M frames of margin at both ends, dropped afterwards: the
@@ -406,6 +412,34 @@ class ReWaSPipeline:
         timings["total"] = time.perf_counter() - t_start
         energy_out = curve[0, : max(1, samples // hop)].numpy()
         return GenerationResult(waveform, cfg.audio.sample_rate, energy_out, duration, seed, timings)
+
+    def prepare(
+        self,
+        video: str | os.PathLike | None = None,
+        *,
+        frames: np.ndarray | None = None,
+        energy: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Timeline:
+        """Steps ②-③ of a generation, which need no randomness: the video's length -> the latent timeline, and the
+        energy curve over it (phi on the video, one window of frames at a time, or the given curve). Passing the
+        result to `__call__(timeline=...)` gives the same audio as passing the video; `rewas batch` prepares the
+        next clip while the current one is sampled."""
+        cfg, timings = self.config, {}
+        # 2. the timeline: L latent frames (at least one window), covered by fixed windows for all but sampling
+        with _timer(timings, "frames"):
+            frame_iter, duration = self._frame_source(video, frames, energy)
+        d = cfg.vae.downsample
+        samples = round(duration * cfg.audio.sample_rate)
+        length = self.timeline_length(samples)
+        starts = window_starts(length, cfg.latent_shape[1], round(MIN_OVERLAP_S * self.latent_rate))
+        # 3. the energy curve over the whole timeline, (1, L * 4): phi on each window as the frames stream past
+        with _timer(timings, "energy"):
+            if energy is not None:
+                curve = torch.from_numpy(self._user_curve(energy, duration))[None]
+                curve = torch.nn.functional.pad(curve, (0, max(0, length * d - curve.shape[1])), mode="replicate")
+        if energy is None:
+            curve = self._predict_timeline(frame_iter, starts, length, timings)
+        return Timeline(duration, samples, length, curve[:, : length * d].float(), timings)
 
     def _predict_timeline(self, frame_iter, starts: list[int], length: int, timings: dict) -> torch.Tensor:
         """phi's energy over the whole timeline, (1, L * 4): one window of frames at a time (decoded lazily), the

@@ -170,3 +170,26 @@ def test_two_ranks_under_accelerate_equal_one_rank(clips, tmp_path):
         a, _ = sf.read(tmp_path / "one" / f"{name}.wav")
         b, _ = sf.read(tmp_path / "two" / f"{name}.wav")
         assert np.array_equal(a, b), name
+
+
+def test_prefetching_the_next_clip_changes_nothing(debug_pipe, clips, tmp_path):
+    """The worker thread that prepares the next item (video, phi) while the current one is sampled gives the
+    audio that the pipeline gives on its own, at the item's seed; an energy_in item is stretched to its video."""
+    _, good = clips
+    curve = tmp_path / "curve.csv"
+    curve.write_text("time_s,energy\n0,-9\n0.5,-2\n1.0,-9\n")
+    items = [batch.Item(name=p.stem, video=str(p), prompt="a click") for p in good[:3]]
+    items[1].energy_in = str(curve)
+    options = batch.Options(steps=2, wav=True)
+    wavs = {}
+    for prefetch in (True, False):
+        out = tmp_path / f"prefetch_{prefetch}"
+        rows = batch.run(debug_pipe, items, out, options, prefetch=prefetch)
+        assert [r["status"] for r in rows] == ["ok"] * 3
+        wavs[prefetch] = [sf.read(out / f"{it.name}.wav", dtype="float32")[0] for it in items]
+    from rewas.energy import read_csv
+
+    for i, item in enumerate(items):
+        energy = read_csv(item.energy_in) if item.energy_in else None
+        alone = debug_pipe(item.video, prompt="a click", energy=energy, steps=2, seed=batch.item_seed(0, item.name))
+        assert np.array_equal(wavs[True][i], alone.waveform) and np.array_equal(wavs[False][i], alone.waveform)
