@@ -255,26 +255,52 @@ def run(
     world: int = 1,
     progress: Callable[[Item, dict], None] | None = None,
     prefetch: bool = False,
+    group: int = 1,
 ) -> list[dict]:
     """Generate `items` (this rank's `todo`), recording each in this rank's results file; -> the rows recorded.
 
-    With `prefetch`, a worker thread reads the next item's video and runs phi on it (`prepare_item`) while the
-    current item is sampled; the audio is the same either way. It pays when sampling runs on a GPU; on a 2-core
-    CPU the thread takes cores from sampling (20 clips: 29 items/min with it, 39 without)."""
+    Up to `group` consecutive items with the same settings are sampled together (`ReWaSPipeline.generate_many`:
+    their windows share the denoiser's batches). With `prefetch`, a worker thread reads the next group's videos
+    and runs phi on them while the current group is sampled; it pays when sampling runs on a GPU, while on a
+    2-core CPU the thread takes cores from sampling (20 clips: 28 items/min with it, 39 without). The audio is
+    the same either way."""
     outdir.mkdir(parents=True, exist_ok=True)
     writer = ResultsWriter(outdir / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"))
+    groups = _groups(items, max(1, group), options)
     rows = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewas-prepare") as pool:
-        prepare = (lambda it: pool.submit(prepare_item, pipe, it)) if prefetch else None
-        upcoming = prepare(items[0]) if prepare and items else None
-        for i, item in enumerate(items):
-            current, upcoming = upcoming, (prepare(items[i + 1]) if prepare and i + 1 < len(items) else None)
-            row = generate_item(pipe, item, outdir, options, current)
-            writer.write(row)
-            rows.append(row)
-            if progress is not None:
-                progress(item, row)
+
+        def submit(members: list[Item]) -> list[Future | None]:
+            return [pool.submit(prepare_item, pipe, it) if prefetch else None for it in members]
+
+        upcoming = submit(groups[0]) if groups else []
+        for g, members in enumerate(groups):
+            current, upcoming = upcoming, (submit(groups[g + 1]) if g + 1 < len(groups) else [])
+            for item, row in generate_group(pipe, members, current, outdir, options):
+                writer.write(row)
+                rows.append(row)
+                if progress is not None:
+                    progress(item, row)
     return rows
+
+
+def _groups(items: list[Item], size: int, options: Options) -> list[list[Item]]:
+    """Consecutive items, at most `size` a group, a new group wherever the sampler settings change."""
+    groups: list[list[Item]] = []
+    for item in items:
+        key = _settings(item, options)
+        if groups and len(groups[-1]) < size and _settings(groups[-1][0], options) == key:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _settings(item: Item, options: Options) -> tuple:
+    return (
+        item.steps if item.steps is not None else options.steps,
+        item.guidance if item.guidance is not None else options.guidance,
+    )
 
 
 def prepare_item(pipe, item: Item):
@@ -291,54 +317,79 @@ def prepare_item(pipe, item: Item):
     return info, pipe.prepare(item.video, energy=energy)
 
 
-def generate_item(pipe, item: Item, outdir: Path, options: Options, prepared: Future | None = None) -> dict:
-    """One item, end to end (from `prepared`, the future of its `prepare_item`, if given); any failure becomes the
-    row's one-line error."""
+def _failed(row: dict, e: Exception) -> dict:
+    kind = "" if isinstance(e, UserError) else f"internal error: {e.__class__.__name__}: "
+    row.update(status="failed", error=kind + one_line(e))
+    return row
+
+
+def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, options: Options) -> list[tuple[Item, dict]]:
+    """Items with the same settings, end to end and sampled together (from `prepared`, the futures of their
+    `prepare_item`, where given); -> (item, row) in order, each failure its row's one-line error."""
     from .audio import write_wav
     from .energy import write_csv
     from .mux import mux
 
-    seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
-    row = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
     start = time.perf_counter()
-    try:
-        info, timeline = prepared.result() if prepared is not None else prepare_item(pipe, item)
-        result = pipe(
-            prompt=item.prompt,
-            timeline=timeline,
-            steps=item.steps if item.steps is not None else options.steps,
-            guidance=item.guidance if item.guidance is not None else options.guidance,
-            seed=seed,
-            batch_size=options.batch_size,
-        )
-        outputs = {"output": outdir / f"{item.name}.mp4"}
-        if options.wav:
-            outputs["wav"] = outdir / f"{item.name}.wav"
-        if options.energy:
-            outputs["energy"] = outdir / f"{item.name}.csv"
-        if "wav" in outputs:
-            with atomic_path(outputs["wav"]) as tmp:
-                write_wav(tmp, result.waveform, result.sample_rate)
-        if "energy" in outputs:
-            with atomic_path(outputs["energy"]) as tmp:
-                write_csv(tmp, result.energy, pipe.config.audio)
-        mux(item.video, result.waveform, result.sample_rate, outputs["output"], info)  # atomic: renamed into place
-        names = {k: v.name for k, v in outputs.items()}  # relative to results.jsonl, as a manifest's paths are
-        row.update(names)
-        row.update(
-            status="ok",
-            audio=names.get("wav", names["output"]),  # what `rewas evaluate` reads
-            outputs=list(names.values()),
-            duration=round(result.duration, 3),
-            timings={k: round(v, 3) for k, v in result.timings.items()},
-        )
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        kind = "" if isinstance(e, UserError) else f"internal error: {e.__class__.__name__}: "
-        row.update(status="failed", error=kind + one_line(e))
-    row["seconds"] = round(time.perf_counter() - start, 3)
-    return row
+    rows, ready = {}, []
+    for item, future in zip(items, prepared or [None] * len(items)):
+        seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
+        rows[item.name] = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
+        try:
+            ready.append((item, *(future.result() if future is not None else prepare_item(pipe, item))))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            _failed(rows[item.name], e)
+    results = []
+    if ready:
+        steps, guidance = _settings(ready[0][0], options)
+        try:
+            results = pipe.generate_many(
+                [timeline for _, _, timeline in ready],
+                [item.prompt for item, _, _ in ready],
+                [rows[item.name]["seed"] for item, _, _ in ready],
+                steps=steps,
+                guidance=guidance,
+                batch_size=options.batch_size,
+            )
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            for item, _, _ in ready:
+                _failed(rows[item.name], e)
+    for (item, info, _), result in zip(ready, results):
+        row = rows[item.name]
+        try:
+            outputs = {"output": outdir / f"{item.name}.mp4"}
+            if options.wav:
+                outputs["wav"] = outdir / f"{item.name}.wav"
+            if options.energy:
+                outputs["energy"] = outdir / f"{item.name}.csv"
+            if "wav" in outputs:
+                with atomic_path(outputs["wav"]) as tmp:
+                    write_wav(tmp, result.waveform, result.sample_rate)
+            if "energy" in outputs:
+                with atomic_path(outputs["energy"]) as tmp:
+                    write_csv(tmp, result.energy, pipe.config.audio)
+            mux(item.video, result.waveform, result.sample_rate, outputs["output"], info)  # renamed into place
+            names = {k: v.name for k, v in outputs.items()}  # relative to results.jsonl, as a manifest's paths are
+            row.update(names)
+            row.update(
+                status="ok",
+                audio=names.get("wav", names["output"]),  # what `rewas evaluate` reads
+                outputs=list(names.values()),
+                duration=round(result.duration, 3),
+                timings={k: round(v, 3) for k, v in result.timings.items()},
+            )
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            _failed(row, e)
+    seconds = round(time.perf_counter() - start, 3)
+    for row in rows.values():
+        row.update(seconds=seconds, group=len(items))  # the time of the whole group
+    return [(item, rows[item.name]) for item in items]
 
 
 def summary(items: list[Item], outdir: Path) -> dict:

@@ -181,7 +181,10 @@ def cmd_batch(args) -> None:
             if row["status"] != "ok":
                 bar.write(f"rewas: {item.name}: {row['error']}", file=sys.stderr)
 
-        batch.run(pipe, todo, outdir, options, rank=rank, world=world, progress=progress, prefetch=prefetch)
+        # clips sampled together, at most; on a 2-core CPU grouping was no faster (38.9 vs 40.1 items/min)
+        group = args.batch_size or (1 if pipe.device.type == "cpu" else 8)
+        run = dict(rank=rank, world=world, progress=progress, prefetch=prefetch, group=group)
+        batch.run(pipe, todo, outdir, options, **run)
     if state is not None:
         state.wait_for_everyone()
     if rank == 0:
@@ -490,7 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="run seed; an item's seed is its own or this + its name")
     b.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     b.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
-    b.add_argument("--batch-size", type=int, help="windows per denoiser call (as for generate)")
+    b.add_argument(
+        "--batch-size",
+        type=int,
+        help="windows per denoiser call, from up to this many clips sampled together (default: 8 off the CPU; on "
+        "the CPU one clip at a time and 4 windows of a long one)",
+    )
     b.add_argument("--device", help="torch device (default: the rank's, else cuda if available, else cpu)")
     b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

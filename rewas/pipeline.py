@@ -35,7 +35,7 @@ from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, ra
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
-from .timeline import WindowDenoiser, sample_timeline
+from .timeline import WindowDenoiser, sample_timelines
 from .unet import UNet
 from .vae import VAE
 from .video_encoder import build_video_encoder
@@ -285,17 +285,19 @@ class ReWaSPipeline:
     def denoiser(
         self, text: torch.Tensor, empty: torch.Tensor, guidance: float, control_scale: float = 1.0
     ) -> WindowDenoiser:
-        """eps(x_t (B, z, W, F), t, hint (B, z, W, F)) with CFG; the unconditional branch has the empty prompt AND an
-        all-zero energy latent. control_scale multiplies the adapter's residuals (0: the adapter is not run,
-        text-to-audio only)."""
+        """eps(x_t (B, z, W, F), t, hint (B, z, W, F), rows=None) with CFG; `rows` (B, D) gives each window its own
+        prompt embedding (windows of several clips), else all have `text`. The unconditional branch has the empty
+        prompt AND an all-zero energy latent. control_scale multiplies the adapter's residuals (0: the adapter is not
+        run, text-to-audio only)."""
 
-        def eps(x: torch.Tensor, t: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        def eps(x: torch.Tensor, t: torch.Tensor, hint: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
             b = x.shape[0]
+            cond = text.expand(b, -1) if rows is None else rows  # rows: (B, D), each window's own prompt
             if guidance == 1.0:
-                x_in, text_in, hint_in = x, text.expand(b, -1), hint
+                x_in, text_in, hint_in = x, cond, hint
             else:
                 x_in = torch.cat([x, x])
-                text_in = torch.cat([empty.expand(b, -1), text.expand(b, -1)])
+                text_in = torch.cat([empty.expand(b, -1), cond])
                 hint_in = torch.cat([torch.zeros_like(hint), hint])
             text_in, hint_in = text_in.to(self.dtype), hint_in.to(self.dtype)
             t_in = t.reshape(1).expand(x_in.shape[0]).to(self.device)
@@ -340,17 +342,56 @@ class ReWaSPipeline:
         and video encoder, the rest stays float32).
         callback(step, total) is called after every sampler step (each step covers the whole timeline).
         control_scale: strength of the energy control (1: as trained; 0: none, the backbone follows the text alone).
-        batch_size: windows per denoiser call (default: 4 on the CPU, 8 elsewhere); on the CPU the audio is the same
-        to the bit for any batch size, on a GPU to the kernels' rounding.
+        batch_size: windows per denoiser call (default: 4 on the CPU, 8 elsewhere); the audio depends on it only
+        by the float rounding of the kernels each batch shape gets.
         timeline: the result of `prepare` (instead of video / frames / energy).
         """
         # 1. settings; every random draw comes from one generator, in a fixed order
+        t_start = time.perf_counter()
+        settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype)
+        if generator is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
+            generator = torch.Generator("cpu").manual_seed(seed)
+        # 2-3. the timeline and its energy curve (done already when `timeline` comes from `prepare`)
+        if timeline is None:
+            timeline = self.prepare(video, frames=frames, energy=energy)
+        elif video is not None or frames is not None or energy is not None:
+            raise UserError("give a prepared timeline or a video, frames or energy curve, not both")
+        return self._generate([timeline], [prompt], [generator], [seed], settings, callback, t_start)[0]
+
+    @torch.no_grad()
+    def generate_many(
+        self,
+        timelines: list[Timeline],
+        prompts: list[str],
+        seeds: list[int],
+        *,
+        steps: int | None = None,
+        guidance: float | None = None,
+        scheduler: str | None = None,
+        eta: float | None = None,
+        control_scale: float = 1.0,
+        batch_size: int | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Several prepared clips (`prepare`) sampled together: at every step the windows of all of them go through
+        the denoiser in batches of `batch_size`, which keeps a GPU busy with short clips. Each clip's audio is what
+        `__call__` gives it alone at its seed, up to the float rounding of other batch shapes."""
+        if not len(timelines) == len(prompts) == len(seeds) or not timelines:
+            raise UserError("give one prompt and one seed per timeline, and at least one timeline")
+        t_start = time.perf_counter()
+        settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, None, None)
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        return self._generate(timelines, prompts, generators, seeds, settings, callback, t_start)
+
+    def _settings(self, steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype) -> dict:
+        """The sampler settings of a call, defaults filled in and checked (bad ones are the user's error)."""
         if device is not None or dtype is not None:
             self.to(device or self.device, dtype or self.dtype)
-        cfg, timings, t_start = self.config, {}, time.perf_counter()
-        steps = cfg.sampler.steps if steps is None else steps
-        guidance = cfg.sampler.guidance if guidance is None else guidance
-        eta = cfg.sampler.eta if eta is None else eta
+        cfg = self.config.sampler
+        steps = cfg.steps if steps is None else steps
+        guidance = cfg.guidance if guidance is None else guidance
+        eta = cfg.eta if eta is None else eta
         batch_size = (4 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
         if not all(isinstance(n, numbers.Integral) and n >= 1 for n in (steps, batch_size)):
             raise UserError(f"steps and batch_size must be whole numbers >= 1 (got {steps}, {batch_size})")
@@ -358,60 +399,77 @@ class ReWaSPipeline:
             raise UserError(
                 f"eta must be >= 0, guidance and control_scale finite (got {eta}, {guidance}, {control_scale})"
             )
-        sampler = make_sampler(NoiseSchedule(cfg.diffusion), scheduler or cfg.sampler.scheduler)
-        if generator is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
-            generator = torch.Generator("cpu").manual_seed(seed)
+        scheduler = scheduler or cfg.scheduler
+        make_sampler(NoiseSchedule(self.config.diffusion), scheduler)  # an unknown name fails here, before any work
+        return dict(
+            steps=steps,
+            guidance=guidance,
+            scheduler=scheduler,
+            eta=eta,
+            control_scale=control_scale,
+            batch_size=batch_size,
+        )
 
-        # 2-3. the timeline and its energy curve (done already when `timeline` comes from `prepare`)
-        if timeline is None:
-            timeline = self.prepare(video, frames=frames, energy=energy)
-        elif video is not None or frames is not None or energy is not None:
-            raise UserError("give a prepared timeline or a video, frames or energy curve, not both")
-        for key, seconds in timeline.timings.items():
-            timings[key] = timings.get(key, 0.0) + seconds
+    def _generate(self, timelines, prompts, generators, seeds, settings, callback, t_start) -> list[GenerationResult]:
+        """Steps ④-⑦ for prepared clips; their windows share the denoiser's batches."""
+        cfg = self.config
         channels, window, freq = cfg.latent_shape
         d, hop = cfg.vae.downsample, cfg.audio.hop_length
-        duration, samples, length, curve = timeline.duration, timeline.samples, timeline.length, timeline.curve
+        timings = [dict(timeline.timings) for timeline in timelines]
 
-        # 4. the control latent over the timeline, (1, z, M + L + M, F): the curve VAE-encoded window by window. A
-        # timeline longer than one window is sampled with M frames of margin at both ends, dropped afterwards: the
-        # frames at a window's very ends come out badly (large latents that shift a whole decoding window).
-        margin = round(END_MARGIN_S * self.latent_rate) if length > window else 0
-        with _timer(timings, "energy"):
-            padded = torch.nn.functional.pad(curve[None], (margin * d, margin * d), mode="replicate")[0]
-            hint = self.encode_energy_timeline(padded, generator)
+        # 4. each clip's control latent, (1, z, M + L + M, F): the curve VAE-encoded window by window. A timeline
+        # longer than one window is sampled with M frames of margin at both ends, dropped afterwards: the frames at
+        # a window's very ends come out badly (large latents that shift a whole decoding window).
+        margins, hints = [], []
+        for timeline, generator, clock in zip(timelines, generators, timings):
+            margins.append(round(END_MARGIN_S * self.latent_rate) if timeline.length > window else 0)
+            with _timer(clock, "energy"):
+                padded = torch.nn.functional.pad(timeline.curve[None], (margins[-1] * d,) * 2, mode="replicate")[0]
+                hints.append(self.encode_energy_timeline(padded, generator))
 
-        # 5. the prompt
-        with _timer(timings, "text"):
-            text = self.text_encoder.encode([prompt, ""]).to(self.device)
+        # 5. the prompts, (1, D) each, and the empty prompt of the unconditional branch
+        texts = []
+        for prompt, clock in zip(prompts, timings):
+            with _timer(clock, "text"):
+                text = self.text_encoder.encode([prompt, ""]).to(self.device)
+            texts.append(text[:1])
+        empty = text[1:]
 
-        # 6. the reverse process over the whole latent timeline
-        with _timer(timings, "diffusion"):
-            latent = sample_timeline(
-                self.denoiser(text[:1], text[1:], guidance, control_scale),
-                sampler,
-                (1, channels, length + 2 * margin, freq),
-                hint,
-                window,
-                steps=steps,
-                context=round(TILE_CONTEXT_S * self.latent_rate),
-                batch_size=batch_size,
-                generator=generator,
-                eta=eta,
-                device=self.device,
-                dtype=self.dtype,
-                callback=callback,
-            )[:, :, margin : margin + length]
+        # 6. the reverse process over every latent timeline at once
+        start = time.perf_counter()
+        samplers = [make_sampler(NoiseSchedule(cfg.diffusion), settings["scheduler"]) for _ in timelines]
+        latents = sample_timelines(
+            self.denoiser(texts[0], empty, settings["guidance"], settings["control_scale"]),
+            samplers,
+            [(1, channels, t.length + 2 * m, freq) for t, m in zip(timelines, margins)],
+            hints,
+            window,
+            texts=texts if len(texts) > 1 else None,
+            steps=settings["steps"],
+            context=round(TILE_CONTEXT_S * self.latent_rate),
+            batch_size=settings["batch_size"],
+            generators=generators,
+            eta=settings["eta"],
+            device=self.device,
+            dtype=self.dtype,
+            callback=callback,
+        )
+        for clock in timings:
+            clock["diffusion"] = time.perf_counter() - start  # shared by the clips sampled together
 
-        # 7. latent -> mel -> waveform, cut to the video's length
-        with _timer(timings, "decode"):
-            waveform = self.decode(latent)[0, :samples].float().cpu().numpy()
-        if len(waveform) < samples:
-            waveform = np.pad(waveform, (0, samples - len(waveform)))
-        timings["total"] = time.perf_counter() - t_start
-        energy_out = curve[0, : max(1, samples // hop)].numpy()
-        return GenerationResult(waveform, cfg.audio.sample_rate, energy_out, duration, seed, timings)
+        # 7. latent -> mel -> waveform, cut to each video's length
+        results = []
+        for timeline, latent, margin, seed, clock in zip(timelines, latents, margins, seeds, timings):
+            with _timer(clock, "decode"):
+                waveform = self.decode(latent[:, :, margin : margin + timeline.length])[0, : timeline.samples]
+                waveform = waveform.float().cpu().numpy()
+            if len(waveform) < timeline.samples:
+                waveform = np.pad(waveform, (0, timeline.samples - len(waveform)))
+            clock["total"] = time.perf_counter() - t_start
+            energy_out = timeline.curve[0, : max(1, timeline.samples // hop)].numpy()
+            rate = cfg.audio.sample_rate
+            results.append(GenerationResult(waveform, rate, energy_out, timeline.duration, seed, clock))
+        return results
 
     def prepare(
         self,

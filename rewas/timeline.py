@@ -75,26 +75,56 @@ def sample_timeline(
 ) -> torch.Tensor:
     """The reverse process over a whole latent timeline of `shape` (1, C, L, F); hint (1, z, L, F) is the control
     latent of the same timeline, and denoise(x (B, C, W, F), t, hint (B, z, W, F)) the model on B windows. Returns
-    x_0 (1, C, L, F) in float32.
+    x_0 (1, C, L, F) in float32. (`sample_timelines` with one timeline.)"""
+    return sample_timelines(
+        denoise, [sampler], [shape], [hint], window, steps=steps, context=context, batch_size=batch_size,
+        generators=[generator], eta=eta, device=device, dtype=dtype, callback=callback,
+    )[0]  # fmt: skip
 
-    The noise (initial and per step) is drawn for the whole timeline at once, and a window's prediction does not
-    depend on the others in its batch, so the result is the same for any batch_size."""
-    length = shape[2]
-    sampler.set_timesteps(steps, device=device)
-    x = randn(shape, generator, device) * sampler.init_noise_sigma
-    hint = hint.to(device, dtype)
-    for i, t in enumerate(sampler.timesteps):
-        plan = tiles(length, window, context, i)
-        out = torch.empty_like(x)
+
+@torch.no_grad()
+def sample_timelines(
+    denoise: WindowDenoiser,
+    samplers: list[DDIM | DPMSolverPP],
+    shapes: list[tuple[int, int, int, int]],
+    hints: list[torch.Tensor],
+    window: int,
+    *,
+    steps: int,
+    context: int,
+    batch_size: int = 1,
+    generators: list[torch.Generator | None],
+    texts: list[torch.Tensor] | None = None,
+    eta: float = 1.0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    callback: Callable[[int, int], None] | None = None,
+) -> list[torch.Tensor]:
+    """Several timelines sampled side by side, one sampler (its state), generator and hint each: at every step the
+    tiles of all of them go through `denoise` in batches of `batch_size` windows; texts[k] (1, D), if given, is
+    passed per window as `rows`. Returns each timeline's x_0 (1, C, L_k, F) in float32.
+
+    The noise (initial and per step) is drawn for each whole timeline from its own generator, and a window's
+    prediction does not depend on the others in its batch, so a timeline's result is the same whatever the batch
+    size and whatever else is sampled with it, up to the float rounding of the kernels each batch shape gets."""
+    for sampler in samplers:
+        sampler.set_timesteps(steps, device=device)
+    xs = [randn(shape, g, device) * s.init_noise_sigma for shape, g, s in zip(shapes, generators, samplers)]
+    hints = [hint.to(device, dtype) for hint in hints]
+    timesteps = samplers[0].timesteps
+    for i, t in enumerate(timesteps):
+        plan = [(k, tile) for k, x in enumerate(xs) for tile in tiles(x.shape[2], window, context, i)]
+        outs = [torch.empty_like(x) for x in xs]
         for b in range(0, len(plan), batch_size):
             batch = plan[b : b + batch_size]
-            x_in = torch.cat([x[:, :, p.window : p.window + window] for p in batch]).to(dtype)
-            h_in = torch.cat([hint[:, :, p.window : p.window + window] for p in batch])
-            pred = denoise(x_in, t, h_in).float()
-            for p, y in zip(batch, pred):
+            x_in = torch.cat([xs[k][:, :, p.window : p.window + window] for k, p in batch]).to(dtype)
+            h_in = torch.cat([hints[k][:, :, p.window : p.window + window] for k, p in batch])
+            rows = {} if texts is None else {"rows": torch.cat([texts[k] for k, _ in batch])}
+            pred = denoise(x_in, t, h_in, **rows).float()
+            for (k, p), y in zip(batch, pred):
                 a, z = p.keep
-                out[0, :, a:z] = y[:, a - p.window : z - p.window]
-        x = sampler.step(out, t, x, eta=eta, generator=generator)
+                outs[k][0, :, a:z] = y[:, a - p.window : z - p.window]
+        xs = [s.step(out, t, x, eta=eta, generator=g) for s, out, x, g in zip(samplers, outs, xs, generators)]
         if callback is not None:
-            callback(i + 1, len(sampler.timesteps))
-    return x
+            callback(i + 1, len(timesteps))
+    return xs

@@ -4,10 +4,10 @@
     python scripts/bench_batch.py --clips 4 --memory-items 0 --steps 4
 
 Both sides make the same soundtracks (same seeds): the loop starts one `python -m rewas generate` per clip (imports
-and model loading every time), the batch one `python -m rewas batch` for all, then once more with --prefetch on.
-Items per minute for each and the loop-to-batch ratio are printed. Then one batch over --memory-items items (the
-clips repeated under new names) has its resident memory sampled every 0.2 s; its RSS when the 10th, half and last
-item are recorded shows whether it grows.
+and model loading every time), the batch one `python -m rewas batch` for all, then with --prefetch on and with
+--batch-size 1 (one clip per denoiser call). Items per minute for each and the loop-to-batch ratio are printed.
+Then one batch over --memory-items items (the clips repeated under new names) has its resident memory sampled
+every 0.2 s; its RSS when the 10th, half and last item are recorded shows whether it grows.
 """
 
 from __future__ import annotations
@@ -70,12 +70,14 @@ def main() -> int:
                           + common)  # fmt: skip
         batched = timed(rewas + ["batch", str(manifest), "-o", str(tmp / "batch")] + common)
         threaded = timed(rewas + ["batch", str(manifest), "-o", str(tmp / "threaded"), "--prefetch", "on"] + common)
+        single = timed(rewas + ["batch", str(manifest), "-o", str(tmp / "single"), "--batch-size", "1"] + common)
         speed = {
             "clips": args.clips,
             "seconds_per_clip": args.seconds,
             "loop_items_per_min": round(60 * args.clips / loop, 2),
             "batch_items_per_min": round(60 * args.clips / batched, 2),
             "batch_prefetch_on_items_per_min": round(60 * args.clips / threaded, 2),
+            "batch_one_clip_a_call_items_per_min": round(60 * args.clips / single, 2),
             "ratio": round(loop / batched, 2),
         }
         print(json.dumps(speed), flush=True)

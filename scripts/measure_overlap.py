@@ -114,6 +114,15 @@ def _shifted(denoise, sampler, shape, hint, window, *, context, **kwargs):
     return sample_timeline(denoise, sampler, shape, hint, window, context=0, **kwargs)
 
 
+def as_timelines(method):
+    """A single-timeline method in the place of the pipeline's `sample_timelines` (one clip at a time)."""
+
+    def run(denoise, samplers, shapes, hints, window, *, generators, texts=None, **kwargs):
+        return [method(denoise, samplers[0], shapes[0], hints[0], window, generator=generators[0], **kwargs)]
+
+    return run
+
+
 ALTERNATIVES = {
     "shifted": _shifted,
     "multidiffusion": _averaged(False),
@@ -179,7 +188,7 @@ def main() -> int:
     if args.margin is not None:
         pipeline_mod.END_MARGIN_S = args.margin
     if args.method in ALTERNATIVES:
-        pipeline_mod.sample_timeline = ALTERNATIVES[args.method]
+        pipeline_mod.sample_timelines = as_timelines(ALTERNATIVES[args.method])
     pipe = ReWaSPipeline.from_pretrained(args.model)
     rate = pipe.config.audio.frame_rate
     frames = round(args.seconds * rate)

@@ -122,7 +122,9 @@ def test_kill_9_at_random_moments_then_rerun_does_every_item_once(clips, tmp_pat
     rng = random.Random(0)
     first_done: dict[str, int] = {}  # item -> mtime of its video when it was first seen done
     for trial in range(4):
-        proc = subprocess.Popen(_batch_cmd(manifest, out, "--steps", "3"), env=env, stderr=subprocess.DEVNULL)
+        # one clip per group, so that items are recorded one by one and the kills can land between them
+        cmd = _batch_cmd(manifest, out, "--steps", "3", "--batch-size", "1")
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
         if trial == 0:
             time.sleep(rng.uniform(0.5, 2.5))  # still importing or loading the model
         else:
@@ -151,13 +153,15 @@ def test_kill_9_at_random_moments_then_rerun_does_every_item_once(clips, tmp_pat
 def test_two_ranks_under_accelerate_equal_one_rank(clips, tmp_path):
     _, good = clips
     manifest = _manifest(tmp_path, [{"video": str(p), "prompt": "a click"} for p in good[:5]])
-    # accelerate runs each CPU rank on one thread; the single rank too, so that sums are taken in the same order
+    # accelerate runs each CPU rank on one thread; the single rank too, and one clip per denoiser call on both
+    # sides, so that every sum is taken in the same order (other batch shapes differ by float rounding only)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(_batch_cmd(manifest, tmp_path / "one", "--steps", "2", "--wav"), env=env, capture_output=True)
+    args = ("--steps", "2", "--wav", "--batch-size", "1")
+    one = subprocess.run(_batch_cmd(manifest, tmp_path / "one", *args), env=env, capture_output=True)
     assert one.returncode == 0, one.stderr
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "rewas"]
     two = subprocess.run(
-        launch + _batch_cmd(manifest, tmp_path / "two", "--steps", "2", "--wav")[3:],
+        launch + _batch_cmd(manifest, tmp_path / "two", *args)[3:],
         env=env,
         capture_output=True,
         text=True,
@@ -172,24 +176,28 @@ def test_two_ranks_under_accelerate_equal_one_rank(clips, tmp_path):
         assert np.array_equal(a, b), name
 
 
-def test_prefetching_the_next_clip_changes_nothing(debug_pipe, clips, tmp_path):
-    """The worker thread that prepares the next item (video, phi) while the current one is sampled gives the
-    audio that the pipeline gives on its own, at the item's seed; an energy_in item is stretched to its video."""
+def test_prefetching_and_sampling_clips_together_change_nothing(debug_pipe, clips, tmp_path):
+    """The worker thread that prepares the next items (video, phi) while others are sampled, and clips sampled
+    together (their windows in one denoiser batch, with their own prompts), give the audio that the pipeline gives
+    each clip on its own at the item's seed; an energy_in item is stretched to its video."""
     _, good = clips
     curve = tmp_path / "curve.csv"
     curve.write_text("time_s,energy\n0,-9\n0.5,-2\n1.0,-9\n")
-    items = [batch.Item(name=p.stem, video=str(p), prompt="a click") for p in good[:3]]
+    items = [batch.Item(name=p.stem, video=str(p), prompt=text) for p, text in zip(good[:3], ("a click", "rain", "x"))]
     items[1].energy_in = str(curve)
-    options = batch.Options(steps=2, wav=True)
+    options = batch.Options(steps=2, wav=True, batch_size=3)
     wavs = {}
-    for prefetch in (True, False):
-        out = tmp_path / f"prefetch_{prefetch}"
-        rows = batch.run(debug_pipe, items, out, options, prefetch=prefetch)
-        assert [r["status"] for r in rows] == ["ok"] * 3
-        wavs[prefetch] = [sf.read(out / f"{it.name}.wav", dtype="float32")[0] for it in items]
+    for prefetch, group in ((True, 3), (False, 1), (True, 2)):
+        out = tmp_path / f"prefetch_{prefetch}_{group}"
+        rows = batch.run(debug_pipe, items, out, options, prefetch=prefetch, group=group)
+        assert [r["status"] for r in rows] == ["ok"] * 3 and rows[0]["group"] == group
+        wavs[prefetch, group] = [sf.read(out / f"{it.name}.wav", dtype="float32")[0] for it in items]
     from rewas.energy import read_csv
 
     for i, item in enumerate(items):
         energy = read_csv(item.energy_in) if item.energy_in else None
-        alone = debug_pipe(item.video, prompt="a click", energy=energy, steps=2, seed=batch.item_seed(0, item.name))
-        assert np.array_equal(wavs[True][i], alone.waveform) and np.array_equal(wavs[False][i], alone.waveform)
+        seed = batch.item_seed(0, item.name)
+        alone = debug_pipe(item.video, prompt=item.prompt, energy=energy, steps=2, seed=seed, batch_size=1)
+        assert np.array_equal(wavs[False, 1][i], alone.waveform), item.name  # one clip, one window a call: bits
+        for key in ((True, 3), (True, 2)):  # other batch shapes: the same up to float rounding (measured 3e-8)
+            np.testing.assert_allclose(wavs[key][i], alone.waveform, atol=1e-5, rtol=0, err_msg=str(key))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rewas.pipeline
-from rewas.timeline import sample_timeline
+from rewas.timeline import sample_timelines
 
 CURVE = np.where(np.arange(200) % 100 < 20, -2.0, -9.0)  # 2 s of energy: two bursts
 OTHER_CURVE = np.where(np.arange(200) % 50 < 10, -2.0, -9.0)  # four shorter bursts
@@ -24,10 +24,10 @@ def generate(pipe, *args, **kwargs):
     latents = []
 
     def recording(*a, **k):
-        latents.append(sample_timeline(*a, **k))
-        return latents[-1]
+        latents.append(sample_timelines(*a, **k)[0])
+        return [latents[-1]]
 
-    with mock.patch.object(rewas.pipeline, "sample_timeline", recording):
+    with mock.patch.object(rewas.pipeline, "sample_timelines", recording):
         result = pipe(*args, **kwargs)
     return result, latents[-1]
 

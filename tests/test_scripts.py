@@ -254,7 +254,7 @@ def test_overlap_script_measures_agreement_and_seams(debug_pipe, monkeypatch):
     assert row["windows"] == 3 and len(row["overlap_r"]) == 2 and all(-1 <= r <= 1 for r in row["overlap_r"])
     assert -1 <= row["control_r"] <= 1
     for name, method in script.ALTERNATIVES.items():
-        monkeypatch.setattr(rewas.pipeline, "sample_timeline", method)
+        monkeypatch.setattr(rewas.pipeline, "sample_timelines", script.as_timelines(method))
         other = script.measure(debug_pipe, "rain", seed=0, seconds=30.0, curve=curve, steps=2)
         assert len(other["overlap_r"]) == 2, name
     rng = np.random.default_rng(0)
