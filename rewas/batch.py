@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError, one_line
-from .files import atomic_path, check_input_file
+from .files import atomic_path, check_input_file, read_jsonl
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
 FIELDS = {"video": str, "prompt": str, "name": str, "seed": int, "energy_in": str, "steps": int, "guidance": float}
@@ -70,19 +70,8 @@ def read_items(source: str | os.PathLike, prompt: str | None = None) -> list[Ite
 
 
 def _jsonl_rows(path: str) -> list[tuple[str, dict]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (a JSONL manifest is UTF-8 text)") from None
     rows = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, row in read_jsonl(path):
         if not isinstance(row, dict):
             raise UserError(f"{path}:{n}: each line must be a JSON object")
         rows.append((f"{path}:{n}", row))

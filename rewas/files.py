@@ -31,27 +31,36 @@ def check_input_file(
     return path
 
 
+def read_jsonl(path: str) -> list[tuple[int, object]]:
+    """A JSONL file -> (line number, value) for each non-empty line; bad text or JSON is a one-line user error
+    naming the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a JSONL manifest is UTF-8 text, one JSON object per line)") from None
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+    return rows
+
+
 def read_manifest(path: str | os.PathLike, required: tuple[str, ...], path_keys: tuple[str, ...]) -> list[dict]:
     """A JSONL manifest -> one dict per non-empty line, each with every key in `required`; the values of
     `path_keys` that are relative paths are taken relative to the manifest's folder. Anything malformed is a
     one-line user error naming the line."""
     path = check_input_file(path, "manifest")
     base = os.path.dirname(os.path.abspath(path))
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (a JSONL manifest is UTF-8 text, one JSON object per line)") from None
     items = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, item in read_jsonl(path):
         if not isinstance(item, dict) or any(key not in item for key in required):
-            raise UserError(f"{path}:{n}: each line needs {' and '.join(f'{k!r}' for k in required)}")
+            needs = " and ".join(f"{k!r}" for k in required) or "a JSON object"
+            raise UserError(f"{path}:{n}: each line needs {needs}")
         for key in path_keys:
             value = item.get(key)
             if value is not None and not isinstance(value, str):
