@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError, one_line
-from .files import atomic_path, check_input_file, read_jsonl
+from .files import TEMP_PREFIX, atomic_path, check_input_file, read_jsonl, remove_stale_temps
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
 FIELDS = {"video": str, "prompt": str, "name": str, "seed": int, "energy_in": str, "steps": int, "guidance": float}
@@ -144,7 +144,7 @@ def _folder_items(folder: str, prompt: str | None) -> list[Item]:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".rewas-"):
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(TEMP_PREFIX):
         raise UserError(f"{where}: {name!r} cannot be an output name")
 
 
@@ -254,6 +254,7 @@ def run(
     2-core CPU the thread takes cores from sampling (20 clips: 28 items/min with it, 39 without). The audio is
     the same either way."""
     outdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(outdir)  # the partial outputs of a killed run
     writer = ResultsWriter(outdir / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"))
     groups = _groups(items, max(1, group), options)
     rows = []
@@ -270,6 +271,7 @@ def run(
                 rows.append(row)
                 if progress is not None:
                     progress(item, row)
+    remove_stale_temps(outdir)  # an ffmpeg orphaned by a killed run may have been writing at the start
     return rows
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,11 +75,49 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...], path_keys:
     return items
 
 
+TEMP_PREFIX = ".rewas-"
+
+
+def temp_prefix() -> str:
+    """The name prefix of this process's temporary files and folders: it names the host and the process, so that
+    what a killed process left behind can be told from what a live one is still writing."""
+    return f"{TEMP_PREFIX}{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders in `directory` left by processes of this host that are gone (a run
+    killed with SIGKILL cannot clean up after itself); -> what was removed. Those of live processes (other ranks
+    writing into the same folder) and of other hosts are left alone."""
+    host = socket.gethostname().replace("-", "_")
+    removed = []
+    for path in Path(directory).glob(f"{TEMP_PREFIX}*"):
+        owner, _, rest = path.name[len(TEMP_PREFIX) :].partition("-")
+        pid = rest.partition("-")[0]
+        if owner != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds."""
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".rewas-", suffix=out.suffix)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(), suffix=out.suffix)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .audio import write_wav
 from .errors import MediaError
+from .files import temp_prefix
 from .frames import VideoInfo
 
 CONTAINERS = {".mp4": True, ".m4v": True, ".mov": True, ".mkv": False}  # suffix -> wants +faststart
@@ -79,7 +80,7 @@ def mux(
     """
     out = check_output_path(out, video)
     samples = round(info.duration * sample_rate)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".rewas-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix()) as tmp:
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, fit_length(waveform, samples), sample_rate)
         partial = Path(tmp) / f"out{out.suffix}"

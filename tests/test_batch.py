@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rewas import batch, samples
+from rewas import batch, files, samples
 from rewas.cli import main
 from rewas.errors import UserError
 
@@ -148,6 +148,24 @@ def test_kill_9_at_random_moments_then_rerun_does_every_item_once(clips, tmp_pat
         if r["name"] in first_done:  # done before a kill: not generated again
             assert (out / r["output"]).stat().st_mtime_ns == first_done[r["name"]]
     assert not [p for p in out.iterdir() if p.name.startswith(".rewas")]
+
+
+def test_stale_temps_of_dead_processes_go_and_live_ones_stay(tmp_path):
+    """What a SIGKILLed run left (a file and a folder) goes; a live process's temp (another rank still writing)
+    and another host's stay."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    prefix = files.temp_prefix()
+    mine = tmp_path / f"{prefix}abc.mp4"
+    theirs = tmp_path / prefix.replace(str(os.getpid()), str(dead.pid))
+    left_file, left_dir = Path(f"{theirs}x.wav"), Path(f"{theirs}dir")
+    other_host = tmp_path / f"{files.TEMP_PREFIX}elsewhere-{dead.pid}-y.mp4"
+    for p in (mine, left_file, other_host):
+        p.write_bytes(b"partial")
+    left_dir.mkdir()
+    (left_dir / "audio.wav").write_bytes(b"partial")
+    assert sorted(files.remove_stale_temps(tmp_path)) == sorted([left_file, left_dir])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other_host.name])
 
 
 def test_two_ranks_under_accelerate_equal_one_rank(clips, tmp_path):
