@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test format corpus clean
+.PHONY: install demo test browser format corpus clean
 
 install: $(STAMP)
 
@@ -20,10 +20,16 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
+
+# The studio's browser test drives Debian's headless Chromium (installed here if missing; skipped without apt).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	(command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	echo "make: no chromium + chromium-driver and no apt-get: the studio's browser test will be skipped"
 
 # ruff's fixes and formatting (`make test` only checks them)
 format: $(STAMP)

@@ -4,6 +4,7 @@
     pip install "rewas[train]"    rewas train, rewas corpus
     pip install "rewas[convert]"  rewas download (rewas convert itself needs nothing more)
     pip install "rewas[plot]"     rewas energy --plot
+    pip install "rewas[ui]"       rewas ui (the studio page)
     pip install "rewas[dev]"      all of them, plus the test tools (what `make install` sets up)
 
 A missing one is the user's to fix, so it is a UserError (the CLI: one line, exit 2) that names the extra.
@@ -24,6 +25,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "train": {"accelerate": "accelerate", "scipy": "scipy", "librosa": "librosa"},
     "convert": {"huggingface_hub": "huggingface-hub"},
     "plot": {"matplotlib": "matplotlib"},
+    "ui": {"gradio": "gradio"},
 }
 
 

@@ -67,12 +67,53 @@ def _device(name: str | None):
     return device
 
 
+class _EditAction(argparse.Action):
+    """Collects the curve edits of every flag into one list, in the order given on the command line."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from .edits import parse
+
+        try:
+            edit = parse(self.dest.removeprefix("edit_"), value)
+        except UserError as e:
+            parser.error(str(e))
+        namespace.edits = [*(getattr(namespace, "edits", None) or []), edit]
+
+
+def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    edits = parser.add_argument_group(
+        "curve edits", "applied in the order given to the curve in use (the video's, --energy-in's or --energy-from's)"
+    )
+    edits.set_defaults(edits=[])
+    edits.add_argument("--mute", dest="edit_mute", action=_EditAction, metavar="START-END", help="silence, e.g. 1-2.5")
+    edits.add_argument(
+        "--gain", dest="edit_gain", action=_EditAction, metavar="[START-END:]DB", help="louder/quieter, e.g. 3-4:+6dB"
+    )
+    edits.add_argument(
+        "--energy-scale",
+        dest="edit_scale",
+        action=_EditAction,
+        metavar="[START-END:]S",
+        help="the level above silence times S, e.g. 0.8",
+    )
+    edits.add_argument(
+        "--smooth", dest="edit_smooth", action=_EditAction, metavar="[START-END:]SEC", help="moving average, e.g. 0.2"
+    )
+    edits.add_argument(
+        "--draw",
+        dest="edit_draw",
+        action=_EditAction,
+        metavar="T:E,T:E,...",
+        help="keyframes (seconds:nats); the curve between the first and last is the line through them",
+    )
+
+
 def cmd_generate(args) -> None:
     import torch
     from tqdm import tqdm
 
     from .audio import write_wav
-    from .energy import read_csv, write_csv
+    from .energy import read_csv, reference_curve, write_csv
     from .files import atomic_path
     from .frames import probe
     from .mux import CONTAINERS, mux
@@ -81,7 +122,7 @@ def cmd_generate(args) -> None:
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
     _check_suffix(args.wav, (".wav",), "--wav")
     _check_suffix(args.energy_out, (".csv",), "--energy-out")
-    _check_outputs([args.video, args.energy_in], [args.output, args.wav, args.energy_out])
+    _check_outputs([args.video, args.energy_in, args.energy_from], [args.output, args.wav, args.energy_out])
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
     if args.batch_size is not None and args.batch_size < 1:
@@ -95,6 +136,8 @@ def cmd_generate(args) -> None:
         raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     energy = read_csv(args.energy_in) if args.energy_in else None
+    if args.energy_from:
+        energy = reference_curve(args.energy_from, info.duration)
     device = _device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
 
@@ -108,7 +151,9 @@ def cmd_generate(args) -> None:
         result = pipe(
             args.video,
             prompt=args.prompt,
+            negative_prompt=args.negative_prompt,
             energy=energy,
+            edits=args.edits,
             steps=args.steps,
             guidance=args.guidance,
             scheduler=args.scheduler,
@@ -235,6 +280,33 @@ def cmd_energy(args) -> None:
         with atomic_path(args.plot) as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
+
+
+def cmd_ui(args) -> None:
+    require_extra("ui", for_="rewas ui")
+    from .pipeline import load_config
+    from .studio import launch
+
+    models = list(dict.fromkeys([args.model, *args.also]))
+    for name in models:
+        load_config(name)  # a bad model is a one-line error before gradio starts
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--job-seconds", args.job_seconds)):
+        if not value > 0:
+            raise UserError(f"{flag} must be > 0")
+    if args.queue < 1:
+        raise UserError("--queue must be at least 1")
+    device = None if args.device is None else str(_device(args.device))
+    print(f"rewas studio: http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
+    launch(
+        models,
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        max_video_seconds=args.max_video_seconds,
+        job_seconds=args.job_seconds,
+        queue_size=args.queue,
+        device=device,
+    )
 
 
 def cmd_info(args) -> None:
@@ -444,7 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .m4v, .mkv)")
     g.add_argument("--wav", help="also write the audio as a 16 kHz float WAV")
     g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
-    g.add_argument("--energy-in", help="steer with this energy curve (CSV: time_s,energy) instead of the video's")
+    g.add_argument("--negative-prompt", default="", help="what should not be heard (guidance steers away from it)")
+    source = g.add_mutually_exclusive_group()
+    source.add_argument("--energy-in", help="steer with this energy curve (CSV: time_s,energy) instead of the video's")
+    source.add_argument(
+        "--energy-from",
+        metavar="AUDIO_OR_VIDEO",
+        help="steer with the energy of this recording, stretched to the video's length, instead of the video's",
+    )
+    add_edit_arguments(g)
     g.add_argument(
         "--model",
         default="default",
@@ -596,6 +676,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--debian", action="store_true", help="also use the CC0 recordings of Debian's sonic-pi-samples")
     k.set_defaults(func=cmd_corpus)
+
+    u = sub.add_parser("ui", help="the studio: a web page to generate, see and edit the energy curve, keep takes")
+    u.add_argument("--model", default="default", help="the model (as for generate), loaded at start")
+    u.add_argument("--also", action="append", default=[], metavar="MODEL", help="another model to offer (repeatable)")
+    u.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    u.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload (default 200 MB)")
+    u.add_argument("--max-video-seconds", type=float, default=600.0, help="longest video (default 600 s)")
+    u.add_argument("--job-seconds", type=float, default=900.0, help="time limit of one take (default 900 s)")
+    u.add_argument("--queue", type=int, default=8, help="takes waiting at most; more are refused (default 8)")
+    u.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    u.set_defaults(func=cmd_ui)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")
     i.add_argument("model", help="preset name (debug, paper) or model folder")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import log_mel, mel_filterbank
+from .audio import load_audio, log_mel, mel_filterbank
 from .config import AudioConfig, EnergyConfig, ModelConfig
 from .errors import UserError, one_line
 from .files import check_input_file
@@ -180,6 +180,25 @@ def resample_curve(times: np.ndarray, values: np.ndarray, frame_times: np.ndarra
     """A user-supplied curve (time_s, energy) linearly interpolated onto mel-frame times (held at the ends)."""
     order = np.argsort(times)
     return np.interp(frame_times, np.asarray(times, float)[order], np.asarray(values, float)[order])
+
+
+def reference_curve(
+    path, duration: float | None = None, cfg: AudioConfig = AudioConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """The energy of a reference recording (an audio file, or a video's soundtrack) -> (times_s, values), its
+    timeline stretched to `duration` seconds when given (the video's length), so that its events keep their
+    places relative to the whole."""
+    path = check_input_file(path, "reference recording")
+    wav = load_audio(path, cfg.sample_rate)
+    if len(wav) < cfg.n_fft:
+        raise UserError(
+            f"{path}: the recording lasts {len(wav) / cfg.sample_rate * 1000:.3g} ms; too short for a curve"
+        )
+    values = waveform_energy(wav, cfg).numpy().astype(np.float64)
+    times = frame_times(len(values), cfg)
+    if duration is not None:
+        times = times * duration / (len(wav) / cfg.sample_rate)
+    return times, values
 
 
 def frame_times(num_frames: int, cfg: AudioConfig = AudioConfig()) -> np.ndarray:

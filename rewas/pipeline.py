@@ -13,12 +13,13 @@ Weights live in a folder: config.json + one safetensors file per component (see 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import edits as edits_mod
 from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
-from .config import FORMAT_VERSION, PRESETS, ClapTextConfig, ModelConfig
+from .config import FORMAT_VERSION, PRESETS, AudioConfig, ClapTextConfig, ModelConfig
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
+from .edits import Edit
 from .errors import MediaError, MissingFileError, UserError
 from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
@@ -61,6 +64,15 @@ class Timeline:
     length: int  # latent frames, at least one window
     curve: torch.Tensor  # (1, length * 4) energy per 10 ms mel frame over the whole timeline
     timings: dict[str, float] = field(default_factory=dict)
+    muted: np.ndarray | None = None  # (length * 4,) bool: frames the edits made silent, gated in the output
+
+    def edited(self, edits: Sequence[Edit], audio: AudioConfig) -> Timeline:
+        """The same clip with its curve edited (`rewas.edits.apply`, ranges in seconds of the clip)."""
+        top = energy_mod.log_mel_range(audio)[1]
+        before = self.curve[0].numpy()
+        curve = edits_mod.apply(before, edits, audio.frame_rate, ceiling=top)
+        muted = edits_mod.silenced(before, curve, self.muted)
+        return dataclasses.replace(self, curve=torch.from_numpy(curve)[None], muted=muted if muted.any() else None)
 
 
 @dataclass
@@ -283,21 +295,29 @@ class ReWaSPipeline:
         return self.config.audio.frame_rate / self.config.vae.downsample
 
     def denoiser(
-        self, text: torch.Tensor, empty: torch.Tensor, guidance: float, control_scale: float = 1.0
+        self, text: torch.Tensor, negative: torch.Tensor, guidance: float, control_scale: float = 1.0
     ) -> WindowDenoiser:
-        """eps(x_t (B, z, W, F), t, hint (B, z, W, F), rows=None) with CFG; `rows` (B, D) gives each window its own
-        prompt embedding (windows of several clips), else all have `text`. The unconditional branch has the empty
-        prompt AND an all-zero energy latent. control_scale multiplies the adapter's residuals (0: the adapter is not
-        run, text-to-audio only)."""
+        """eps(x_t (B, z, W, F), t, hint (B, z, W, F), rows=None, negative_rows=None) with CFG; `rows` (B, D) gives
+        each window its own prompt embedding (windows of several clips), else all have `text`; `negative_rows` the
+        same for `negative`. The unconditional branch has the negative prompt (the empty prompt, unless one is
+        given) AND an all-zero energy latent. control_scale multiplies the adapter's residuals (0: the adapter is
+        not run, text-to-audio only)."""
 
-        def eps(x: torch.Tensor, t: torch.Tensor, hint: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        def eps(
+            x: torch.Tensor,
+            t: torch.Tensor,
+            hint: torch.Tensor,
+            rows: torch.Tensor | None = None,
+            negative_rows: torch.Tensor | None = None,
+        ) -> torch.Tensor:
             b = x.shape[0]
             cond = text.expand(b, -1) if rows is None else rows  # rows: (B, D), each window's own prompt
             if guidance == 1.0:
                 x_in, text_in, hint_in = x, cond, hint
             else:
                 x_in = torch.cat([x, x])
-                text_in = torch.cat([empty.expand(b, -1), cond])
+                uncond = negative.expand(b, -1) if negative_rows is None else negative_rows
+                text_in = torch.cat([uncond, cond])
                 hint_in = torch.cat([torch.zeros_like(hint), hint])
             text_in, hint_in = text_in.to(self.dtype), hint_in.to(self.dtype)
             t_in = t.reshape(1).expand(x_in.shape[0]).to(self.device)
@@ -319,7 +339,9 @@ class ReWaSPipeline:
         *,
         frames: np.ndarray | None = None,
         prompt: str = "",
+        negative_prompt: str = "",
         energy: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
+        edits: Sequence[Edit] = (),
         steps: int | None = None,
         guidance: float | None = None,
         scheduler: str | None = None,
@@ -335,8 +357,12 @@ class ReWaSPipeline:
     ) -> GenerationResult:
         """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps), any length.
 
+        negative_prompt: what the sound should not be: classifier-free guidance steers away from it (its embedding
+        replaces the empty prompt's in the unconditional branch).
         energy: optional control curve replacing phi's prediction: one value per 10 ms mel frame, or a
-        (times_s, values) pair. Without a video, the curve alone sets the duration.
+        (times_s, values) pair (`energy.reference_curve` makes one from a recording). Without a video, the curve
+        alone sets the duration.
+        edits: `rewas.edits.Edit`s (mute, gain, scale, smooth, draw) applied in order to whichever curve is in use.
         seed / generator: the source of all randomness (an explicit torch.Generator wins).
         device / dtype: move the pipeline first (same as `.to(device, dtype)`; dtype applies to the diffusion model
         and video encoder, the rest stays float32).
@@ -354,10 +380,13 @@ class ReWaSPipeline:
             generator = torch.Generator("cpu").manual_seed(seed)
         # 2-3. the timeline and its energy curve (done already when `timeline` comes from `prepare`)
         if timeline is None:
-            timeline = self.prepare(video, frames=frames, energy=energy)
+            timeline = self.prepare(video, frames=frames, energy=energy, edits=edits)
         elif video is not None or frames is not None or energy is not None:
             raise UserError("give a prepared timeline or a video, frames or energy curve, not both")
-        return self._generate([timeline], [prompt], [generator], [seed], settings, callback, t_start)[0]
+        elif edits:
+            timeline = timeline.edited(edits, self.config.audio)
+        prompts = [(prompt, negative_prompt)]
+        return self._generate([timeline], prompts, [generator], [seed], settings, callback, t_start)[0]
 
     @torch.no_grad()
     def generate_many(
@@ -373,16 +402,19 @@ class ReWaSPipeline:
         control_scale: float = 1.0,
         batch_size: int | None = None,
         callback: Callable[[int, int], None] | None = None,
+        negative_prompts: list[str] | None = None,
     ) -> list[GenerationResult]:
         """Several prepared clips (`prepare`) sampled together: at every step the windows of all of them go through
         the denoiser in batches of `batch_size`, which keeps a GPU busy with short clips. Each clip's audio is what
         `__call__` gives it alone at its seed, up to the float rounding of other batch shapes."""
-        if not len(timelines) == len(prompts) == len(seeds) or not timelines:
+        negative_prompts = [""] * len(prompts) if negative_prompts is None else negative_prompts
+        if not len(timelines) == len(prompts) == len(seeds) == len(negative_prompts) or not timelines:
             raise UserError("give one prompt and one seed per timeline, and at least one timeline")
         t_start = time.perf_counter()
         settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, None, None)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        return self._generate(timelines, prompts, generators, seeds, settings, callback, t_start)
+        pairs = list(zip(prompts, negative_prompts))
+        return self._generate(timelines, pairs, generators, seeds, settings, callback, t_start)
 
     def _settings(self, steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype) -> dict:
         """The sampler settings of a call, defaults filled in and checked (bad ones are the user's error)."""
@@ -411,7 +443,8 @@ class ReWaSPipeline:
         )
 
     def _generate(self, timelines, prompts, generators, seeds, settings, callback, t_start) -> list[GenerationResult]:
-        """Steps ④-⑦ for prepared clips; their windows share the denoiser's batches."""
+        """Steps ④-⑦ for prepared clips, each with a (prompt, negative prompt) pair; their windows share the
+        denoiser's batches."""
         cfg = self.config
         channels, window, freq = cfg.latent_shape
         d, hop = cfg.vae.downsample, cfg.audio.hop_length
@@ -427,24 +460,26 @@ class ReWaSPipeline:
                 padded = torch.nn.functional.pad(timeline.curve[None], (margins[-1] * d,) * 2, mode="replicate")[0]
                 hints.append(self.encode_energy_timeline(padded, generator))
 
-        # 5. the prompts, (1, D) each, and the empty prompt of the unconditional branch
-        texts = []
-        for prompt, clock in zip(prompts, timings):
+        # 5. the prompts, (1, D) each, and the negative (by default the empty) prompts of the unconditional branch
+        texts, negatives = [], []
+        for (prompt, negative), clock in zip(prompts, timings):
             with _timer(clock, "text"):
-                text = self.text_encoder.encode([prompt, ""]).to(self.device)
+                text = self.text_encoder.encode([prompt, negative]).to(self.device)
             texts.append(text[:1])
-        empty = text[1:]
+            negatives.append(text[1:])
+        several = len(texts) > 1
 
         # 6. the reverse process over every latent timeline at once
         start = time.perf_counter()
         samplers = [make_sampler(NoiseSchedule(cfg.diffusion), settings["scheduler"]) for _ in timelines]
         latents = sample_timelines(
-            self.denoiser(texts[0], empty, settings["guidance"], settings["control_scale"]),
+            self.denoiser(texts[0], negatives[0], settings["guidance"], settings["control_scale"]),
             samplers,
             [(1, channels, t.length + 2 * m, freq) for t, m in zip(timelines, margins)],
             hints,
             window,
-            texts=texts if len(texts) > 1 else None,
+            texts=texts if several else None,
+            negatives=negatives if several else None,
             steps=settings["steps"],
             context=round(TILE_CONTEXT_S * self.latent_rate),
             batch_size=settings["batch_size"],
@@ -465,6 +500,8 @@ class ReWaSPipeline:
                 waveform = waveform.float().cpu().numpy()
             if len(waveform) < timeline.samples:
                 waveform = np.pad(waveform, (0, timeline.samples - len(waveform)))
+            if timeline.muted is not None:  # what the edits silenced is silent, whatever the model made of it
+                waveform = waveform * edits_mod.gate(timeline.muted, timeline.samples, hop)
             clock["total"] = time.perf_counter() - t_start
             energy_out = timeline.curve[0, : max(1, timeline.samples // hop)].numpy()
             rate = cfg.audio.sample_rate
@@ -477,6 +514,7 @@ class ReWaSPipeline:
         *,
         frames: np.ndarray | None = None,
         energy: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
+        edits: Sequence[Edit] = (),
     ) -> Timeline:
         """Steps ②-③ of a generation, which need no randomness: the video's length -> the latent timeline, and the
         energy curve over it (phi on the video, one window of frames at a time, or the given curve). Passing the
@@ -497,7 +535,8 @@ class ReWaSPipeline:
                 curve = torch.nn.functional.pad(curve, (0, max(0, length * d - curve.shape[1])), mode="replicate")
         if energy is None:
             curve = self._predict_timeline(frame_iter, starts, length, timings)
-        return Timeline(duration, samples, length, curve[:, : length * d].float(), timings)
+        timeline = Timeline(duration, samples, length, curve[:, : length * d].float(), timings)
+        return timeline.edited(edits, cfg.audio) if edits else timeline
 
     def _predict_timeline(self, frame_iter, starts: list[int], length: int, timings: dict) -> torch.Tensor:
         """phi's energy over the whole timeline, (1, L * 4): one window of frames at a time (decoded lazily), the

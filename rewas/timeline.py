@@ -95,6 +95,7 @@ def sample_timelines(
     batch_size: int = 1,
     generators: list[torch.Generator | None],
     texts: list[torch.Tensor] | None = None,
+    negatives: list[torch.Tensor] | None = None,
     eta: float = 1.0,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -102,7 +103,8 @@ def sample_timelines(
 ) -> list[torch.Tensor]:
     """Several timelines sampled side by side, one sampler (its state), generator and hint each: at every step the
     tiles of all of them go through `denoise` in batches of `batch_size` windows; texts[k] (1, D), if given, is
-    passed per window as `rows`. Returns each timeline's x_0 (1, C, L_k, F) in float32.
+    passed per window as `rows`, and negatives[k] (1, D) as `negative_rows`. Returns each timeline's x_0
+    (1, C, L_k, F) in float32.
 
     The noise (initial and per step) is drawn for each whole timeline from its own generator, and a window's
     prediction does not depend on the others in its batch, so a timeline's result is the same whatever the batch
@@ -120,6 +122,8 @@ def sample_timelines(
             x_in = torch.cat([xs[k][:, :, p.window : p.window + window] for k, p in batch]).to(dtype)
             h_in = torch.cat([hints[k][:, :, p.window : p.window + window] for k, p in batch])
             rows = {} if texts is None else {"rows": torch.cat([texts[k] for k, _ in batch])}
+            if negatives is not None:
+                rows["negative_rows"] = torch.cat([negatives[k] for k, _ in batch])
             pred = denoise(x_in, t, h_in, **rows).float()
             for (k, p), y in zip(batch, pred):
                 a, z = p.keep

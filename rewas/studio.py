@@ -1,0 +1,495 @@
+"""The studio: the page of `rewas ui`. A video in, its energy curve drawn beside the player for a person to edit,
+takes generated and kept for comparison.
+
+`Studio` holds what the page does (one model in memory, the session's clip, its curve and edits, its takes) and
+knows nothing of gradio; `build_app` lays the page out over it. The curve edits are `rewas.edits`, the same as the
+command line's flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import edits as edits_mod
+from .edits import Edit
+from .errors import UserError, one_line
+
+ASSETS = Path(__file__).parent / "assets" / "studio"
+MAX_TAKES = 20  # per session; the oldest take's files go when a new one comes
+MAX_POINTS = 1500  # curve values sent to the page (a 3-minute clip has 18,000)
+
+
+class JobTooLong(UserError):
+    pass
+
+
+@dataclass
+class Take:
+    number: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int | None
+    guidance: float | None
+    model: str
+    edits: list[Edit]
+    source: str  # where the curve came from
+    video: str  # the muxed result
+    wav: str
+    csv: str
+    seconds: float
+
+    def row(self) -> list:
+        edits = "; ".join(str(e) for e in self.edits) or "none"
+        return [self.number, self.prompt, self.negative_prompt, self.seed, edits, self.source, f"{self.seconds:.1f} s"]
+
+
+@dataclass
+class Session:
+    """One browser's clip, curve, edits and takes."""
+
+    folder: Path | None = None
+    video: str | None = None
+    model: str | None = None
+    timeline: object | None = None  # pipeline.Timeline: its curve is the curve before the edits
+    source: str = ""
+    edits: list[Edit] = field(default_factory=list)
+    takes: list[Take] = field(default_factory=list)
+
+    def __deepcopy__(self, memo):  # gradio copies state per session; the clip's tensors need not be copied
+        return Session(self.folder, self.video, self.model, self.timeline, self.source, list(self.edits), [])
+
+
+class Studio:
+    """The page's actions. Every method that a user's input reaches raises UserError with a readable line for bad
+    input; the page shows that line."""
+
+    def __init__(
+        self,
+        models: list[str],
+        *,
+        workdir: str | Path | None = None,
+        max_video_seconds: float = 600.0,
+        job_seconds: float = 900.0,
+        device: str | None = None,
+    ):
+        self.models = list(dict.fromkeys(models))
+        self.max_video_seconds = max_video_seconds
+        self.job_seconds = job_seconds
+        self.device = device
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="rewas-studio-") if workdir is None else workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._pipe = None
+        self._pipe_name: str | None = None
+
+    def close(self) -> None:
+        """Remove every file the studio wrote."""
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------- the model
+
+    def pipeline(self, model: str):
+        """The pipeline of `model`, loaded on first use; one model in memory (choosing another drops it)."""
+        from .pipeline import ReWaSPipeline
+
+        if model not in self.models:
+            raise UserError(f"unknown model {model!r}")
+        with self._lock:
+            if self._pipe_name != model:
+                self._pipe = None  # free the old one before the new one loads
+                self._pipe = ReWaSPipeline.from_pretrained(model, device=self.device)
+                self._pipe_name = model
+            return self._pipe
+
+    # ------------------------------------------------------------------------------------------- the clip
+
+    def open_video(self, session: Session, path: str | None, model: str) -> Session:
+        """An uploaded video -> the session's clip, with phi's curve and no edits."""
+        from .frames import probe
+        from .pipeline import check_duration
+
+        if not path:
+            raise UserError("upload a video first")
+        info = check_duration(probe(path))
+        if info.duration > self.max_video_seconds:
+            raise UserError(
+                f"the video lasts {info.duration:.0f} s; this studio takes up to {self.max_video_seconds:.0f} s "
+                "(use `rewas generate` for longer ones)"
+            )
+        pipe = self.pipeline(model)
+        session = Session(session.folder or self._session_folder(), path, model, None, "the video (φ)", [], [])
+        session.timeline = pipe.prepare(path)
+        return session
+
+    def use_reference(self, session: Session, path: str | None) -> Session:
+        """Replace the curve with the energy of a reference recording, stretched to the video's length."""
+        from .energy import reference_curve
+
+        self._need_clip(session)
+        if not path:
+            raise UserError("upload a reference recording (audio or video) first")
+        pipe = self.pipeline(session.model)
+        curve = reference_curve(path, session.timeline.duration, pipe.config.audio)
+        session.timeline = pipe.prepare(session.video, energy=curve)
+        session.source = f"the recording {Path(path).name}"
+        return session
+
+    def use_video_curve(self, session: Session) -> Session:
+        self._need_clip(session)
+        session.timeline = self.pipeline(session.model).prepare(session.video)
+        session.source = "the video (φ)"
+        return session
+
+    # ------------------------------------------------------------------------------------------- edits
+
+    def add_edit(self, session: Session, edit: Edit) -> Session:
+        self._need_clip(session)
+        session.edits = [*session.edits, edit]
+        return session
+
+    def range_edit(self, session: Session, op: str, start: float, end: float, amount: float) -> Session:
+        """The page's range controls -> one edit (amount: dB for gain, a factor for scale, seconds for smooth)."""
+        self._need_clip(session)
+        if start is None or end is None:
+            raise UserError("give the range's start and end in seconds")
+        end = min(float(end), session.timeline.duration) if end > start else end
+        value = 0.0 if op == "mute" else float(amount if amount is not None else math.nan)
+        return self.add_edit(session, Edit(op, float(start), float(end), value))
+
+    def draw_edit(self, session: Session, stroke: list) -> Session:
+        """A stroke drawn on the curve: (time_s, nats) points in drawing order -> one draw edit through them."""
+        self._need_clip(session)
+        try:
+            points = sorted((float(t), float(e)) for t, e in stroke)
+        except (TypeError, ValueError):
+            raise UserError("the drawn stroke was not a list of (time, energy) points") from None
+        duration = session.timeline.duration
+        keyed = {}
+        for t, e in points:
+            if 0 <= t <= duration and math.isfinite(e):
+                keyed[round(t, 2)] = e  # one keyframe per 10 ms frame, the latest wins
+        if len(keyed) < 2:
+            raise UserError("draw across the curve (at least two points)")
+        return self.add_edit(session, Edit("draw", points=tuple(sorted(keyed.items()))))
+
+    def undo(self, session: Session) -> Session:
+        session.edits = session.edits[:-1]
+        return session
+
+    def reset(self, session: Session) -> Session:
+        session.edits = []
+        return session
+
+    def curve(self, session: Session) -> np.ndarray:
+        """The edited curve over the clip, one value per 10 ms mel frame."""
+        self._need_clip(session)
+        timeline = session.timeline.edited(session.edits, self.pipeline(session.model).config.audio)
+        return timeline.curve[0, : self._frames(session)].numpy()
+
+    def view(self, session: Session) -> dict:
+        """What the page's curve editor draws: the clip's duration, the edited curve and the one before the edits
+        (at most MAX_POINTS each), the axis range, the edits."""
+        if session.timeline is None:
+            return {"duration": 0, "t": [], "curve": [], "base": [], "floor": edits_mod.SILENCE, "top": 0}
+        frames = self._frames(session)
+        rate = self.pipeline(session.model).config.audio.frame_rate
+        edited = self.curve(session)
+        base = session.timeline.curve[0, :frames].numpy()
+        idx = np.unique(np.linspace(0, frames - 1, min(frames, MAX_POINTS)).round().astype(int))
+        top = float(max(np.max(base), np.max(edited), edits_mod.SILENCE + 1))
+        return {
+            "duration": session.timeline.duration,
+            "t": [round((i + 0.5) / rate, 3) for i in idx],
+            "curve": [round(float(v), 3) for v in edited[idx]],
+            "base": [round(float(v), 3) for v in base[idx]],
+            "floor": edits_mod.SILENCE,
+            "top": math.ceil(top + 0.5),
+            "edits": [str(e) for e in session.edits],
+            "source": session.source,
+        }
+
+    # ------------------------------------------------------------------------------------------- takes
+
+    def generate(
+        self,
+        session: Session,
+        prompt: str,
+        negative_prompt: str = "",
+        seed: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        progress=None,
+    ) -> Take:
+        """One take: the clip's edited curve, the prompt and the settings -> the muxed video, the WAV and the CSV
+        in the session's folder. progress(fraction, text) is called as the sampler steps."""
+        from .audio import write_wav
+        from .energy import write_csv
+        from .files import atomic_path
+        from .frames import probe
+        from .mux import mux
+
+        self._need_clip(session)
+        if not prompt or not prompt.strip():
+            raise UserError("type a prompt: what should be heard")
+        seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else int(seed)
+        pipe = self.pipeline(session.model)
+        start = time.monotonic()
+
+        def callback(step: int, total: int) -> None:
+            if time.monotonic() - start > self.job_seconds:
+                raise JobTooLong(f"the take ran past this studio's limit of {self.job_seconds:.0f} s; use fewer steps")
+            if progress is not None:
+                progress(step / total, f"step {step}/{total}")
+
+        result = pipe(
+            timeline=session.timeline,
+            edits=session.edits,
+            prompt=prompt,
+            negative_prompt=negative_prompt or "",
+            seed=seed,
+            steps=int(steps) if steps else None,
+            guidance=guidance,
+            callback=callback,
+        )
+        number = session.takes[-1].number + 1 if session.takes else 1
+        stem = session.folder / f"take{number:03d}-seed{seed}"
+        video = mux(session.video, result.waveform, result.sample_rate, f"{stem}.mp4", probe(session.video))
+        with atomic_path(f"{stem}.wav") as tmp:
+            write_wav(tmp, result.waveform, result.sample_rate)
+        with atomic_path(f"{stem}.csv") as tmp:
+            write_csv(tmp, result.energy, pipe.config.audio)
+        take = Take(
+            number, prompt, negative_prompt or "", seed, steps, guidance, session.model, list(session.edits),
+            session.source, str(video), f"{stem}.wav", f"{stem}.csv", time.monotonic() - start,
+        )  # fmt: skip
+        session.takes = [*session.takes, take]
+        for old in session.takes[:-MAX_TAKES]:
+            for path in (old.video, old.wav, old.csv):
+                Path(path).unlink(missing_ok=True)
+        session.takes = session.takes[-MAX_TAKES:]
+        return take
+
+    def reopen(self, session: Session, number: int) -> tuple[Session, Take]:
+        """A kept take's prompt, seed and curve edits back in the controls."""
+        for take in session.takes:
+            if take.number == number:
+                session.edits = list(take.edits)
+                return session, take
+        raise UserError(f"there is no take {number}")
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _need_clip(self, session: Session) -> None:
+        if session.timeline is None:
+            raise UserError("upload a video first")
+
+    def _frames(self, session: Session) -> int:
+        rate = self.pipeline(session.model).config.audio.frame_rate
+        return max(1, math.ceil(session.timeline.duration * rate))
+
+    def _session_folder(self) -> Path:
+        folder = self.workdir / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        return folder
+
+
+# ----------------------------------------------------------------------------------------------- the page
+
+
+def example_clips(folder: Path) -> list[Path]:
+    """The demo's clips, rendered once into `folder`: a bouncing ball and flashes."""
+    from . import samples
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = {
+        "bouncing_ball.mp4": (samples.bouncing_ball_frames(bounce_period=0.8), 6.0),
+        "flashes.mp4": (samples.flash_frames([0.5, 1.5, 2.0, 3.2, 4.0], size=(240, 320), flash=0.12), 5.0),
+    }
+    paths = []
+    for name, (frame_fn, seconds) in clips.items():
+        path = folder / name
+        if not path.exists():
+            samples.write_video(path, frame_fn, duration=seconds, fps=25)
+        paths.append(path)
+    return paths
+
+
+def build_app(studio: Studio, *, queue_size: int = 8):
+    """The gradio Blocks of the studio (not launched)."""
+    import gradio as gr
+
+    js = (ASSETS / "curve.js").read_text(encoding="utf-8")
+    css = (ASSETS / "curve.css").read_text(encoding="utf-8")
+    examples = example_clips(studio.workdir / "examples")
+
+    def shown(e: Exception) -> str:
+        return f"⚠️ {one_line(e)}"
+
+    def takes_table(session: Session) -> list[list]:
+        return [t.row() for t in reversed(session.takes)]
+
+    with gr.Blocks(title="rewas studio", delete_cache=(1800, 3600)) as app:
+        session = gr.State(Session())
+        gr.Markdown("## rewas studio: a soundtrack for a silent video, with the energy curve in your hands")
+        with gr.Row():
+            with gr.Column(scale=5):
+                video = gr.Video(label="video", sources=["upload"], elem_id="rewas-video", height=300)
+                gr.Examples([[str(p)] for p in examples], inputs=[video], label="examples")
+            with gr.Column(scale=4):
+                prompt = gr.Textbox(label="prompt", placeholder="what should be heard", elem_id="rewas-prompt")
+                negative = gr.Textbox(label="negative prompt", placeholder="what should not be heard")
+                with gr.Row():
+                    model = gr.Dropdown(studio.models, value=studio.models[0], label="model", scale=2)
+                    seed = gr.Number(value=0, precision=0, label="seed (-1: random)", scale=1)
+                sampler = studio.pipeline(studio.models[0]).config.sampler
+                with gr.Row():
+                    steps = gr.Slider(1, 200, value=sampler.steps, step=1, label="steps", elem_id="rewas-steps")
+                    guidance = gr.Slider(1, 10, value=sampler.guidance, step=0.5, label="guidance")
+                generate = gr.Button("Generate", variant="primary", elem_id="rewas-generate")
+        status = gr.Markdown("Upload a video or pick an example.", elem_id="rewas-status")
+        curve = gr.HTML(
+            value=studio.view(Session()),
+            html_template='<div class="rewas-curve"><canvas></canvas><div class="rewas-curve-info"></div></div>',
+            css_template=css,
+            js_on_load=js,
+            elem_id="rewas-curve",
+        )
+        with gr.Row():
+            op = gr.Dropdown(
+                [("mute", "mute"), ("gain (dB)", "gain"), ("scale (× level above silence)", "scale"),
+                 ("smooth (seconds)", "smooth")],
+                value="mute", label="range edit", scale=2, elem_id="rewas-op",
+            )  # fmt: skip
+            start = gr.Number(value=0.0, label="from (s)", minimum=0, elem_id="rewas-start")
+            end = gr.Number(value=1.0, label="to (s)", minimum=0, elem_id="rewas-end")
+            amount = gr.Number(value=-6.0, label="amount", elem_id="rewas-amount")
+            apply = gr.Button("Apply", elem_id="rewas-apply")
+            undo = gr.Button("Undo", elem_id="rewas-undo")
+            reset = gr.Button("Reset", elem_id="rewas-reset")
+        with gr.Row():
+            reference = gr.File(label="reference recording (audio or video)", file_types=["audio", "video"])
+            use_ref = gr.Button("Use its energy")
+            use_video = gr.Button("Back to the video's energy")
+        with gr.Row():
+            result = gr.Video(label="result", interactive=False, elem_id="rewas-result", height=300)
+            files = gr.File(label="downloads: MP4, WAV, curve CSV", file_count="multiple", interactive=False)
+        with gr.Row():
+            takes = gr.Dataframe(
+                headers=["take", "prompt", "negative", "seed", "edits", "curve from", "time"],
+                label="takes",
+                interactive=False,
+                elem_id="rewas-takes",
+                scale=5,
+            )
+            reopen = gr.Dropdown([], value=None, label="re-open take", scale=1, elem_id="rewas-reopen")
+
+        def guarded(fn):
+            """Run a page action; a user error becomes the status line, the page keeps its state."""
+
+            @functools.wraps(fn)  # gradio reads the signature (its Progress argument)
+            def run(*args, **kwargs):
+                try:
+                    return fn(*args, **kwargs)
+                except UserError as e:
+                    return {status: shown(e)}
+                except Exception as e:  # never a traceback in the page, never the server down
+                    return {status: f"⚠️ internal error: {e.__class__.__name__}: {one_line(e)}"}
+
+            return run
+
+        def on_video(path, s, m):
+            if not path:
+                return {status: "Upload a video or pick an example."}
+            s = studio.open_video(s, path, m)
+            note = f"{s.timeline.duration:.2f} s. The curve is φ's prediction from the video; drag on it to draw."
+            return {session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s)}
+
+        def on_model(path, s, m):
+            return on_video(path, s, m) if path else {}
+
+        def edited(s):
+            return {session: s, curve: studio.view(s), status: f"{len(s.edits)} edit(s) on {s.source}."}
+
+        def on_generate(s, p, n, sd, st, g, progress=gr.Progress()):
+            take = studio.generate(s, p, n, None if sd is None else int(sd), st, g, lambda f, d: progress(f, desc=d))
+            note = f"Take {take.number}: seed {take.seed}, {take.seconds:.1f} s."
+            files_out = [take.video, take.wav, take.csv]
+            return {
+                session: s, result: take.video, files: files_out, takes: takes_table(s), status: note,
+                reopen: choices(s),
+            }  # fmt: skip
+
+        def choices(s):
+            return gr.update(choices=[t.number for t in reversed(s.takes)], value=None)
+
+        def on_reopen(s, number):
+            if number is None:
+                return {}
+            s, take = studio.reopen(s, int(number))
+            return {
+                session: s, curve: studio.view(s), prompt: take.prompt, negative: take.negative_prompt,
+                seed: take.seed, result: take.video, files: [take.video, take.wav, take.csv],
+                status: f"Take {take.number} re-opened: its prompt, seed and edits are back.",
+            }  # fmt: skip
+
+        def on_stroke(value, s):
+            stroke = (value or {}).get("stroke") if isinstance(value, dict) else None
+            return edited(studio.draw_edit(s, stroke or []))
+
+        everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
+        video.change(guarded(on_video), [video, session, model], everything)
+        model.change(guarded(on_model), [video, session, model], everything)
+        apply.click(
+            guarded(lambda s, o, a, b, x: edited(studio.range_edit(s, o, a, b, x))),
+            [session, op, start, end, amount],
+            everything,
+        )
+        undo.click(guarded(lambda s: edited(studio.undo(s))), [session], everything)
+        reset.click(guarded(lambda s: edited(studio.reset(s))), [session], everything)
+        use_ref.click(guarded(lambda s, f: edited(studio.use_reference(s, f))), [session, reference], everything)
+        use_video.click(guarded(lambda s: edited(studio.use_video_curve(s))), [session], everything)
+        curve.stroke(guarded(on_stroke), [curve, session], everything)
+        generate.click(guarded(on_generate), [session, prompt, negative, seed, steps, guidance], everything)
+        reopen.input(guarded(on_reopen), [session, reopen], everything)
+    app.queue(default_concurrency_limit=1, max_size=queue_size)
+    return app
+
+
+def launch(
+    models: list[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_upload_mb: float = 200.0,
+    max_video_seconds: float = 600.0,
+    job_seconds: float = 900.0,
+    queue_size: int = 8,
+    device: str | None = None,
+) -> None:
+    """Serve the studio until interrupted; every file it wrote is removed at the end."""
+    studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device)
+    try:
+        studio.pipeline(studio.models[0])  # load before serving: a bad --model fails here, with one line
+        app = build_app(studio, queue_size=queue_size)
+        app.launch(
+            server_name=host,
+            server_port=port,
+            max_file_size=f"{max_upload_mb:g}mb",
+            show_error=False,
+            quiet=True,
+        )
+    finally:
+        studio.close()
