@@ -164,10 +164,8 @@ def gate(muted: np.ndarray, samples: int, hop: int, ramp: int = 160) -> np.ndarr
     (10 ms) linear fades centred on each edge, so the cut does not click."""
     mask = np.repeat(np.asarray(muted, np.float64), hop)[:samples]
     mask = np.pad(mask, (0, max(0, samples - len(mask))), mode="edge" if len(mask) else "constant")
-    kernel = np.ones(ramp) / ramp
-    return (1.0 - np.convolve(np.pad(mask, (ramp // 2, ramp - 1 - ramp // 2), mode="edge"), kernel, "valid")).astype(
-        np.float32
-    )
+    sound = np.pad(1.0 - mask, (ramp // 2, ramp - 1 - ramp // 2), mode="edge")
+    return (np.convolve(sound, np.ones(ramp), "valid") / ramp).astype(np.float32)  # sums of 0/1: exact at 0 and 1
 
 
 def _moving_average(x: np.ndarray, width: float) -> np.ndarray:

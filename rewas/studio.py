@@ -335,8 +335,13 @@ def build_app(studio: Studio, *, queue_size: int = 8):
     css = (ASSETS / "curve.css").read_text(encoding="utf-8")
     examples = example_clips(studio.workdir / "examples")
 
-    def shown(e: Exception) -> str:
-        return f"⚠️ {one_line(e)}"
+    def shown(e: Exception, args=()) -> str:
+        """The error's line, with an upload's server-side path shortened to the name the user gave it."""
+        line = one_line(e)
+        for arg in args:
+            if isinstance(arg, str) and len(arg) > 1 and Path(arg).name and arg in line:
+                line = line.replace(arg, Path(arg).name)
+        return f"⚠️ {line}"
 
     def takes_table(session: Session) -> list[list]:
         return [t.row() for t in reversed(session.takes)]
@@ -404,9 +409,9 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 try:
                     return fn(*args, **kwargs)
                 except UserError as e:
-                    return {status: shown(e)}
+                    return {status: shown(e, args)}
                 except Exception as e:  # never a traceback in the page, never the server down
-                    return {status: f"⚠️ internal error: {e.__class__.__name__}: {one_line(e)}"}
+                    return {status: shown(e, args).replace("⚠️ ", f"⚠️ internal error: {e.__class__.__name__}: ")}
 
             return run
 
