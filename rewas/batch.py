@@ -28,7 +28,10 @@ from .errors import UserError, one_line
 from .files import TEMP_PREFIX, atomic_path, check_input_file, read_jsonl, remove_stale_temps
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
-FIELDS = {"video": str, "prompt": str, "name": str, "seed": int, "energy_in": str, "steps": int, "guidance": float}
+FIELDS = {
+    "video": str, "prompt": str, "negative_prompt": str, "name": str, "seed": int, "energy_in": str, "steps": int,
+    "guidance": float,
+}  # fmt: skip
 PASSED_ON = ("reference", "class")  # kept in the results, so that they are a `rewas evaluate` manifest
 
 
@@ -37,6 +40,7 @@ class Item:
     name: str
     video: str
     prompt: str
+    negative_prompt: str = ""
     seed: int | None = None
     energy_in: str | None = None
     steps: int | None = None
@@ -90,8 +94,6 @@ def _csv_rows(path: str) -> list[tuple[str, dict]]:
 
 
 def _item(row: dict, where: str, base: str, prompt: str | None) -> Item:
-    if "negative_prompt" in row:
-        raise UserError(f"{where}: 'negative_prompt' is not supported yet")
     unknown = sorted(set(row) - set(FIELDS) - set(PASSED_ON))
     if unknown:
         raise UserError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join([*FIELDS, *PASSED_ON])})")
@@ -326,6 +328,8 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
     for item, future in zip(items, prepared or [None] * len(items)):
         seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
         rows[item.name] = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
+        if item.negative_prompt:
+            rows[item.name]["negative_prompt"] = item.negative_prompt
         try:
             ready.append((item, *(future.result() if future is not None else prepare_item(pipe, item))))
         except KeyboardInterrupt:
@@ -343,6 +347,7 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
                 steps=steps,
                 guidance=guidance,
                 batch_size=options.batch_size,
+                negative_prompts=[item.negative_prompt for item, _, _ in ready],
             )
         except KeyboardInterrupt:
             raise

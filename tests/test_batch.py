@@ -82,9 +82,10 @@ def test_items_from_a_folder_a_csv_and_bad_manifests(clips, tmp_path):
     items = batch.read_items(folder, prompt="a click")
     assert [i.name for i in items][:3] == ["broken", "clip00", "clip01"] and items[2].prompt == "a bell"
     csv_path = tmp_path / "items.csv"
-    csv_path.write_text(f"video,prompt,seed,steps\n{good[0]},rain,7,3\n{good[1]},wind,,\n")
+    csv_path.write_text(f"video,prompt,seed,steps,negative_prompt\n{good[0]},rain,7,3,wind\n{good[1]},wind,,,\n")
     a, b = batch.read_items(csv_path)
     assert (a.seed, a.steps, b.seed, b.steps) == (7, 3, None, None)
+    assert (a.negative_prompt, b.negative_prompt) == ("wind", "")
     assert batch.item_seed(0, "clip01") == batch.item_seed(0, "clip01") != batch.item_seed(1, "clip01")
     cases = {
         "not json": "{video",
@@ -203,6 +204,7 @@ def test_prefetching_and_sampling_clips_together_change_nothing(debug_pipe, clip
     curve.write_text("time_s,energy\n0,-9\n0.5,-2\n1.0,-9\n")
     items = [batch.Item(name=p.stem, video=str(p), prompt=text) for p, text in zip(good[:3], ("a click", "rain", "x"))]
     items[1].energy_in = str(curve)
+    items[2].negative_prompt = "a bell"
     options = batch.Options(steps=2, wav=True, batch_size=3)
     wavs = {}
     for prefetch, group in ((True, 3), (False, 1), (True, 2)):
@@ -215,7 +217,9 @@ def test_prefetching_and_sampling_clips_together_change_nothing(debug_pipe, clip
     for i, item in enumerate(items):
         energy = read_csv(item.energy_in) if item.energy_in else None
         seed = batch.item_seed(0, item.name)
-        alone = debug_pipe(item.video, prompt=item.prompt, energy=energy, steps=2, seed=seed, batch_size=1)
+        negative = item.negative_prompt
+        alone = debug_pipe(item.video, prompt=item.prompt, negative_prompt=negative, energy=energy, steps=2, seed=seed,
+                           batch_size=1)  # fmt: skip
         assert np.array_equal(wavs[False, 1][i], alone.waveform), item.name  # one clip, one window a call: bits
         for key in ((True, 3), (True, 2)):  # other batch shapes: the same up to float rounding (measured 3e-8)
             np.testing.assert_allclose(wavs[key][i], alone.waveform, atol=1e-5, rtol=0, err_msg=str(key))
