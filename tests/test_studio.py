@@ -1,0 +1,147 @@
+"""The studio's actions (rewas/studio.py `Studio`), without a browser: what each control does to the session, the
+errors a person sees, the limits, and that the files go when the studio closes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from rewas.audio import load_audio, write_wav
+from rewas.cli import main
+from rewas.edits import SILENCE
+from rewas.errors import UserError
+from rewas.studio import MAX_TAKES, Session, Studio, example_clips
+
+
+@pytest.fixture
+def studio(tmp_path):
+    s = Studio(["debug"], max_video_seconds=10.0)
+    yield s
+    s.close()
+
+
+def test_a_clip_its_curve_edits_undo_reset(studio, media):
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    view = studio.view(session)
+    assert view["duration"] == pytest.approx(3.0, abs=0.05) and len(view["t"]) == len(view["curve"]) == 300
+    assert view["curve"] == view["base"] and view["edits"] == []
+    session = studio.range_edit(session, "mute", 1.0, 2.0, None)
+    session = studio.range_edit(session, "gain", 0.0, 0.5, 6.0)
+    session = studio.draw_edit(session, [[2.6, -4.0], [2.2, -8.0], [2.4, -2.0]])  # drawn right to left: sorted
+    view = studio.view(session)
+    curve = studio.curve(session)
+    assert view["edits"] == ["mute 1-2", "gain 0-0.5:+6dB", "draw 2.2:-8 2.4:-2 2.6:-4"]
+    assert np.all(curve[100:200] == np.float32(SILENCE)) and curve[240] == pytest.approx(
+        -2.05, abs=1e-4
+    )  # frame centre 2.405 s
+    session = studio.undo(session)
+    assert studio.view(session)["edits"] == ["mute 1-2", "gain 0-0.5:+6dB"]
+    session = studio.reset(session)
+    assert studio.view(session)["curve"] == studio.view(session)["base"]
+
+
+def test_a_range_past_the_end_stops_at_the_end_and_bad_ranges_are_refused(studio, media):
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    session = studio.range_edit(session, "mute", 2.0, 99.0, None)
+    assert str(session.edits[-1]) == "mute 2-3"
+    for args in (("mute", 2.0, 1.0, None), ("gain", 0.0, 1.0, None), ("scale", 0, 1, -1), ("mute", None, 1, None)):
+        with pytest.raises(UserError):
+            studio.range_edit(session, *args)
+    for stroke in ([], [[1.0, -3.0]], "nonsense", [[1, 2, 3]]):
+        with pytest.raises(UserError):
+            studio.draw_edit(session, stroke)
+
+
+def test_errors_a_person_sees(studio, media, tmp_path):
+    with pytest.raises(UserError, match="upload a video first"):
+        studio.range_edit(Session(), "mute", 0, 1, None)
+    with pytest.raises(UserError, match="upload a video first"):
+        studio.generate(Session(), "rain")
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    with pytest.raises(UserError, match="notes.mp4"):
+        studio.open_video(Session(), str(notes), "debug")
+    with pytest.raises(UserError, match="up to 10 s"):
+        studio.open_video(Session(), str(media["long12"]), "debug")
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    with pytest.raises(UserError, match="type a prompt"):
+        studio.generate(session, "  ")
+    with pytest.raises(UserError, match="unknown model"):
+        studio.open_video(Session(), str(media["v25"]), "/etc")
+
+
+def test_takes_are_kept_reopened_and_capped(studio, media, monkeypatch):
+    monkeypatch.setattr("rewas.studio.MAX_TAKES", 2)
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    session = studio.range_edit(session, "mute", 1.0, 2.0, None)
+    seen = []
+    first = studio.generate(session, "a click", "rain", seed=5, steps=2, progress=lambda f, d: seen.append(f))
+    assert seen[-1] == 1.0 and first.seed == 5 and first.negative_prompt == "rain"
+    wav = load_audio(first.wav)
+    assert np.abs(wav[16000 + 160 : 32000 - 160]).max() == 0  # the muted second is silent in the take
+    session = studio.reset(session)
+    second = studio.generate(session, "a bell", seed=-1, steps=2)
+    assert second.seed >= 0 and second.edits == []
+    session, again = studio.reopen(session, 1)
+    assert again is first and [str(e) for e in session.edits] == ["mute 1-2"]
+    studio.generate(session, "a click", seed=5, steps=2)
+    assert [t.number for t in session.takes] == [2, 3]
+    assert not any(os.path.exists(p) for p in (first.video, first.wav, first.csv))  # capped: gone
+    with pytest.raises(UserError):
+        studio.reopen(session, 1)
+    assert MAX_TAKES >= 10
+
+
+def test_the_job_time_limit_stops_a_take(media):
+    studio = Studio(["debug"], job_seconds=1e-9)
+    try:
+        session = studio.open_video(Session(), str(media["v25"]), "debug")
+        with pytest.raises(UserError, match="limit"):
+            studio.generate(session, "a click", steps=3)
+        assert session.takes == []
+    finally:
+        studio.close()
+
+
+def test_a_reference_recording_replaces_the_curve(studio, media, tmp_path):
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    wav = np.zeros(16000, np.float32)
+    wav[8000:9000] = np.sin(np.arange(1000) * 0.2)  # a burst in the middle of a 1 s recording
+    ref = tmp_path / "ref.wav"
+    write_wav(ref, wav, 16000)
+    session = studio.use_reference(session, str(ref))
+    view = studio.view(session)
+    assert "ref.wav" in view["source"]
+    assert 1.5 <= view["t"][int(np.argmax(view["curve"]))] <= 1.75  # 0.50-0.56 s of 1 s -> 1.50-1.69 s of 3 s
+    session = studio.use_video_curve(session)
+    assert view["curve"] != studio.view(session)["curve"]
+
+
+def test_one_model_in_memory(media):
+    studio = Studio(["debug", "small"])
+    try:
+        a = studio.pipeline("debug")
+        assert studio.pipeline("debug") is a
+        studio.pipeline("small")
+        assert studio._pipe_name == "small" and studio.pipeline("debug") is not a
+    finally:
+        studio.close()
+
+
+def test_close_removes_every_file(media):
+    studio = Studio(["debug"])
+    example_clips(studio.workdir / "examples")
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    studio.generate(session, "a click", steps=1)
+    assert any(studio.workdir.rglob("*.mp4"))
+    studio.close()
+    assert not studio.workdir.exists()
+
+
+def test_ui_refuses_bad_options_with_one_line(capsys):
+    for args in (["--model", "/nonexistent"], ["--max-upload-mb", "0"], ["--queue", "0"]):
+        code = main(["ui", *args])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
