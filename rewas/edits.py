@@ -75,6 +75,13 @@ class Edit:
         return f"{self.op} {span + ':' if span else ''}{value}"
 
 
+def label(edit: Edit) -> str:
+    """A short name for a list of edits on a page: a long drawn stroke as its span, the rest as spelled."""
+    if edit.op == "draw" and len(edit.points) > 3:
+        return f"draw {edit.points[0][0]:g}-{edit.points[-1][0]:g} s ({len(edit.points)} points)"
+    return str(edit)
+
+
 def parse(op: str, text: str) -> Edit:
     """The command-line spelling of one edit -> Edit; a malformed one is a one-line user error showing the form.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -50,7 +51,7 @@ class Take:
     seconds: float
 
     def row(self) -> list:
-        edits = "; ".join(str(e) for e in self.edits) or "none"
+        edits = "; ".join(edits_mod.label(e) for e in self.edits) or "none"
         return [self.number, self.prompt, self.negative_prompt, self.seed, edits, self.source, f"{self.seconds:.1f} s"]
 
 
@@ -217,7 +218,7 @@ class Studio:
             "base": [round(float(v), 3) for v in base[idx]],
             "floor": edits_mod.SILENCE,
             "top": math.ceil(top + 0.5),
-            "edits": [str(e) for e in session.edits],
+            "edits": [edits_mod.label(e) for e in session.edits],
             "source": session.source,
         }
 
@@ -415,10 +416,19 @@ def build_app(studio: Studio, *, queue_size: int = 8):
 
             return run
 
+        def uploaded(path):
+            """Only files that came through the page: gradio's upload cache or the bundled examples."""
+            if path and not any(Path(path).resolve().is_relative_to(root) for root in roots):
+                raise UserError("only uploaded files are accepted")
+            return path
+
+        roots = [Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()]
+        roots.append(studio.workdir.resolve())
+
         def on_video(path, s, m):
             if not path:
                 return {status: "Upload a video or pick an example."}
-            s = studio.open_video(s, path, m)
+            s = studio.open_video(s, uploaded(path), m)
             note = f"{s.timeline.duration:.2f} s. The curve is φ's prediction from the video; drag on it to draw."
             return {session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s)}
 
@@ -455,20 +465,25 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             return edited(studio.draw_edit(s, stroke or []))
 
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
-        video.change(guarded(on_video), [video, session, model], everything)
-        model.change(guarded(on_model), [video, session, model], everything)
+        # what runs the model waits in one queue, one job at a time; edits of the curve never wait behind a take
+        model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1)
+        edit_job = dict(outputs=everything, concurrency_limit=None)
+        video.change(guarded(on_video), [video, session, model], **model_job)
+        model.change(guarded(on_model), [video, session, model], **model_job)
+        use_ref.click(
+            guarded(lambda s, f: edited(studio.use_reference(s, uploaded(f)))), [session, reference], **model_job
+        )
+        use_video.click(guarded(lambda s: edited(studio.use_video_curve(s))), [session], **model_job)
+        generate.click(guarded(on_generate), [session, prompt, negative, seed, steps, guidance], **model_job)
         apply.click(
             guarded(lambda s, o, a, b, x: edited(studio.range_edit(s, o, a, b, x))),
             [session, op, start, end, amount],
-            everything,
+            **edit_job,
         )
-        undo.click(guarded(lambda s: edited(studio.undo(s))), [session], everything)
-        reset.click(guarded(lambda s: edited(studio.reset(s))), [session], everything)
-        use_ref.click(guarded(lambda s, f: edited(studio.use_reference(s, f))), [session, reference], everything)
-        use_video.click(guarded(lambda s: edited(studio.use_video_curve(s))), [session], everything)
-        curve.stroke(guarded(on_stroke), [curve, session], everything)
-        generate.click(guarded(on_generate), [session, prompt, negative, seed, steps, guidance], everything)
-        reopen.input(guarded(on_reopen), [session, reopen], everything)
+        undo.click(guarded(lambda s: edited(studio.undo(s))), [session], **edit_job)
+        reset.click(guarded(lambda s: edited(studio.reset(s))), [session], **edit_job)
+        curve.stroke(guarded(on_stroke), [curve, session], **edit_job)
+        reopen.input(guarded(on_reopen), [session, reopen], **edit_job)
     app.queue(default_concurrency_limit=1, max_size=queue_size)
     return app
 
