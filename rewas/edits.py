@@ -168,9 +168,12 @@ def silenced(before: np.ndarray, after: np.ndarray, muted: np.ndarray | None = N
 
 def gate(muted: np.ndarray, samples: int, hop: int, ramp: int = 160) -> np.ndarray:
     """(F,) bool per mel frame -> (samples,) float32 gain: 0 in silenced frames, 1 elsewhere, with `ramp`-sample
-    (10 ms) linear fades centred on each edge, so the cut does not click."""
+    (10 ms) linear fades just outside each silenced range, so the cut does not click and the range is silent to
+    its edges."""
     mask = np.repeat(np.asarray(muted, np.float64), hop)[:samples]
     mask = np.pad(mask, (0, max(0, samples - len(mask))), mode="edge" if len(mask) else "constant")
+    half = ramp // 2
+    mask = (np.convolve(mask, np.ones(2 * half + 1), "same") > 0).astype(np.float64)  # widened by half a ramp
     sound = np.pad(1.0 - mask, (ramp // 2, ramp - 1 - ramp // 2), mode="edge")
     return (np.convolve(sound, np.ones(ramp), "valid") / ramp).astype(np.float32)  # sums of 0/1: exact at 0 and 1
 

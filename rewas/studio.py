@@ -49,6 +49,7 @@ class Take:
     wav: str
     csv: str
     seconds: float
+    heard: np.ndarray | None = None  # the take's own energy per mel frame, drawn over the curve it was given
 
     def row(self) -> list:
         edits = "; ".join(edits_mod.label(e) for e in self.edits) or "none"
@@ -66,6 +67,7 @@ class Session:
     source: str = ""
     edits: list[Edit] = field(default_factory=list)
     takes: list[Take] = field(default_factory=list)
+    shown: Take | None = None  # the take whose energy the curve editor shows
 
     def __deepcopy__(self, memo):  # gradio copies state per session; the clip's tensors need not be copied
         return Session(self.folder, self.video, self.model, self.timeline, self.source, list(self.edits), [])
@@ -201,8 +203,8 @@ class Studio:
         return timeline.curve[0, : self._frames(session)].numpy()
 
     def view(self, session: Session) -> dict:
-        """What the page's curve editor draws: the clip's duration, the edited curve and the one before the edits
-        (at most MAX_POINTS each), the axis range, the edits."""
+        """What the page's curve editor draws: the clip's duration, the edited curve, the one before the edits and
+        the energy of the take shown (at most MAX_POINTS each), the axis range, the edits."""
         if session.timeline is None:
             return {"duration": 0, "t": [], "curve": [], "base": [], "floor": edits_mod.SILENCE, "top": 0}
         frames = self._frames(session)
@@ -210,7 +212,10 @@ class Studio:
         edited = self.curve(session)
         base = session.timeline.curve[0, :frames].numpy()
         idx = np.unique(np.linspace(0, frames - 1, min(frames, MAX_POINTS)).round().astype(int))
-        top = float(max(np.max(base), np.max(edited), edits_mod.SILENCE + 1))
+        heard = session.shown.heard if session.shown is not None else None
+        heard = None if heard is None else np.pad(heard, (0, max(0, frames - len(heard))), mode="edge")[:frames]
+        tops = [np.max(base), np.max(edited), edits_mod.SILENCE + 1] + ([np.max(heard)] if heard is not None else [])
+        top = float(max(tops))
         return {
             "duration": session.timeline.duration,
             "t": [round((i + 0.5) / rate, 3) for i in idx],
@@ -220,6 +225,8 @@ class Studio:
             "top": math.ceil(top + 0.5),
             "edits": [edits_mod.label(e) for e in session.edits],
             "source": session.source,
+            "heard": [] if heard is None else [round(float(v), 3) for v in heard[idx]],
+            "take": session.shown.number if session.shown is not None else None,
         }
 
     # ------------------------------------------------------------------------------------------- takes
@@ -237,7 +244,7 @@ class Studio:
         """One take: the clip's edited curve, the prompt and the settings -> the muxed video, the WAV and the CSV
         in the session's folder. progress(fraction, text) is called as the sampler steps."""
         from .audio import write_wav
-        from .energy import write_csv
+        from .energy import waveform_energy, write_csv
         from .files import atomic_path
         from .frames import probe
         from .mux import mux
@@ -275,7 +282,9 @@ class Studio:
         take = Take(
             number, prompt, negative_prompt or "", seed, steps, guidance, session.model, list(session.edits),
             session.source, str(video), f"{stem}.wav", f"{stem}.csv", time.monotonic() - start,
+            waveform_energy(result.waveform, pipe.config.audio).numpy(),
         )  # fmt: skip
+        session.shown = take
         session.takes = [*session.takes, take]
         for old in session.takes[:-MAX_TAKES]:
             for path in (old.video, old.wav, old.csv):
@@ -288,6 +297,7 @@ class Studio:
         for take in session.takes:
             if take.number == number:
                 session.edits = list(take.edits)
+                session.shown = take
                 return session, take
         raise UserError(f"there is no take {number}")
 
@@ -386,7 +396,9 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             undo = gr.Button("Undo", elem_id="rewas-undo")
             reset = gr.Button("Reset", elem_id="rewas-reset")
         with gr.Row():
-            reference = gr.File(label="reference recording (audio or video)", file_types=["audio", "video"])
+            reference = gr.File(
+                label="reference recording (audio or video)", file_types=["audio", "video"], height=110, scale=2
+            )
             use_ref = gr.Button("Use its energy")
             use_video = gr.Button("Back to the video's energy")
         with gr.Row():
@@ -444,7 +456,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             files_out = [take.video, take.wav, take.csv]
             return {
                 session: s, result: take.video, files: files_out, takes: takes_table(s), status: note,
-                reopen: choices(s),
+                reopen: choices(s), curve: studio.view(s),
             }  # fmt: skip
 
         def choices(s):

@@ -104,10 +104,10 @@ def test_the_gate_silences_what_the_edits_silenced_with_short_fades():
     assert muted[100:200].all() and not muted[:100].any() and not muted[200:].any()
     assert not edits.silenced(np.full(10, SILENCE), np.full(10, SILENCE)).any()  # already silent: the model's
     gain = edits.gate(muted, 48000, 160)
-    assert gain.shape == (48000,) and gain[:15900].min() == 1 and gain[16100:31900].max() == 0
-    assert gain[32100:].min() == 1
-    ramp = gain[15900:16100]
-    assert np.all(np.diff(ramp) <= 0) and 0 < ramp[100] < 1  # 10 ms fade centred on the edge
+    assert gain.shape == (48000,) and gain[:15835].min() == 1 and gain[16000:32000].max() == 0  # silent to its edges
+    assert gain[32165:].min() == 1
+    ramp = gain[15835:16000]
+    assert np.all(np.diff(ramp) <= 0) and 0 < ramp[80] < 1  # a 10 ms fade just before the range
 
 
 def test_flags_collect_edits_in_command_line_order():

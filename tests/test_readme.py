@@ -8,13 +8,14 @@ What runs, and what the test changes before running it (nothing else is changed)
 * README lines of `rewas info`, `rewas energy`, `rewas evaluate` and `rewas generate` run in a temporary folder,
   through `rewas.cli.main`. Inputs the README names that do not exist are made there under those names:
   a video for `generate` (a 2 s bouncing ball, `samples.bouncing_ball_frames`), a video with a click-track
-  soundtrack for `energy`, an energy CSV for `--energy-in`, a one-clip manifest for `evaluate`.
+  soundtrack for `energy`, an energy CSV for `--energy-in`, a click track for `--energy-from`, a one-clip
+  manifest for `evaluate`.
 * Substitutions, to keep this test near 30 s on 2 cores: a `generate` line whose `--model` is a folder the test
   does not have (the converted paper model) runs with `--model debug --steps 1` instead, and with `--device cpu`
   where it asks for CUDA and the machine has none. The first `generate` line with the embedded default model
   runs as written (the model's own 20 steps); later ones get `--steps 2`.
 * Only parsed: `convert` and `download` (they need the released files or the network), `train` (a cache and
-  minutes), `corpus` (minutes at 40 clips per class).
+  minutes), `corpus` (minutes at 40 clips per class), `ui` (a server; tests/test_studio_browser.py runs it).
 * The README's Python block runs with `exec`, in the temporary folder where its video file name is a generated
   clip, with `steps=2` in place of the example's `steps=N`.
 """
@@ -38,7 +39,7 @@ README = ROOT / "README.md"
 CHECKED_DOCS = [README, ROOT / "docs" / "training.md", ROOT / "docs" / "default_model.md"]
 MAX_LINES = 150
 RUN = ("info", "energy", "evaluate", "generate")
-PARSE_ONLY = ("convert", "download", "train", "corpus")
+PARSE_ONLY = ("convert", "download", "train", "corpus", "ui")
 REGISTRY_HOSTS = (
     "pypi.org",
     "pythonhosted.org",
@@ -207,6 +208,10 @@ def _make_inputs(args) -> None:
         if args.energy_in and not Path(args.energy_in).exists():
             t = np.arange(200) / 100.0
             write_csv(args.energy_in, (-8 + 4 * np.exp(-((t % 0.8) / 0.1))).astype(np.float32), AudioConfig())
+        if args.energy_from and not Path(args.energy_from).exists():
+            from rewas.audio import write_wav
+
+            write_wav(args.energy_from, samples.click_track(2.0, [0.3, 0.9, 1.5]), 16000)
     elif args.command == "energy" and not Path(args.input).exists():
         _clip(Path(args.input), with_sound=True)
     elif args.command == "evaluate" and not Path(args.manifest).exists():

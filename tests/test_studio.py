@@ -79,6 +79,9 @@ def test_takes_are_kept_reopened_and_capped(studio, media, monkeypatch):
     seen = []
     first = studio.generate(session, "a click", "rain", seed=5, steps=2, progress=lambda f, d: seen.append(f))
     assert seen[-1] == 1.0 and first.seed == 5 and first.negative_prompt == "rain"
+    view = studio.view(session)  # the take's own energy, drawn over the curve: at silence where it was muted
+    assert view["take"] == 1 and len(view["heard"]) == len(view["t"])
+    assert max(view["heard"][110:190]) < SILENCE + 0.5  # (the energy removes the mean first: not exactly 0)
     wav = load_audio(first.wav)
     assert np.abs(wav[16000 + 160 : 32000 - 160]).max() == 0  # the muted second is silent in the take
     session = studio.reset(session)

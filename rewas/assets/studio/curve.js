@@ -58,6 +58,11 @@ function draw() {
   ctx.strokeStyle = "#999";
   line(ctx, g, v.t, v.base);
   ctx.setLineDash([]);
+  if (v.heard && v.heard.length) {
+    ctx.strokeStyle = "rgba(22, 163, 74, 0.75)";
+    ctx.lineWidth = 1;
+    line(ctx, g, v.t, v.heard);
+  }
   ctx.strokeStyle = "#2563eb";
   ctx.lineWidth = 2;
   line(ctx, g, v.t, v.curve);
@@ -75,7 +80,8 @@ function draw() {
   if (info) {
     const edits = (v.edits || []).length ? v.edits.join(" · ") : "no edits";
     info.textContent = `energy (nats, silence ${v.floor.toFixed(1)}) from ${v.source || "?"} · ${edits} · ` +
-      "drag across the curve to draw it; dashed: before the edits";
+      "drag across the curve to draw it; dashed: before the edits" +
+      (v.take ? `; green: what take ${v.take} sounds like` : "");
   }
 }
 
