@@ -1,6 +1,6 @@
 """The figures of docs/studio.md: how the embedded default model follows the studio's controls.
 
-    python scripts/measure_controls.py [--model default] [--seeds 4] [--steps 20]
+    python scripts/measure_controls.py [--model default] [--seeds 4] [--steps 20] [--parts mute,energy,negative]
 
 * mute: the level of 1.0-2.5 s of a 4 s bouncing-ball take with and without the range muted, for the model alone
   (the silent range given as the curve itself) and with `--mute` (the curve edit plus the output gate);
@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--parts", default="mute,energy,negative", help="which tables, comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     pipe = ReWaSPipeline.from_pretrained(args.model)
     seeds, steps = range(args.seeds), args.steps
     work = Path(tempfile.mkdtemp(prefix="rewas-controls-"))
@@ -68,6 +70,15 @@ def main() -> None:
     samples.write_video(ball, samples.bouncing_ball_frames(bounce_period=0.8), duration=4.0, fps=25)
     samples.write_video(still, samples.flash_frames([], size=(64, 64)), 5.0, 25)
 
+    if "mute" in parts:
+        mute_table(pipe, ball, seeds, steps)
+    if "energy" in parts:
+        energy_table(pipe, work, still, seeds, steps)
+    if "negative" in parts:
+        negative_table(pipe, still, seeds, steps)
+
+
+def mute_table(pipe, ball, seeds, steps) -> None:
     print("## mute 1.0-2.5 s: dB quieter than the same take without it")
     print("| prompt | model alone, per seed | with --mute (gate), per seed |\n|---|---|---|")
     curve = pipe.prepare(ball).curve[0].numpy()
@@ -83,6 +94,8 @@ def main() -> None:
             gated.append(level_db(base, 1.0, 2.5) - level_db(muted, 1.0, 2.5))
         print(f"| {prompt} | {', '.join(f'{d:.0f}' for d in alone)} | {', '.join(f'{d:.0f}' for d in gated)} |")
 
+
+def energy_table(pipe, work, still, seeds, steps) -> None:
     print("\n## energy-from a held-out recording: r of the take's energy with the reference's")
     print("| prompt | 5 s onto 5 s | 5 s stretched onto 8 s |\n|---|---|---|")
     ref = work / "ref.wav"
@@ -103,6 +116,8 @@ def main() -> None:
             cells.append(f"{np.min(rs):.2f}-{np.max(rs):.2f}")
         print(f"| {prompt} | {cells[0]} | {cells[1]} |")
 
+
+def negative_table(pipe, still, seeds, steps) -> None:
     print("\n## negative prompt: timbre's cosine similarity to the negative concept, mean over seeds")
     print("| prompt | negative | without | with | seeds that moved away |\n|---|---|---|---|---|")
     pairs = [("engine running", "a high whistle"), ("rain falling", "a siren wailing"),
