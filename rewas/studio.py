@@ -478,15 +478,16 @@ def build_app(studio: Studio, *, queue_size: int = 8):
 
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
         # what runs the model waits in one queue, one job at a time; edits of the curve never wait behind a take
-        model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1)
-        edit_job = dict(outputs=everything, concurrency_limit=None)
+        model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1, show_progress_on=[curve])
+        edit_job = dict(outputs=everything, concurrency_limit=None, show_progress="hidden")
         video.change(guarded(on_video), [video, session, model], **model_job)
         model.change(guarded(on_model), [video, session, model], **model_job)
         use_ref.click(
             guarded(lambda s, f: edited(studio.use_reference(s, uploaded(f)))), [session, reference], **model_job
         )
         use_video.click(guarded(lambda s: edited(studio.use_video_curve(s))), [session], **model_job)
-        generate.click(guarded(on_generate), [session, prompt, negative, seed, steps, guidance], **model_job)
+        take_job = {**model_job, "show_progress_on": [result]}  # the progress bar where the take will play
+        generate.click(guarded(on_generate), [session, prompt, negative, seed, steps, guidance], **take_job)
         apply.click(
             guarded(lambda s, o, a, b, x: edited(studio.range_edit(s, o, a, b, x))),
             [session, op, start, end, amount],
@@ -498,6 +499,14 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         reopen.input(guarded(on_reopen), [session, reopen], **edit_job)
     app.queue(default_concurrency_limit=1, max_size=queue_size)
     return app
+
+
+def offline_theme():
+    """gradio's default theme with system fonts: its own come from Google's servers, and the studio is offline."""
+    import gradio as gr
+
+    sans, mono = ["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "monospace"]
+    return gr.themes.Default(font=sans, font_mono=mono)
 
 
 def launch(
@@ -512,6 +521,7 @@ def launch(
     device: str | None = None,
 ) -> None:
     """Serve the studio until interrupted; every file it wrote is removed at the end."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing reported anywhere
     studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device)
     try:
         studio.pipeline(studio.models[0])  # load before serving: a bad --model fails here, with one line
@@ -522,6 +532,7 @@ def launch(
             max_file_size=f"{max_upload_mb:g}mb",
             show_error=False,
             quiet=True,
+            theme=offline_theme(),
         )
     finally:
         studio.close()

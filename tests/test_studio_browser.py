@@ -142,7 +142,7 @@ def test_studio_in_a_browser(server, browser, tmp_path):
     # a file that is not a video: a readable line, no traceback
     browser.get(url)
     _upload(browser, not_video)
-    _wait(browser, lambda d: "⚠️" in _status(d) or "error" in _page_text(d).lower(), 60)
+    _wait(browser, lambda d: "⚠️ notes.mp4: not a readable media file" in _status(d), 60)
     assert "Traceback" not in _page_text(browser)
     browser.save_screenshot(str(ARTIFACTS / "studio_bad_upload.png"))
     assert proc.poll() is None
