@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -91,7 +92,7 @@ class Studio:
         self.job_seconds = job_seconds
         self.device = device
         self._own_workdir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="rewas-studio-") if workdir is None else workdir)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"rewas-studio-{os.getpid()}-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._pipe = None
@@ -520,8 +521,14 @@ def launch(
     queue_size: int = 8,
     device: str | None = None,
 ) -> None:
-    """Serve the studio until interrupted; every file it wrote is removed at the end."""
+    """Serve the studio until interrupted (Ctrl+C or SIGTERM); every file it wrote is removed at the end."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing reported anywhere
+
+    def interrupt(signum, frame):  # SIGTERM (a service manager, `kill`) stops it as Ctrl+C does, cleaning up
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
     studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device)
     try:
         studio.pipeline(studio.models[0])  # load before serving: a bad --model fails here, with one line

@@ -117,7 +117,7 @@ def _shifted(denoise, sampler, shape, hint, window, *, context, **kwargs):
 def as_timelines(method):
     """A single-timeline method in the place of the pipeline's `sample_timelines` (one clip at a time)."""
 
-    def run(denoise, samplers, shapes, hints, window, *, generators, texts=None, **kwargs):
+    def run(denoise, samplers, shapes, hints, window, *, generators, texts=None, negatives=None, **kwargs):
         return [method(denoise, samplers[0], shapes[0], hints[0], window, generator=generators[0], **kwargs)]
 
     return run

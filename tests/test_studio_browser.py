@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -57,12 +58,16 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail(f"rewas ui did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
+    workdirs = list(Path(tempfile.gettempdir()).glob(f"rewas-studio-{proc.pid}-*"))
+    assert len(workdirs) == 1
     yield url, proc
-    proc.terminate()
+    proc.terminate()  # SIGTERM stops it as Ctrl+C does
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not workdirs[0].exists()  # every file it wrote is gone
 
 
 @pytest.fixture(scope="module")
