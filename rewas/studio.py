@@ -398,9 +398,13 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             reset = gr.Button("Reset", elem_id="rewas-reset")
         with gr.Row():
             reference = gr.File(
-                label="reference recording (audio or video)", file_types=["audio", "video"], height=110, scale=2
+                label="reference recording (audio or video)",
+                file_types=["audio", "video"],
+                height=110,
+                scale=2,
+                elem_id="rewas-reference",
             )
-            use_ref = gr.Button("Use its energy")
+            use_ref = gr.Button("Use its energy", elem_id="rewas-use-reference")
             use_video = gr.Button("Back to the video's energy")
         with gr.Row():
             result = gr.Video(label="result", interactive=False, elem_id="rewas-result", height=300)

@@ -19,7 +19,7 @@ import pytest
 from avcheck import streams
 
 from rewas import samples
-from rewas.audio import load_audio
+from rewas.audio import load_audio, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "build" / "test-artifacts"
@@ -195,4 +195,12 @@ def test_studio_in_a_browser(server, browser, tmp_path):
     muted, rest = level(1.1, 2.4), level(0.0, 0.9)
     assert rest - muted >= 20, (muted, rest)
     assert "Take 1" in _page_text(browser) or browser.find_elements(By.CSS_SELECTOR, "#rewas-takes table")
+
+    # the curve from a reference recording; the edits stay on top of it
+    reference = tmp_path / "clicks.wav"
+    write_wav(reference, samples.click_track(2.0, [0.3, 1.2]), 16000)
+    browser.find_element(By.CSS_SELECTOR, "#rewas-reference input[type=file]").send_keys(str(reference))
+    _wait(browser, lambda d: "clicks.wav" in d.find_element(By.ID, "rewas-reference").text, 30)  # uploaded
+    browser.find_element(By.ID, "rewas-use-reference").click()
+    _wait(browser, lambda d: "2 edit(s) on the recording clicks.wav" in _status(d), 60)
     assert proc.poll() is None
