@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# The evaluation embedders' reference implementations, for tests/test_parity.py only. Installed with --no-deps:
+# their own pins (numpy<2, torchaudio, wandb, ...) would break this environment; the tests load only what they need.
 PARITY_REFERENCES := panns-inference==0.1.1 torchlibrosa==0.1.0 torchvggish==0.2 hear21passt==0.0.26 msclap==1.3.4 \
 	laion-clap==1.1.7
 
@@ -17,8 +19,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# the evaluation embedders' reference implementations, for tests/test_parity.py only. --no-deps: their own
-	# pins (numpy<2, torchaudio, wandb, ...) would break this environment; the tests load only what they need
 	$(PY) -m pip install --quiet --no-deps $(PARITY_REFERENCES)
 	touch $(STAMP)
 
