@@ -10,6 +10,7 @@ passed as `stubs`; each test says what its stand-ins replace and why.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import math
 import sys
@@ -26,18 +27,25 @@ def load(dotted: str, stubs: dict[str, types.ModuleType] | None = None) -> types
     """`dotted` (e.g. "panns_inference.models") imported with its parent packages as bare namespaces; any module
     in `stubs` is put in sys.modules first. Skips the test if the package is not installed."""
     top = dotted.split(".")[0]
-    spec = importlib.util.find_spec(top)
-    if spec is None or not spec.submodule_search_locations:
+    if top in sys.modules:
+        locations = getattr(sys.modules[top], "__path__", None)
+    else:
+        spec = importlib.util.find_spec(top)
+        locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
         pytest.skip(f"the reference package {top} is not installed (`make install` installs it)")
     for name, module in (stubs or {}).items():
         sys.modules.setdefault(name, module)
-    root = Path(next(iter(spec.submodule_search_locations)))
+    root = Path(next(iter(locations)))
     parts = dotted.split(".")
     for i in range(1, len(parts)):
         name = ".".join(parts[:i])
         if name not in sys.modules:
+            folder = str(root.joinpath(*parts[1:i]))
             package = types.ModuleType(name)
-            package.__path__ = [str(root.joinpath(*parts[1:i]))]
+            package.__path__ = [folder]
+            package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            package.__spec__.submodule_search_locations = [folder]
             sys.modules[name] = package
     return importlib.import_module(dotted)
 

@@ -23,6 +23,7 @@ from reference_models import (
     reference_is,
     reference_kl,
     sample_audio,
+    stub,
 )
 
 from rewas.evaluate import metrics as M
@@ -72,3 +73,42 @@ def test_panns_cnn14_equals_panns_inference(tmp_path):
         print(f"CNN14 {side}: embedding to {err_e:.1e}, sigmoid outputs to {err_p:.1e}")
     (ea, la, ra, rla), (eb, lb, rb, rlb) = outputs["a"], outputs["b"]
     print("CNN14 set metrics:", _set_metrics_agree(ea, eb, ra, rb, la, lb, rla, rlb))
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the reference resampled: the test feeds it 16 kHz audio, which it must take as is")
+
+
+def test_vggish_equals_torchvggish(tmp_path):
+    """VGGish: torchvggish 0.2's front end (vggish_input.waveform_to_examples) and network (VGG, postprocess off,
+    the last ReLU removed as the FAD implementations do) against ours; FAD's Fréchet distance.
+
+    resampy (a numba-compiled resampler torchvggish imports at module level) is replaced by a function that
+    fails if called: the audio is already at VGGish's 16 kHz, where torchvggish never resamples."""
+    from rewas.evaluate.embedders import VGGish, vggish_examples
+
+    net = load("torchvggish.torchvggish")
+    front = load("torchvggish.vggish_input", {"resampy": stub("resampy", resample=_never)})
+    reference = randomize(net.VGG(net.make_layers(), postprocess=False))
+    torch.save(reference.state_dict(), tmp_path / "vggish-10086976.pth")  # the released file: a bare state dict
+    reference.embeddings = torch.nn.Sequential(*list(reference.embeddings)[:-1])
+    ours = VGGish.from_checkpoint(tmp_path / "vggish-10086976.pth").eval()
+    sets = {}
+    for side, seed in (("a", 1), ("b", 2)):
+        clips = sample_audio(3.0, 16000, 3, seed=seed)
+        ours_e, ref_e = [], []
+        for wav in clips.numpy():
+            ref_examples = front.waveform_to_examples(wav.astype(np.float64), 16000, return_tensor=True)
+            our_examples = vggish_examples(wav)
+            err_x = close(our_examples, ref_examples[:, 0].detach().numpy())
+            with torch.no_grad():
+                ours_e.append(ours(torch.from_numpy(our_examples)).numpy())
+                ref_e.append(reference(ref_examples.detach()).numpy())
+        ours_e, ref_e = np.concatenate(ours_e), np.concatenate(ref_e)
+        informative(ours_e, "VGGish embedding")
+        err_e = close(ours_e, ref_e)
+        print(f"VGGish {side}: log-mel examples to {err_x:.1e}, embeddings to {err_e:.1e}")
+        sets[side] = ours_e, ref_e
+    fd, ref_fd = M.frechet_distance(sets["a"][0], sets["b"][0]), reference_fd(sets["a"][1], sets["b"][1])
+    assert abs(fd - ref_fd) <= 1e-4 * max(1.0, abs(ref_fd)), (fd, ref_fd)
+    print(f"VGGish FAD: {fd:.6g} against {ref_fd:.6g}")
