@@ -11,6 +11,8 @@ What could not be built here, and why, is said at each test.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -30,6 +32,19 @@ from rewas.evaluate import metrics as M
 from rewas.evaluate.embedders import CNN14
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+STAND_INS = ("torchaudio", "timm", "resampy")
+REFERENCES = ("panns_inference", "torchvggish", "hear21passt", "msclap", "laion_clap")
+
+
+@pytest.fixture(autouse=True)
+def _forget_references_and_stand_ins():
+    """The stand-ins must not outlive the test that needs them (another test may check that torchaudio is absent),
+    nor the reference packages loaded around their __init__."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] in STAND_INS + REFERENCES:
+            del sys.modules[name]
 
 
 def _set_metrics_agree(ours_a, ours_b, ref_a, ref_b, logits_a, logits_b, ref_logits_a, ref_logits_b) -> dict:
@@ -112,3 +127,77 @@ def test_vggish_equals_torchvggish(tmp_path):
     fd, ref_fd = M.frechet_distance(sets["a"][0], sets["b"][0]), reference_fd(sets["a"][1], sets["b"][1])
     assert abs(fd - ref_fd) <= 1e-4 * max(1.0, abs(ref_fd)), (fd, ref_fd)
     print(f"VGGish FAD: {fd:.6g} against {ref_fd:.6g}")
+
+
+def _kaldi_stand_in():
+    """torchaudio is not installed in this project (a rule of the repository: no torchaudio). PaSST's front end
+    uses it for two things: SpecAugment masks, used only in training (stand-ins: identity), and
+    `compliance.kaldi.get_mel_banks` (stand-in: our `kaldi_mel_banks`, without the zero column the front end pads
+    on). So the mel filterbank itself is ours on both sides here; `test_passt_tiny_and_front_end` checks it on its
+    own against Kaldi's definition. The rest of the front end (pre-emphasis, STFT, power, log, normalisation)
+    is the reference's."""
+    from rewas.evaluate.embedders import PaSSTConfig, kaldi_mel_banks
+
+    def get_mel_banks(num_bins, window_length_padded, sample_freq, low_freq, high_freq, *args, **kwargs):
+        cfg = PaSSTConfig(sample_rate=sample_freq, n_fft=window_length_padded, mel_bins=num_bins, fmin=low_freq,
+                          fmax=high_freq)  # fmt: skip
+        return kaldi_mel_banks(cfg)[:, :-1], None
+
+    masks = dict(FrequencyMasking=lambda *a, **k: torch.nn.Identity(), TimeMasking=lambda *a, **k: torch.nn.Identity())
+    kaldi = stub("torchaudio.compliance.kaldi", get_mel_banks=get_mel_banks)
+    compliance = stub("torchaudio.compliance", kaldi=kaldi)
+    torchaudio = stub("torchaudio", transforms=stub("torchaudio.transforms", **masks), compliance=compliance)
+    timm_hub = stub("timm.models._hub", download_cached_file=_never)  # hear21passt imports it; nothing is fetched
+    return {
+        "torchaudio": torchaudio,
+        "torchaudio.compliance": compliance,
+        "torchaudio.compliance.kaldi": kaldi,
+        "timm": stub("timm", models=stub("timm.models", _hub=timm_hub)),
+        "timm.models": stub("timm.models", _hub=timm_hub),
+        "timm.models._hub": timm_hub,
+    }
+
+
+def test_passt_equals_hear21passt(tmp_path):
+    """PaSST-S (`passt_s_swa_p16_128_ap476`, hear21passt's AugmentMelSTFT in eval mode + its PaSST) against ours;
+    FD/KL/IS. timm (which hear21passt imports only for a download helper) and torchaudio: see `_kaldi_stand_in`."""
+    from rewas.evaluate.embedders import PaSST
+
+    stand_ins = _kaldi_stand_in()
+    preprocess = load("hear21passt.models.preprocess", stand_ins)
+    passt = load("hear21passt.models.passt", stand_ins)
+    mel = preprocess.AugmentMelSTFT(
+        n_mels=128,
+        sr=32000,
+        win_length=800,
+        hopsize=320,
+        n_fft=1024,
+        freqm=48,
+        timem=192,
+        htk=False,
+        fmin=0.0,
+        fmax=None,
+        norm=1,
+        fmin_aug_range=10,
+        fmax_aug_range=2000,
+    ).eval()  # fmt: skip  (hear21passt's get_basic_model)
+    net = randomize(passt.get_model(arch="passt_s_swa_p16_128_ap476", pretrained=False))
+    state = {**{f"net.{k}": v for k, v in net.state_dict().items()}}  # the wrapper's layout, as released
+    torch.save(state, tmp_path / "passt-s-f128-p16-s10-ap.476-swa.pt")
+    ours = PaSST.from_checkpoint(tmp_path / "passt-s-f128-p16-s10-ap.476-swa.pt").eval()
+    outputs = {}
+    for side, seed in (("a", 1), ("b", 2)):
+        clips = sample_audio(3.0, 32000, 3, seed=seed)
+        with torch.no_grad():
+            ref_mel = mel(clips)
+            ref_logits, ref_features = net(ref_mel[:, None])
+            our_mel = ours.mel(clips)
+            logits, features = ours(clips)
+        informative(features, "PaSST features")
+        informative(logits, "PaSST logits")
+        err_m = close(our_mel, ref_mel)
+        err_f, err_l = close(features, ref_features), close(logits, ref_logits)
+        print(f"PaSST {side}: mel to {err_m:.1e}, features to {err_f:.1e}, logits to {err_l:.1e}")
+        outputs[side] = features.numpy(), logits.numpy(), ref_features.numpy(), ref_logits.numpy()
+    (fa, la, rfa, rla), (fb, lb, rfb, rlb) = outputs["a"], outputs["b"]
+    print("PaSST set metrics:", _set_metrics_agree(fa, fb, rfa, rfb, la, lb, rla, rlb))
