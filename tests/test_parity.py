@@ -201,3 +201,70 @@ def test_passt_equals_hear21passt(tmp_path):
         outputs[side] = features.numpy(), logits.numpy(), ref_features.numpy(), ref_logits.numpy()
     (fa, la, rfa, rla), (fb, lb, rfb, rlb) = outputs["a"], outputs["b"]
     print("PaSST set metrics:", _set_metrics_agree(fa, fb, rfa, rfb, la, lb, rla, rlb))
+
+
+def test_msclap_equals_microsoft_clap(tmp_path):
+    """MS-CLAP 2022 (msclap's CLAP: CNN14 at 44.1 kHz + bert-base-uncased, projections) against ours, and the CLAP
+    score (cosine of the unit embeddings).
+
+    Offline, msclap's TextEncoder would fetch bert-base-uncased from the hub: here `AutoModel.from_pretrained` builds
+    a BertModel from BertConfig's defaults, which are bert-base-uncased's architecture. The WordPiece tokenizer is
+    not msclap's code (it calls transformers' AutoTokenizer, also from the hub): both sides get the same ids from
+    ours. Clips are tiled to 9 s as the ReWaS evaluation's clap_config.yml says (msclap's own 2022 default is 5 s)."""
+    import transformers
+
+    from rewas.evaluate.embedders import MSCLAP
+
+    clap = load("msclap.models.clap")
+    offline = stub("AutoModel", from_pretrained=lambda name, *a, **k: transformers.BertModel(transformers.BertConfig()))
+    clap.AutoModel = offline
+    reference = clap.CLAP(
+        audioenc_name="Cnn14",
+        sample_rate=44100,
+        window_size=1024,
+        hop_size=320,
+        mel_bins=64,
+        fmin=50,
+        fmax=14000,
+        classes_num=527,
+        out_emb=2048,
+        text_model="bert-base-uncased",
+        transformer_embed_dim=768,
+        d_proj=1024,
+    )  # fmt: skip  (configs/config_2022.yml)
+    randomize(reference)
+    folder = tmp_path / "msclap"
+    folder.mkdir()
+    torch.save({"model": reference.state_dict()}, folder / "CLAP_weights_2022.pth")
+    words = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words += ["a", "dog", "barking", "rain", "on", "roof", "car", "engine", "##s", "the"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    ours = MSCLAP.from_folder(folder).eval()
+
+    clips = sample_audio(2.0, 44100, 3, seed=3).numpy()
+    n = 9 * 44100
+    tiled = np.stack([np.tile(c, int(np.ceil(n / len(c))))[:n] for c in clips])  # load_audio_into_tensor's repeat
+    with torch.no_grad():
+        ref_audio, _ = reference.audio_encoder(torch.from_numpy(tiled))
+    our_audio = torch.stack([ours.embed_audio(c) for c in clips])
+    informative(ref_audio, "MS-CLAP audio embedding")
+    err_a = close(our_audio, torch.nn.functional.normalize(ref_audio, dim=-1))
+
+    prompts = ["a dog barking", "rain on the roof", "car engines"]
+    from tokenizers import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=True)
+    tok.enable_truncation(100)
+    tok.enable_padding(length=100)
+    enc = tok.encode_batch(prompts)
+    ids = torch.tensor([e.ids for e in enc])
+    batch = {"input_ids": ids, "attention_mask": torch.tensor([e.attention_mask for e in enc]),
+             "token_type_ids": torch.zeros_like(ids)}  # fmt: skip
+    with torch.no_grad():
+        ref_text = reference.caption_encoder(batch)
+    our_text = ours.embed_text(prompts)
+    informative(ref_text, "MS-CLAP text embedding")
+    err_t = close(our_text, torch.nn.functional.normalize(ref_text, dim=-1))
+    ref_score = torch.nn.functional.normalize(ref_audio, dim=-1) @ torch.nn.functional.normalize(ref_text, dim=-1).T
+    err_s = close(our_audio @ our_text.T, ref_score)
+    print(f"MS-CLAP: audio embedding to {err_a:.1e}, text embedding to {err_t:.1e}, CLAP scores to {err_s:.1e}")
