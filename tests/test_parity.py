@@ -268,3 +268,80 @@ def test_msclap_equals_microsoft_clap(tmp_path):
     ref_score = torch.nn.functional.normalize(ref_audio, dim=-1) @ torch.nn.functional.normalize(ref_text, dim=-1).T
     err_s = close(our_audio @ our_text.T, ref_score)
     print(f"MS-CLAP: audio embedding to {err_a:.1e}, text embedding to {err_t:.1e}, CLAP scores to {err_s:.1e}")
+
+
+# ----------------------------------------------------------------------------------------------------- DeSync
+# Synchformer has no PyPI package. av-benchmark's DeSync is restated below from its extraction and evaluation
+# scripts (encode_video_with_sync, encode_audio_with_sync, the DeSync loop of evaluate.py), torchaudio's
+# MelSpectrogram included (its HTK filterbank restated in numpy, since torchaudio is not installed here).
+
+
+def _av_benchmark_mel(x: torch.Tensor) -> torch.Tensor:
+    """torchaudio.transforms.MelSpectrogram(16000, n_fft=1024, win_length=400, hop_length=160, n_mels=128) as
+    av-benchmark builds it: periodic Hann, centred reflect padding, power 2, HTK mel (2595 log10), no norm."""
+    n_freqs, sr, n_mels = 513, 16000, 128
+    all_freqs = np.linspace(0, sr // 2, n_freqs)
+    to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    m_pts = np.linspace(to_mel(0.0), to_mel(sr / 2), n_mels + 2)
+    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
+    f_diff = np.diff(f_pts)
+    slopes = f_pts[None, :] - all_freqs[:, None]
+    fb = np.maximum(0.0, np.minimum(-slopes[:, :-2] / f_diff[:-1], slopes[:, 2:] / f_diff[1:]))  # (513, 128)
+    lead = x.shape[:-1]
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), 1024, 160, 400, window=torch.hann_window(400), center=True,
+                      pad_mode="reflect", return_complex=True).abs() ** 2  # fmt: skip
+    mel = torch.from_numpy(fb.T).float() @ spec  # (N, 128, frames)
+    return mel.reshape(*lead, n_mels, -1)
+
+
+def _av_benchmark_desync(model, frames: torch.Tensor, wav: torch.Tensor) -> float:
+    """frames (T, 3, 224, 224) normalised, wav (N,) at 16 kHz -> DeSync as av-benchmark computes it for one clip."""
+    video = frames[None]
+    n_seg = (video.shape[1] - 16) // 8 + 1
+    video = torch.stack([video[:, i * 8 : i * 8 + 16] for i in range(n_seg)], dim=1)  # (1, S, 16, 3, H, W)
+    audio = wav[None]
+    a_seg = (audio.shape[1] - 10240) // 5120 + 1
+    audio = torch.stack([audio[:, i * 5120 : i * 5120 + 10240] for i in range(a_seg)], dim=1)  # (1, S, 10240)
+    spec = torch.log(_av_benchmark_mel(audio) + 1e-6)
+    spec = torch.nn.functional.pad(spec, (0, max(0, 66 - spec.shape[-1])))[..., :66]  # pad_or_truncate
+    spec = (spec - -4.2677393) / (2 * 4.5689974)  # (1, S, 128, 66)
+    v_feat = model.vfeat_extractor(video).reshape(1, n_seg, -1, model.config.dim)
+    a_feat = model.afeat_extractor(spec.transpose(-1, -2))
+    grid = np.linspace(-2, 2, 21)  # make_class_grid(-2, 2, 21)
+    scores = []
+    for window in (slice(None, 14), slice(-14, None)):
+        top = int(model.offset_logits(v_feat[:, window], a_feat[:, window]).argmax(-1))
+        scores.append(abs(grid[top]))
+    return float(np.mean(scores)), spec[0].transpose(-1, -2)
+
+
+@pytest.mark.parametrize("seconds", [5.0, 6.4])
+def test_desync_equals_av_benchmark_restated(tmp_path, seconds):
+    """Our audio segments equal av-benchmark's restated front end, and our DeSync its restated computation, on a
+    small random Synchformer (the network itself is checked against the release's key layout elsewhere)."""
+    from rewas import samples
+    from rewas.audio import write_wav
+    from rewas.config import MotionformerConfig, VideoConfig
+    from rewas.evaluate.desync import Synchformer, SynchformerConfig, audio_segments, desync
+    from rewas.frames import iter_frames, normalize, probe
+
+    cfg = SynchformerConfig(video=MotionformerConfig(embed_dim=16, depth=1, num_heads=2, agg_heads=2, agg_ff=32),
+                            dim=16, ast_layers=1, ast_heads=2, ast_ff=32, sync_layers=1, sync_heads=2)  # fmt: skip
+    torch.manual_seed(0)
+    torch.save({"model": Synchformer(cfg).state_dict()}, tmp_path / "sync.pt")
+    model = Synchformer.from_checkpoint(tmp_path / "sync.pt", cfg).eval()
+    wav = sample_audio(seconds, 16000, 1, seed=5)[0]
+    write_wav(tmp_path / "a.wav", wav.numpy(), 16000)
+    samples.write_video(tmp_path / "v.mp4", samples.bouncing_ball_frames(0.6, size=(120, 160)), seconds, 25)
+    from rewas.evaluate import metrics
+
+    decoded = torch.from_numpy(metrics.load_audio(tmp_path / "a.wav", 16000))
+    frames = np.stack(list(iter_frames(tmp_path / "v.mp4", VideoConfig(resize_short=224, crop=224),
+                                       probe(tmp_path / "v.mp4"))))  # fmt: skip
+    with torch.no_grad():
+        ref_score, ref_segments = _av_benchmark_desync(model, normalize(frames), decoded)
+        ours = audio_segments(decoded.numpy(), cfg)
+        err = close(ours, ref_segments)
+        score = desync(model, tmp_path / "v.mp4", tmp_path / "a.wav")
+    assert score == ref_score, (score, ref_score)
+    print(f"DeSync {seconds} s: audio segments to {err:.1e}, score {score} equal to the restatement's")
