@@ -182,7 +182,7 @@ def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
     monkeypatch.setitem(E.EMBEDDERS, "passt", (tiny_passt, E.EMBEDDERS["passt"][1]))
     generated, references = unlike_pairs(clips)
     rows = [{"audio": a, "reference": r} for a, r in zip(generated, references)]
-    specs = {"panns": tmp_path / "tiny.pth", "passt": tmp_path / "passt.pt", "laion_clap": "x"}
+    specs = {"panns": tmp_path / "tiny.pth", "passt": tmp_path / "passt.pt", "laion_clap": "x", "imagebind": "y"}
     results, notes = set_metrics(specs, rows)
     # the tiny random CNN14 hardly tells clips apart; the tiny PaSST does, so its KL shows which column is which
     passt = partial(E.passt_outputs, tiny_passt(tmp_path / "passt.pt"))
@@ -196,6 +196,7 @@ def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
         M.kl_from_logits(log_r, log_g)["kl_softmax"], rel=1e-6, abs=1e-12
     )
     assert results["is_panns"] >= 1.0 - 1e-9 and any("laion_clap" in n and "not implemented" in n for n in notes)
+    assert any("imagebind" in n and "left out on purpose" in n for n in notes)
     with pytest.raises(FileNotFoundError, match="VGGish"):
         set_metrics({"vggish": tmp_path / "none.pth"}, rows)
 
