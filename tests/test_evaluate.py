@@ -182,7 +182,7 @@ def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
     monkeypatch.setitem(E.EMBEDDERS, "passt", (tiny_passt, E.EMBEDDERS["passt"][1]))
     generated, references = unlike_pairs(clips)
     rows = [{"audio": a, "reference": r} for a, r in zip(generated, references)]
-    specs = {"panns": tmp_path / "tiny.pth", "passt": tmp_path / "passt.pt", "laion_clap": "x", "imagebind": "y"}
+    specs = {"panns": tmp_path / "tiny.pth", "passt": tmp_path / "passt.pt", "imagebind": "y", "ast": "z"}
     results, notes = set_metrics(specs, rows)
     # the tiny random CNN14 hardly tells clips apart; the tiny PaSST does, so its KL shows which column is which
     passt = partial(E.passt_outputs, tiny_passt(tmp_path / "passt.pt"))
@@ -195,7 +195,7 @@ def test_set_metrics_with_tiny_embedders(clips, tmp_path, monkeypatch):
     assert results["kl_panns_softmax"] == pytest.approx(
         M.kl_from_logits(log_r, log_g)["kl_softmax"], rel=1e-6, abs=1e-12
     )
-    assert results["is_panns"] >= 1.0 - 1e-9 and any("laion_clap" in n and "not implemented" in n for n in notes)
+    assert results["is_panns"] >= 1.0 - 1e-9 and any("'ast' is unknown" in n for n in notes)
     assert any("imagebind" in n and "left out on purpose" in n for n in notes)
     with pytest.raises(FileNotFoundError, match="VGGish"):
         set_metrics({"vggish": tmp_path / "none.pth"}, rows)
@@ -370,3 +370,34 @@ def test_passt_tiny_and_front_end(clips, tmp_path):
     assert {k: out[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9) and out["fd_passt"] > 1e-3
     same = classifier_metrics(partial(passt_outputs, model), generated, generated, "passt")
     assert same["fd_passt"] == pytest.approx(0.0, abs=1e-6) and same["kl_passt_softmax"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_laion_clap_small_end_to_end(clips, tmp_path, monkeypatch):
+    """The LAION-CLAP score through `set_metrics`, on a small HTSAT and RoBERTa (the full model is compared with the
+    laion_clap package in tests/test_parity.py); a folder without its files is named with what it lacks."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    from rewas.config import ClapTextConfig
+    from rewas.errors import MissingFileError
+    from rewas.evaluate import embedders, laion_clap
+
+    with pytest.raises(MissingFileError, match="music_speech_audioset_epoch_15_esc_89.98.pt, vocab.json, merges.txt"):
+        laion_clap.LaionCLAP.from_folder(tmp_path)
+    cfg = laion_clap.LaionCLAPConfig(
+        audio=laion_clap.HTSATConfig(embed_dim=8, depths=(1, 1, 2, 1), heads=(1, 1, 2, 2), classes=5),
+        text=ClapTextConfig(
+            vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, proj_dim=8, max_length=77
+        ),  # fmt: skip
+        joint=8,
+    )
+    torch.manual_seed(0)
+    model = laion_clap.LaionCLAP(cfg)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "clap.pt")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["a click and a tone"], vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe.save_model(str(tmp_path))
+    small = (lambda folder: laion_clap.LaionCLAP.from_folder(folder, cfg), laion_clap.laion_clap_metrics)
+    monkeypatch.setitem(embedders.EMBEDDERS, "laion_clap", small)
+    rows = [{"audio": str(clips / "sync.wav"), "prompt": "a click"}, {"audio": str(clips / "tone.wav"), "prompt": "x"}]
+    results, notes = embedders.set_metrics({"laion_clap": tmp_path}, rows)
+    assert not notes and -1 <= results["clap_laion"] <= 1 and all(-1 <= r["clap_laion"] <= 1 for r in rows)

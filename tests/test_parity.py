@@ -12,6 +12,7 @@ What could not be built here, and why, is said at each test.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +346,83 @@ def test_desync_equals_av_benchmark_restated(tmp_path, seconds):
         score = desync(model, tmp_path / "v.mp4", tmp_path / "a.wav")
     assert score == ref_score, (score, ref_score)
     print(f"DeSync {seconds} s: audio segments to {err:.1e}, score {score} equal to the restatement's")
+
+
+# ------------------------------------------------------------------------------------------------ LAION-CLAP
+
+
+def _laion_clap_module():
+    """laion_clap.clap_module.model, offline. transformers is imported first (it probes for torchvision, which a
+    stand-in would confuse). Stand-ins: torchvision's FrozenBatchNorm2d (imported by laion_clap's utils for
+    fine-tuning only; not installed here) and h5py when missing (dataset code). RobertaModel.from_pretrained
+    ('roberta-base') would download: it builds roberta-base's architecture from its configuration instead."""
+    import transformers
+
+    stand_ins = {}
+    misc = stub("torchvision.ops.misc", FrozenBatchNorm2d=type("FrozenBatchNorm2d", (torch.nn.Module,), {}))
+    ops = stub("torchvision.ops", misc=misc)
+    stand_ins.update(
+        {"torchvision": stub("torchvision", ops=ops), "torchvision.ops": ops, "torchvision.ops.misc": misc}
+    )
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        stand_ins["h5py"] = stub("h5py")
+    model = load("laion_clap.clap_module.model", stand_ins)
+    roberta_base = transformers.RobertaConfig(
+        vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1
+    )
+    model.RobertaModel = stub("RobertaModel", from_pretrained=lambda *a, **k: transformers.RobertaModel(roberta_base))
+    return model
+
+
+def test_laion_clap_equals_laion_clap_package(tmp_path):
+    """LAION-CLAP (HTSAT-base, no fusion, RoBERTa; laion_clap 1.1.7's CLAP with model_configs/HTSAT-base.json)
+    against ours: audio embeddings of `repeatpad` clips, text embeddings, CLAP scores. The tokenizer is ours on both
+    sides (the package's comes from the hub)."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    from rewas.evaluate.laion_clap import LaionCLAP
+
+    module = _laion_clap_module()
+    config = json.loads((Path(module.__file__).parent / "model_configs" / "HTSAT-base.json").read_text())
+    audio_cfg = module.CLAPAudioCfp(**config["audio_cfg"])
+    text_cfg = module.CLAPTextCfg(**config["text_cfg"], model_type="roberta")
+    reference = randomize(module.CLAP(config["embed_dim"], audio_cfg, text_cfg, enable_fusion=False))
+    folder = tmp_path / "laion_clap"
+    folder.mkdir()
+    state = {f"module.{k}": v for k, v in reference.state_dict().items()}  # as the released file: DDP-prefixed
+    torch.save({"epoch": 15, "state_dict": state}, folder / "music_speech_audioset_epoch_15_esc_89.98.pt")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["a dog barking on a street", "rain on a tin roof"], vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])  # fmt: skip
+    bpe.save_model(str(folder))
+    ours = LaionCLAP.from_folder(folder).eval()
+
+    clips = [c.numpy() for c in sample_audio(3.0, 48000, 2, seed=7)] + [sample_audio(12.0, 48000, 1, seed=8)[0].numpy()]
+    padded = []
+    for clip in clips:  # laion_clap's get_audio_features, data_filling="repeatpad" (and the first 10 s of longer)
+        x = torch.from_numpy(clip)[:480000]
+        if len(x) < 480000:
+            x = x.repeat(int(480000 / len(x)))
+            x = torch.nn.functional.pad(x, (0, 480000 - len(x)))
+        padded.append({"waveform": x, "longer": torch.tensor([False])})
+    with torch.no_grad():
+        ref_audio = reference.get_audio_embedding(padded)
+    our_audio = torch.stack([ours.embed_audio(c) for c in clips])
+    with torch.no_grad():
+        raw = reference.audio_branch({"waveform": torch.stack([p["waveform"] for p in padded])}, device="cpu")
+    informative(raw["embedding"], "HTSAT embedding")
+    err_a = close(our_audio, ref_audio)
+
+    prompts = ["a dog barking", "rain on a tin roof"]
+    ids, mask = ours.tokenize(prompts)
+    with torch.no_grad():
+        ref_text = reference.get_text_embedding({"input_ids": ids, "attention_mask": mask})
+    our_text = ours.embed_text(prompts)
+    informative(ref_text, "LAION-CLAP text embedding")
+    err_t = close(our_text, ref_text)
+    err_s = close(our_audio @ our_text.T, ref_audio @ ref_text.T)
+    print(f"LAION-CLAP: audio embedding to {err_a:.1e}, text embedding to {err_t:.1e}, scores to {err_s:.1e}")

@@ -38,6 +38,7 @@ from ..energy import normalize_waveform
 from ..errors import MissingFileError
 from . import metrics as M
 from .desync import Synchformer, desync_metrics
+from .laion_clap import LaionCLAP, laion_clap_metrics
 
 
 @dataclass(frozen=True)
@@ -563,9 +564,10 @@ EMBEDDERS = {  # name -> (load from a local path, metrics from (model, rows))
         lambda m, rows: classifier_metrics(partial(passt_outputs, m), *_sets(rows), "passt"),
     ),
     "msclap": (MSCLAP.from_folder, msclap_metrics),
+    "laion_clap": (LaionCLAP.from_folder, laion_clap_metrics),
     "synchformer": (Synchformer.from_checkpoint, desync_metrics),
 }
-PLANNED = ("laion_clap",)
+PLANNED: tuple[str, ...] = ()
 LEFT_OUT = ("imagebind",)  # why: docs/evaluation.md
 
 
