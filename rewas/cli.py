@@ -596,7 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--markdown", help="also write the means as a Markdown table")
     v.add_argument("--metrics", help="comma list of per-clip metrics (default: energy_mae,av_align,onset)")
     v.add_argument("--onset-seconds", type=float, help="onset metrics on the first S seconds (CondFoleyGen: 2)")
-    v.add_argument("--embedders", nargs="*", metavar="NAME=PATH", help="embedder weights, e.g. panns=Cnn14_16k.pth")
+    v.add_argument(
+        "--embedders",
+        nargs="*",
+        metavar="NAME=PATH",
+        help="embedder weights: panns, vggish, passt, msclap, laion_clap, synchformer, classifier (docs/evaluation.md)",
+    )
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_evaluate)
 

@@ -8,6 +8,8 @@
 * `vggish`: VGGish (torchvggish's `vggish-10086976.pth`), 0.96 s examples, giving FAD.
 * `msclap`: MS-CLAP 2022 (a folder with `CLAP_weights_2022.pth` and bert-base-uncased's `vocab.txt`): the CLAP
   score of the ReWaS evaluation, i.e. the cosine between a clip and its prompt.
+* `laion_clap`: LAION-CLAP (a folder with `music_speech_audioset_epoch_15_esc_89.98.pt` and roberta-base's
+  `vocab.json` + `merges.txt`): av-benchmark's LAION-CLAP score (`rewas.evaluate.laion_clap`).
 * `synchformer`: DeSync (`rewas.evaluate.desync`).
 * `classifier`: a small CNN14 trained on the corpus (`rewas train classifier`, a folder `ClassifierBundle` saves):
   `class_acc`, whether the generated audio sounds like the item's "class". It lives here, with the architecture it
