@@ -64,7 +64,7 @@ def _set_metrics_agree(ours_a, ours_b, ref_a, ref_b, logits_a, logits_b, ref_log
     return errors
 
 
-def test_panns_cnn14_equals_panns_inference(tmp_path):
+def test_panns_cnn14_equals_panns_inference_to_1e_4(tmp_path):
     """PANNs CNN14 16 kHz (panns_inference.models.Cnn14, torchlibrosa front end) against ours; FD/KL/IS."""
     models = load("panns_inference.models")  # its package __init__ downloads a label file: bypassed
     reference = randomize(models.Cnn14(16000, 512, 160, 64, 50, 8000, 527))
@@ -95,7 +95,7 @@ def _never(*args, **kwargs):
     raise AssertionError("the reference resampled: the test feeds it 16 kHz audio, which it must take as is")
 
 
-def test_vggish_equals_torchvggish(tmp_path):
+def test_vggish_equals_torchvggish_to_1e_4(tmp_path):
     """VGGish: torchvggish 0.2's front end (vggish_input.waveform_to_examples) and network (VGG, postprocess off,
     the last ReLU removed as the FAD implementations do) against ours; FAD's Fréchet distance.
 
@@ -159,7 +159,7 @@ def _kaldi_stand_in():
     }
 
 
-def test_passt_equals_hear21passt(tmp_path):
+def test_passt_equals_hear21passt_to_1e_4(tmp_path):
     """PaSST-S (`passt_s_swa_p16_128_ap476`, hear21passt's AugmentMelSTFT in eval mode + its PaSST) against ours;
     FD/KL/IS. timm (which hear21passt imports only for a download helper) and torchaudio: see `_kaldi_stand_in`."""
     from rewas.evaluate.embedders import PaSST
@@ -204,7 +204,7 @@ def test_passt_equals_hear21passt(tmp_path):
     print("PaSST set metrics:", _set_metrics_agree(fa, fb, rfa, rfb, la, lb, rla, rlb))
 
 
-def test_msclap_equals_microsoft_clap(tmp_path):
+def test_msclap_equals_microsoft_clap_to_1e_4(tmp_path):
     """MS-CLAP 2022 (msclap's CLAP: CNN14 at 44.1 kHz + bert-base-uncased, projections) against ours, and the CLAP
     score (cosine of the unit embeddings).
 
@@ -317,7 +317,7 @@ def _av_benchmark_desync(model, frames: torch.Tensor, wav: torch.Tensor) -> floa
 
 
 @pytest.mark.parametrize("seconds", [5.0, 6.4])
-def test_desync_equals_av_benchmark_restated(tmp_path, seconds):
+def test_desync_equals_av_benchmark_restated_exactly(tmp_path, seconds):
     """Our audio segments equal av-benchmark's restated front end, and our DeSync its restated computation, on a
     small random Synchformer (the network itself is checked against the release's key layout elsewhere)."""
     from rewas import samples
@@ -376,7 +376,7 @@ def _laion_clap_module():
     return model
 
 
-def test_laion_clap_equals_laion_clap_package(tmp_path):
+def test_laion_clap_equals_laion_clap_package_to_1e_4(tmp_path):
     """LAION-CLAP (HTSAT-base, no fusion, RoBERTa; laion_clap 1.1.7's CLAP with model_configs/HTSAT-base.json)
     against ours: audio embeddings of `repeatpad` clips, text embeddings, CLAP scores. The tokenizer is ours on both
     sides (the package's comes from the hub)."""
