@@ -133,16 +133,23 @@ def test_vggish_equals_torchvggish_to_1e_4(tmp_path):
 def _kaldi_stand_in():
     """torchaudio is not installed in this project (a rule of the repository: no torchaudio). PaSST's front end
     uses it for two things: SpecAugment masks, used only in training (stand-ins: identity), and
-    `compliance.kaldi.get_mel_banks` (stand-in: our `kaldi_mel_banks`, without the zero column the front end pads
-    on). So the mel filterbank itself is ours on both sides here; `test_passt_tiny_and_front_end` checks it on its
-    own against Kaldi's definition. The rest of the front end (pre-emphasis, STFT, power, log, normalisation)
-    is the reference's."""
-    from rewas.evaluate.embedders import PaSSTConfig, kaldi_mel_banks
+    `compliance.kaldi.get_mel_banks`, restated here from torchaudio's implementation of Kaldi's definition (float32,
+    as torchaudio computes it), so that nothing of ours is on the reference's side. The rest of the front end
+    (pre-emphasis, STFT, power, log, normalisation) is the reference's code."""
 
-    def get_mel_banks(num_bins, window_length_padded, sample_freq, low_freq, high_freq, *args, **kwargs):
-        cfg = PaSSTConfig(sample_rate=sample_freq, n_fft=window_length_padded, mel_bins=num_bins, fmin=low_freq,
-                          fmax=high_freq)  # fmt: skip
-        return kaldi_mel_banks(cfg)[:, :-1], None
+    def get_mel_banks(num_bins, window_length_padded, sample_freq, low_freq, high_freq, vtln_low, vtln_high,
+                      vtln_warp_factor):  # fmt: skip
+        assert vtln_warp_factor == 1.0  # no vocal-tract-length warping in PaSST
+        num_fft_bins, nyquist = window_length_padded // 2, 0.5 * sample_freq
+        high_freq = high_freq + nyquist if high_freq <= 0 else high_freq
+        to_mel = lambda f: 1127.0 * torch.log(1.0 + torch.as_tensor(f, dtype=torch.float32) / 700.0)  # noqa: E731
+        mel_low, mel_high = to_mel(low_freq), to_mel(high_freq)
+        delta = (mel_high - mel_low) / (num_bins + 1)
+        b = torch.arange(num_bins).unsqueeze(1)
+        left, center, right = mel_low + b * delta, mel_low + (b + 1.0) * delta, mel_low + (b + 2.0) * delta
+        mel = to_mel(sample_freq / window_length_padded * torch.arange(num_fft_bins)).unsqueeze(0)
+        up, down = (mel - left) / (center - left), (right - mel) / (right - center)
+        return torch.max(torch.zeros(1), torch.min(up, down)), 700.0 * (torch.exp(center / 1127.0) - 1.0)
 
     masks = dict(FrequencyMasking=lambda *a, **k: torch.nn.Identity(), TimeMasking=lambda *a, **k: torch.nn.Identity())
     kaldi = stub("torchaudio.compliance.kaldi", get_mel_banks=get_mel_banks)
