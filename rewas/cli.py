@@ -290,9 +290,16 @@ def cmd_ui(args) -> None:
     models = list(dict.fromkeys([args.model, *args.also]))
     for name in models:
         load_config(name)  # a bad model is a one-line error before gradio starts
-    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--job-seconds", args.job_seconds)):
-        if not value > 0:
-            raise UserError(f"{flag} must be > 0")
+    limits = (
+        ("--max-upload-mb", args.max_upload_mb),
+        ("--job-seconds", args.job_seconds),
+        ("--max-video-seconds", args.max_video_seconds),
+    )
+    for flag, value in limits:
+        if not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{flag} must be a number > 0")
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: must be 1-65535")
     if args.queue < 1:
         raise UserError("--queue must be at least 1")
     device = None if args.device is None else str(_device(args.device))

@@ -62,12 +62,12 @@ class Edit:
             times = [t for t, _ in self.points]
             if len(self.points) < 2 or any(b <= a for a, b in zip(times, times[1:])) or times[0] < 0:
                 raise UserError("draw: give at least two keyframes at increasing times >= 0")
-            if not all(math.isfinite(e) for _, e in self.points):
-                raise UserError("draw: keyframe values must be finite numbers")
+            if not all(math.isfinite(t) and math.isfinite(e) for t, e in self.points):
+                raise UserError("draw: keyframe times and values must be finite numbers")
 
     def __str__(self) -> str:
         if self.op == "draw":
-            return "draw " + " ".join(f"{t:g}:{e:.3g}" for t, e in self.points)
+            return "draw " + ",".join(f"{t:g}:{e:g}" for t, e in self.points)
         span = "" if (self.start, self.end) == (0.0, math.inf) else f"{self.start:g}-{self.end:g}"
         if self.op == "mute":
             return f"mute {span or 'all'}"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import edits as edits_mod
+from .config import AudioConfig
 from .edits import Edit
 from .errors import UserError, one_line
 
@@ -69,6 +70,7 @@ class Session:
     edits: list[Edit] = field(default_factory=list)
     takes: list[Take] = field(default_factory=list)
     shown: Take | None = None  # the take whose energy the curve editor shows
+    audio: AudioConfig | None = None  # the model's, kept so that edits never touch the model
 
     def __deepcopy__(self, memo):  # gradio copies state per session; the clip's tensors need not be copied
         return Session(self.folder, self.video, self.model, self.timeline, self.source, list(self.edits), [])
@@ -134,8 +136,9 @@ class Studio:
                 "(use `rewas generate` for longer ones)"
             )
         pipe = self.pipeline(model)
+        self.forget_takes(session)  # takes belong to a clip: a new clip starts a new list
         session = Session(session.folder or self._session_folder(), path, model, None, "the video (φ)", [], [])
-        session.timeline = pipe.prepare(path)
+        session.timeline, session.audio = pipe.prepare(path), pipe.config.audio
         return session
 
     def use_reference(self, session: Session, path: str | None) -> Session:
@@ -200,7 +203,7 @@ class Studio:
     def curve(self, session: Session) -> np.ndarray:
         """The edited curve over the clip, one value per 10 ms mel frame."""
         self._need_clip(session)
-        timeline = session.timeline.edited(session.edits, self.pipeline(session.model).config.audio)
+        timeline = session.timeline.edited(session.edits, session.audio)
         return timeline.curve[0, : self._frames(session)].numpy()
 
     def view(self, session: Session) -> dict:
@@ -209,7 +212,7 @@ class Studio:
         if session.timeline is None:
             return {"duration": 0, "t": [], "curve": [], "base": [], "floor": edits_mod.SILENCE, "top": 0}
         frames = self._frames(session)
-        rate = self.pipeline(session.model).config.audio.frame_rate
+        rate = session.audio.frame_rate
         edited = self.curve(session)
         base = session.timeline.curve[0, :frames].numpy()
         idx = np.unique(np.linspace(0, frames - 1, min(frames, MAX_POINTS)).round().astype(int))
@@ -253,7 +256,10 @@ class Studio:
         self._need_clip(session)
         if not prompt or not prompt.strip():
             raise UserError("type a prompt: what should be heard")
+        if seed is not None and seed >= 2**63:
+            raise UserError(f"the seed must be below 2^63 (got {seed})")
         seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else int(seed)
+        edits, source = list(session.edits), session.source  # as they are now: edits made during the take wait
         pipe = self.pipeline(session.model)
         start = time.monotonic()
 
@@ -265,7 +271,7 @@ class Studio:
 
         result = pipe(
             timeline=session.timeline,
-            edits=session.edits,
+            edits=edits,
             prompt=prompt,
             negative_prompt=negative_prompt or "",
             seed=seed,
@@ -275,14 +281,19 @@ class Studio:
         )
         number = session.takes[-1].number + 1 if session.takes else 1
         stem = session.folder / f"take{number:03d}-seed{seed}"
-        video = mux(session.video, result.waveform, result.sample_rate, f"{stem}.mp4", probe(session.video))
-        with atomic_path(f"{stem}.wav") as tmp:
-            write_wav(tmp, result.waveform, result.sample_rate)
-        with atomic_path(f"{stem}.csv") as tmp:
-            write_csv(tmp, result.energy, pipe.config.audio)
+        try:
+            video = mux(session.video, result.waveform, result.sample_rate, f"{stem}.mp4", probe(session.video))
+            with atomic_path(f"{stem}.wav") as tmp:
+                write_wav(tmp, result.waveform, result.sample_rate)
+            with atomic_path(f"{stem}.csv") as tmp:
+                write_csv(tmp, result.energy, pipe.config.audio)
+        except BaseException:  # no half-written take stays behind
+            for suffix in (".mp4", ".wav", ".csv"):
+                Path(f"{stem}{suffix}").unlink(missing_ok=True)
+            raise
         take = Take(
-            number, prompt, negative_prompt or "", seed, steps, guidance, session.model, list(session.edits),
-            session.source, str(video), f"{stem}.wav", f"{stem}.csv", time.monotonic() - start,
+            number, prompt, negative_prompt or "", seed, steps, guidance, session.model, edits,
+            source, str(video), f"{stem}.wav", f"{stem}.csv", time.monotonic() - start,
             waveform_energy(result.waveform, pipe.config.audio).numpy(),
         )  # fmt: skip
         session.shown = take
@@ -309,8 +320,19 @@ class Studio:
             raise UserError("upload a video first")
 
     def _frames(self, session: Session) -> int:
-        rate = self.pipeline(session.model).config.audio.frame_rate
-        return max(1, math.ceil(session.timeline.duration * rate))
+        return max(1, math.ceil(session.timeline.duration * session.audio.frame_rate))
+
+    def forget_takes(self, session: Session) -> None:
+        """Delete the files of a session's takes."""
+        for take in session.takes:
+            for path in (take.video, take.wav, take.csv):
+                Path(path).unlink(missing_ok=True)
+        session.takes, session.shown = [], None
+
+    def forget(self, session: Session) -> None:
+        """A browser session has ended: its folder goes."""
+        if session is not None and session.folder is not None:
+            shutil.rmtree(session.folder, ignore_errors=True)
 
     def _session_folder(self) -> Path:
         folder = self.workdir / uuid.uuid4().hex[:12]
@@ -359,7 +381,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         return [t.row() for t in reversed(session.takes)]
 
     with gr.Blocks(title="rewas studio", delete_cache=(1800, 3600)) as app:
-        session = gr.State(Session())
+        session = gr.State(Session(), delete_callback=studio.forget)  # a closed tab's files go
         gr.Markdown("## rewas studio: a soundtrack for a silent video, with the energy curve in your hands")
         with gr.Row():
             with gr.Column(scale=5):

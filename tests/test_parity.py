@@ -33,7 +33,7 @@ from rewas.evaluate import metrics as M
 from rewas.evaluate.embedders import CNN14
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
-STAND_INS = ("torchaudio", "timm", "resampy")
+STAND_INS = ("torchaudio", "timm", "resampy", "torchvision", "h5py")
 REFERENCES = ("panns_inference", "torchvggish", "hear21passt", "msclap", "laion_clap")
 
 

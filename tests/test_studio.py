@@ -32,7 +32,7 @@ def test_a_clip_its_curve_edits_undo_reset(studio, media):
     session = studio.draw_edit(session, [[2.6, -4.0], [2.2, -8.0], [2.4, -2.0]])  # drawn right to left: sorted
     view = studio.view(session)
     curve = studio.curve(session)
-    assert view["edits"] == ["mute 1-2", "gain 0-0.5:+6dB", "draw 2.2:-8 2.4:-2 2.6:-4"]
+    assert view["edits"] == ["mute 1-2", "gain 0-0.5:+6dB", "draw 2.2:-8,2.4:-2,2.6:-4"]
     assert np.all(curve[100:200] == np.float32(SILENCE)) and curve[240] == pytest.approx(
         -2.05, abs=1e-4
     )  # frame centre 2.405 s
@@ -144,7 +144,22 @@ def test_close_removes_every_file(media):
 
 
 def test_ui_refuses_bad_options_with_one_line(capsys):
-    for args in (["--model", "/nonexistent"], ["--max-upload-mb", "0"], ["--queue", "0"]):
+    for args in (["--model", "/nonexistent"], ["--max-upload-mb", "0"], ["--queue", "0"],
+                 ["--max-video-seconds", "nan"], ["--port", "70000"], ["--max-upload-mb", "inf"]):  # fmt: skip
         code = main(["ui", *args])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_a_take_records_the_edits_it_was_made_with(studio, media):
+    """Edits do not wait behind a take (they are not queued with it): one made while a take samples belongs to the
+    next take, not to this one. Opening another clip deletes the old clip's takes."""
+    from rewas.edits import parse
+
+    session = studio.open_video(Session(), str(media["v25"]), "debug")
+    session = studio.range_edit(session, "mute", 1.0, 2.0, None)
+    take = studio.generate(session, "a click", seed=1, steps=2, progress=lambda f, d: studio.add_edit(
+        session, parse("gain", "+3dB")))  # fmt: skip
+    assert [str(e) for e in take.edits] == ["mute 1-2"] and len(session.edits) == 3  # two steps, two late edits
+    session = studio.open_video(session, str(media["v2997"]), "debug")
+    assert session.takes == [] and not os.path.exists(take.video) and not os.path.exists(take.wav)

@@ -245,7 +245,8 @@ class LaionCLAP(TextEncoder):
         """A folder with the checkpoint (`music_speech_audioset_epoch_15_esc_89.98.pt`) and roberta-base's
         `vocab.json` + `merges.txt`."""
         folder = Path(folder)
-        weights = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+        named = folder / "music_speech_audioset_epoch_15_esc_89.98.pt"
+        weights = [named] if named.is_file() else sorted(folder.glob("*.pt")) if folder.is_dir() else []
         missing = ([] if weights else ["music_speech_audioset_epoch_15_esc_89.98.pt"]) + [
             name for name in ("vocab.json", "merges.txt") if not (folder / name).is_file()
         ]
