@@ -529,3 +529,18 @@ def test_diffusion_target_follows_the_prediction_type(prediction):
     }
     right, wrong = (losses[True], losses[False]) if prediction == "v_prediction" else (losses[False], losses[True])
     assert right < 1e-8 < 1e-3 < wrong
+
+
+def test_real_camera_films_a_still_scene_with_motion_of_its_own():
+    """`real_camera` (phi's robustness renders): a still scene gets camera motion, a distractor and noise, the same
+    for the same seed, and stays a valid frame."""
+    from rewas.train.corpus import SIZE, real_camera
+
+    still = lambda t: np.full((SIZE, SIZE, 3), 20, np.uint8)  # noqa: E731
+    a, b, c = real_camera(still, 3, 5.0), real_camera(still, 3, 5.0), real_camera(still, 4, 5.0)
+    frames_a = [a(t) for t in (0.0, 1.0, 2.0)]
+    frames_b = [b(t) for t in (0.0, 1.0, 2.0)]
+    assert frames_a[0].shape == (SIZE, SIZE, 3) and frames_a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(frames_a, frames_b))
+    assert not np.array_equal(frames_a[0], c(0.0))
+    assert np.abs(frames_a[0].astype(int) - frames_a[1].astype(int)).mean() > 2  # it moves; the scene does not

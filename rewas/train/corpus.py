@@ -436,6 +436,46 @@ def renderer(mode: str, wav: np.ndarray, events: list[float], seed: int) -> Call
     return frame
 
 
+def real_camera(frame_fn: Callable[[float], np.ndarray], seed: int, duration: float) -> Callable[[float], np.ndarray]:
+    """A rendered clip as a real camera might film it: a textured background behind the scene, a distractor that
+    moves without a sound, a hand-held camera (slow pan and zoom plus shake), lighting flicker, blur and sensor
+    noise. The scene's own motion is untouched, so the sound still follows it; for phi's robustness (training
+    and its measurement)."""
+    rng = np.random.default_rng(seed)
+    size = SIZE
+    yy, xx = np.mgrid[0:size, 0:size]
+    texture = np.zeros((size, size))  # smooth random texture: a few low-frequency waves
+    for _ in range(6):
+        fy, fx, ph = rng.uniform(0.02, 0.15), rng.uniform(0.02, 0.15), rng.uniform(0, 2 * np.pi)
+        texture += np.sin(fy * yy + fx * xx + ph)
+    texture = (texture - texture.min()) / (np.ptp(texture) + 1e-9)
+    tint = rng.uniform(30, 140, 3)
+    key = frame_fn(0.0)[0, 0].astype(np.int16)  # the renderer's flat background colour (a corner pixel)
+    d_color, d_radius = rng.uniform(60, 220, 3), rng.uniform(5, 9)
+    d_path = rng.uniform(0.2, 0.8, 2), rng.uniform(0.05, 0.3, 2), rng.uniform(0.1, 0.6, 2)  # centre, amplitude, Hz
+    pan, zoom = rng.uniform(-6, 6, 2), rng.uniform(0.0, 0.12)
+    shake, flicker, noise = rng.uniform(0.5, 2.5), rng.uniform(0.03, 0.12), rng.uniform(2, 8)
+
+    def frame(t: float) -> np.ndarray:
+        img = frame_fn(t).astype(np.float32)
+        background = (np.abs(img.astype(np.int16) - key).sum(axis=-1) < 30)[..., None]  # codec noise too
+        img = np.where(background, tint * (0.5 + texture[..., None]), img)
+        centre, amp, hz = d_path
+        dy, dx = (centre + amp * np.sin(2 * np.pi * hz * t)) * size
+        img[(yy - dy) ** 2 + (xx - dx) ** 2 < d_radius**2] = d_color
+        # hand-held camera: zoom about the centre, slow pan, shake (nearest-pixel resampling)
+        scale = 1.0 + zoom * t / max(duration, 1e-6)
+        oy, ox = pan * t / max(duration, 1e-6) + shake * rng.standard_normal(2)
+        src_y = np.clip(((yy - size / 2) / scale + size / 2 + oy).round().astype(int), 0, size - 1)
+        src_x = np.clip(((xx - size / 2) / scale + size / 2 + ox).round().astype(int), 0, size - 1)
+        img = img[src_y, src_x]
+        img = 0.5 * img + 0.25 * (np.roll(img, 1, axis=0) + np.roll(img, 1, axis=1))  # mild blur
+        img = img * (1.0 + flicker * np.sin(2 * np.pi * 7.3 * t + 1.3)) + noise * rng.standard_normal(img.shape)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    return frame
+
+
 # ------------------------------------------------------------------------------------------------ corpus
 
 
