@@ -81,31 +81,14 @@ class _EditAction(argparse.Action):
 
 
 def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    from .edits import FORMS
+
     edits = parser.add_argument_group(
         "curve edits", "applied in the order given to the curve in use (the video's, --energy-in's or --energy-from's)"
     )
     edits.set_defaults(edits=[])
-    edits.add_argument("--mute", dest="edit_mute", action=_EditAction, metavar="START-END", help="silence, e.g. 1-2.5")
-    edits.add_argument(
-        "--gain", dest="edit_gain", action=_EditAction, metavar="[START-END:]DB", help="louder/quieter, e.g. 3-4:+6dB"
-    )
-    edits.add_argument(
-        "--energy-scale",
-        dest="edit_scale",
-        action=_EditAction,
-        metavar="[START-END:]S",
-        help="the level above silence times S, e.g. 0.8",
-    )
-    edits.add_argument(
-        "--smooth", dest="edit_smooth", action=_EditAction, metavar="[START-END:]SEC", help="moving average, e.g. 0.2"
-    )
-    edits.add_argument(
-        "--draw",
-        dest="edit_draw",
-        action=_EditAction,
-        metavar="T:E,T:E,...",
-        help="keyframes (seconds:nats); the curve between the first and last is the line through them",
-    )
+    for op, (flag, form, what, example) in FORMS.items():
+        edits.add_argument(flag, dest=f"edit_{op}", action=_EditAction, metavar=form, help=f"{what}, e.g. {example}")
 
 
 def cmd_generate(args) -> None:

@@ -33,7 +33,21 @@ from .errors import UserError
 
 SILENCE = math.log(AudioConfig().log_clamp)  # nats: the curve of an all-zero recording
 NATS_PER_DB = math.log(10) / 20
-OPS = ("mute", "gain", "scale", "smooth", "draw")
+# op -> (command-line flag, the form of its value, what it does, an example): the flags, their help and the
+# parse errors all come from here
+FORMS = {
+    "mute": ("--mute", "START-END", "silence", "1.0-2.5"),
+    "gain": ("--gain", "[START-END:]±GdB", "louder/quieter", "3-4:+6dB"),
+    "scale": ("--energy-scale", "[START-END:]FACTOR", "the level above silence times FACTOR", "0.8"),
+    "smooth": ("--smooth", "[START-END:]SECONDS", "moving average", "0.2"),
+    "draw": (
+        "--draw",
+        "TIME:NATS,TIME:NATS,...",
+        "keyframes; the curve between the first and last is the line through them",
+        "0:-6,1.5:-2,3:-6",
+    ),
+}
+OPS = tuple(FORMS)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 
 
@@ -88,16 +102,10 @@ def parse(op: str, text: str) -> Edit:
     mute "1-2.5"; gain "3-4:+6dB" or "-3dB"; scale "0.8" or "1-2:0.8"; smooth "0.2" or "1-2:0.2";
     draw "0:-6,1.5:-2,3:-6" (time:nats keyframes)."""
     text = text.strip()
-    forms = {
-        "mute": "START-END, e.g. 1.0-2.5",
-        "gain": "[START-END:]±GdB, e.g. 3-4:+6dB",
-        "scale": "[START-END:]FACTOR, e.g. 0.8",
-        "smooth": "[START-END:]SECONDS, e.g. 0.2",
-        "draw": "TIME:NATS,TIME:NATS,..., e.g. 0:-6,1.5:-2,3:-6",
-    }
-    if op not in forms:
+    if op not in FORMS:
         raise UserError(f"unknown curve edit {op!r} (one of {', '.join(OPS)})")
-    bad = UserError(f"--{_flag(op)} {text!r}: expected {forms[op]}")
+    flag, form, _, example = FORMS[op]
+    bad = UserError(f"{flag} {text!r}: expected {form}, e.g. {example}")
     if op == "draw":
         pairs = [p.split(":") for p in text.replace(" ", "").split(",") if p]
         try:
@@ -121,10 +129,6 @@ def parse(op: str, text: str) -> Edit:
             raise bad
         number = float(m[1])
     return Edit(op, start, end, number)
-
-
-def _flag(op: str) -> str:
-    return "energy-scale" if op == "scale" else op
 
 
 def apply(
