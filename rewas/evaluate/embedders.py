@@ -541,15 +541,8 @@ class MSCLAP(nn.Module):
 
 
 def msclap_metrics(model: MSCLAP, rows: list[dict]) -> dict:
-    """CLAP score: cosine between each generated clip and its prompt; written into each row, averaged."""
-    scores = []
-    for row in rows:
-        if not row.get("prompt"):
-            continue
-        audio = model.embed_audio(M.load_audio(row["audio"], model.config.audio.sample_rate))
-        row["clap_msclap"] = float(audio @ model.embed_text([row["prompt"]])[0])
-        scores.append(row["clap_msclap"])
-    return {"clap_msclap": float(np.mean(scores))} if scores else {}
+    """The CLAP score of the ReWaS evaluation: cosine between each generated clip and its prompt, averaged."""
+    return M.clap_scores(rows, "clap_msclap", model.config.audio.sample_rate, model.embed_audio, model.embed_text)
 
 
 # ------------------------------------------------------------------------------------------------ registry

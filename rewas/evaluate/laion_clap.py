@@ -270,12 +270,6 @@ class LaionCLAP(TextEncoder):
 
 
 def laion_clap_metrics(model: LaionCLAP, rows: list[dict]) -> dict:
-    """LAION-CLAP score: cosine between each generated clip and its prompt; written into each row, averaged."""
-    scores = []
-    for row in rows:
-        if not row.get("prompt"):
-            continue
-        audio = model.embed_audio(M.load_audio(row["audio"], model.clap_config.audio.sample_rate))
-        row["clap_laion"] = float(audio @ model.embed_text([row["prompt"]])[0])
-        scores.append(row["clap_laion"])
-    return {"clap_laion": float(np.mean(scores))} if scores else {}
+    """LAION-CLAP score: cosine between each generated clip and its prompt, averaged."""
+    rate = model.clap_config.audio.sample_rate
+    return M.clap_scores(rows, "clap_laion", rate, model.embed_audio, model.embed_text)

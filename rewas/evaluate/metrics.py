@@ -195,6 +195,19 @@ def load_clip(path: str | os.PathLike, sr: int, seconds: float | None) -> np.nda
     return wav[: int(sr * seconds)] if seconds else wav
 
 
+def clap_scores(rows: list[dict], key: str, sample_rate: int, embed_audio, embed_text) -> dict:
+    """A CLAP score: the cosine between each generated clip (`embed_audio` of its audio at `sample_rate`, a unit
+    vector) and its prompt (`embed_text([prompt])[0]`), written into each row with a prompt as `key`; -> the mean."""
+    scores = []
+    for row in rows:
+        if not row.get("prompt"):
+            continue
+        audio = embed_audio(load_audio(row["audio"], sample_rate))
+        row[key] = float(audio @ embed_text([row["prompt"]])[0])
+        scores.append(row[key])
+    return {key: float(np.mean(scores))} if scores else {}
+
+
 # ------------------------------------------------------------------------------------------------ set-level
 
 
