@@ -34,18 +34,6 @@ def level_db(wav: np.ndarray, a: float, b: float) -> float:
     return float(10 * np.log10(np.mean(wav[round(a * SR) : round(b * SR)] ** 2) + 1e-12))
 
 
-def held_out_recording(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Irregular knocks, a swell of noise: no clip of the corpus the model learnt from (as tests/test_edits.py)."""
-    n = round(seconds * SR)
-    t, x = np.arange(n) / SR, np.zeros(n)
-    for onset in np.sort(rng.uniform(0.2, seconds - 0.4, 6)):
-        k = np.arange(int(0.25 * SR))
-        x[int(onset * SR) : int(onset * SR) + len(k)] += rng.standard_normal(len(k)) * np.exp(-k / SR / 0.04)
-    swell = np.clip(np.sin(np.pi * (t - 2.0) / 1.5), 0, None) * ((t > 2.0) & (t < 3.5))
-    x += 0.3 * rng.standard_normal(n) * swell
-    return (0.8 * x / np.abs(x).max()).astype(np.float32)
-
-
 def profile(wav: np.ndarray) -> np.ndarray:
     p = log_mel(torch.from_numpy(wav).double()[None], AudioConfig())[0].mean(dim=1).numpy()
     return p - p.mean()
@@ -99,7 +87,7 @@ def energy_table(pipe, work, still, seeds, steps) -> None:
     print("\n## energy-from a held-out recording: r of the take's energy with the reference's")
     print("| prompt | 5 s onto 5 s | 5 s stretched onto 8 s |\n|---|---|---|")
     ref = work / "ref.wav"
-    write_wav(ref, held_out_recording(5.0, np.random.default_rng(12345)), SR)
+    write_wav(ref, samples.knocks_and_swell(5.0, np.random.default_rng(12345), SR), SR)
     long_still = work / "still8.mp4"
     samples.write_video(long_still, samples.flash_frames([], size=(64, 64)), 8.0, 25)
     for prompt in ("wood knocks", "footsteps", "rain falling", "engine running"):

@@ -208,22 +208,10 @@ def test_the_model_alone_follows_a_silent_range_into_silence(default_pipe, tmp_p
         assert _level_db(plain, 1.1, 2.4) - _level_db(quiet, 1.1, 2.4) >= 20, (prompt, seed)
 
 
-def _held_out_recording(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Irregular knocks, a swell of noise and a decaying tone: no clip of the corpus the model learnt from."""
-    sr, n = 16000, round(seconds * 16000)
-    t, x = np.arange(n) / sr, np.zeros(n)
-    for onset in np.sort(rng.uniform(0.2, seconds - 0.4, 6)):
-        k = np.arange(int(0.25 * sr))
-        x[int(onset * sr) : int(onset * sr) + len(k)] += rng.standard_normal(len(k)) * np.exp(-k / sr / 0.04)
-    swell = np.clip(np.sin(np.pi * (t - 2.0) / 1.5), 0, None) * ((t > 2.0) & (t < 3.5))
-    x += 0.3 * rng.standard_normal(n) * swell
-    return (0.8 * x / np.abs(x).max()).astype(np.float32)
-
-
 def test_energy_from_a_held_out_recording_is_followed(still, tmp_path, capsys):
     """`--energy-from REF`: the output's energy correlates with the reference's at r >= 0.7 (each of 3 seeds)."""
     ref = tmp_path / "ref.wav"
-    write_wav(ref, _held_out_recording(5.0, np.random.default_rng(12345)), 16000)
+    write_wav(ref, samples.knocks_and_swell(5.0, np.random.default_rng(12345)), 16000)  # not in the corpus
     times, target = reference_curve(ref, 5.0)
     for seed in range(3):
         wav = tmp_path / f"out{seed}.wav"
