@@ -8,6 +8,7 @@ command line's flags.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -29,6 +30,7 @@ from .errors import UserError, one_line
 
 ASSETS = Path(__file__).parent / "assets" / "studio"
 MAX_TAKES = 20  # per session; the oldest take's files go when a new one comes
+VIDEO_SOURCE = "the video (φ)"  # where the curve comes from, as the page says it
 MAX_POINTS = 1500  # curve values sent to the page (a 3-minute clip has 18,000)
 
 
@@ -57,6 +59,10 @@ class Take:
         edits = "; ".join(edits_mod.label(e) for e in self.edits) or "none"
         return [self.number, self.prompt, self.negative_prompt, self.seed, edits, self.source, f"{self.seconds:.1f} s"]
 
+    def delete(self) -> None:
+        for path in (self.video, self.wav, self.csv):
+            Path(path).unlink(missing_ok=True)
+
 
 @dataclass
 class Session:
@@ -66,6 +72,7 @@ class Session:
     video: str | None = None
     model: str | None = None
     timeline: object | None = None  # pipeline.Timeline: its curve is the curve before the edits
+    phi: object | None = None  # the Timeline with phi's curve, kept for "back to the video's energy"
     source: str = ""
     edits: list[Edit] = field(default_factory=list)
     takes: list[Take] = field(default_factory=list)
@@ -73,7 +80,7 @@ class Session:
     audio: AudioConfig | None = None  # the model's, kept so that edits never touch the model
 
     def __deepcopy__(self, memo):  # gradio copies state per session; the clip's tensors need not be copied
-        return Session(self.folder, self.video, self.model, self.timeline, self.source, list(self.edits), [])
+        return dataclasses.replace(self, edits=list(self.edits), takes=[], shown=None)
 
 
 class Studio:
@@ -137,9 +144,11 @@ class Studio:
             )
         pipe = self.pipeline(model)
         self.forget_takes(session)  # takes belong to a clip: a new clip starts a new list
-        session = Session(session.folder or self._session_folder(), path, model, None, "the video (φ)", [], [])
-        session.timeline, session.audio = pipe.prepare(path), pipe.config.audio
-        return session
+        phi = pipe.prepare(path)
+        folder = session.folder or self._session_folder()
+        return Session(
+            folder=folder, video=path, model=model, timeline=phi, phi=phi, source=VIDEO_SOURCE, audio=pipe.config.audio
+        )
 
     def use_reference(self, session: Session, path: str | None) -> Session:
         """Replace the curve with the energy of a reference recording, stretched to the video's length."""
@@ -156,8 +165,7 @@ class Studio:
 
     def use_video_curve(self, session: Session) -> Session:
         self._need_clip(session)
-        session.timeline = self.pipeline(session.model).prepare(session.video)
-        session.source = "the video (φ)"
+        session.timeline, session.source = session.phi, VIDEO_SOURCE
         return session
 
     # ------------------------------------------------------------------------------------------- edits
@@ -299,8 +307,7 @@ class Studio:
         session.shown = take
         session.takes = [*session.takes, take]
         for old in session.takes[:-MAX_TAKES]:
-            for path in (old.video, old.wav, old.csv):
-                Path(path).unlink(missing_ok=True)
+            old.delete()
         session.takes = session.takes[-MAX_TAKES:]
         return take
 
@@ -325,8 +332,7 @@ class Studio:
     def forget_takes(self, session: Session) -> None:
         """Delete the files of a session's takes."""
         for take in session.takes:
-            for path in (take.video, take.wav, take.csv):
-                Path(path).unlink(missing_ok=True)
+            take.delete()
         session.takes, session.shown = [], None
 
     def forget(self, session: Session) -> None:
