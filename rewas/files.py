@@ -78,10 +78,14 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...], path_keys:
 TEMP_PREFIX = ".rewas-"
 
 
-def temp_prefix() -> str:
-    """The name prefix of this process's temporary files and folders: it names the host and the process, so that
-    what a killed process left behind can be told from what a live one is still writing."""
-    return f"{TEMP_PREFIX}{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
+def _host() -> str:
+    return socket.gethostname().replace("-", "_")  # "-" separates the name's fields
+
+
+def temp_prefix(pid: int | None = None) -> str:
+    """The name prefix of the temporary files and folders of process `pid` (default: this one): it names the host
+    and the process, so that what a killed process left behind can be told from what a live one is writing."""
+    return f"{TEMP_PREFIX}{_host()}-{os.getpid() if pid is None else pid}-"
 
 
 def _alive(pid: int) -> bool:
@@ -98,7 +102,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     """Remove the temporary files and folders in `directory` left by processes of this host that are gone (a run
     killed with SIGKILL cannot clean up after itself); -> what was removed. Those of live processes (other ranks
     writing into the same folder) and of other hosts are left alone."""
-    host = socket.gethostname().replace("-", "_")
+    host = _host()
     removed = []
     for path in Path(directory).glob(f"{TEMP_PREFIX}*"):
         owner, _, rest = path.name[len(TEMP_PREFIX) :].partition("-")

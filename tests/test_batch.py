@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -159,7 +158,7 @@ def test_stale_temps_of_dead_processes_go_and_live_ones_stay(tmp_path):
     dead.wait()
     prefix = files.temp_prefix()
     mine = tmp_path / f"{prefix}abc.mp4"
-    theirs = tmp_path / f"{files.TEMP_PREFIX}{socket.gethostname().replace('-', '_')}-{dead.pid}-"
+    theirs = tmp_path / files.temp_prefix(dead.pid)
     left_file, left_dir = Path(f"{theirs}x.wav"), Path(f"{theirs}dir")
     other_host = tmp_path / f"{files.TEMP_PREFIX}elsewhere-{dead.pid}-y.mp4"
     for p in (mine, left_file, other_host):
