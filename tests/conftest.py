@@ -110,3 +110,14 @@ def shapes(module) -> dict[str, list[int]]:
 
 def manifest_part(manifest: dict, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
     return {k[len(prefix) :]: v for k, v in manifest.items() if k.startswith(prefix) and not any(s in k for s in skip)}
+
+
+def run_cli(args, capsys) -> tuple[int, str]:
+    """`rewas ARGS` in this process -> (exit code, stderr); argparse's own exits count as exit codes."""
+    from rewas.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err

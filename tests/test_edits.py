@@ -8,24 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from rewas import edits, samples
 from rewas.audio import load_audio, log_mel, write_wav
-from rewas.cli import build_parser, main
+from rewas.cli import build_parser
 from rewas.config import AudioConfig
 from rewas.edits import SILENCE, Edit, parse
 from rewas.energy import reference_curve, waveform_energy
 from rewas.errors import UserError
 
 RATE = 100  # mel frames per second
-
-
-def run(args, capsys):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- the edits
@@ -131,13 +124,15 @@ def test_flags_collect_edits_in_command_line_order():
 )
 def test_bad_edit_flags_exit_2_with_one_line(media, tmp_path, capsys, flags, problem):
     out = tmp_path / "out.mp4"
-    code, err = run(["generate", media["v25"], "-o", out, "--model", "debug", *flags], capsys)
+    code, err = run_cli(["generate", media["v25"], "-o", out, "--model", "debug", *flags], capsys)
     assert code == 2 and problem in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
 def test_energy_from_a_missing_or_silent_recording_is_a_user_error(media, tmp_path, capsys):
-    code, err = run(["generate", media["v25"], "-o", tmp_path / "o.mp4", "--energy-from", tmp_path / "x.wav"], capsys)
+    code, err = run_cli(
+        ["generate", media["v25"], "-o", tmp_path / "o.mp4", "--energy-from", tmp_path / "x.wav"], capsys
+    )
     assert code == 2 and "x.wav" in err
     short = tmp_path / "short.wav"
     write_wav(short, np.zeros(100, np.float32), 16000)
@@ -186,7 +181,7 @@ def test_mute_makes_the_range_at_least_20_db_quieter(media, tmp_path, capsys, pr
     for name, flags in (("plain", []), ("muted", ["--mute", "1.0-2.5"])):
         wav = tmp_path / f"{name}.wav"
         cmd = ["generate", video, "--prompt", prompt, "-o", tmp_path / f"{name}.mp4", "--wav", wav, "--seed", "0"]
-        code, err = run([*cmd, "--steps", "20", "-q", *flags], capsys)
+        code, err = run_cli([*cmd, "--steps", "20", "-q", *flags], capsys)
         assert code == 0, err
         wavs[name] = load_audio(wav)
     drop = _level_db(wavs["plain"], 1.0, 2.5) - _level_db(wavs["muted"], 1.0, 2.5)
@@ -216,7 +211,7 @@ def test_energy_from_a_held_out_recording_is_followed(still, tmp_path, capsys):
     for seed in range(3):
         wav = tmp_path / f"out{seed}.wav"
         cmd = ["generate", still, "--prompt", "wood knocks", "-o", tmp_path / f"o{seed}.mp4", "--wav", wav]
-        code, err = run([*cmd, "--energy-from", ref, "--seed", seed, "--steps", "20", "-q"], capsys)
+        code, err = run_cli([*cmd, "--energy-from", ref, "--seed", seed, "--steps", "20", "-q"], capsys)
         assert code == 0, err
         energy = waveform_energy(load_audio(wav)).numpy()
         r = np.corrcoef(energy, np.interp(np.arange(len(energy)) / RATE, times, target))[0, 1]

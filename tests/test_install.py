@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from rewas import samples
 from rewas._optional import EXTRAS, MissingExtraError, require, require_extra
-from rewas.cli import main
 from rewas.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,23 +145,15 @@ def test_require_names_the_extra_in_one_line(monkeypatch):
     assert require("librosa", extra="eval", for_="onsets").__name__ == "librosa"
 
 
-def _cli(args, capsys):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
 def test_energy_plot_without_matplotlib_is_a_user_error_before_any_work(monkeypatch, capsys, wav, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    code, err = _cli(["energy", wav, "--out", tmp_path / "e.csv", "--plot", tmp_path / "e.png"], capsys)
+    code, err = run_cli(["energy", wav, "--out", tmp_path / "e.csv", "--plot", tmp_path / "e.png"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.strip() == (
         'rewas: error: rewas energy --plot needs the [plot] extra (matplotlib): pip install "rewas[plot]"'
     )
     assert not (tmp_path / "e.csv").exists()
-    code, err = _cli(["energy", wav, "--out", tmp_path / "e.csv"], capsys)  # without --plot: the core suffices
+    code, err = run_cli(["energy", wav, "--out", tmp_path / "e.csv"], capsys)  # without --plot: the core suffices
     assert code == 0 and (tmp_path / "e.csv").is_file(), err
 
 
@@ -169,12 +161,12 @@ def test_evaluate_and_train_name_their_extras(monkeypatch, capsys, tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"audio": "a.wav"}) + "\n")
     monkeypatch.setitem(sys.modules, "cv2", None)
-    code, err = _cli(["evaluate", manifest, "--out", tmp_path / "r.json"], capsys)
+    code, err = run_cli(["evaluate", manifest, "--out", tmp_path / "r.json"], capsys)
     assert code == 2 and err.strip().splitlines() == [
         'rewas: error: rewas evaluate needs the [eval] extra (opencv-python-headless): pip install "rewas[eval]"'
     ]
     monkeypatch.setitem(sys.modules, "accelerate", None)
-    code, err = _cli(["train", "phi", tmp_path, "--model", "debug", "-o", tmp_path / "run"], capsys)
+    code, err = run_cli(["train", "phi", tmp_path, "--model", "debug", "-o", tmp_path / "run"], capsys)
     assert code == 2 and err.strip().splitlines() == [
         'rewas: error: rewas train needs the [train] extra (accelerate): pip install "rewas[train]"'
     ]
