@@ -485,7 +485,7 @@ def cmd_corpus(args) -> None:
     require_extra("train", for_="rewas corpus", modules=("scipy",))
     from tqdm import tqdm
 
-    from .train.corpus import build_corpus
+    from .train.corpus import build_corpus, film_corpus
 
     out = Path(args.output)
     _require_empty(out)
@@ -493,7 +493,11 @@ def cmd_corpus(args) -> None:
         raise UserError("--clips-per-class must be at least 1")
     with tqdm(total=None, desc="synthesising", unit="clip", file=sys.stderr) as bar:
         build_corpus(out, args.clips_per_class, seed=args.seed, debian=args.debian, progress=_updater(bar))
-    print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl)", file=sys.stderr)
+    if args.camera:
+        with tqdm(total=None, desc="filming", unit="clip", file=sys.stderr) as bar:
+            film_corpus(out, progress=_updater(bar))
+    also = " and camera_train/val/test.jsonl" if args.camera else ""
+    print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl{also})", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -662,6 +666,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="vocoder_input",
         help="vocoder: train on the true log-mel (default) or on --model's VAE decoding of the cache's latents",
     )
+    t.add_argument(
+        "--envelope-augment",
+        type=float,
+        dest="envelope_augment",
+        help="adapter/unet: the share of clips (0-1) heard under a random smooth gain envelope, their energy and "
+        "latent recomputed (default 0)",
+    )
+    t.add_argument(
+        "--envelope-db", type=float, dest="envelope_db", help="the envelopes' largest swing in +-dB (default 12)"
+    )
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
     t.set_defaults(func=cmd_train)
 
@@ -670,6 +684,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--clips-per-class", type=int, default=40)
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--debian", action="store_true", help="also use the CC0 recordings of Debian's sonic-pi-samples")
+    k.add_argument(
+        "--camera",
+        action="store_true",
+        help="also film every clip again with a simulated real camera (pan, zoom, shake, textured background, a "
+        "silent distractor, flicker, blur, noise) into camera/ and camera_train/val/test.jsonl",
+    )
     k.set_defaults(func=cmd_corpus)
 
     u = sub.add_parser("ui", help="the studio: a web page to generate, see and edit the energy curve, keep takes")

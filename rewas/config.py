@@ -105,10 +105,13 @@ class MotionFeaturesConfig:
     tubelet: int = 2
     num_frames: int = 16  # frames per segment
     motion_grid: int = 4  # |difference| on a grid x grid layout (+ signed 2x2, + global terms)
+    # >0: also the differences after undoing the camera: the previous frame shifted by the best whole-pixel
+    # translation within +-camera_search pixels, the global brightness change removed (grid, total, its log, shift)
+    camera_search: int = 0
 
     @property
     def out_dim(self) -> int:
-        return self.motion_grid**2 + 4 + 3
+        return self.motion_grid**2 + 4 + 3 + (self.motion_grid**2 + 3 if self.camera_search else 0)
 
     @property
     def tokens_per_segment(self) -> int:
@@ -468,7 +471,7 @@ def small() -> ModelConfig:
     0.45M parameters trained on the demo corpus on a CPU lost far more: see docs/default_model.md). About 17M trainable
     parameters (35 MB in fp16).
     """
-    motion = MotionFeaturesConfig()
+    motion = MotionFeaturesConfig(camera_search=3)
     return ModelConfig(
         name="small",
         video=VideoConfig(resize_short=64, crop=64),

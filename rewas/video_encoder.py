@@ -10,6 +10,8 @@ leaves one token per tubelet. Output: (B, S * 8, C) with C = 768. Parameter name
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -132,6 +134,11 @@ class MotionFeatures(nn.Module):
     grid x grid layout, the signed mean difference in each 2 x 2 quadrant, and the global mean |difference|,
     its log and the mean brightness. Differences are taken between consecutive frames inside the segment (the
     first frame of a segment is compared with itself). Cheap enough for real time on a CPU; phi learns the rest.
+
+    With `camera_search` > 0, the same differences again after undoing a moving camera: the previous frame (at the
+    input resolution) is shifted by the whole-pixel translation, within +-camera_search, that best matches the
+    frame, and the difference's spatial mean is removed (lighting flicker). Appended: their grid of |difference|,
+    its mean and log, and the length of the shift (how much the camera moved).
     """
 
     def __init__(self, cfg: MotionFeaturesConfig):
@@ -153,13 +160,47 @@ class MotionFeatures(nn.Module):
         grid = F.adaptive_avg_pool2d(diff.abs(), g).reshape(b * s, t, g * g)
         quads = F.adaptive_avg_pool2d(diff, 2).reshape(b * s, t, 4)
         total = diff.abs().mean(dim=(2, 3))[..., None]
-        feats = torch.cat(
-            [grid * 10, quads * 10, total * 10, torch.log(total + 1e-4), x.mean(dim=(2, 3))[..., None]], -1
-        )
+        parts = [grid * 10, quads * 10, total * 10, torch.log(total + 1e-4), x.mean(dim=(2, 3))[..., None]]
+        if self.config.camera_search:
+            full = segments.float().reshape(b * s, t, c, h, w).mean(dim=2) * 0.5 + 0.5  # (BS, T, H, W)
+            still, shift = camera_compensated_difference(full, self.config.camera_search)
+            still_grid = F.adaptive_avg_pool2d(still.abs(), g).reshape(b * s, t, g * g)
+            still_total = still.abs().mean(dim=(2, 3))[..., None]
+            parts += [still_grid * 10, still_total * 10, torch.log(still_total + 1e-4), shift[..., None]]
+        feats = torch.cat(parts, -1)
         feats = feats.reshape(b * s, t // tub, tub, -1).mean(dim=2)  # average over each tubelet
         return feats.reshape(b, s * (t // tub), -1).to(
             segments.dtype if segments.is_floating_point() else torch.float32
         )
+
+
+def camera_compensated_difference(x: torch.Tensor, search: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gray frames (N, T, H, W) -> (the difference of each frame with its predecessor once the camera's motion is
+    undone (N, T, H - 2 * search, W - 2 * search), the length of that shift in pixels (N, T)).
+
+    The camera's motion: the whole-pixel translation within +-search that minimises the mean |difference| over
+    the frame's core (the border a shift exposes is left out). The difference's mean is removed before it is
+    compared, so lighting flicker neither picks the shift nor shows as motion. Shifts are tried from the shortest
+    up and only a strictly better one replaces the best so far, so a still frame keeps shift 0. The first frame
+    is compared with itself."""
+    n, t, h, w = x.shape
+    prev = torch.cat([x[:, :1], x[:, :-1]], dim=1)
+    core = x[..., search : h - search, search : w - search]
+    span = range(-search, search + 1)
+    shifts = sorted(((dy, dx) for dy in span for dx in span), key=lambda s: math.hypot(*s))
+    best_err = best = best_shift = None
+    for dy, dx in shifts:
+        d = core - prev[..., search + dy : h - search + dy, search + dx : w - search + dx]
+        d = d - d.mean(dim=(2, 3), keepdim=True)
+        err = d.abs().mean(dim=(2, 3))  # (N, T)
+        if best is None:
+            best_err, best, best_shift = err, d, torch.zeros_like(err)
+            continue
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better[..., None, None], d, best)
+        best_shift = torch.where(better, math.hypot(dy, dx), best_shift)
+    return best, best_shift
 
 
 def build_video_encoder(cfg: VideoEncoderConfig) -> nn.Module:

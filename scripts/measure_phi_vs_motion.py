@@ -1,12 +1,12 @@
 """Does phi beat the naive motion cue? Per clip, the Pearson r with the true energy of phi's curve and of plain
-frame differencing, on a corpus split (issue 19's second measurement; its camera-augmented split does not exist
-yet, so this is the baseline on the plain renders).
+frame differencing, on a corpus split (issue 19's second measurement).
 
-    python scripts/measure_phi_vs_motion.py --corpus WORK/corpus [--split test] [--per-class 0] [--camera]
+    python scripts/measure_phi_vs_motion.py --corpus WORK/corpus [--split test] [--per-class 0]
+    python scripts/measure_phi_vs_motion.py --corpus WORK/corpus --split camera_test
 
---camera films each clip again "with a real camera" first (`rewas.train.corpus.real_camera`: textured background,
-a silent moving distractor, hand-held pan, zoom and shake, flicker, blur, noise; a seed per clip), into a
-temporary folder, and measures on that.
+The camera_* splits are the same clips filmed again "with a real camera" (`rewas corpus --camera`, or
+`rewas.train.corpus.film_corpus` on a built corpus: textured background, a silent moving distractor, hand-held
+pan, zoom and shake, flicker, blur, noise, one more H.264 generation).
 
 The true energy is what phi is trained towards: `energy.control_target` of the clip's real audio (first 5.12 s).
 Frame differencing: the mean absolute difference of consecutive frames as the model sees them (25 fps, its crop),
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewas import ReWaSPipeline, samples  # noqa: E402
+from rewas import ReWaSPipeline  # noqa: E402
 from rewas.audio import load_audio  # noqa: E402
 from rewas.energy import control_target, waveform_energy  # noqa: E402
 from rewas.frames import iter_frames, probe  # noqa: E402
-from rewas.train import corpus  # noqa: E402
 from rewas.train.cache import read_manifest  # noqa: E402
 
 
@@ -41,34 +39,19 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
-def filmed(video: str, folder: Path, seed: int) -> str:
-    """`video` re-rendered through `real_camera` (its own size and 25 fps) -> the new file's path."""
-    import av
-
-    with av.open(video) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    fps = corpus.FPS
-    out = folder / f"{seed:05d}.mp4"
-    clip = lambda t: frames[min(len(frames) - 1, int(round(t * fps)))]  # noqa: E731
-    samples.write_video(out, corpus.real_camera(clip, seed, len(frames) / fps), len(frames) / fps, fps)
-    return str(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--corpus", required=True)
-    parser.add_argument("--split", default="test", choices=["test", "val"])
+    parser.add_argument("--split", default="test", choices=["test", "val", "camera_test", "camera_val"])
     parser.add_argument("--per-class", type=int, default=0, help="clips per class (0: all)")
     parser.add_argument("--out", help="write the rows and the summary here (JSON)")
-    parser.add_argument("--camera", action="store_true", help="measure on camera-augmented copies of the clips")
     args = parser.parse_args()
 
     pipe = ReWaSPipeline.from_pretrained(args.model)
     cfg = pipe.config
     frames_n, rate = cfg.audio.window_frames, cfg.audio.frame_rate
     rows, seen = [], {}
-    work = Path(tempfile.mkdtemp(prefix="rewas-camera-"))
     for item in read_manifest(Path(args.corpus) / f"{args.split}.jsonl"):
         seen[item["class"]] = seen.get(item["class"], 0) + 1
         if args.per_class and seen[item["class"]] > args.per_class:
@@ -79,7 +62,7 @@ def main() -> None:
             waveform_energy(torch.from_numpy(wav)[None].double(), cfg.audio)[:, :frames_n].float(), cfg
         )
         truth = truth[0].numpy()
-        path = filmed(item["video"], work, len(rows)) if args.camera else item["video"]
+        path = item["video"]
         phi = pipe.prepare(path).curve[0, :frames_n].numpy()
         video = np.stack(list(iter_frames(path, cfg.video, probe(path)))).astype(np.float32)
         diff = np.abs(np.diff(video.mean(axis=-1), axis=0)).mean(axis=(1, 2))  # (T - 1,) between frames
@@ -105,7 +88,6 @@ def main() -> None:
         "r_log_frame_diff_mean": float(np.nanmean([r["r_log_frame_diff"] for r in rows])),
         "phi_beats_the_better_naive_cue_on": float(np.nanmean([r["r_phi"] > r[naive] for r in rows])),
         "split": args.split,
-        "camera": args.camera,
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))

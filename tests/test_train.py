@@ -1,6 +1,7 @@
 """Training smoke tests on tiny data: caches, phi and adapter steps, checkpoints and exact resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,7 +317,7 @@ def test_corpus_builder(tmp_path):
     from rewas.audio import load_audio
     from rewas.config import VideoConfig
     from rewas.frames import iter_frames, probe
-    from rewas.train.corpus import CLASSES, build_corpus, frame_envelope
+    from rewas.train.corpus import CLASSES, build_corpus, film_corpus, frame_envelope
 
     assert len(CLASSES) >= 20 and len({c.name for c in CLASSES}) == len(CLASSES)
     chosen = [c for c in CLASSES if c.name in ("drum_hit", "engine")]
@@ -343,6 +344,22 @@ def test_corpus_builder(tmp_path):
     pipe = ReWaSPipeline.from_pretrained("debug")
     build_cache(pipe, out / "test.jsonl", tmp_path / "cache")
     assert len(CachedClips(tmp_path / "cache")) == 2
+
+    # filmed again with a real camera: a split of its own, the same audio and captions, other pictures
+    film_corpus(out, splits=("test",))
+    plain = [json.loads(x) for x in (out / "test.jsonl").read_text().splitlines()]
+    filmed = [json.loads(x) for x in (out / "camera_test.jsonl").read_text().splitlines()]
+    assert [x["audio"] for x in filmed] == [x["audio"] for x in plain] and all(
+        x["split"] == "camera_test" for x in filmed
+    )
+    for a, b in zip(plain, filmed):
+        assert b["video"] == f"camera/test/{Path(a['video']).stem}.mp4" and b["caption"] == a["caption"]
+        assert abs(probe(out / b["video"]).duration - 2.0) < 0.05
+        before = np.stack(list(iter_frames(out / a["video"]))).astype(float)
+        after = np.stack(list(iter_frames(out / b["video"]))).astype(float)
+        assert before.shape == after.shape and np.abs(before - after).mean() > 10
+    build_cache(pipe, out / "camera_test.jsonl", tmp_path / "camera_cache")
+    assert len(CachedClips(tmp_path / "camera_cache")) == 2
 
 
 def test_corpus_with_debian_recordings(tmp_path):
@@ -544,3 +561,64 @@ def test_real_camera_films_a_still_scene_with_motion_of_its_own():
     assert all(np.array_equal(x, y) for x, y in zip(frames_a, frames_b))
     assert not np.array_equal(frames_a[0], c(0.0))
     assert np.abs(frames_a[0].astype(int) - frames_a[1].astype(int)).mean() > 2  # it moves; the scene does not
+
+
+def test_random_envelopes_are_smooth_swings_within_their_bounds():
+    """Every kind spans at least 6 dB and at most 2 x max_db around 0 dB, the same for the same seed; only the gate
+    moves fast, and even it takes 20 ms ramps (no clicks)."""
+    from rewas.train.augment import KINDS, random_envelope
+
+    for kind in KINDS:
+        for seed in range(5):
+            g = random_envelope(512, 100.0, torch.Generator().manual_seed(seed), max_db=12.0, kind=kind)
+            again = random_envelope(512, 100.0, torch.Generator().manual_seed(seed), max_db=12.0, kind=kind)
+            assert torch.equal(g, again) and g.shape == (512,)
+            span = float(g.max() - g.min())
+            assert g.abs().max() <= 12.0 + 1e-4 and span >= 6.0 - 1e-4, (kind, seed, span)
+            steepest = float((g[1:] - g[:-1]).abs().max())
+            assert steepest <= span / 4 + 1e-4, (kind, seed, steepest, span)  # 10 ms frames: >= 40 ms from 0 to 1
+    with pytest.raises(ValueError, match="unknown envelope kind"):
+        random_envelope(512, 100.0, kind="sawtooth")
+
+
+def test_an_envelope_reshapes_the_energy_the_mel_and_the_latent_together(cache):
+    """A clip under a gain envelope: its recomputed energy moves with the gain in nats (g dB = g ln10 / 20) up to
+    the peak normalisation's constant, its latent is the VAE's encoding of the recomputed mel, and clips not chosen
+    keep their cached arrays."""
+    from rewas.audio import log_mel
+    from rewas.energy import normalize_waveform
+    from rewas.train.augment import apply_envelopes, reshape_envelopes
+
+    pipe = ReWaSPipeline.from_pretrained("debug")
+    ds = CachedClips(cache / "cache")
+    batch = {k: torch.stack([ds[i][k] for i in range(3)]) for k in ("wave", "mel", "energy", "latents", "text")}
+    noise = normalize_waveform(torch.randn(81920, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    batch["wave"][1] = noise.to(batch["wave"].dtype)  # stationary: every frame well above the log-mel floor
+    t = torch.arange(512) / 100.0
+    gain = 9.0 * torch.sin(2 * np.pi * 1.5 * t)  # dB
+    out = apply_envelopes(pipe, batch, torch.tensor([1]), gain[None])
+    before = log_mel(normalize_waveform(batch["wave"][1].double()), pipe.config.audio).mean(dim=-2)
+    moved = (out["energy"][1] - before)[8:-8]  # the STFT's half window at the ends sees the padding
+    expected = (gain * np.log(10) / 20)[8:-8]
+    assert float(torch.corrcoef(torch.stack([moved.float(), expected.float()]))[0, 1]) > 0.99
+    assert float((moved - expected - (moved - expected).mean()).abs().max()) < 0.1  # nats
+    assert torch.allclose(out["energy"][1], out["mel"][1].float().mean(dim=-1), atol=2e-3)
+    latent = pipe.vae.encode(out["mel"][1].float()[None, None], sample=False)[0]
+    assert torch.allclose(out["latents"][1], latent, atol=1e-4)
+    for key in ("wave", "mel", "energy", "latents"):
+        assert torch.equal(out[key][0], batch[key][0]) and torch.equal(out[key][2], batch[key][2]), key
+    assert not torch.equal(out["energy"][1], batch["energy"][1])
+    none = reshape_envelopes(pipe, batch, 0.0, torch.Generator().manual_seed(0))
+    assert none is batch
+    every = reshape_envelopes(pipe, batch, 1.0, torch.Generator().manual_seed(0))
+    assert all(not torch.equal(every["energy"][i], batch["energy"][i]) for i in range(3))
+
+
+def test_adapter_trains_with_envelopes_and_the_share_is_checked(cache, tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=2, log_every=1, envelope_augment=0.5)
+    result = train(fresh("adapter"), CachedClips(cache / "cache"), "adapter", tmp_path / "run", cfg, log=lambda d: 0)
+    assert result["step"] == 2 and np.isfinite(result["loss"])
+    from rewas.errors import UserError
+
+    with pytest.raises(UserError, match="envelope_augment"):
+        TrainConfig(envelope_augment=1.5)

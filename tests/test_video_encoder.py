@@ -118,3 +118,50 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
     c = dataclasses.replace(c, video_encoder=cfg, phi=dataclasses.replace(c.phi, in_dim=cfg.out_dim))
     pipe = ReWaSPipeline.from_config(c)
     assert pipe(media["v25"], prompt="x", steps=1, seed=0).waveform.shape == (48000,)
+
+
+def test_camera_compensated_motion_sees_the_object_not_the_camera():
+    """A textured scene filmed by a camera that moves 1-2 px a frame while its light flickers: the plain
+    differences light up the whole grid, the compensated ones only the cell where a small square moves; the shift
+    term reports the camera's step. Without camera_search the features are the old ones, bit for bit."""
+    import numpy as np
+
+    from rewas.frames import normalize
+    from rewas.video_encoder import MotionFeatures, camera_compensated_difference
+
+    rng = np.random.default_rng(0)
+    size, n = 64, 16
+    world = np.kron(rng.uniform(40, 215, (40, 40)), np.ones((3, 3)))  # 120 x 120, 3 px texture
+    frames = []
+    for k in range(n):
+        oy, ox = k * 1, k * 2  # the camera pans down 1 px and right 2 px per frame
+        img = world[oy : oy + size, ox : ox + size].copy()
+        img *= 1.0 + 0.1 * np.sin(k)  # flicker
+        sy, sx = 40, 10 + 2 * k  # a 6 px square moving 2 px a frame in the scene (bottom-left cell)
+        img[sy - oy + 10 : sy - oy + 16, sx - ox + 20 : sx - ox + 26] = 255
+        frames.append(np.repeat(np.clip(img, 0, 255)[..., None], 3, axis=-1).astype(np.uint8))
+    frames = np.stack(frames)
+
+    gray = torch.from_numpy(frames[..., 0].astype(np.float32) / 255)[None]  # (1, T, H, W)
+    still, shift = camera_compensated_difference(gray, 3)
+    assert still.shape == (1, n, 58, 58)
+    np.testing.assert_allclose(shift[0, 1:].numpy(), np.hypot(1, 2), atol=1e-6)
+    assert shift[0, 0] == 0  # the first frame is compared with itself
+
+    cfg = MotionFeaturesConfig(camera_search=3)
+    x = normalize(frames)
+    x = x.reshape(1, 1, n, *x.shape[1:])  # one segment of 16 frames
+    plain = MotionFeatures(MotionFeaturesConfig())(x)[0].numpy()
+    feats = MotionFeatures(cfg)(x)[0].numpy()
+    assert feats.shape == (8, cfg.out_dim) and cfg.out_dim == MotionFeaturesConfig().out_dim + 16 + 3
+    np.testing.assert_array_equal(feats[:, : plain.shape[1]], plain)
+    g = cfg.motion_grid**2
+    camera_grid = feats[1:, plain.shape[1] : plain.shape[1] + g]  # tubelets after the first
+    plain_grid = plain[1:, :g]
+    assert (plain_grid > 0.5).all()  # the moving camera: every cell changes
+    busiest = camera_grid.mean(axis=0).reshape(4, 4)
+    square = np.zeros((4, 4), bool)
+    square[2:, 1:3] = True  # the cells the square crosses, in the frame
+    assert busiest[square].min() > 1.5 * busiest[~square].max(), busiest
+    assert busiest[~square].mean() < 0.1 * plain_grid.mean(), (busiest, plain_grid.mean())
+    np.testing.assert_allclose(feats[1:, -1], np.hypot(1, 2), atol=1e-6)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import samples
+from .. import files, samples
 from ..errors import MissingFileError
 
 SR = 16000
@@ -553,3 +553,37 @@ def build_corpus(
     for split in ("train", "val", "test"):
         (out / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines if x["split"] == split))
     return out
+
+
+def film(video: str | os.PathLike, out: str | os.PathLike, seed: int) -> Path:
+    """`video` filmed again through `real_camera` (its own size and FPS; `seed` draws the camera) -> `out`."""
+    import av
+
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    duration = len(frames) / FPS
+    clip = lambda t: frames[min(len(frames) - 1, int(round(t * FPS)))]  # noqa: E731
+    samples.write_video(out, real_camera(clip, seed, duration), duration, FPS)
+    return Path(out)
+
+
+def film_corpus(corpus: str | os.PathLike, splits=("train", "val", "test"), progress=None) -> Path:
+    """Every clip of a built corpus filmed again "with a real camera" (`real_camera`, one seed per clip from its
+    name) into CORPUS/camera/<split>/, listed in CORPUS/camera_<split>.jsonl with the same audio and caption:
+    phi's robustness renders, and a split of their own for its measurement."""
+    corpus = Path(corpus)
+    per_split = {split: [item for _, item in files.read_jsonl(corpus / f"{split}.jsonl")] for split in splits}
+    total, done = sum(len(v) for v in per_split.values()), 0
+    for split, items in per_split.items():
+        lines = []
+        for item in items:
+            stem = Path(item["video"]).stem
+            video = f"camera/{split}/{stem}.mp4"
+            (corpus / video).parent.mkdir(parents=True, exist_ok=True)
+            film(corpus / item["video"], corpus / video, zlib.crc32(stem.encode()))
+            lines.append({**item, "video": video, "split": f"camera_{split}"})
+            done += 1
+            if progress:
+                progress(done, total)
+        (corpus / f"camera_{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return corpus

@@ -30,6 +30,7 @@ from ..config import DiffusionConfig
 from ..diffusion import NoiseSchedule
 from ..energy import control_target, energy_target, timed_token_target
 from ..errors import UserError
+from .augment import reshape_envelopes
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,16 @@ class TrainConfig:
     )
     lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (down to 0 at `steps`)
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and save it as the model
+    envelope_augment: float = 0.0  # adapter: the share of clips heard under a random gain envelope (augment.py)
+    envelope_db: float = 12.0  # adapter: the envelopes' largest swing, +-dB
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise UserError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        if not 0.0 <= self.envelope_augment <= 1.0:
+            raise UserError(f"envelope_augment is a share of clips, 0 to 1, not {self.envelope_augment}")
+        if not 0.0 < self.envelope_db <= 40.0:
+            raise UserError(f"envelope_db must be in (0, 40] dB, not {self.envelope_db}")
 
 
 def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -102,9 +109,19 @@ def _noise_schedule(cfg: DiffusionConfig) -> NoiseSchedule:
 
 
 def _diffusion_loss(
-    pipe, batch: dict, generator, text_dropout: float, empty_text, control: bool, crop_frames: int = 0
+    pipe,
+    batch: dict,
+    generator,
+    text_dropout: float,
+    empty_text,
+    control: bool,
+    crop_frames: int = 0,
+    envelopes: float = 0.0,
+    envelope_db: float = 12.0,
 ) -> torch.Tensor:
     cfg = pipe.config
+    if envelopes > 0:  # before the hint is built: the hint is the reshaped clip's energy
+        batch = reshape_envelopes(pipe, batch, envelopes, generator, envelope_db)
     if control:  # the hint curve comes from the whole window (its smoothing), then is cropped with the latents
         batch = {**batch, "energy": control_target(batch["energy"].cpu(), cfg)}
     batch = random_crop(batch, crop_frames, cfg, generator, align=cfg.latent_time_multiple)
@@ -345,7 +362,15 @@ class _DiffusionObjective(Objective):
     def loss(self, pipe, batch, generator):
         empty_text = getattr(self.dataset, "empty_text", None)
         return _diffusion_loss(
-            pipe, batch, generator, self.cfg.text_dropout, empty_text, self.control, self.cfg.crop_frames
+            pipe,
+            batch,
+            generator,
+            self.cfg.text_dropout,
+            empty_text,
+            self.control,
+            self.cfg.crop_frames,
+            self.cfg.envelope_augment,
+            self.cfg.envelope_db,
         )
 
 
