@@ -180,27 +180,26 @@ def camera_compensated_difference(x: torch.Tensor, search: int) -> tuple[torch.T
 
     The camera's motion: the whole-pixel translation within +-search that minimises the mean |difference| over
     the frame's core (the border a shift exposes is left out). The difference's mean is removed before it is
-    compared, so lighting flicker neither picks the shift nor shows as motion. Shifts are tried from the shortest
-    up and only a strictly better one replaces the best so far, so a still frame keeps shift 0. The first frame
-    is compared with itself."""
+    compared, so lighting flicker neither picks the shift nor shows as motion. Of equally good shifts the
+    shortest wins, so a still frame keeps shift 0. The first frame is compared with itself."""
     n, t, h, w = x.shape
     prev = torch.cat([x[:, :1], x[:, :-1]], dim=1)
     core = x[..., search : h - search, search : w - search]
     span = range(-search, search + 1)
     shifts = sorted(((dy, dx) for dy in span for dx in span), key=lambda s: math.hypot(*s))
-    best_err = best = best_shift = None
-    for dy, dx in shifts:
-        d = core - prev[..., search + dy : h - search + dy, search + dx : w - search + dx]
-        d = d - d.mean(dim=(2, 3), keepdim=True)
-        err = d.abs().mean(dim=(2, 3))  # (N, T)
-        if best is None:
-            best_err, best, best_shift = err, d, torch.zeros_like(err)
-            continue
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best = torch.where(better[..., None, None], d, best)
-        best_shift = torch.where(better, math.hypot(dy, dx), best_shift)
-    return best, best_shift
+
+    def difference(dy: int, dx: int, rows=slice(None)) -> torch.Tensor:
+        d = core[rows] - prev[rows][..., search + dy : h - search + dy, search + dx : w - search + dx]
+        return d - d.mean(dim=(-2, -1), keepdim=True)
+
+    errors = torch.stack([difference(dy, dx).abs().mean(dim=(-2, -1)) for dy, dx in shifts], dim=-1)  # (N, T, K)
+    best = errors.argmin(dim=-1)  # the first of equal errors: the shortest shift
+    still = torch.empty_like(core)
+    for k in best.unique().tolist():
+        rows = (best == k).nonzero(as_tuple=True)
+        still[rows] = difference(*shifts[k], rows)
+    lengths = torch.tensor([math.hypot(*s) for s in shifts], dtype=x.dtype, device=x.device)
+    return still, lengths[best]
 
 
 def build_video_encoder(cfg: VideoEncoderConfig) -> nn.Module:

@@ -89,6 +89,18 @@ def model_of(work: Path, run: str) -> str:
     return "small" if run == "small" else str(work / run / "model")
 
 
+def phi_manifest(corpus: Path, out: Path) -> Path:
+    """phi learns from the plain renders and the same clips filmed with a real camera: the train split's two
+    manifests as one, its paths made absolute."""
+    names = [corpus / f"{name}.jsonl" for name in ("train", "camera_train")]
+    if not all(path.is_file() for path in names):
+        raise SystemExit(f"[cache] {names[1]} is missing: run the corpus stage first (it films the corpus)")
+    items = [json.loads(line) for path in names for line in path.read_text().splitlines() if line.strip()]
+    absolute = [{**x, **{k: str(corpus / x[k]) for k in ("video", "audio") if x.get(k)}} for x in items]
+    out.write_text("".join(json.dumps(x) + "\n" for x in absolute))
+    return out
+
+
 def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
     log = work / f"{stage}.log"
     cache = work / "cache_train"
@@ -102,14 +114,7 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
             print(f"[{log.stem}] filming {corpus} with a simulated real camera", flush=True)
             film_corpus(corpus)
     elif stage == "cache":
-        # phi learns from the plain renders and the same clips filmed with a real camera
-        both = [
-            line for name in ("train", "camera_train") for line in (corpus / f"{name}.jsonl").read_text().splitlines()
-        ]
-        (work / "phi_train.jsonl").write_text(
-            "".join(json.dumps({**x, "video": str(corpus / x["video"]), "audio": str(corpus / x["audio"])}) + "\n"
-                    for x in map(json.loads, filter(None, both)))
-        )  # fmt: skip
+        phi_manifest(corpus, work / "phi_train.jsonl")
         manifests = {"train": corpus / "train.jsonl", "test": corpus / "test.jsonl", "phi": work / "phi_train.jsonl"}
         for name, manifest in manifests.items():
             if not (work / f"cache_{name}" / "cache.json").is_file():
