@@ -284,3 +284,24 @@ def test_overlap_script_measures_agreement_and_seams(debug_pipe, monkeypatch):
     jump[500:, :32] += 2.0
     assert novelty_peak_over_median(jump, 100) > 2 * novelty_peak_over_median(steady, 100)
     assert novelty_peak_over_median(steady, 100) < 3
+
+
+def test_real_footage_script_correlates_the_control_curve_with_the_generated_energy(tmp_path, monkeypatch):
+    """A clip's first --seconds as the model sees it; one r per prompt and seed, the r of the curve that steered
+    the generation (result.energy) with the generated audio's energy; the summary's means are the rows'."""
+    from rewas import samples
+
+    script = load_script("measure_real_footage")
+    video = tmp_path / "ball.mp4"
+    samples.write_video(video, samples.bouncing_ball_frames(), 3.0, 25)
+    out = tmp_path / "r.json"
+    argv = ["x", str(video), "--model", "debug", "--prompts", "a", "b", "--seeds", "0", "--seconds", "2", "--out"]
+    monkeypatch.setattr(sys, "argv", [*argv, str(out)])
+    script.main()
+    data = json.loads(out.read_text())
+    assert [(r["prompt"], r["seed"]) for r in data["rows"]] == [("a", 0), ("b", 0)]
+    assert all(-1 <= r["r"] <= 1 for r in data["rows"])
+    assert data["summary"]["r_mean"] == pytest.approx(np.mean([r["r"] for r in data["rows"]]), abs=1e-3)
+    from rewas import ReWaSPipeline
+
+    assert script.first_seconds(str(video), ReWaSPipeline.from_pretrained("debug"), 2.0).shape[0] == 50
