@@ -471,7 +471,7 @@ def small() -> ModelConfig:
     0.45M parameters trained on the demo corpus on a CPU lost far more: see docs/default_model.md). About 17M trainable
     parameters (35 MB in fp16).
     """
-    motion = MotionFeaturesConfig(camera_search=3)
+    motion = MotionFeaturesConfig()
     return ModelConfig(
         name="small",
         video=VideoConfig(resize_short=64, crop=64),

@@ -6,18 +6,14 @@
 
 Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
 
-    corpus      procedural sounds + Debian's CC0 sonic-pi-samples, with rendered videos, each also filmed again with
-                a simulated real camera (`rewas corpus --debian --camera`)
-    cache       video motion features, energies, MiniLM caption embeddings, log-mels, waveforms (train + test; and
-                phi's: the train split's plain and camera renders together)
+    corpus      procedural sounds + Debian's CC0 sonic-pi-samples, with rendered videos (`rewas corpus --debian`)
+    cache       video motion features, energies, MiniLM caption embeddings, log-mels, waveforms (train + test)
     vae         the mel VAE (random 1.28 s crops); sets scale_factor = 1 / std of the latents
     latents     re-encodes the cache's latents with the trained VAE
     unet        the text-to-audio UNet on those latents (text dropout 0.1 for classifier-free guidance); with `--gpu`
                 continued by a second run (`unet-ft`: fresh optimizer, cosine LR to 0, weight EMA 0.999)
-    adapter     the energy adapter on the frozen UNet (text dropout 0.3, as the paper), then continued with half the
-                clips under random gain envelopes (`adapter-env`), so that it follows curves other than its class's
-    phi         video motion features (also after undoing the camera's motion) -> energy, on the real timeline,
-                from plain and camera renders
+    adapter     the energy adapter on the frozen UNet (text dropout 0.3, as the paper)
+    phi         video motion features -> energy, on the real timeline
     vocoder     the Griffin-Lim vocoder's magnitude net: mel -> STFT magnitude (the phase needs no weights), on true
                 log-mels, then fine-tuned on the trained VAE's decodings (what it hears at inference)
     classifier  the sound-class classifier used by the evaluation (not part of the model)
@@ -34,8 +30,6 @@ the UNet and the adapter, which is how the shipped ones were trained (see docs/t
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import shutil
 import subprocess
 import sys
@@ -80,7 +74,7 @@ def run_flags(run: str, gpu: bool, scale: float, recipe: dict) -> tuple[str | No
     """-> (the model the run starts from as the recipe names it, its CLI flags with the step count scaled)."""
     table = recipe["runs"][run]
     flags = recipe.get("gpu", {}).get("runs", {}).get(run) if gpu else None
-    flags = {k: v for k, v in (flags or table).items() if k not in ("model", "stage", "cache")}
+    flags = {k: v for k, v in (flags or table).items() if k not in ("model", "stage")}
     flags["steps"] = max(1, round(int(flags["steps"]) * scale))
     return table.get("model"), [item for key, value in flags.items() for item in (f"--{key}", str(value))]
 
@@ -89,36 +83,27 @@ def model_of(work: Path, run: str) -> str:
     return "small" if run == "small" else str(work / run / "model")
 
 
-def phi_manifest(corpus: Path, out: Path) -> Path:
-    """phi learns from the plain renders and the same clips filmed with a real camera: the train split's two
-    manifests as one, its paths made absolute."""
-    names = [corpus / f"{name}.jsonl" for name in ("train", "camera_train")]
-    if not all(path.is_file() for path in names):
-        raise SystemExit(f"[cache] {names[1]} is missing: run the corpus stage first (it films the corpus)")
-    items = [json.loads(line) for path in names for line in path.read_text().splitlines() if line.strip()]
-    absolute = [{**x, **{k: str(corpus / x[k]) for k in ("video", "audio") if x.get(k)}} for x in items]
-    out.write_text("".join(json.dumps(x) + "\n" for x in absolute))
-    return out
-
-
 def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
     log = work / f"{stage}.log"
     cache = work / "cache_train"
-    corpus = work / "corpus"
     if stage == "corpus":
-        if not (corpus / "manifest.jsonl").is_file():
-            rewas(["corpus", str(corpus), "--clips-per-class", "60", "--debian", "--camera"], log)
-        elif not (corpus / "camera_train.jsonl").is_file():  # a corpus built without --camera: film it now
-            from rewas.train.corpus import film_corpus
-
-            print(f"[{log.stem}] filming {corpus} with a simulated real camera", flush=True)
-            film_corpus(corpus)
+        if not (work / "corpus" / "manifest.jsonl").is_file():
+            rewas(["corpus", str(work / "corpus"), "--clips-per-class", "60", "--debian"], log)
     elif stage == "cache":
-        phi_manifest(corpus, work / "phi_train.jsonl")
-        manifests = {"train": corpus / "train.jsonl", "test": corpus / "test.jsonl", "phi": work / "phi_train.jsonl"}
-        for name, manifest in manifests.items():
-            if not (work / f"cache_{name}" / "cache.json").is_file():
-                rewas(["train", "cache", str(manifest), "--model", "small", "-o", str(work / f"cache_{name}")], log)
+        for split in ("train", "test"):
+            if not (work / f"cache_{split}" / "cache.json").is_file():
+                rewas(
+                    [
+                        "train",
+                        "cache",
+                        str(work / "corpus" / f"{split}.jsonl"),
+                        "--model",
+                        "small",
+                        "-o",
+                        str(work / f"cache_{split}"),
+                    ],
+                    log,
+                )
     elif stage == "latents":
         rewas(["train", "latents", str(cache), "--model", model_of(work, "vae")], log)
     else:
@@ -128,8 +113,7 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
             if base is not None and base != "small" and base != stage:  # another stage's model: its last run
                 base = runs_of(base, gpu, recipe)[-1]
             model = [] if base is None else ["--model", model_of(work, base)]
-            data = work / recipe["runs"][run].get("cache", cache.name)
-            rewas(["train", stage, str(data), *model, "-o", str(work / run), *flags], log)
+            rewas(["train", stage, str(cache), *model, "-o", str(work / run), *flags], log)
 
 
 def assemble(work: Path) -> None:
@@ -137,24 +121,14 @@ def assemble(work: Path) -> None:
     runs."""
     from rewas.pipeline import ReWaSPipeline
 
-    pipe = ReWaSPipeline.from_pretrained(work / runs_of("adapter", False)[-1] / "model")
+    pipe = ReWaSPipeline.from_pretrained(work / "adapter" / "model")
     others = {
         name: ReWaSPipeline.from_pretrained(work / runs_of(name, False)[-1] / "model") for name in ("phi", "vocoder")
     }
-    # phi's run owns what phi reads: the frames, the video features and phi itself
-    seen = {key: getattr(others["phi"].config, key) for key in ("video", "video_encoder", "phi")}
-    config = dataclasses.replace(pipe.config, **seen)
-    if others["vocoder"].config != pipe.config or dataclasses.replace(others["phi"].config, **{
-        key: getattr(pipe.config, key) for key in seen
-    }) != pipe.config:  # fmt: skip
+    if any(other.config != pipe.config for other in others.values()):
         raise SystemExit("the runs were trained with different configurations")
-    parts = {
-        "video_encoder": others["phi"].video_encoder,
-        "phi": others["phi"].phi,
-        "vocoder": others["vocoder"].vocoder,
-    }
-    parts.update({name: getattr(pipe, name) for name in ("text_encoder", "unet", "adapter", "vae")})
-    final = ReWaSPipeline(config, parts)
+    parts = {name: getattr(pipe, name) for name in ("video_encoder", "text_encoder", "unet", "adapter", "vae")}
+    final = ReWaSPipeline(pipe.config, {**parts, **{name: getattr(run, name) for name, run in others.items()}})
     out = work / "default"
     if out.exists():
         shutil.rmtree(out)

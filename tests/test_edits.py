@@ -228,9 +228,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-# pairs whose prompt shares some timbre with the negative concept (there must be something to move away from);
-# default model 6, measured over the 4 seeds: mean drops 0.285 and 0.237, every seed moving away
-PAIRS = [("engine running", "a high whistle"), ("rain falling", "fire crackling")]
+PAIRS = [("engine running", "a high whistle"), ("rain falling", "a siren wailing")]
 
 
 @pytest.mark.parametrize("prompt, negative", PAIRS)
