@@ -53,8 +53,8 @@ class TrainConfig:
     )
     lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (down to 0 at `steps`)
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and save it as the model
-    envelope_augment: float = 0.0  # adapter: the share of clips heard under a random gain envelope (augment.py)
-    envelope_db: float = 12.0  # adapter: the envelopes' largest swing, +-dB
+    envelope_augment: float = 0.0  # adapter, UNet: the share of clips heard under a random gain envelope (augment.py)
+    envelope_db: float = 12.0  # the envelopes' largest swing, +-dB
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
