@@ -22,8 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..audio import log_mel
-from ..energy import normalize_waveform
+from .cache import sound_arrays
 
 KINDS = ("swell", "fade", "gate", "tremolo", "spline")
 
@@ -87,23 +86,13 @@ def reshape_envelopes(
 @torch.no_grad()
 def apply_envelopes(pipe, batch: dict, chosen: torch.Tensor, gains_db: torch.Tensor) -> dict:
     """Clips `chosen` (b',) of `batch` under the gain envelopes `gains_db` (b', F) at the mel frame rate: their
-    "wave", "mel", "energy" and "latents" recomputed from the reshaped waveform as the cache computes them (peak
-    normalisation, log-mel, the mel's mean as energy, the VAE's posterior mean). A copy; `batch` is untouched."""
+    "wave", "mel", "energy" and "latents" recomputed from the reshaped waveform as the cache computes them
+    (`cache.sound_arrays`). A copy; `batch` is untouched."""
     wave = batch["wave"]
-    cfg = pipe.config.audio
-    frames = batch["energy"].shape[-1]
     gains = F.interpolate(gains_db.double()[:, None], size=wave.shape[-1], mode="linear", align_corners=False)[:, 0]
-    rows = chosen.to(wave.device)
-    reshaped = normalize_waveform(wave[rows].double() * 10 ** (gains.to(wave.device) / 20), cfg.peak)  # (b', N)
-    mel = log_mel(reshaped, cfg)[..., :frames]  # (b', n_mels, F)
-    latents = pipe.vae.encode(mel.transpose(1, 2)[:, None].to(pipe.device), sample=False)  # (b', z, T, F')
+    sound = sound_arrays(pipe, wave[chosen.to(wave.device)].double() * 10 ** (gains.to(wave.device) / 20))
     out = dict(batch)
-    for key, value in (
-        ("wave", reshaped),
-        ("mel", mel.transpose(1, 2)),
-        ("energy", mel.mean(dim=-2)),
-        ("latents", latents),
-    ):
+    for key, value in sound.items():
         if key in batch:
             out[key] = batch[key].clone()
             out[key][chosen.to(batch[key].device)] = value.to(batch[key].device, batch[key].dtype)

@@ -25,7 +25,7 @@ import torch
 
 from .. import files
 from ..audio import load_audio, log_mel
-from ..energy import normalize_waveform, waveform_energy
+from ..energy import normalize_waveform
 from ..errors import MissingFileError
 from ..frames import iter_frames, iter_windows, normalize, probe, segments
 
@@ -46,20 +46,28 @@ def encode_clip(pipe, item: dict) -> dict[str, np.ndarray]:
     )
     feats = pipe.video_encoder(segments(normalize(frames, cfg.video), cfg.video)[None].to(pipe.device))[0]
     wav = load_audio(item.get("audio") or item["video"], cfg.audio.sample_rate)[: cfg.audio.window_samples]
-    wav = torch.from_numpy(np.pad(wav, (0, cfg.audio.window_samples - len(wav))))
-    energy = waveform_energy(wav, cfg.audio)
-    wav = normalize_waveform(wav.double(), cfg.audio.peak)
-    mel = log_mel(wav, cfg.audio)  # (n_mels, F), as the energy sees it
-    latent = pipe.vae.encode(mel.T[None, None].to(pipe.device), sample=False)[0]
+    sound = sound_arrays(pipe, torch.from_numpy(np.pad(wav, (0, cfg.audio.window_samples - len(wav))))[None])
     text = pipe.text_encoder.encode([item["caption"]])[0]
     return {
         "features": feats.half().cpu().numpy(),
-        "energy": energy.numpy(),
-        "latents": latent.float().cpu().numpy(),
+        "energy": sound["energy"][0].numpy(),
+        "latents": sound["latents"][0].float().cpu().numpy(),
         "text": text.float().cpu().numpy(),
-        "mel": mel.T.half().numpy(),
-        "wave": wav.half().numpy(),
+        "mel": sound["mel"][0].half().numpy(),
+        "wave": sound["wave"][0].half().numpy(),
     }
+
+
+@torch.no_grad()
+def sound_arrays(pipe, wav: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Waveforms (B, N) -> what the cache holds of their sound: "wave" (B, N) peak-normalised (float64), "mel"
+    (B, F, n_mels) its log-mel, "energy" (B, F) the log-mel's mean per frame (what `energy.waveform_energy` gives),
+    "latents" (B, z, F / 4, n_mels / 4) the VAE's posterior mean of the log-mel (on the pipeline's device)."""
+    cfg = pipe.config.audio
+    wave = normalize_waveform(wav.double(), cfg.peak)
+    mel = log_mel(wave, cfg)  # (B, n_mels, F)
+    latents = pipe.vae.encode(mel.transpose(1, 2)[:, None].to(pipe.device), sample=False)
+    return {"wave": wave, "mel": mel.transpose(1, 2), "energy": mel.mean(dim=-2), "latents": latents}
 
 
 def build_cache(
