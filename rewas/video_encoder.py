@@ -152,8 +152,8 @@ class MotionFeatures(nn.Module):
     def forward(self, segments: torch.Tensor) -> torch.Tensor:
         """segments (B, S, T, 3, H, W) in [-1, 1] -> features (B, S * T / tubelet, out_dim)."""
         b, s, t, c, h, w = segments.shape
-        x = segments.float().reshape(b * s * t, c, h, w).mean(dim=1, keepdim=True) * 0.5 + 0.5  # gray in [0, 1]
-        x = F.adaptive_avg_pool2d(x, 32).reshape(b * s, t, 32, 32)
+        gray = segments.float().reshape(b * s * t, c, h, w).mean(dim=1, keepdim=True) * 0.5 + 0.5  # in [0, 1]
+        x = F.adaptive_avg_pool2d(gray, 32).reshape(b * s, t, 32, 32)
         diff = x - torch.cat([x[:, :1], x[:, :-1]], dim=1)  # (BS, T, 32, 32)
         g = self.config.motion_grid
         tub = self.config.tubelet
@@ -162,8 +162,7 @@ class MotionFeatures(nn.Module):
         total = diff.abs().mean(dim=(2, 3))[..., None]
         parts = [grid * 10, quads * 10, total * 10, torch.log(total + 1e-4), x.mean(dim=(2, 3))[..., None]]
         if self.config.camera_search:
-            full = segments.float().reshape(b * s, t, c, h, w).mean(dim=2) * 0.5 + 0.5  # (BS, T, H, W)
-            still, shift = camera_compensated_difference(full, self.config.camera_search)
+            still, shift = camera_compensated_difference(gray.reshape(b * s, t, h, w), self.config.camera_search)
             still_grid = F.adaptive_avg_pool2d(still.abs(), g).reshape(b * s, t, g * g)
             still_total = still.abs().mean(dim=(2, 3))[..., None]
             parts += [still_grid * 10, still_total * 10, torch.log(still_total + 1e-4), shift[..., None]]
