@@ -22,13 +22,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rewas import ReWaSPipeline  # noqa: E402
-from rewas.audio import load_audio  # noqa: E402
-from rewas.energy import control_target, waveform_energy  # noqa: E402
+from rewas.energy import control_target  # noqa: E402
+from rewas.evaluate.metrics import window_energy  # noqa: E402
 from rewas.frames import iter_frames, probe  # noqa: E402
 from rewas.train.cache import read_manifest  # noqa: E402
 
@@ -56,12 +55,7 @@ def main() -> None:
         seen[item["class"]] = seen.get(item["class"], 0) + 1
         if args.per_class and seen[item["class"]] > args.per_class:
             continue
-        wav = load_audio(item["audio"], cfg.audio.sample_rate)[: cfg.audio.window_samples]
-        wav = np.pad(wav, (0, max(0, cfg.audio.window_samples - len(wav))))
-        truth = control_target(
-            waveform_energy(torch.from_numpy(wav)[None].double(), cfg.audio)[:, :frames_n].float(), cfg
-        )
-        truth = truth[0].numpy()
+        truth = control_target(window_energy(item["audio"], cfg.audio)[None], cfg)[0].numpy()
         path = item["video"]
         phi = pipe.prepare(path).curve[0, :frames_n].numpy()
         video = np.stack(list(iter_frames(path, cfg.video, probe(path)))).astype(np.float32)

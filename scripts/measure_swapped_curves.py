@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rewas import ReWaSPipeline  # noqa: E402
-from rewas.audio import load_audio  # noqa: E402
 from rewas.energy import control_target, waveform_energy  # noqa: E402
+from rewas.evaluate.metrics import window_energy  # noqa: E402
 from rewas.train.cache import read_manifest  # noqa: E402
 
 
@@ -54,10 +54,7 @@ def main() -> None:
     frames = cfg.audio.window_frames
 
     def curve_of(item) -> np.ndarray:
-        wav = load_audio(item["audio"], cfg.audio.sample_rate)[: cfg.audio.window_samples]
-        wav = np.pad(wav, (0, max(0, cfg.audio.window_samples - len(wav))))
-        energy = waveform_energy(torch.from_numpy(wav)[None].double(), cfg.audio)[:, :frames]
-        return control_target(energy.float(), cfg)[0].numpy()
+        return control_target(window_energy(item["audio"], cfg.audio)[None], cfg)[0].numpy()
 
     rows = []
     for i, item in enumerate(items):

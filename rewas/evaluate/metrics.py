@@ -24,16 +24,15 @@ from ..frames import open_container, video_streams
 # ------------------------------------------------------------------------------------------------ energy MAE
 
 
+def window_energy(path: str | os.PathLike, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """The energy (512,) of a file's first 5.12 s (a shorter clip zero-padded, as the loader does)."""
+    wav = load_audio(path, cfg.sample_rate)[: cfg.window_samples]
+    return waveform_energy(torch.from_numpy(np.pad(wav, (0, cfg.window_samples - len(wav)))), cfg)
+
+
 def energy_mae(generated: str | os.PathLike, reference: str | os.PathLike, cfg: AudioConfig = AudioConfig()) -> float:
-    """Mean |E_gen - E_ref| over the first 512 mel frames (5.12 s; shorter clips are zero-padded, as the loader
-    does)."""
-
-    def energy(path):
-        wav = load_audio(path, cfg.sample_rate)[: cfg.window_samples]
-        wav = np.pad(wav, (0, cfg.window_samples - len(wav)))
-        return waveform_energy(torch.from_numpy(wav), cfg)
-
-    return float((energy(generated) - energy(reference)).abs().mean())
+    """Mean |E_gen - E_ref| over the first 512 mel frames (`window_energy`)."""
+    return float((window_energy(generated, cfg) - window_energy(reference, cfg)).abs().mean())
 
 
 # ------------------------------------------------------------------------------------------------ AV-Align
