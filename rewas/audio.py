@@ -57,6 +57,42 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     return audio
 
 
+def limit_peaks(
+    wav: torch.Tensor, sample_rate: int, ceiling: float = 0.99, window_s: float = 0.05, chunk_s: float = 60.0
+) -> torch.Tensor:
+    """(B, N) waveform -> the same with every |sample| <= `ceiling`: a look-ahead peak limiter instead of a hard
+    clip, which turns a loud tone into a square wave. Where a peak exceeds the ceiling the gain dips smoothly
+    (over `window_s`) just enough; samples further than 1.5 windows from any over are returned bit for bit.
+
+    The gain is the ceiling over the peak envelope (a max filter), then a min filter and a moving average of the
+    same width: every averaged value is a minimum over a span that contains the sample, so the gain never exceeds
+    what the sample needs. Long waveforms are limited `chunk_s` at a time (with a halo), in bounded memory."""
+    over = wav.abs() > ceiling
+    if not bool(over.any()):
+        return wav
+    half = max(1, round(window_s * sample_rate) // 2)
+    width, halo = 2 * half + 1, 3 * half  # the gain at a sample depends on samples up to 3 half-widths away
+    out = wav.clone()
+    step = max(width, round(chunk_s * sample_rate))
+    for start in range(0, wav.shape[-1], step):
+        stop = min(start + step, wav.shape[-1])
+        if not bool(over[..., max(0, start - halo) : stop + halo].any()):
+            continue
+        lo, hi = max(0, start - halo), min(wav.shape[-1], stop + halo)
+        x = wav[..., lo:hi].reshape(-1, 1, hi - lo).float()
+        envelope = F.max_pool1d(x.abs(), width, 1, half)
+        gain = (ceiling / envelope.clamp(min=1e-12)).clamp(max=1.0)
+        gain = -F.max_pool1d(-gain, width, 1, half)
+        gain = F.avg_pool1d(F.pad(gain, (half, half), mode="replicate"), width, 1)
+        limited = (x * gain).clamp(-ceiling, ceiling)  # the clamp only absorbs float rounding of the average
+        limited = limited.reshape(*wav.shape[:-1], hi - lo).to(wav.dtype)[..., start - lo : stop - lo]
+        needed = over[..., max(0, start - halo) : stop + halo]
+        touched = F.max_pool1d(needed.reshape(-1, 1, needed.shape[-1]).float(), 2 * halo + 1, 1, halo) > 0
+        touched = touched.reshape(needed.shape)[..., start - lo : stop - lo]
+        out[..., start:stop] = torch.where(touched, limited, wav[..., start:stop])
+    return out
+
+
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = 16000) -> None:
     """(N,) float waveform -> 32-bit float mono WAV."""
     sf.write(

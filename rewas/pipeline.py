@@ -274,7 +274,8 @@ class ReWaSPipeline:
         d = self.config.vae.downsample
         mels = (self.decode_mel(latent[:, :, s : s + window]) for s in starts)  # (B, 1, window * 4, n_mels) each
         mel = blend(mels, [s * d for s in starts], latent.shape[2] * d, dim=2)  # (B, 1, L * 4, n_mels)
-        return vocode(self.vocoder, mel[:, 0].transpose(1, 2), self.config.audio.hop_length)
+        audio = self.config.audio
+        return vocode(self.vocoder, mel[:, 0].transpose(1, 2), audio.hop_length, sample_rate=audio.sample_rate)
 
     def decode_windows(self, length: int) -> tuple[list[int], int]:
         """(starts, window) of the VAE decoding windows over a latent of `length` frames: DECODE_WINDOW_S long,

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .audio import mel_filterbank
+from .audio import limit_peaks, mel_filterbank
 from .config import AudioConfig, VocoderConfig
 from .errors import UserError
 from .windows import blend, window_starts
@@ -161,12 +161,16 @@ class GriffinLim(nn.Module):
             previous = rebuilt
         wav = torch.istft(mag * angles, length=length, **stft)
         # torch frames are centred on k * hop; ours (un-centred STFT after a 432-sample pad) on k * hop + hop / 2
-        return F.pad(wav, (a.hop_length // 2, 0))[:, :length].clamp(-1, 1), angles
+        return F.pad(wav, (a.hop_length // 2, 0))[:, :length], angles
 
 
-def vocode(vocoder: nn.Module, mel: torch.Tensor, hop: int, chunk: int = 1024, overlap: int = 64) -> torch.Tensor:
+def vocode(
+    vocoder: nn.Module, mel: torch.Tensor, hop: int, chunk: int = 1024, overlap: int = 64, sample_rate: int = 16000
+) -> torch.Tensor:
     """mel (B, n_mels, T) of any length -> waveform (B, T * hop), in chunks of `chunk` frames that overlap by at
-    least `overlap` and are crossfaded: memory stays bounded, and a mel of one chunk is vocoded in one call.
+    least `overlap` and are crossfaded: memory stays bounded, and a mel of one chunk is vocoded in one call. Peaks
+    above full scale (a decoded mel can ask for more than a waveform in [-1, 1] holds) go through `limit_peaks`
+    rather than being clipped.
 
     HiFi-GAN is convolutional, so two chunks agree wherever both are further than its receptive field from their
     ends. Griffin-Lim's phase is global: each chunk starts its overlap from the phase the previous chunk ended with,
@@ -185,7 +189,7 @@ def vocode(vocoder: nn.Module, mel: torch.Tensor, hop: int, chunk: int = 1024, o
                 wav = vocoder(piece)
             yield wav[:, : piece.shape[-1] * hop]
 
-    return blend(pieces(), [s * hop for s in starts], frames * hop)
+    return limit_peaks(blend(pieces(), [s * hop for s in starts], frames * hop), sample_rate)
 
 
 def build_vocoder(cfg: VocoderConfig, audio: AudioConfig) -> nn.Module:
