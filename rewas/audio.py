@@ -66,30 +66,33 @@ def limit_peaks(
 
     The gain is the ceiling over the peak envelope (a max filter), then a min filter and a moving average of the
     same width: every averaged value is a minimum over a span that contains the sample, so the gain never exceeds
-    what the sample needs. Long waveforms are limited `chunk_s` at a time (with a halo), in bounded memory."""
+    what the sample needs. Only the stretches within reach of an over are computed, `chunk_s` at a time at most
+    (with their context), so a long waveform is limited in bounded memory and time."""
     over = wav.abs() > ceiling
     if not bool(over.any()):
         return wav
     half = max(1, round(window_s * sample_rate) // 2)
     width, halo = 2 * half + 1, 3 * half  # the gain at a sample depends on samples up to 3 half-widths away
-    out = wav.clone()
+    length = wav.shape[-1]
+    at = over.reshape(-1, length).any(dim=0).nonzero()[:, 0]
+    breaks = (at.diff() > 2 * halo + 1).nonzero()[:, 0]
+    firsts, lasts = at[torch.cat([breaks.new_zeros(1), breaks + 1])], at[torch.cat([breaks, breaks.new_tensor([-1])])]
     step = max(width, round(chunk_s * sample_rate))
-    for start in range(0, wav.shape[-1], step):
-        stop = min(start + step, wav.shape[-1])
-        if not bool(over[..., max(0, start - halo) : stop + halo].any()):
-            continue
-        lo, hi = max(0, start - halo), min(wav.shape[-1], stop + halo)
-        x = wav[..., lo:hi].reshape(-1, 1, hi - lo).float()
-        envelope = F.max_pool1d(x.abs(), width, 1, half)
-        gain = (ceiling / envelope.clamp(min=1e-12)).clamp(max=1.0)
-        gain = -F.max_pool1d(-gain, width, 1, half)
-        gain = F.avg_pool1d(F.pad(gain, (half, half), mode="replicate"), width, 1)
-        limited = (x * gain).clamp(-ceiling, ceiling)  # the clamp only absorbs float rounding of the average
-        limited = limited.reshape(*wav.shape[:-1], hi - lo).to(wav.dtype)[..., start - lo : stop - lo]
-        needed = over[..., max(0, start - halo) : stop + halo]
-        touched = F.max_pool1d(needed.reshape(-1, 1, needed.shape[-1]).float(), 2 * halo + 1, 1, halo) > 0
-        touched = touched.reshape(needed.shape)[..., start - lo : stop - lo]
-        out[..., start:stop] = torch.where(touched, limited, wav[..., start:stop])
+    out = wav.clone()
+    for first, last in zip(firsts.tolist(), lasts.tolist()):  # each stretch: every sample within `halo` of an over
+        for start in range(max(0, first - halo), min(length, last + halo + 1), step):
+            stop = min(start + step, last + halo + 1, length)
+            lo, hi = max(0, start - halo), min(length, stop + halo)
+            x = wav[..., lo:hi].reshape(-1, 1, hi - lo).float()
+            envelope = F.max_pool1d(x.abs(), width, 1, half)
+            gain = (ceiling / envelope.clamp(min=1e-12)).clamp(max=1.0)
+            gain = -F.max_pool1d(-gain, width, 1, half)
+            gain = F.avg_pool1d(F.pad(gain, (half, half), mode="replicate"), width, 1)
+            limited = (x * gain).clamp(-ceiling, ceiling)  # the clamp only absorbs float rounding of the average
+            limited = limited.reshape(*wav.shape[:-1], hi - lo).to(wav.dtype)[..., start - lo : stop - lo]
+            near = F.max_pool1d(over[..., lo:hi].reshape(-1, 1, hi - lo).float(), 2 * halo + 1, 1, halo) > 0
+            near = near.reshape(*wav.shape[:-1], hi - lo)[..., start - lo : stop - lo]
+            out[..., start:stop] = torch.where(near, limited, wav[..., start:stop])  # other rows: untouched
     return out
 
 
