@@ -676,6 +676,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--envelope-db", type=float, dest="envelope_db", help="the envelopes' largest swing in +-dB (default 12)"
     )
+    t.add_argument(
+        "--phi-target",
+        choices=["tokens", "curve"],
+        dest="phi_target",
+        help="phi: regress each token's energy (MSE, the paper; default) or the curve the pipeline builds from the "
+        "tokens (L1 to the adapter's control target)",
+    )
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
     t.set_defaults(func=cmd_train)
 

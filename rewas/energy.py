@@ -10,6 +10,7 @@ Definitions follow the released code (docs/design.md):
   resize back.
 * `curve_from_tokens`: the inverse path at inference: phi's per-token output smoothed and resized to mel frames.
 * `control_target`: what the adapter is trained on: the curve the pipeline would build if phi were exact.
+* `token_curve_matrix`: the inverse path as one matrix, so that phi can be trained on the curve it yields.
 
 Everything works on batches: tensors of shape (..., N) in, (..., frames) out.
 """
@@ -152,6 +153,22 @@ def model_token_times(cfg: ModelConfig, num_segments: int) -> np.ndarray:
         cfg.video_encoder.tubelet,
         cfg.video.fps,
     )
+
+
+def token_curve_matrix(cfg: ModelConfig, num_segments: int, num_frames: int) -> torch.Tensor:
+    """(S, num_frames) matrix W such that `tokens @ W` is the curve the pipeline builds from phi's S tokens of one
+    window (`curve_from_tokens` / `curve_from_timed_tokens` are linear in the tokens): phi can then be trained on
+    the curve the adapter receives, not only on its tokens."""
+    return _token_curve_matrix(cfg, num_segments, num_frames).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _token_curve_matrix(cfg: ModelConfig, num_segments: int, num_frames: int) -> torch.Tensor:
+    eye = torch.eye(num_segments * cfg.video_encoder.tokens_per_segment, dtype=torch.float64)
+    if cfg.energy.timeline == "uniform":
+        return curve_from_tokens(eye, num_frames, cfg.energy).float()
+    times = model_token_times(cfg, num_segments)
+    return curve_from_timed_tokens(eye, times, num_frames, cfg.audio.frame_rate, cfg.energy).float()
 
 
 def timed_token_target(energy: torch.Tensor, cfg: ModelConfig, num_segments: int) -> tuple[np.ndarray, torch.Tensor]:

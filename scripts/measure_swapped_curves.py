@@ -12,6 +12,9 @@ control, and with it removed (`control_scale=0`). Printed and written to OUT/sum
 * r: the Pearson correlation, per clip, of the generated audio's energy with the curve it was given; the mean
   over clips;
 * the control ratio: energy MAE to the given curve with the control over the same without it (lower: closer).
+
+`--own` gives every clip its own real curve instead: what the model would do with a perfect φ, the bound on the
+control ratio that the adapter, the decoder and the vocoder leave.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=3, help="clips per class (0: all)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--own", action="store_true", help="steer every clip by its own real curve (a perfect φ)")
     args = parser.parse_args()
 
     pipe = ReWaSPipeline.from_pretrained(args.model)
@@ -58,7 +62,7 @@ def main() -> None:
 
     rows = []
     for i, item in enumerate(items):
-        donor = items[(i + n // 2) % n]
+        donor = item if args.own else items[(i + n // 2) % n]
         curve = curve_of(donor)
         row = {"clip": Path(item["video"]).stem, "class": item["class"], "curve_from": donor["class"]}
         for name, scale in (("control", 1.0), ("no_control", 0.0)):
@@ -81,6 +85,7 @@ def main() -> None:
         "model": args.model,
         "split": args.split,
         "per_class": args.per_class,
+        "curves": "own" if args.own else "swapped",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,37 @@ def test_control_target_is_the_inference_curve_of_the_true_energy():
     torch.testing.assert_close(control_target(e, uniform), energy_target(e, 112)[1])
 
 
+def test_token_curve_matrix_is_the_pipelines_curve_of_the_tokens():
+    """phi trained on the curve needs the curve as a matrix; it must be the very curve predict_energy builds."""
+    from rewas.config import PRESETS
+    from rewas.energy import (
+        control_target,
+        curve_from_timed_tokens,
+        model_token_times,
+        timed_token_target,
+        token_curve_matrix,
+    )
+
+    small = PRESETS["small"]()
+    tokens = torch.randn(3, 120, generator=torch.Generator().manual_seed(0)) * 2 - 6
+    times = model_token_times(small, 15)
+    weights = token_curve_matrix(small, 15, 512)
+    assert weights.shape == (120, 512)
+    torch.testing.assert_close(tokens @ weights, curve_from_timed_tokens(tokens, times, 512, 100.0, small.energy))
+    smoothed = small.replace(energy=EnergyConfig(smooth_window=9))  # smoothing is linear too
+    torch.testing.assert_close(
+        tokens @ token_curve_matrix(smoothed, 15, 512),
+        curve_from_timed_tokens(tokens, times, 512, 100.0, smoothed.energy),
+    )
+    uniform = small.replace(energy=EnergyConfig(timeline="uniform"))
+    torch.testing.assert_close(tokens @ token_curve_matrix(uniform, 15, 512), curve_from_tokens(tokens, 512))
+    energy = torch.randn(2, 512, generator=torch.Generator().manual_seed(1)) - 7
+    _, exact = timed_token_target(energy, small, 15)  # the true energy's tokens give the control target
+    torch.testing.assert_close(exact @ weights, control_target(energy, small), atol=1e-5, rtol=0)
+    weights[0, 0] = 99.0  # a copy: the cached matrix stays as it was
+    assert token_curve_matrix(small, 15, 512)[0, 0] != 99.0
+
+
 def test_own_savgol_and_mel_filterbank_equal_the_libraries():
     """Written out to keep scipy.signal and transformers out of start-up; equal to them."""
     from scipy.signal import savgol_filter

@@ -622,3 +622,29 @@ def test_adapter_trains_with_envelopes_and_the_share_is_checked(cache, tmp_path)
 
     with pytest.raises(UserError, match="envelope_augment"):
         TrainConfig(envelope_augment=1.5)
+
+
+def test_phi_trained_on_its_curve_lowers_the_curves_error(cache):
+    """--phi-target curve: the loss is the L1 between the curve the pipeline builds from phi's tokens and the
+    adapter's control target, and training on it brings that curve closer."""
+    from rewas.energy import control_target, curve_from_timed_tokens, model_token_times
+    from rewas.errors import UserError
+    from rewas.train.trainer import phi_loss
+
+    data = CachedClips(cache / "cache")
+    batch = {k: torch.stack([data[i][k] for i in range(3)]) for k in ("features", "energy")}
+    pipe = fresh("phi")
+    cfg = pipe.config
+    with torch.no_grad():
+        tokens = pipe.phi(batch["features"])
+        curve = curve_from_timed_tokens(tokens, model_token_times(cfg, 15), 512, cfg.audio.frame_rate, cfg.energy)
+        expected = (curve - control_target(batch["energy"], cfg)).abs().mean()
+        torch.testing.assert_close(phi_loss(pipe, batch, target="curve"), expected)
+        assert not torch.isclose(phi_loss(pipe, batch), expected)  # the default is the paper's token MSE
+    run = TrainConfig(steps=30, batch_size=3, lr=3e-3, warmup=1, checkpoint_every=30, log_every=1, phi_target="curve")
+    train(pipe, data, "phi", cache / "phi_curve_run", run, resume=False, log=lambda d: 0)
+    with torch.no_grad():
+        pipe.phi.eval()
+        assert phi_loss(pipe, batch, target="curve") < 0.7 * expected
+    with pytest.raises(UserError, match="phi_target"):
+        TrainConfig(phi_target="frames")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..config import DiffusionConfig
 from ..diffusion import NoiseSchedule
-from ..energy import control_target, energy_target, timed_token_target
+from ..energy import control_target, energy_target, timed_token_target, token_curve_matrix
 from ..errors import UserError
 from .augment import reshape_envelopes
 
@@ -55,6 +55,9 @@ class TrainConfig:
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and save it as the model
     envelope_augment: float = 0.0  # adapter, UNet: the share of clips heard under a random gain envelope (augment.py)
     envelope_db: float = 12.0  # the envelopes' largest swing, +-dB
+    # phi: "tokens" (MSE to each token's energy, the paper) or "curve" (L1 between the curve the pipeline builds from
+    # the tokens and the adapter's control target: the error the control ratio measures)
+    phi_target: str = "tokens"
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -63,18 +66,27 @@ class TrainConfig:
             raise UserError(f"envelope_augment is a share of clips, 0 to 1, not {self.envelope_augment}")
         if not 0.0 < self.envelope_db <= 40.0:
             raise UserError(f"envelope_db must be in (0, 40] dB, not {self.envelope_db}")
+        if self.phi_target not in ("tokens", "curve"):
+            raise UserError(f"phi_target must be 'tokens' or 'curve', not {self.phi_target!r}")
 
 
-def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE to the energy target of each token: on the real timeline (the mean energy over the token's tubelet), or
-    with `timeline="uniform"` the release's target (resized evenly to the token count, Savitzky-Golay 9/2)."""
+def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None, target: str = "tokens") -> torch.Tensor:
+    """target "tokens": MSE to the energy target of each token: on the real timeline (the mean energy over the
+    token's tubelet), or with `timeline="uniform"` the release's target (resized evenly to the token count,
+    Savitzky-Golay 9/2). target "curve": L1 between the curve the pipeline builds from the predicted tokens and
+    `control_target`, the curve the adapter was trained on: the median, frame by frame, of what the sound does."""
     cfg = pipe.config
     feats = batch["features"]
+    segments = feats.shape[1] // cfg.video_encoder.tokens_per_segment
+    predicted = pipe.phi(feats)  # (B, S)
+    if target == "curve":
+        weights = token_curve_matrix(cfg, segments, batch["energy"].shape[-1]).to(predicted.device)  # (S, F)
+        return F.l1_loss(predicted @ weights, control_target(batch["energy"], cfg).to(predicted.device))
     if cfg.energy.timeline == "uniform":
-        target, _ = energy_target(batch["energy"], feats.shape[1], cfg.energy)
+        tokens, _ = energy_target(batch["energy"], feats.shape[1], cfg.energy)
     else:
-        _, target = timed_token_target(batch["energy"], cfg, feats.shape[1] // cfg.video_encoder.tokens_per_segment)
-    return F.mse_loss(pipe.phi(feats), target.to(feats.device))
+        _, tokens = timed_token_target(batch["energy"], cfg, segments)
+    return F.mse_loss(predicted, tokens.to(feats.device))
 
 
 def random_crop(batch: dict, frames: int, cfg, generator: torch.Generator | None, align: int = 1) -> dict:
@@ -353,7 +365,7 @@ class PhiObjective(Objective):
     module = "phi"
 
     def loss(self, pipe, batch, generator):
-        return phi_loss(pipe, batch, generator)
+        return phi_loss(pipe, batch, generator, target=self.cfg.phi_target)
 
 
 class _DiffusionObjective(Objective):
