@@ -307,7 +307,7 @@ def prepare_item(pipe, item: Item):
         raise UserError("the prompt is empty")
     info = check_duration(probe(check_input_file(item.video, "video")))
     energy = read_csv(item.energy_in) if item.energy_in else None  # a curve is stretched to the video's length
-    return info, pipe.prepare(item.video, energy=energy)
+    return info, pipe.prepare(item.video, energy=energy, prompt=item.prompt)
 
 
 def _failed(row: dict, e: Exception) -> dict:

@@ -145,6 +145,9 @@ class PhiConfig:
     norm_eps: float = 1e-6
     head_dims: tuple[int, ...] = (128, 64, 16)
     released_attention: bool = False  # True: reproduce the release's batch-axis attention (batch_first=False bug)
+    # 0: phi sees the video alone (the paper). >0: the prompt's embedding (this wide) is added to every token, so the
+    # curve's level can fit the sound asked for: how loud rain sits under its peaks is not in the picture
+    text_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,7 @@ class ModelConfig:
             (self.unet.in_channels == self.vae.z_channels, "unet.in_channels must equal vae.z_channels"),
             (self.unet.film_dim == self.text.proj_dim, "unet.film_dim must equal the text embedding's width"),
             (self.phi.in_dim == self.video_encoder.out_dim, "phi.in_dim must equal the video features' width"),
+            (self.phi.text_dim in (0, self.text.proj_dim), "phi.text_dim must be 0 or the text embedding's width"),
             (self.vocoder.n_mels == self.audio.n_mels, "vocoder.n_mels must equal audio.n_mels"),
             (
                 not hifigan or self.vocoder.hop == self.audio.hop_length,
@@ -476,7 +480,10 @@ def small() -> ModelConfig:
         name="small",
         video=VideoConfig(resize_short=64, crop=64),
         video_encoder=motion,
-        phi=PhiConfig(in_dim=motion.out_dim, width=128, depth=2, num_heads=4, mlp_dim=256, head_dims=(64, 32, 16)),
+        # phi also reads the prompt: the sound's level between its peaks is not in the picture (docs/default_model.md)
+        phi=PhiConfig(
+            in_dim=motion.out_dim, width=128, depth=2, num_heads=4, mlp_dim=256, head_dims=(64, 32, 16), text_dim=384
+        ),
         unet=UNetConfig(
             model_channels=64,
             channel_mult=(1, 2, 3),

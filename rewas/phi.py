@@ -7,6 +7,9 @@ the released checkpoint (`projection1.0`, `hint_blocks.blocks.N.*`, `projection2
 The release builds its attention with batch_first=False and feeds (B, S, C), so it attends across the batch, not
 over time. `PhiConfig.released_attention=True` reproduces that exactly (needed for the released weights);
 the default attends over time, as intended.
+
+With `PhiConfig.text_dim` (not in the paper) the prompt's embedding, projected to the width, is added to every
+token: the video says when the sound moves, the prompt how loud the sound sits between its peaks.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Phi(nn.Module):
         super().__init__()
         self.config = cfg
         self.projection1 = nn.Sequential(nn.Linear(cfg.in_dim, cfg.width))
+        if cfg.text_dim:
+            self.text_projection = nn.Linear(cfg.text_dim, cfg.width)
         self.hint_blocks = Blocks(cfg)
         dims = (cfg.width, *cfg.head_dims, 1)
         layers: list[nn.Module] = []
@@ -63,7 +68,12 @@ class Phi(nn.Module):
             layers.append(nn.Linear(a, b))
         self.projection2 = nn.Sequential(*layers)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, S, in_dim) -> token energy (B, S)."""
-        x = self.hint_blocks(self.projection1(features.float()))
-        return self.projection2(x)[..., 0]
+    def forward(self, features: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B, S, in_dim), text (B, text_dim) the prompt's embedding (read only with `text_dim`) -> token
+        energy (B, S)."""
+        x = self.projection1(features.float())
+        if self.config.text_dim:
+            if text is None:
+                raise ValueError("this phi reads the prompt: pass its embedding (the empty prompt's for none)")
+            x = x + self.text_projection(text.float())[:, None]
+        return self.projection2(self.hint_blocks(x))[..., 0]

@@ -222,18 +222,27 @@ class ReWaSPipeline:
 
     # ------------------------------------------------------------------------------------------- stages
 
-    def predict_energy(self, window_frames: np.ndarray) -> torch.Tensor:
-        """(T, 224, 224, 3) uint8 frames of one window -> (1, window_frames) energy curve (phi, smoothed, resized)."""
+    def predict_energy(self, window_frames: np.ndarray, text: torch.Tensor | None = None) -> torch.Tensor:
+        """(T, 224, 224, 3) uint8 frames of one window -> (1, window_frames) energy curve (phi, smoothed, resized).
+        text: (1, D) the prompt's embedding (`phi_text`), for a phi that reads it."""
         cfg = self.config
         segs = frames_mod.segments(frames_mod.normalize(window_frames, cfg.video), cfg.video)  # (S, 16, 3, 224, 224)
         feats = self.video_encoder(segs[None].to(self.device))  # (1, S*8, C)
-        tokens = self.phi(feats.float()).float().cpu()  # (1, S*8)
+        if text is None and cfg.phi.text_dim:
+            text = self.phi_text("")
+        tokens = self.phi(feats.float(), text).float().cpu()  # (1, S*8)
         if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
             return energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
         times = energy_mod.model_token_times(cfg, segs.shape[0])
         return energy_mod.curve_from_timed_tokens(
             tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy
         )
+
+    def phi_text(self, prompt: str) -> torch.Tensor | None:
+        """The prompt's embedding as phi reads it, (1, D); None for a phi that sees the video alone (the paper)."""
+        if not self.config.phi.text_dim:
+            return None
+        return self.text_encoder.encode([prompt]).to(self.device, torch.float32)
 
     def encode_energy(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """(B, F) energy of one window -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins,
@@ -381,7 +390,7 @@ class ReWaSPipeline:
             generator = torch.Generator("cpu").manual_seed(seed)
         # 2-3. the timeline and its energy curve (done already when `timeline` comes from `prepare`)
         if timeline is None:
-            timeline = self.prepare(video, frames=frames, energy=energy, edits=edits)
+            timeline = self.prepare(video, frames=frames, energy=energy, edits=edits, prompt=prompt)
         elif video is not None or frames is not None or energy is not None:
             raise UserError("give a prepared timeline or a video, frames or energy curve, not both")
         elif edits:
@@ -516,11 +525,13 @@ class ReWaSPipeline:
         frames: np.ndarray | None = None,
         energy: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
         edits: Sequence[Edit] = (),
+        prompt: str = "",
     ) -> Timeline:
         """Steps ②-③ of a generation, which need no randomness: the video's length -> the latent timeline, and the
         energy curve over it (phi on the video, one window of frames at a time, or the given curve). Passing the
         result to `__call__(timeline=...)` gives the same audio as passing the video; `rewas batch` prepares the
-        next clip while the current one is sampled."""
+        next clip while the current one is sampled. A phi that reads the prompt (`PhiConfig.text_dim`) is given
+        `prompt`: pass the one the clip will be generated with."""
         cfg, timings = self.config, {}
         # 2. the timeline: L latent frames (at least one window), covered by fixed windows for all but sampling
         with _timer(timings, "frames"):
@@ -535,11 +546,15 @@ class ReWaSPipeline:
                 curve = torch.from_numpy(self._user_curve(energy, duration))[None]
                 curve = torch.nn.functional.pad(curve, (0, max(0, length * d - curve.shape[1])), mode="replicate")
         if energy is None:
-            curve = self._predict_timeline(frame_iter, starts, length, timings)
+            with _timer(timings, "text"):
+                text = self.phi_text(prompt)
+            curve = self._predict_timeline(frame_iter, starts, length, timings, text)
         timeline = Timeline(duration, samples, length, curve[:, : length * d].float(), timings)
         return timeline.edited(edits, cfg.audio) if edits else timeline
 
-    def _predict_timeline(self, frame_iter, starts: list[int], length: int, timings: dict) -> torch.Tensor:
+    def _predict_timeline(
+        self, frame_iter, starts: list[int], length: int, timings: dict, text: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """phi's energy over the whole timeline, (1, L * 4): one window of frames at a time (decoded lazily), the
         windows' curves crossfaded where they overlap."""
         cfg = self.config
@@ -552,7 +567,7 @@ class ReWaSPipeline:
             with _timer(timings, "frames"):
                 window_frames = next(windows)
             with _timer(timings, "energy"):
-                curves.append(self.predict_energy(window_frames))  # (1, 512)
+                curves.append(self.predict_energy(window_frames, text))  # (1, 512)
         d = cfg.vae.downsample
         return blend(curves, [s * d for s in starts], length * d)
 

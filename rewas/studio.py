@@ -73,6 +73,7 @@ class Session:
     model: str | None = None
     timeline: object | None = None  # pipeline.Timeline: its curve is the curve before the edits
     phi: object | None = None  # the Timeline with phi's curve, kept for "back to the video's energy"
+    phi_prompt: str = ""  # the prompt phi's curve was predicted for (a phi that reads the prompt)
     source: str = ""
     edits: list[Edit] = field(default_factory=list)
     takes: list[Take] = field(default_factory=list)
@@ -277,6 +278,10 @@ class Studio:
             if progress is not None:
                 progress(step / total, f"step {step}/{total}")
 
+        if pipe.config.phi.text_dim and session.phi_prompt != prompt:  # phi's curve depends on what is asked for
+            session.phi, session.phi_prompt = pipe.prepare(session.video, prompt=prompt), prompt
+            if session.source == VIDEO_SOURCE:
+                session.timeline = session.phi
         result = pipe(
             timeline=session.timeline,
             edits=edits,

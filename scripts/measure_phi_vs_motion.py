@@ -11,7 +11,9 @@ pan, zoom and shake, flicker, blur, noise, one more H.264 generation).
 The true energy is what phi is trained towards: `energy.control_target` of the clip's real audio (first 5.12 s).
 Frame differencing: the mean absolute difference of consecutive frames as the model sees them (25 fps, its crop),
 each value placed at the time between the two frames and interpolated onto the 10 ms energy frames; r is given for
-the difference and for its logarithm, and the better of the two is the cue phi has to beat.
+the difference and for its logarithm, and the better of the two is the cue phi has to beat. phi is given the
+clip's caption, as generation gives it the prompt (`--no-prompt`: the empty prompt); mae_phi is its curve's
+distance to the true one in nats per frame.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=["test", "val", "camera_test", "camera_val"])
     parser.add_argument("--per-class", type=int, default=0, help="clips per class (0: all)")
     parser.add_argument("--out", help="write the rows and the summary here (JSON)")
+    parser.add_argument("--no-prompt", action="store_true", help="phi without the caption (a phi that reads it)")
     args = parser.parse_args()
 
     pipe = ReWaSPipeline.from_pretrained(args.model)
@@ -57,7 +60,7 @@ def main() -> None:
             continue
         truth = control_target(window_energy(item["audio"], cfg.audio)[None], cfg)[0].numpy()
         path = item["video"]
-        phi = pipe.prepare(path).curve[0, :frames_n].numpy()
+        phi = pipe.prepare(path, prompt="" if args.no_prompt else item["caption"]).curve[0, :frames_n].numpy()
         video = np.stack(list(iter_frames(path, cfg.video, probe(path)))).astype(np.float32)
         diff = np.abs(np.diff(video.mean(axis=-1), axis=0)).mean(axis=(1, 2))  # (T - 1,) between frames
         times = (np.arange(len(diff)) + 1.0) / cfg.video.fps
@@ -67,6 +70,7 @@ def main() -> None:
             "clip": Path(item["video"]).stem,
             "class": item["class"],
             "r_phi": pearson(phi, truth),
+            "mae_phi": float(np.mean(np.abs(phi - truth[: len(phi)]))),
             "r_frame_diff": pearson(motion, truth),
             "r_log_frame_diff": pearson(np.log(motion + 1e-3), truth),
         }
@@ -78,10 +82,12 @@ def main() -> None:
     summary = {
         "clips": len(rows),
         "r_phi_mean": float(np.nanmean([r["r_phi"] for r in rows])),
+        "mae_phi_mean": float(np.mean([r["mae_phi"] for r in rows])),
         "r_frame_diff_mean": float(np.nanmean([r["r_frame_diff"] for r in rows])),
         "r_log_frame_diff_mean": float(np.nanmean([r["r_log_frame_diff"] for r in rows])),
         "phi_beats_the_better_naive_cue_on": float(np.nanmean([r["r_phi"] > r[naive] for r in rows])),
         "split": args.split,
+        "prompt": not args.no_prompt,
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))

@@ -71,3 +71,19 @@ def test_release_layout(manifests):
 
 def test_output_shape():
     assert _phi(False)(torch.randn(4, 112, 16)).shape == (4, 112)
+
+
+def test_a_phi_that_reads_the_prompt():
+    import dataclasses
+
+    import pytest
+
+    torch.manual_seed(0)
+    phi = Phi(dataclasses.replace(CFG, text_dim=6)).eval()
+    x = torch.randn(2, 20, 16)
+    rain, knock = torch.randn(1, 6).expand(2, -1), torch.randn(1, 6).expand(2, -1)
+    with torch.no_grad():
+        assert phi(x, rain).shape == (2, 20) and not torch.allclose(phi(x, rain), phi(x, knock))
+    with pytest.raises(ValueError, match="prompt"):
+        phi(x)
+    assert "text_projection.weight" not in Phi(CFG).state_dict()  # the paper's phi has no such weight

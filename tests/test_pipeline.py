@@ -191,3 +191,28 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
     bare = json.loads(json.dumps(paper().to_dict()))
     del bare["vocoder"]["kind"], bare["text"]["kind"], bare["video_encoder"]["kind"]
     assert ModelConfig.from_dict(bare, version=1) == paper()
+
+
+def test_a_phi_that_reads_the_prompt_gets_the_prompt_of_the_generation(media):
+    """With PhiConfig.text_dim the curve depends on the prompt, and generation predicts it with the clip's prompt
+    (prepare(prompt=...) and __call__ agree), while the paper's phi ignores the prompt."""
+    import dataclasses
+
+    from rewas.config import PRESETS
+
+    cfg = PRESETS["debug"]()
+    cfg = cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim))
+    pipe = ReWaSPipeline.from_config(cfg)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the preset's phi is too small and too quiet at init to show what it reads
+        for p in pipe.phi.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    rain = pipe.prepare(media["v25"], prompt="rain").curve
+    assert not torch.allclose(rain, pipe.prepare(media["v25"], prompt="a door knock").curve)
+    torch.testing.assert_close(pipe.prepare(media["v25"]).curve, pipe.prepare(media["v25"], prompt="").curve)
+    result = pipe(media["v25"], prompt="rain", steps=1, seed=0)
+    np.testing.assert_allclose(result.energy, rain[0, : len(result.energy)].numpy(), rtol=0, atol=1e-6)
+    paper_phi = ReWaSPipeline.from_config(PRESETS["debug"]())
+    torch.testing.assert_close(
+        paper_phi.prepare(media["v25"], prompt="rain").curve, paper_phi.prepare(media["v25"], prompt="knock").curve
+    )

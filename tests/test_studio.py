@@ -163,3 +163,47 @@ def test_a_take_records_the_edits_it_was_made_with(studio, media):
     assert [str(e) for e in take.edits] == ["mute 1-2"] and len(session.edits) == 3  # two steps, two late edits
     session = studio.open_video(session, str(media["v2997"]), "debug")
     assert session.takes == [] and not os.path.exists(take.video) and not os.path.exists(take.wav)
+
+
+def test_a_phi_that_reads_the_prompt_redraws_the_video_curve_for_the_prompt(media, tmp_path):
+    """The curve shown at upload is phi's without a prompt; a take predicts it again for its prompt (and keeps a
+    reference recording's curve in use, with phi's new one behind "back to the video")."""
+    import dataclasses
+
+    import torch
+
+    from rewas import ReWaSPipeline
+    from rewas.config import PRESETS
+
+    cfg = PRESETS["debug"]()
+    pipe = ReWaSPipeline.from_config(cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim)))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.phi.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    model = str(pipe.save_pretrained(tmp_path / "text_phi"))
+    pipe = ReWaSPipeline.from_pretrained(model)  # as the studio loads it
+
+    def close(a, b):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+    studio = Studio([model], max_video_seconds=10.0)
+    try:
+        video = str(media["v25"])
+        session = studio.open_video(Session(), video, model)
+        blank = studio.curve(session)
+        close(blank, pipe.prepare(video).curve[0, : len(blank)].numpy())
+        studio.generate(session, "rain", seed=0, steps=1)
+        rain = pipe.prepare(video, prompt="rain").curve[0, : len(blank)].numpy()
+        close(studio.curve(session), rain)
+        assert not np.array_equal(rain, blank)
+        ref = tmp_path / "ref.wav"
+        write_wav(ref, np.sin(np.arange(16000) * 0.2).astype(np.float32) * 0.5, 16000)
+        session = studio.use_reference(session, str(ref))
+        kept = studio.curve(session)
+        studio.generate(session, "a door knock", seed=0, steps=1)
+        np.testing.assert_array_equal(studio.curve(session), kept)
+        knock = pipe.prepare(video, prompt="a door knock").curve[0, : len(blank)].numpy()
+        close(studio.curve(studio.use_video_curve(session)), knock)
+    finally:
+        studio.close()

@@ -70,15 +70,33 @@ class TrainConfig:
             raise UserError(f"phi_target must be 'tokens' or 'curve', not {self.phi_target!r}")
 
 
-def phi_loss(pipe, batch: dict, generator: torch.Generator | None = None, target: str = "tokens") -> torch.Tensor:
+def drop_text(text: torch.Tensor, share: float, empty_text, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, D) prompt embeddings, each replaced by the empty prompt's with probability `share` (so that the model
+    also learns to do without one: classifier-free guidance, phi without a prompt)."""
+    if share <= 0:
+        return text
+    drop = torch.rand(text.shape[0], generator=generator) < share
+    return torch.where(drop[:, None].to(text.device), empty_text.to(text.device).expand_as(text), text)
+
+
+def phi_loss(
+    pipe,
+    batch: dict,
+    generator: torch.Generator | None = None,
+    target: str = "tokens",
+    text_dropout: float = 0.0,
+    empty_text: torch.Tensor | None = None,
+) -> torch.Tensor:
     """target "tokens": MSE to the energy target of each token: on the real timeline (the mean energy over the
     token's tubelet), or with `timeline="uniform"` the release's target (resized evenly to the token count,
     Savitzky-Golay 9/2). target "curve": L1 between the curve the pipeline builds from the predicted tokens and
-    `control_target`, the curve the adapter was trained on: the median, frame by frame, of what the sound does."""
+    `control_target`, the curve the adapter was trained on: the median, frame by frame, of what the sound does.
+    A phi that reads the prompt (`PhiConfig.text_dim`) gets the caption's embedding, dropped at `text_dropout`."""
     cfg = pipe.config
     feats = batch["features"]
     segments = feats.shape[1] // cfg.video_encoder.tokens_per_segment
-    predicted = pipe.phi(feats)  # (B, S)
+    text = drop_text(batch["text"], text_dropout, empty_text, generator) if cfg.phi.text_dim else None
+    predicted = pipe.phi(feats, text)  # (B, S)
     if target == "curve":
         weights = token_curve_matrix(cfg, segments, batch["energy"].shape[-1]).to(predicted.device)  # (S, F)
         return F.l1_loss(predicted @ weights, control_target(batch["energy"], cfg).to(predicted.device))
@@ -139,10 +157,7 @@ def _diffusion_loss(
     batch = random_crop(batch, crop_frames, cfg, generator, align=cfg.latent_time_multiple)
     x0 = batch["latents"]
     b, device = x0.shape[0], x0.device
-    text = batch["text"]
-    if text_dropout > 0:
-        drop = torch.rand(b, generator=generator) < text_dropout
-        text = torch.where(drop[:, None].to(device), empty_text.to(device).expand_as(text), text)
+    text = drop_text(batch["text"], text_dropout, empty_text, generator)
     schedule = _noise_schedule(cfg.diffusion)
     t = torch.randint(0, len(schedule), (b,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
@@ -365,7 +380,8 @@ class PhiObjective(Objective):
     module = "phi"
 
     def loss(self, pipe, batch, generator):
-        return phi_loss(pipe, batch, generator, target=self.cfg.phi_target)
+        empty_text = getattr(self.dataset, "empty_text", None)
+        return phi_loss(pipe, batch, generator, self.cfg.phi_target, self.cfg.text_dropout, empty_text)
 
 
 class _DiffusionObjective(Objective):
