@@ -232,11 +232,14 @@ class ReWaSPipeline:
             text = self.phi_text("")
         tokens = self.phi(feats.float(), text).float().cpu()  # (1, S*8)
         if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
-            return energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
-        times = energy_mod.model_token_times(cfg, segs.shape[0])
-        return energy_mod.curve_from_timed_tokens(
-            tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy
-        )
+            curve = energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
+        else:
+            times = energy_mod.model_token_times(cfg, segs.shape[0])
+            curve = energy_mod.curve_from_timed_tokens(
+                tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy
+            )
+        # an energy cannot leave the log-mel's range; a phi trained towards silence's floor can step past it
+        return curve.clamp(*energy_mod.log_mel_range(cfg.audio))
 
     def phi_text(self, prompt: str) -> torch.Tensor | None:
         """The prompt's embedding as phi reads it, (1, D); None for a phi that sees the video alone (the paper)."""

@@ -192,10 +192,12 @@ def test_mute_makes_the_range_at_least_20_db_quieter(media, tmp_path, capsys, pr
 @pytest.mark.parametrize("prompt", ["wood knocks", "a siren wailing"])
 def test_the_model_alone_follows_a_silent_range_into_silence(default_pipe, tmp_path, prompt):
     """Without the output gate (the silent range given as the curve itself, not as an edit): the model's own
-    following of silence, at least 20 dB for impacts and tones on both seeds (continuous sounds: docs/studio.md)."""
+    following of silence, at least 20 dB for impacts and tones on both seeds (continuous sounds: docs/studio.md).
+    The curve is steady (-6 nats) rather than phi's: phi's curve of this clip is itself near silence between the
+    bounces, and the test is of the silence, not of phi."""
     video = tmp_path / "ball.mp4"
     samples.write_video(video, samples.bouncing_ball_frames(bounce_period=0.8), duration=4.0, fps=25)
-    curve = default_pipe.prepare(video).curve[0].numpy()
+    curve = np.full(400, -6.0, dtype=np.float32)
     silent = edits.apply(curve, [parse("mute", "1.0-2.5")])
     for seed in (0, 1):
         plain = default_pipe(video, prompt=prompt, energy=curve, seed=seed, steps=20).waveform

@@ -164,6 +164,7 @@ def test_a_folder_saved_in_format_1_still_loads(debug_pipe, tmp_path):
 def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
     """The default model's config.json as shipped before format 2 (kept in tests/data): every field of every kind in
     video_encoder, vocoder and text, the trained process in sampler. Upgraded, it is the config shipped now."""
+    import dataclasses
     import json
     from pathlib import Path
 
@@ -175,7 +176,9 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
     assert old.get("format_version") == 1 and new["format_version"] == 2
     assert "vocab_size" in old["model"]["text"] and "upsample_rates" in old["model"]["vocoder"]
     upgraded = ModelConfig.from_dict(old["model"], version=1)
-    assert upgraded == ModelConfig.from_dict(new["model"], version=2)
+    shipped = ModelConfig.from_dict(new["model"], version=2)
+    assert shipped.phi.text_dim  # model 6 changed one field since: its phi reads the prompt
+    assert upgraded == shipped.replace(phi=dataclasses.replace(shipped.phi, text_dim=0))
     assert new["model"]["text"] == {"kind": "minilm"}
     assert set(new["model"]["vocoder"]) == {
         "kind",
@@ -216,3 +219,19 @@ def test_a_phi_that_reads_the_prompt_gets_the_prompt_of_the_generation(media):
     torch.testing.assert_close(
         paper_phi.prepare(media["v25"], prompt="rain").curve, paper_phi.prepare(media["v25"], prompt="knock").curve
     )
+
+
+def test_phis_curve_stays_within_what_an_energy_can_be(media):
+    """phi's output far under silence's floor (or over the loudest frame) is clamped to the log-mel's range."""
+    from rewas.config import PRESETS
+    from rewas.energy import log_mel_range
+
+    pipe = ReWaSPipeline.from_config(PRESETS["debug"]())
+    low, high = log_mel_range(pipe.config.audio)
+    last = pipe.phi.projection2[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        for bias, expected in ((-50.0, low), (80.0, high)):
+            last.bias.fill_(bias)
+            curve = pipe.prepare(media["v25"]).curve
+            torch.testing.assert_close(curve, torch.full_like(curve, expected))

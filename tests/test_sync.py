@@ -211,7 +211,7 @@ def test_energy_windows_of_a_long_video_land_on_its_events(debug_pipe, tmp_path,
 
     windows = []
 
-    def brightness_energy(window_frames):  # stands in for phi: loud exactly while the picture is bright
+    def brightness_energy(window_frames, text=None):  # stands in for phi: loud exactly while the picture is bright
         windows.append(len(window_frames))
         bright = window_frames.reshape(len(window_frames), -1).mean(axis=1) > 128
         curve = np.repeat(np.where(bright, -2.0, -9.0), 4)  # 4 mel frames per 25 fps frame
