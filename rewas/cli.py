@@ -650,7 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
-    t.add_argument("--text-dropout", type=float, dest="text_dropout")
+    t.add_argument(
+        "--text-dropout",
+        type=float,
+        dest="text_dropout",
+        help="the share of clips trained with the empty prompt instead of their caption (UNet, adapter, a phi that "
+        "reads the prompt; default 0.3)",
+    )
     t.add_argument(
         "--lr-schedule", choices=["constant", "cosine"], dest="lr_schedule", help="after the warm-up (default constant)"
     )

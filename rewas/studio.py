@@ -270,7 +270,11 @@ class Studio:
         seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else int(seed)
         edits, source = list(session.edits), session.source  # as they are now: edits made during the take wait
         pipe = self.pipeline(session.model)
-        start = time.monotonic()
+        if pipe.config.phi.text_dim and session.phi_prompt != prompt:  # phi's curve depends on what is asked for
+            session.phi, session.phi_prompt = pipe.prepare(session.video, prompt=prompt), prompt
+            if session.source == VIDEO_SOURCE:
+                session.timeline = session.phi
+        start = time.monotonic()  # the job limit is the sampler's
 
         def callback(step: int, total: int) -> None:
             if time.monotonic() - start > self.job_seconds:
@@ -278,10 +282,6 @@ class Studio:
             if progress is not None:
                 progress(step / total, f"step {step}/{total}")
 
-        if pipe.config.phi.text_dim and session.phi_prompt != prompt:  # phi's curve depends on what is asked for
-            session.phi, session.phi_prompt = pipe.prepare(session.video, prompt=prompt), prompt
-            if session.source == VIDEO_SOURCE:
-                session.timeline = session.phi
         result = pipe(
             timeline=session.timeline,
             edits=edits,

