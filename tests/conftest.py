@@ -80,6 +80,24 @@ def make_live(pipe, seed: int = 0):
     return pipe
 
 
+def prompt_reading_phi_pipe(live: bool = True):
+    """The debug preset with a phi that reads the prompt (`PhiConfig.text_dim`). live: phi's weights redrawn at a
+    scale where its curve moves with the prompt (the preset's tiny phi is nearly constant at init)."""
+    import dataclasses
+
+    from rewas import ReWaSPipeline
+    from rewas.config import PRESETS
+
+    cfg = PRESETS["debug"]()
+    pipe = ReWaSPipeline.from_config(cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim)))
+    if live:
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in pipe.phi.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    return pipe
+
+
 @pytest.fixture(scope="session")
 def debug_pipe():
     """The debug preset with live output layers (see make_live): conditioning changes the audio."""

@@ -199,17 +199,11 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
 def test_a_phi_that_reads_the_prompt_gets_the_prompt_of_the_generation(media):
     """With PhiConfig.text_dim the curve depends on the prompt, and generation predicts it with the clip's prompt
     (prepare(prompt=...) and __call__ agree), while the paper's phi ignores the prompt."""
-    import dataclasses
+    from conftest import prompt_reading_phi_pipe
 
     from rewas.config import PRESETS
 
-    cfg = PRESETS["debug"]()
-    cfg = cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim))
-    pipe = ReWaSPipeline.from_config(cfg)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # the preset's phi is too small and too quiet at init to show what it reads
-        for p in pipe.phi.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    pipe = prompt_reading_phi_pipe()
     rain = pipe.prepare(media["v25"], prompt="rain").curve
     assert not torch.allclose(rain, pipe.prepare(media["v25"], prompt="a door knock").curve)
     frames = np.stack(list(iter_frames(media["v25"], pipe.config.video, probe(media["v25"]))))[:128]

@@ -168,19 +168,11 @@ def test_a_take_records_the_edits_it_was_made_with(studio, media):
 def test_a_phi_that_reads_the_prompt_redraws_the_video_curve_for_the_prompt(media, tmp_path):
     """The curve shown at upload is phi's without a prompt; a take predicts it again for its prompt (and keeps a
     reference recording's curve in use, with phi's new one behind "back to the video")."""
-    import dataclasses
-
-    import torch
+    from conftest import prompt_reading_phi_pipe
 
     from rewas import ReWaSPipeline
-    from rewas.config import PRESETS
 
-    cfg = PRESETS["debug"]()
-    pipe = ReWaSPipeline.from_config(cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim)))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pipe.phi.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    pipe = prompt_reading_phi_pipe()
     model = str(pipe.save_pretrained(tmp_path / "text_phi"))
     pipe = ReWaSPipeline.from_pretrained(model)  # as the studio loads it
 

@@ -1,12 +1,12 @@
 """Training smoke tests on tiny data: caches, phi and adapter steps, checkpoints and exact resume."""
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import prompt_reading_phi_pipe
 
 from rewas import ReWaSPipeline, samples
 from rewas.audio import write_wav
@@ -41,10 +41,7 @@ def test_cache_layout(cache):
 def fresh(what: str) -> ReWaSPipeline:
     """A debug model; for adapter training its UNet stands in for a trained one (the preset's zero-initialised
     output layers would give the adapter no gradient at all)."""
-    pipe = ReWaSPipeline.from_pretrained("debug")
-    if what == "phi_text":  # a phi that reads the prompt
-        cfg = pipe.config
-        pipe = ReWaSPipeline.from_config(cfg.replace(phi=dataclasses.replace(cfg.phi, text_dim=cfg.text.proj_dim)))
+    pipe = prompt_reading_phi_pipe(live=False) if what == "phi_text" else ReWaSPipeline.from_pretrained("debug")
     if what in ("adapter", "unet"):
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
