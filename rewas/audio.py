@@ -131,6 +131,17 @@ def mel_filterbank(cfg: AudioConfig) -> torch.Tensor:
     return torch.from_numpy(weights)
 
 
+def log_mel_ceiling(cfg: AudioConfig) -> torch.Tensor:
+    """(n_mels,) the highest value each band of `log_mel` can take for a waveform in [-1, 1]: a band is a weighted
+    sum of STFT magnitudes, each at most the window's sum, and all together holding at most n_fft * sum(window^2)
+    of energy (Parseval), so the band is at most min(sum(w) * window sum, |w| * sqrt(that energy))."""
+    weights = mel_filterbank(cfg)
+    window = torch.hann_window(cfg.win_length, dtype=torch.float64)
+    by_bins = weights.sum(dim=1) * window.sum()
+    by_energy = weights.norm(dim=1) * (cfg.n_fft * window.square().sum()).sqrt()
+    return torch.minimum(by_bins, by_energy).log().float()
+
+
 def stft_magnitude(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
     """(..., N) waveform -> (..., n_fft / 2 + 1, N // hop) float64 STFT magnitude on the mel's frames: an un-centred
     STFT after `cfg.pad` samples of reflect padding, so frame k is centred on sample k * hop + hop / 2."""

@@ -183,6 +183,9 @@ class VAEConfig:
     ch_mult: tuple[int, ...] = (1, 2, 4)
     num_res_blocks: int = 2
     z_channels: int = 8
+    # (n_mels,) the most each mel band held in the VAE's training data, plus a margin (nats); the decoder's output
+    # above it is an overshoot, not sound (`vae.repair_overshoot`). Empty: what a waveform in [-1, 1] can give.
+    mel_ceiling: tuple[float, ...] = ()
 
     @property
     def downsample(self) -> int:

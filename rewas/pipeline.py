@@ -32,6 +32,7 @@ from . import edits as edits_mod
 from . import energy as energy_mod
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
+from .audio import log_mel_ceiling
 from .config import FORMAT_VERSION, PRESETS, AudioConfig, ClapTextConfig, ModelConfig
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
 from .edits import Edit
@@ -40,7 +41,7 @@ from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
 from .timeline import WindowDenoiser, sample_timelines
 from .unet import UNet
-from .vae import VAE
+from .vae import VAE, repair_overshoot
 from .video_encoder import build_video_encoder
 from .vocoder import build_vocoder, vocode
 from .windows import blend, window_starts
@@ -83,6 +84,7 @@ class GenerationResult:
     duration: float  # seconds
     seed: int | None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, and "total"
+    latent: torch.Tensor | None = field(default=None, repr=False)  # (1, z, L, F) the sampled latent, for analysis
 
 
 def build_components(config: ModelConfig) -> dict[str, torch.nn.Module]:
@@ -273,21 +275,31 @@ class ReWaSPipeline:
         return (mean + std * noise) * self.vae.scale_factor
 
     def decode_mel(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, z, T', F') latent -> (B, 1, T' * 4, n_mels) log-mel, clamped to what a log-mel can be: a small model's
-        decoder can overshoot wildly off its training data (log-mel 40, e^40 after exp), and the vocoder would
-        return inf/NaN instead of a loud frame."""
-        return self.vae.decode(latent.float()).clamp(*energy_mod.log_mel_range(self.config.audio))
+        """(B, z, T', F') latent -> (B, 1, T' * 4, n_mels) log-mel, held to what a log-mel of this model can be: a
+        small model's decoder can overshoot wildly off its training data (log-mel 40, e^40 after exp), which the
+        vocoder would render as clicks at many times full scale, or inf/NaN. Each band is held under the VAE's
+        `mel_ceiling` (what its training data held), or else what a waveform in [-1, 1] can give, and the
+        overshoots are repaired (`vae.repair_overshoot`)."""
+        audio = self.config.audio
+        ceiling = self.config.vae.mel_ceiling
+        ceiling = torch.tensor(ceiling) if ceiling else log_mel_ceiling(audio)
+        return repair_overshoot(self.vae.decode(latent.float()), ceiling, math.log(audio.log_clamp))
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, z, L, F) latent of any length -> (B, L * 4 * hop) waveform: the VAE decodes overlapping windows that
+    def decode_latent_mel(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, z, L, F) latent of any length -> (B, n_mels, L * 4) log-mel: the VAE decodes overlapping windows that
         are joined in mel space (its mid block attends over the whole window, and its group norms pool over it, so
-        it cannot take an hour at once), and the vocoder runs in overlapping chunks."""
+        it cannot take an hour at once)."""
         starts, window = self.decode_windows(latent.shape[2])
         d = self.config.vae.downsample
         mels = (self.decode_mel(latent[:, :, s : s + window]) for s in starts)  # (B, 1, window * 4, n_mels) each
-        mel = blend(mels, [s * d for s in starts], latent.shape[2] * d, dim=2)  # (B, 1, L * 4, n_mels)
+        return blend(mels, [s * d for s in starts], latent.shape[2] * d, dim=2)[:, 0].transpose(1, 2)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, z, L, F) latent of any length -> (B, L * 4 * hop) waveform: `decode_latent_mel`, then the vocoder in
+        overlapping chunks."""
         audio = self.config.audio
-        return vocode(self.vocoder, mel[:, 0].transpose(1, 2), audio.hop_length, sample_rate=audio.sample_rate)
+        mel = self.decode_latent_mel(latent)
+        return vocode(self.vocoder, mel, audio.hop_length, sample_rate=audio.sample_rate)
 
     def decode_windows(self, length: int) -> tuple[list[int], int]:
         """(starts, window) of the VAE decoding windows over a latent of `length` frames: DECODE_WINDOW_S long,
@@ -508,8 +520,9 @@ class ReWaSPipeline:
         # 7. latent -> mel -> waveform, cut to each video's length
         results = []
         for timeline, latent, margin, seed, clock in zip(timelines, latents, margins, seeds, timings):
+            latent = latent[:, :, margin : margin + timeline.length]
             with _timer(clock, "decode"):
-                waveform = self.decode(latent[:, :, margin : margin + timeline.length])[0, : timeline.samples]
+                waveform = self.decode(latent)[0, : timeline.samples]
                 waveform = waveform.float().cpu().numpy()
             if len(waveform) < timeline.samples:
                 waveform = np.pad(waveform, (0, timeline.samples - len(waveform)))
@@ -518,7 +531,9 @@ class ReWaSPipeline:
             clock["total"] = time.perf_counter() - t_start
             energy_out = timeline.curve[0, : max(1, timeline.samples // hop)].numpy()
             rate = cfg.audio.sample_rate
-            results.append(GenerationResult(waveform, rate, energy_out, timeline.duration, seed, clock))
+            results.append(
+                GenerationResult(waveform, rate, energy_out, timeline.duration, seed, clock, latent.float().cpu())
+            )
         return results
 
     def prepare(

@@ -162,3 +162,26 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """scaled latent (B, z, T', F') -> log-mel (B, 1, T' * d, F' * d)."""
         return self.decoder(self.post_quant_conv(z / self.scale_factor))
+
+
+def repair_overshoot(
+    mel: torch.Tensor, ceiling: torch.Tensor, floor: float, reach: tuple[int, int] = (4, 1), span: int = 50
+) -> torch.Tensor:
+    """(B, 1, T, n_mels) decoded log-mel -> the same with the decoder's overshoots repaired; (n_mels,) `ceiling`.
+
+    A small VAE's decoder, given a latent unlike its training data, can return a band tens of nats above anything
+    it was trained on (+16.5 nats over a 20 s engine, measured): a burst that the vocoder can only render as a
+    click at many times full scale. Values above the band's ceiling are such overshoots; they and their
+    neighbourhood (`reach`: +-4 frames, +-1 band) are brought down to the band's median over the `span` frames
+    on each side (the sound the band holds around them), and nothing stays above the ceiling. A mel with no value
+    above its ceiling comes back unchanged (only floored), bit for bit."""
+    mel = mel.clamp(min=floor)
+    ceiling = ceiling.to(mel.device, mel.dtype)
+    over = mel > ceiling
+    if not bool(over.any()):
+        return mel
+    frames, bands = reach
+    near = F.max_pool2d(over.float(), (2 * frames + 1, 2 * bands + 1), 1, (frames, bands)) > 0
+    padded = F.pad(mel.transpose(2, 3), (span, span, 0, 0), mode="replicate")  # (B, 1, n_mels, T + 2 span)
+    around = padded.unfold(-1, 2 * span + 1, 1).median(dim=-1).values.transpose(2, 3)
+    return torch.minimum(torch.where(near, torch.minimum(mel, around), mel), ceiling)

@@ -97,6 +97,19 @@ class MagnitudeNet(nn.Module):
         return self.out(F.leaky_relu(x, LRELU_SLOPE))
 
 
+def ceiling_bands(basis: torch.Tensor, floor: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_mels, n_freq) filterbank -> for each linear bin, the (up to) two bands that hold it (n_freq, 2) and the
+    log of their weights, floored at `floor` times the band's peak weight (n_freq, 2). Triangular bands overlap
+    in pairs, so two bands cover every bin; a bin with one band lists it twice, and a bin no band covers (0 Hz and
+    the Nyquist bin, with fmin 0 and fmax at Nyquist) is held by its nearest band."""
+    peak = basis.amax(dim=1)
+    weights, bands = basis.topk(2, dim=0)  # (2, n_freq) each
+    bands[1] = torch.where(weights[1] > 0, bands[1], bands[0])  # one band: itself twice
+    nearest = (basis.argmax(dim=1)[:, None] - torch.arange(basis.shape[1])[None]).abs().argmin(dim=0)
+    bands = torch.where(weights[0] > 0, bands, nearest[None]).T.contiguous()  # no band: the nearest one
+    return bands, torch.maximum(basis[bands, torch.arange(basis.shape[1])[:, None]], floor * peak[bands]).log()
+
+
 class GriffinLim(nn.Module):
     def __init__(self, cfg: VocoderConfig, audio: AudioConfig):
         super().__init__()
@@ -113,18 +126,33 @@ class GriffinLim(nn.Module):
         self.log_max = math.log(
             float(self.window.sum())
         )  # no STFT bin of a waveform in [-1, 1] exceeds the window's sum
+        self.log_floor = math.log(audio.log_clamp)  # the log-mel's own floor: no bin is ever exactly 0 (log -inf)
+        bands, log_weights = ceiling_bands(basis)
+        self.register_buffer("ceiling_bands", bands, persistent=False)
+        self.register_buffer("ceiling_log_weights", log_weights, persistent=False)
+
+    def log_ceiling(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) log-mel -> (B, n_freq, T) the most each linear bin may hold in that frame: a bin carries
+        weight w in a band, so its magnitude times w cannot exceed the band's mel value; weights are floored at
+        half the band's peak weight, so the bins at a band's far edges (and the two no band covers) are held by
+        their band's level too, not left unbounded."""
+        mel = mel.float()
+        per_band = mel[:, self.ceiling_bands, :] - self.ceiling_log_weights[None, :, :, None]  # (B, n_freq, 2, T)
+        return per_band.amin(dim=2).clamp(max=self.log_max)
 
     def log_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) log-mel -> (B, n_freq, T) natural-log linear magnitude: NNLS (whose mel projection fits
-        the mel), corrected by the learned net if there is one."""
+        the mel), corrected by the learned net if there is one, then held between the log-mel's floor and each
+        bin's ceiling (`log_ceiling`): whatever the net makes of a mel it never saw, no bin can ask for more than
+        its mel frame allows, and none is 0."""
         target = mel.float().exp()
         mag = (self.pinv @ target).clamp(min=0) + 1e-7
         for _ in range(self.config.nnls_iters):  # Lee-Seung multiplicative updates keep it non-negative
             mag = mag * (self.basis.T @ target) / (self.basis.T @ (self.basis @ mag) + 1e-10)
-        log_mag = mag.log()
+        log_mag = mag.clamp(min=math.exp(self.log_floor)).log()
         if self.net is not None:
-            log_mag = (log_mag + self.net(mel.to(self.net.out.weight.dtype)).float()).clamp(max=self.log_max)
-        return log_mag
+            log_mag = log_mag + self.net(mel.to(self.net.out.weight.dtype)).float()
+        return torch.minimum(log_mag, self.log_ceiling(mel)).clamp(min=self.log_floor)
 
     def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) log-mel -> (B, n_freq, T) non-negative linear magnitude."""
@@ -165,12 +193,18 @@ class GriffinLim(nn.Module):
 
 
 def vocode(
-    vocoder: nn.Module, mel: torch.Tensor, hop: int, chunk: int = 1024, overlap: int = 64, sample_rate: int = 16000
+    vocoder: nn.Module,
+    mel: torch.Tensor,
+    hop: int,
+    chunk: int = 1024,
+    overlap: int = 64,
+    sample_rate: int = 16000,
+    limit: bool = True,
 ) -> torch.Tensor:
     """mel (B, n_mels, T) of any length -> waveform (B, T * hop), in chunks of `chunk` frames that overlap by at
     least `overlap` and are crossfaded: memory stays bounded, and a mel of one chunk is vocoded in one call. Peaks
     above full scale (a decoded mel can ask for more than a waveform in [-1, 1] holds) go through `limit_peaks`
-    rather than being clipped.
+    rather than being clipped (`limit=False`: returned as they are, to see how often the limiter has to act).
 
     HiFi-GAN is convolutional, so two chunks agree wherever both are further than its receptive field from their
     ends. Griffin-Lim's phase is global: each chunk starts its overlap from the phase the previous chunk ended with,
@@ -189,7 +223,8 @@ def vocode(
                 wav = vocoder(piece)
             yield wav[:, : piece.shape[-1] * hop]
 
-    return limit_peaks(blend(pieces(), [s * hop for s in starts], frames * hop), sample_rate)
+    wav = blend(pieces(), [s * hop for s in starts], frames * hop)
+    return limit_peaks(wav, sample_rate) if limit else wav
 
 
 def build_vocoder(cfg: VocoderConfig, audio: AudioConfig) -> nn.Module:

@@ -99,6 +99,14 @@ def prompt_reading_phi_pipe(live: bool = True):
 
 
 @pytest.fixture(scope="session")
+def default_pipe():
+    """The embedded default model, loaded once (tests must not change it)."""
+    from rewas import ReWaSPipeline
+
+    return ReWaSPipeline.from_pretrained("default")
+
+
+@pytest.fixture(scope="session")
 def debug_pipe():
     """The debug preset with live output layers (see make_live): conditioning changes the audio."""
     from rewas import ReWaSPipeline

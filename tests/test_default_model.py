@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from rewas import ReWaSPipeline
@@ -17,11 +16,6 @@ def test_it_ships_inside_the_package_within_40_mb():
     cfg = load_config("default")
     assert cfg.video_encoder.kind == "motion" and cfg.text.kind == "minilm"  # nothing to download
     assert json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["model"]["name"] == cfg.name
-
-
-@pytest.fixture(scope="module")
-def default_pipe():
-    return ReWaSPipeline.from_pretrained("default")
 
 
 def test_weights_are_trained_not_random(default_pipe):

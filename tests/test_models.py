@@ -229,9 +229,44 @@ def test_learned_magnitude_starts_as_nnls_and_corrects_it():
     torch.testing.assert_close(learned(mel), plain(mel))
     with torch.no_grad():
         learned.net.out.bias.fill_(0.5)
-        torch.testing.assert_close(learned.log_magnitude(mel), plain.log_magnitude(mel) + 0.5)
+        expected = torch.minimum(plain.log_magnitude(mel) + 0.5, plain.log_ceiling(mel))
+        torch.testing.assert_close(learned.log_magnitude(mel), expected)
         learned.net.out.bias.fill_(100.0)
         assert float(learned.log_magnitude(mel).max()) <= math.log(512.0) + 1e-4  # the Hann window's sum
+        torch.testing.assert_close(learned.log_magnitude(mel), learned.log_ceiling(mel))
+
+
+def test_no_linear_bin_exceeds_what_its_mel_frame_allows():
+    """Whatever the magnitude net adds, each linear bin is held under the ceiling its bands' mel values allow (the
+    bands' peak weight halved at their far edges, the two bins no band covers held by their nearest band), and
+    above the log-mel's floor: no bin is ever log 0. On a real mel the ceiling is far above what NNLS gives."""
+    from rewas.audio import log_mel
+    from rewas.config import AudioConfig, GriffinLimConfig
+    from rewas.vocoder import build_vocoder, ceiling_bands
+
+    audio = AudioConfig()
+    vocoder = build_vocoder(GriffinLimConfig(magnitude_channels=16, magnitude_dilations=(1, 2)), audio)
+    bands, log_w = ceiling_bands(vocoder.basis)
+    assert bands.shape == (513, 2) and torch.isfinite(log_w).all()
+    assert set(bands[0].tolist()) == {0} and set(bands[-1].tolist()) == {63}  # 0 Hz and Nyquist: no band has them
+    t = np.arange(2 * 16000) / 16000
+    wav = 0.3 * np.sin(2 * np.pi * 3000 * t) + 0.05 * np.random.default_rng(0).standard_normal(len(t))
+    mel = log_mel(torch.from_numpy(wav), audio)[None].float()
+    with torch.no_grad():
+        nnls = vocoder.log_magnitude(mel)
+        ceiling = vocoder.log_ceiling(mel)
+        # NNLS alone never needs the ceiling (where it puts a band's whole value in one bin, it meets it)
+        assert float((ceiling - nnls).min()) >= -1e-5 and float(((ceiling - nnls) < 0.5).float().mean()) < 0.03
+        vocoder.net.out.bias.fill_(30.0)  # a net gone wild: +30 nats on every bin
+        wild = vocoder.log_magnitude(mel)
+        assert torch.equal(wild, ceiling.clamp(min=vocoder.log_floor))
+        vocoder.net.out.bias.fill_(-1e6)
+        assert float(vocoder.log_magnitude(mel).min()) == pytest.approx(vocoder.log_floor)
+    # a bin's magnitude times its weight in any band that holds it never exceeds that band's mel value
+    mag = wild.exp()[0]  # (513, T)
+    weights = vocoder.basis  # (64, 513)
+    held = (weights[:, :, None] * mag[None]) <= mel[0].exp()[:, None, :] * (1 + 1e-4)
+    assert bool(held[:, 1:-1].all())
 
 
 def test_peak_limiter_bounds_loud_passages_and_leaves_the_rest_bit_for_bit():

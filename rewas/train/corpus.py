@@ -544,6 +544,7 @@ def build_corpus(
                 "split": split,
                 "source": source,
                 "params": params,
+                "events": [round(float(e), 4) for e in events],  # onsets, so the clip can be rendered again
                 "licence": licence,
             }
         )

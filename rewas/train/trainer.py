@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -190,6 +191,17 @@ def latent_scale(vae, dataset, items: int = 64) -> float:
     device = next(vae.parameters()).device
     means = [vae.moments(dataset[i]["mel"][None, None].to(device))[0] for i in range(min(items, len(dataset)))]
     return float(1.0 / torch.cat(means).float().std())
+
+
+def mel_ceiling(dataset, margin: float = 0.5) -> tuple[float, ...]:
+    """(n_mels,) the most each band of the dataset's log-mels holds, plus `margin` nats: the VAE's `mel_ceiling`,
+    above which its decoder's output is an overshoot (`vae.repair_overshoot`). Reads every clip's mel once."""
+    top = None
+    for shard in dataset.shards:
+        mel = np.asarray(shard["mel"])  # (clips, frames, n_mels), memory-mapped
+        band_max = mel.reshape(-1, mel.shape[-1]).max(axis=0)
+        top = band_max if top is None else np.maximum(top, band_max)
+    return tuple(round(float(v) + margin, 4) for v in top)
 
 
 @torch.no_grad()
@@ -427,6 +439,9 @@ class VAEObjective(Objective):
 
     def after(self, pipe, device):
         pipe.vae.scale_factor.fill_(latent_scale(pipe.vae, self.dataset))
+        vae = dataclasses.replace(pipe.config.vae, mel_ceiling=mel_ceiling(self.dataset))
+        pipe.config = dataclasses.replace(pipe.config, vae=vae)
+        pipe.vae.config = vae
 
 
 class VocoderObjective(Objective):
