@@ -485,7 +485,7 @@ def cmd_corpus(args) -> None:
     require_extra("train", for_="rewas corpus", modules=("scipy",))
     from tqdm import tqdm
 
-    from .train.corpus import build_corpus, film_corpus
+    from .train.corpus import build_corpus, film_corpus, style_corpus
 
     out = Path(args.output)
     _require_empty(out)
@@ -496,7 +496,19 @@ def cmd_corpus(args) -> None:
     if args.camera:
         with tqdm(total=None, desc="filming", unit="clip", file=sys.stderr) as bar:
             film_corpus(out, progress=_updater(bar))
-    also = " and camera_train/val/test.jsonl" if args.camera else ""
+    if args.styles:
+        with tqdm(total=None, desc="restyling", unit="clip", file=sys.stderr) as bar:
+            style_corpus(out, progress=_updater(bar))
+            style_corpus(out, splits=("val", "test"), novel=True, progress=_updater(bar))
+    also = "".join(
+        f" and {name}_{'/'.join(splits)}.jsonl"
+        for name, splits, wanted in (
+            ("camera", ("train", "val", "test"), args.camera),
+            ("styled", ("train", "val", "test"), args.styles),
+            ("novel", ("val", "test"), args.styles),
+        )
+        if wanted
+    )
     print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl{also})", file=sys.stderr)
 
 
@@ -702,6 +714,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also film every clip again with a simulated real camera (pan, zoom, shake, textured background, a "
         "silent distractor, flicker, blur, noise) into camera/ and camera_train/val/test.jsonl",
+    )
+    k.add_argument(
+        "--styles",
+        action="store_true",
+        help="also draw every clip again in a random style (shape, size, colours, background, floor, horizontal "
+        "travel, heights, 40%% through the simulated camera) into styled/ and styled_train/val/test.jsonl (phi's "
+        "training renders), and the val and test clips in held-out styles into novel/ and novel_val/test.jsonl",
     )
     k.set_defaults(func=cmd_corpus)
 

@@ -3,6 +3,11 @@ frame differencing, on a corpus split (issue 19's second measurement).
 
     python scripts/measure_phi_vs_motion.py --corpus WORK/corpus [--split test] [--per-class 0]
     python scripts/measure_phi_vs_motion.py --corpus WORK/corpus --split camera_test
+    python scripts/measure_phi_vs_motion.py --corpus WORK/corpus --split novel_test
+
+The novel_* splits are the same clips drawn in held-out styles that phi's training renders never use
+(`rewas corpus --styles`, or `rewas.train.corpus.style_corpus(..., novel=True)`: other shapes, backgrounds,
+sizes, hues, floors, speeds and heights).
 
 The camera_* splits are the same clips filmed again "with a real camera" (`rewas corpus --camera`, or
 `rewas.train.corpus.film_corpus` on a built corpus: textured background, a silent moving distractor, hand-held
@@ -44,7 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--corpus", required=True)
-    parser.add_argument("--split", default="test", choices=["test", "val", "camera_test", "camera_val"])
+    parser.add_argument(
+        "--split", default="test", help="test, val, camera_test, novel_test, styled_test, ...: CORPUS/<split>.jsonl"
+    )
     parser.add_argument("--per-class", type=int, default=0, help="clips per class (0: all)")
     parser.add_argument("--out", help="write the rows and the summary here (JSON)")
     parser.add_argument("--no-prompt", action="store_true", help="phi without the caption (a phi that reads it)")

@@ -6,14 +6,16 @@
 
 Stages (each is a `rewas` CLI call; its log goes to WORKDIR/<stage>.log):
 
-    corpus      procedural sounds + Debian's CC0 sonic-pi-samples, with rendered videos (`rewas corpus --debian`)
-    cache       video motion features, energies, MiniLM caption embeddings, log-mels, waveforms (train + test)
+    corpus      procedural sounds + Debian's CC0 sonic-pi-samples, with rendered videos, each also drawn in a random
+                style (`rewas corpus --debian --styles`)
+    cache       video motion features, energies, MiniLM caption embeddings, log-mels, waveforms (train + test;
+                phi_train: the training clips as rendered and in their random styles)
     vae         the mel VAE (random 1.28 s crops); sets scale_factor = 1 / std of the latents
     latents     re-encodes the cache's latents with the trained VAE
     unet        the text-to-audio UNet on those latents (text dropout 0.1 for classifier-free guidance); with `--gpu`
                 continued by a second run (`unet-ft`: fresh optimizer, cosine LR to 0, weight EMA 0.999)
     adapter     the energy adapter on the frozen UNet (text dropout 0.3, as the paper)
-    phi         video motion features -> energy, on the real timeline
+    phi         video motion features -> energy, on the real timeline (on cache_phi_train)
     vocoder     the Griffin-Lim vocoder's magnitude net: mel -> STFT magnitude (the phase needs no weights), on true
                 log-mels, then fine-tuned on the trained VAE's decodings (what it hears at inference)
     classifier  the sound-class classifier used by the evaluation (not part of the model)
@@ -88,9 +90,16 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
     cache = work / "cache_train"
     if stage == "corpus":
         if not (work / "corpus" / "manifest.jsonl").is_file():
-            rewas(["corpus", str(work / "corpus"), "--clips-per-class", "60", "--debian"], log)
+            rewas(["corpus", str(work / "corpus"), "--clips-per-class", "60", "--debian", "--styles"], log)
     elif stage == "cache":
-        for split in ("train", "test"):
+        corpus = work / "corpus"
+        phi_manifest = corpus / "phi_train.jsonl"  # phi sees each training clip as rendered and in a random style
+        if not phi_manifest.is_file():
+            styled = corpus / "styled_train.jsonl"
+            if not styled.is_file():
+                raise SystemExit(f"[cache] {styled} is missing: draw the styled renders with `rewas corpus --styles`")
+            phi_manifest.write_text((corpus / "train.jsonl").read_text() + styled.read_text())
+        for split in ("train", "test", "phi_train"):
             if not (work / f"cache_{split}" / "cache.json").is_file():
                 rewas(
                     [
@@ -113,7 +122,8 @@ def run_stage(stage: str, work: Path, scale: float, gpu: bool = False) -> None:
             if base is not None and base != "small" and base != stage:  # another stage's model: its last run
                 base = runs_of(base, gpu, recipe)[-1]
             model = [] if base is None else ["--model", model_of(work, base)]
-            rewas(["train", stage, str(cache), *model, "-o", str(work / run), *flags], log)
+            data = work / "cache_phi_train" if stage == "phi" else cache
+            rewas(["train", stage, str(data), *model, "-o", str(work / run), *flags], log)
 
 
 def assemble(work: Path) -> None:

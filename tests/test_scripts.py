@@ -55,11 +55,12 @@ def test_bench_script_runs_at_debug_size():
 
 def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     """scripts/train_default.py (every stage, a few steps each) then scripts/evaluate_default.py on its output."""
-    from rewas.train.corpus import CLASSES, build_corpus
+    from rewas.train.corpus import CLASSES, build_corpus, style_corpus
 
     work = tmp_path / "work"
     chosen = [c for c in CLASSES if c.name in ("drum_hit", "whistle")]
     build_corpus(work / "corpus", clips_per_class=10, duration=5.12, classes=chosen)
+    style_corpus(work / "corpus", splits=("train",))
     env_steps = ["--scale", "0.001"]
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train_default.py"), str(work), *env_steps],
@@ -69,7 +70,7 @@ def test_default_model_recipe_and_its_evaluation_run_end_to_end(tmp_path):
     )
     assert res.returncode == 0, res.stdout + res.stderr
     ran = [line[1 : line.index("]")] for line in res.stdout.splitlines() if "] rewas " in line]
-    assert ran == ["cache", "cache", "vae", "latents", "unet", "adapter", "vocoder", "vocoder", "phi", "classifier"]
+    assert ran == ["cache"] * 3 + ["vae", "latents", "unet", "adapter", "vocoder", "vocoder", "phi", "classifier"]
     model = work / "default"
     assert (model / "config.json").is_file() and sum(p.stat().st_size for p in model.iterdir()) < 40e6
     # assembled from the last run of each part: the adapter run's backbone, phi's run, the VAE-tuned vocoder

@@ -1,5 +1,6 @@
 """Training smoke tests on tiny data: caches, phi and adapter steps, checkpoints and exact resume."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -365,6 +366,76 @@ def test_corpus_builder(tmp_path):
         assert before.shape == after.shape and np.abs(before - after).mean() > 10
     build_cache(pipe, out / "camera_test.jsonl", tmp_path / "camera_cache")
     assert len(CachedClips(tmp_path / "camera_cache")) == 2
+
+
+def test_held_out_styles_never_overlap_the_training_styles():
+    """phi is measured on renders whose settings its training renders never use: other shapes and backgrounds,
+    and sizes, hues, floors, speeds, heights, leads, shake and glow in the gaps between the training ranges."""
+    from rewas.train.corpus import draw_style
+
+    rng = np.random.default_rng(0)
+    train = [draw_style(rng, camera=0.4) for _ in range(400)]
+    novel = [draw_style(rng, novel=True) for _ in range(400)]
+    assert not {s.shape for s in train} & {s.shape for s in novel}
+    assert not {s.background for s in train} & {s.background for s in novel}
+    for field, gap in [
+        ("radius", (10.5, 13.5)),
+        ("drop", (58.0, 72.0)),
+        ("shake", (9.0, 12.0)),
+        ("glow", (0.55, 0.7)),
+        ("lead", (0.65, 0.9)),
+    ]:
+        assert all(not gap[0] <= getattr(s, field) <= gap[1] for s in train), field
+        assert all(gap[0] <= getattr(s, field) <= gap[1] for s in novel), field
+    assert all(not 14 <= abs(s.travel) <= 28 for s in train) and all(14 <= abs(s.travel) <= 28 for s in novel)
+    assert all(not 26 <= s.ground <= 36 for s in train) and all(26 <= s.ground <= 36 for s in novel)
+    assert 0.3 < np.mean([s.camera for s in train]) < 0.5 and not any(s.camera for s in novel)
+
+
+def test_a_styled_object_lands_at_every_onset_and_travels_in_between(tmp_path):
+    """`styled_renderer` keeps the corpus's motion -> sound structure in any style: the object is on its floor at
+    each onset and in the air between them, and its horizontal travel makes no landing."""
+    from rewas.train.corpus import SIZE, draw_style, styled_renderer
+
+    events = [0.6, 1.4, 1.9]
+    style = dataclasses.replace(draw_style(np.random.default_rng(5)), camera=False, travel=40.0, ground=10)
+    wav = np.zeros(16000 * 3, np.float32)
+    frame = styled_renderer("impact", wav, events, style, seed=1, duration=3.0)
+    back = np.array(frame(0.0), float)
+
+    def centre(t):
+        img = np.array(frame(t), float)
+        mask = np.abs(img - np.array(style.color)).sum(-1) < 3
+        ys, xs = np.nonzero(mask[: SIZE - style.ground])
+        return ys.mean(), xs.mean()
+
+    for e in events:
+        y, _ = centre(e)
+        assert y > SIZE - style.ground - 2 * style.radius - 1  # resting on the floor
+        y_mid, _ = centre(e - 0.2)
+        assert y_mid < y - 5  # in the air before it
+    assert abs(centre(1.0)[1] - centre(1.2)[1]) > 4  # moving sideways
+    assert back.std() > 0 or style.background == "flat"
+
+
+def test_style_corpus_writes_its_splits(tmp_path):
+    from rewas.frames import probe
+    from rewas.train.corpus import CLASSES, build_corpus, style_corpus
+
+    chosen = [c for c in CLASSES if c.name in ("drum_hit", "whistle")]
+    out = build_corpus(tmp_path / "corpus", clips_per_class=10, duration=2.0, classes=chosen)
+    style_corpus(out, splits=("test",))
+    style_corpus(out, splits=("test",), novel=True)
+    plain = [json.loads(x) for x in (out / "test.jsonl").read_text().splitlines()]
+    for name in ("styled", "novel"):
+        drawn = [json.loads(x) for x in (out / f"{name}_test.jsonl").read_text().splitlines()]
+        assert [x["audio"] for x in drawn] == [x["audio"] for x in plain]
+        assert all(x["split"] == f"{name}_test" and x["video"].startswith(f"{name}/test/") for x in drawn)
+        assert all(abs(probe(out / x["video"]).duration - 2.0) < 0.05 for x in drawn)
+    assert [json.loads(x)["style"] for x in (out / "novel_test.jsonl").read_text().splitlines()][0]["shape"] in (
+        "triangle",
+        "cross",
+    )
 
 
 def test_corpus_with_debian_recordings(tmp_path):

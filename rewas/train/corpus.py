@@ -20,6 +20,7 @@ random onsets (impact rendering), long ones are played once (loudness-following 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -474,6 +475,211 @@ def real_camera(frame_fn: Callable[[float], np.ndarray], seed: int, duration: fl
         return np.clip(img, 0, 255).astype(np.uint8)
 
     return frame
+
+
+# ------------------------------------------------------------------------------------------------ randomised styles
+
+SHAPES, NOVEL_SHAPES = ("circle", "square", "diamond", "ellipse"), ("triangle", "cross")
+BACKGROUNDS, NOVEL_BACKGROUNDS = ("flat", "gradient", "texture"), ("checker", "stripes")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one clip is drawn: phi should learn the motion that makes the sound, not the corpus's way of drawing.
+    Sizes and distances in pixels of the 128 px frame, speeds in pixels per second."""
+
+    shape: str
+    radius: float
+    color: tuple[int, int, int]
+    background: str
+    back_colors: tuple[tuple[int, int, int], tuple[int, int, int]]
+    ground: int  # height of the floor an object lands on (impacts); 0: no floor drawn
+    ground_color: tuple[int, int, int]
+    travel: float  # horizontal speed (bounces off the frame's sides): motion that makes no sound
+    drop: float  # how high an object rises between landings
+    lead: float  # seconds of the first fall before the first landing
+    x0: float
+    shake: float  # continuous sounds: shake at full loudness
+    glow: float  # tonal sounds: how far the scene brightens at full loudness
+    camera: bool  # filmed again through `real_camera`
+
+
+def _band(rng, ranges: list[tuple[float, float]]) -> float:
+    """A uniform draw from one of `ranges`, chosen in proportion to its width."""
+    widths = np.array([b - a for a, b in ranges])
+    a, b = ranges[int(rng.choice(len(ranges), p=widths / widths.sum()))]
+    return float(rng.uniform(a, b))
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    i, f = int(h * 6) % 6, h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return tuple(int(round(255 * c)) for c in rgb)
+
+
+def draw_style(rng: np.random.Generator, novel: bool = False, camera: float = 0.0) -> Style:
+    """A random `Style`. `novel` draws from settings that training never uses (`corpus.py`'s held-out styles):
+    other shapes and backgrounds, object sizes, hues, floors, speeds, heights, leads, shake and glow strengths in
+    the gaps between the training ranges. `camera`: the chance of filming the clip through `real_camera`."""
+    pick = lambda train, held: held if novel else train  # noqa: E731
+    hue = _band(rng, pick([(0.0, 0.55), (0.75, 1.0)], [(0.55, 0.75)]))
+    value = float(rng.uniform(0.15, 1.0))
+    color = _hsv(hue, float(rng.uniform(0.2, 1.0)), value)
+    back_value = float(rng.uniform(0.0, 1.0))
+    if abs(back_value - value) < 0.3:  # the object must stand out from its background
+        back_value = (value + 0.5) % 1.0
+    back = tuple(_hsv(float(rng.uniform()), float(rng.uniform(0, 0.8)), v) for v in (back_value, back_value * 0.7))
+    return Style(
+        shape=str(rng.choice(pick(SHAPES, NOVEL_SHAPES))),
+        radius=_band(rng, pick([(5.0, 10.0), (14.0, 22.0)], [(10.5, 13.5)])),
+        color=color,
+        background=str(rng.choice(pick(BACKGROUNDS, NOVEL_BACKGROUNDS))),
+        back_colors=back,
+        ground=int(round(_band(rng, pick([(0.0, 2.0), (6.0, 24.0)], [(26.0, 36.0)])))),
+        ground_color=_hsv(float(rng.uniform()), float(rng.uniform(0, 0.6)), float(rng.uniform(0.2, 0.8))),
+        travel=float(rng.choice([-1, 1])) * _band(rng, pick([(0.0, 12.0), (30.0, 60.0)], [(14.0, 28.0)])),
+        drop=_band(rng, pick([(30.0, 55.0), (75.0, 95.0)], [(58.0, 72.0)])),
+        lead=_band(rng, pick([(0.3, 0.6)], [(0.65, 0.9)])),
+        x0=float(rng.uniform(25, 103)),
+        shake=_band(rng, pick([(4.0, 8.0), (13.0, 18.0)], [(9.0, 12.0)])),
+        glow=_band(rng, pick([(0.3, 0.5), (0.75, 1.0)], [(0.55, 0.7)])),
+        camera=bool(rng.uniform() < camera),
+    )
+
+
+def _background(style: Style, rng) -> np.ndarray:
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    a, b = (np.array(c, np.float32) for c in style.back_colors)
+    if style.background == "flat":
+        mix = np.zeros((SIZE, SIZE))
+    elif style.background == "gradient":
+        angle = rng.uniform(0, 2 * np.pi)
+        mix = (np.cos(angle) * yy + np.sin(angle) * xx) / SIZE
+        mix = (mix - mix.min()) / (np.ptp(mix) + 1e-9)
+    elif style.background == "texture":
+        mix = sum(
+            np.sin(rng.uniform(0.03, 0.2) * yy + rng.uniform(0.03, 0.2) * xx + rng.uniform(0, 6.3)) for _ in range(4)
+        )
+        mix = (mix - mix.min()) / (np.ptp(mix) + 1e-9)
+    elif style.background == "checker":
+        cell = int(rng.integers(8, 24))
+        mix = ((yy // cell + xx // cell) % 2).astype(np.float32)
+    else:  # stripes
+        mix = ((xx // int(rng.integers(4, 12))) % 2).astype(np.float32)
+    return a + (b - a) * mix[..., None]
+
+
+def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    if shape == "circle":
+        return dy**2 + dx**2 < r**2
+    if shape == "square":
+        return np.maximum(np.abs(dy), np.abs(dx)) < r * 0.9
+    if shape == "diamond":
+        return np.abs(dy) + np.abs(dx) < r * 1.25
+    if shape == "ellipse":
+        return (dx / (1.4 * r)) ** 2 + (dy / (0.7 * r)) ** 2 < 1
+    if shape == "triangle":
+        return (dy < r * 0.8) & (np.abs(dx) < (dy + r) * 0.6)
+    if shape == "cross":
+        return ((np.abs(dx) < r / 3) & (np.abs(dy) < r)) | ((np.abs(dy) < r / 3) & (np.abs(dx) < r))
+    raise ValueError(shape)
+
+
+def styled_renderer(
+    mode: str, wav: np.ndarray, events: list[float], style: Style, seed: int, duration: float
+) -> Callable[[float], np.ndarray]:
+    """`renderer`'s motion (an object landing at each onset, shaking with the loudness, or a scene that glows
+    with it) drawn in `style`: its shape, size, colours, background, floor, heights, and a horizontal travel
+    that makes no sound."""
+    rng = np.random.default_rng(seed)
+    back = _background(style, rng)
+    env = frame_envelope(wav)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    r, color = style.radius, np.array(style.color, np.float32)
+    lo, hi = r, SIZE - r
+
+    def x_at(t: float) -> float:  # constant speed, reflected at the sides
+        span = hi - lo
+        x = (style.x0 - lo + style.travel * t) % (2 * span)
+        return lo + (x if x <= span else 2 * span - x)
+
+    def frame(t: float) -> np.ndarray:
+        img = back.copy()
+        k = min(len(env) - 1, int(t * FPS))
+        floor_y = SIZE - style.ground
+        if mode == "impact":
+            if style.ground:
+                img[floor_y:] = style.ground_color
+            past = [e for e in events if e <= t]
+            future = [e for e in events if e > t]
+            if future:
+                t1 = future[0]
+                t0 = past[-1] if past else t1 - style.lead
+                phase = (t - t0) / max(1e-3, t1 - t0)
+                height = 4 * phase * (1 - phase) if past else 1 - phase
+            else:
+                height = 0.0
+            cy, cx = floor_y - r - height * style.drop, x_at(t)
+        elif mode == "continuous":
+            amp = style.shake * env[k]
+            cy, cx = SIZE / 2 + amp * rng.standard_normal(), x_at(t) + amp * rng.standard_normal()
+        else:  # glow
+            level = style.glow * env[k]
+            img = img + (color - img) * 0.6 * level
+            cy, cx = SIZE / 2, x_at(t)
+        img[_shape_mask(style.shape, yy - cy, xx - cx, r)] = color
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    return real_camera(frame, seed + 1, duration) if style.camera else frame
+
+
+def clip_mode(item: dict) -> str:
+    """How a corpus clip's picture follows its sound: its procedural class's mode, or for a recording, "impact"
+    when it has onsets and "continuous" otherwise (as `real_clip` chose)."""
+    if item.get("source", "").startswith("procedural:"):
+        return next(c.mode for c in CLASSES if c.name == item["class"])
+    return "impact" if item.get("events") else "continuous"
+
+
+def style_corpus(
+    corpus: str | os.PathLike,
+    splits=("train", "val", "test"),
+    novel: bool = False,
+    camera: float = 0.4,
+    seed: int = 0,
+    progress=None,
+) -> Path:
+    """Every clip of a built corpus drawn again in a random `Style` (its sound and onsets unchanged) into
+    CORPUS/styled/<split>/ and CORPUS/styled_<split>.jsonl, a share `camera` of them filmed through
+    `real_camera`; with `novel`, in held-out styles that training never sees, without a camera, into
+    CORPUS/novel/<split>/ and novel_<split>.jsonl: phi's training renders, and the split that measures how it
+    generalises."""
+    from ..audio import load_audio
+
+    corpus = Path(corpus)
+    name = "novel" if novel else "styled"
+    per_split = {split: [item for _, item in files.read_jsonl(corpus / f"{split}.jsonl")] for split in splits}
+    total, done = sum(len(v) for v in per_split.values()), 0
+    for split, items in per_split.items():
+        lines = []
+        for item in items:
+            stem = Path(item["video"]).stem
+            clip_seed = zlib.crc32(f"{name}:{seed}:{stem}".encode())
+            rng = np.random.default_rng(clip_seed)
+            style = draw_style(rng, novel=novel, camera=0.0 if novel else camera)
+            wav = load_audio(corpus / item["audio"], SR)
+            duration = len(wav) / SR
+            video = f"{name}/{split}/{stem}.mp4"
+            (corpus / video).parent.mkdir(parents=True, exist_ok=True)
+            frame = styled_renderer(clip_mode(item), wav, item.get("events", []), style, clip_seed, duration)
+            samples.write_video(corpus / video, frame, duration, FPS)
+            lines.append({**item, "video": video, "split": f"{name}_{split}", "style": dataclasses.asdict(style)})
+            done += 1
+            if progress:
+                progress(done, total)
+        (corpus / f"{name}_{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return corpus
 
 
 # ------------------------------------------------------------------------------------------------ corpus
