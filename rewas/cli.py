@@ -331,16 +331,17 @@ def cmd_info(args) -> None:
 def cmd_evaluate(args) -> None:
     from tqdm import tqdm
 
-    from .evaluate.report import ITEM_METRICS, evaluate, read_manifest, write_report
+    from .evaluate.report import ITEM_METRICS, OPTIONAL_METRICS, evaluate, read_manifest, write_report
 
     _check_suffix(args.out, (".json",), "--out")
     _check_suffix(args.markdown, (".md",), "--markdown")
     _check_outputs([args.manifest], [args.out, args.markdown])
     require_extra("eval", for_="rewas evaluate")
     which = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else ITEM_METRICS
-    unknown = set(which) - set(ITEM_METRICS)
+    unknown = set(which) - set(ITEM_METRICS) - set(OPTIONAL_METRICS)
     if unknown:
-        raise UserError(f"--metrics: unknown {sorted(unknown)}; choose from {', '.join(ITEM_METRICS)}")
+        known = ", ".join(ITEM_METRICS + OPTIONAL_METRICS)
+        raise UserError(f"--metrics: unknown {sorted(unknown)}; choose from {known}")
     embedders = {}
     for spec in args.embedders or []:
         name, _, path = spec.partition("=")
@@ -600,7 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("manifest", help='JSONL: {"video": ..., "audio": ..., "reference": ..., "prompt": ...} per line')
     v.add_argument("--out", required=True, help="report JSON: items, mean, set-level metrics, notes")
     v.add_argument("--markdown", help="also write the means as a Markdown table")
-    v.add_argument("--metrics", help="comma list of per-clip metrics (default: energy_mae,av_align,onset)")
+    v.add_argument(
+        "--metrics",
+        help="comma list of per-clip metrics (default: energy_mae,av_align,onset; also: defects, the dropout and "
+        "click frames of steady material)",
+    )
     v.add_argument("--onset-seconds", type=float, help="onset metrics on the first S seconds (CondFoleyGen: 2)")
     v.add_argument(
         "--embedders",

@@ -11,7 +11,8 @@ caption twice, with the same seed: with the energy control predicted from the vi
   video), with control vs without (same curve) -- the "with" figure should be at most half the "without";
 * text: the corpus classifier's accuracy on the generated clips (prompted class) beside its accuracy on the real
   test clips, over every class of the test split and over the 20 procedural classes;
-* video: AV-Align (`rewas evaluate`'s definition) of the test video with each generated clip.
+* video: AV-Align (`rewas evaluate`'s definition) of the test video with each generated clip;
+* sound: how many samples of each clip went over full scale before the vocoder's peak limiter.
 
 `--split val` runs the same on the validation split, to choose settings without looking at the test split.
 
@@ -37,6 +38,7 @@ from rewas.evaluate.embedders import ClassifierBundle
 from rewas.pipeline import ReWaSPipeline
 from rewas.train.cache import read_manifest
 from rewas.train.corpus import CLASSES
+from rewas.vocoder import vocode
 
 CONDITIONS = {"video_energy": 1.0, "no_control": 0.0}
 
@@ -91,7 +93,9 @@ def main() -> int:
             wav_path = out / cond / (Path(item["video"]).stem + ".wav")
             wav_path.parent.mkdir(parents=True, exist_ok=True)
             write_wav(wav_path, result.waveform, result.sample_rate)
+            unlimited = vocode(pipe.vocoder, pipe.decode_latent_mel(result.latent), cfg.hop_length, limit=False)
             row[cond] = {
+                "overs": int((unlimited.abs() > 1.0).sum()),  # samples over full scale before the peak limiter
                 "control_mae": control_mae(result.waveform, result.energy, cfg),
                 "energy_mae_vs_real": metrics.energy_mae(wav_path, item["audio"], cfg),
                 "av_align": metrics.av_align(item["video"], wav_path),
@@ -131,6 +135,7 @@ def main() -> int:
             for k, v in subsets.items()
         },
         "seconds_per_clip": {c: mean([r[c]["seconds"] for r in rows]) for c in CONDITIONS},
+        "share_without_overs": {c: mean([float(r[c]["overs"] == 0) for r in rows]) for c in CONDITIONS},
     }
     summary["control_mae_ratio"] = summary["control_mae"]["video_energy"] / summary["control_mae"]["no_control"]
     (out / "summary.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
@@ -147,6 +152,9 @@ def main() -> int:
         f"| energy MAE to the real audio ↓ | {summary['energy_mae_vs_real']['video_energy']:.3f} "
         f"| {summary['energy_mae_vs_real']['no_control']:.3f} |",
         f"| AV-Align ↑ | {summary['av_align']['video_energy']:.3f} | {summary['av_align']['no_control']:.3f} |",
+        "| clips with no sample over full scale before the limiter ↑ | "
+        + " | ".join(f"{summary['share_without_overs'][c]:.1%}" for c in CONDITIONS)
+        + " |",
     ]
     for k in subsets:
         acc = summary["class_acc"][k]

@@ -109,3 +109,23 @@ def test_the_default_model_decodes_and_vocodes_without_overs_on_real_latents(def
             assert found.overs == 0, (i, found.summary())
             if i:  # the sweep is not steady above 6 kHz
                 assert not found.dropouts and len(found.clicks) <= 1, (i, found.summary())
+
+
+def test_rewas_evaluate_reports_defects_when_asked(tmp_path):
+    """`rewas evaluate --metrics defects`: each clip's dropout and click frames, and their means."""
+    import json
+
+    from rewas.audio import write_wav
+    from rewas.cli import main
+
+    clean, broken = steady_noise(4, seed=4), steady_noise(4, seed=5)
+    broken[2 * SR : 2 * SR + 800] *= 0.02  # 50 ms gone
+    for name, wav in (("clean.wav", clean), ("broken.wav", broken)):
+        write_wav(tmp_path / name, wav.astype(np.float32))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": n}) + "\n" for n in ("clean.wav", "broken.wav")))
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(manifest), "--out", str(out), "--metrics", "defects", "-q"]) == 0
+    report = json.loads(out.read_text())
+    assert [(i["dropouts"], i["clicks"]) for i in report["items"]][0] == (0, 0)
+    assert report["items"][1]["dropouts"] >= 4 and report["mean"]["dropouts"] >= 2

@@ -20,7 +20,9 @@ from ..errors import MissingFileError, UserError
 from . import metrics as M
 
 ITEM_METRICS = ("energy_mae", "av_align", "onset")
+OPTIONAL_METRICS = ("defects",)  # asked for by name: dropouts and clicks are defects only in steady material
 ONSET_KEYS = ("onset_acc", "onset_detection_acc", "onset_ap")
+DEFECT_KEYS = ("dropouts", "clicks")
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -49,6 +51,12 @@ def evaluate_item(item: dict, which: tuple[str, ...] = ITEM_METRICS, onset_secon
         target = M.load_clip(ref, M.ONSET_SR, onset_seconds)
         generated = M.load_clip(item["audio"], M.ONSET_SR, onset_seconds)
         out.update(M.onset_metrics(target, generated))
+    if "defects" in which:
+        from ..audio import load_audio
+        from .defects import detect
+
+        found = detect(load_audio(item["audio"], 16000), 16000)
+        out.update(dropouts=len(found.dropouts), clicks=len(found.clicks))
     return out
 
 
@@ -78,7 +86,7 @@ def evaluate(
         rows.append(row)
         if progress:
             progress(i + 1, len(items))
-    keys = [k for k in ("energy_mae", "av_align", *ONSET_KEYS) if any(k in r for r in rows)]
+    keys = [k for k in ("energy_mae", "av_align", *ONSET_KEYS, *DEFECT_KEYS) if any(k in r for r in rows)]
     mean = {k: _mean([r.get(k) for r in rows if k in r]) for k in keys}
     counts = {k: sum(1 for r in rows if k in r and r[k] is not None and not _is_nan(r[k])) for k in keys}
     failed = [r["index"] for r in rows if "error" in r]
@@ -110,6 +118,8 @@ def to_markdown(report: dict) -> str:
         "onset_acc": "Onset Acc ↑",
         "onset_detection_acc": "Onset det. Acc ↑",
         "onset_ap": "Onset AP ↑",
+        "dropouts": "Dropout frames ↓",
+        "clicks": "Click frames ↓",
     }
     header = [names.get(k, k) for k in values]
     cells = ["n/a" if v is None else f"{v:.4f}" for v in values.values()]
