@@ -142,6 +142,10 @@ def _timer(timings: dict, key: str):
 
 class ReWaSPipeline:
     def __init__(self, config: ModelConfig, components: dict[str, torch.nn.Module]):
+        if config.vae.mel_ceiling and len(config.vae.mel_ceiling) != config.audio.n_mels:
+            raise UserError(
+                f"vae.mel_ceiling has {len(config.vae.mel_ceiling)} values; the model has {config.audio.n_mels} mels"
+            )
         self.config = config
         for name in COMPONENTS:
             module = components[name].eval()
@@ -283,7 +287,9 @@ class ReWaSPipeline:
         audio = self.config.audio
         ceiling = self.config.vae.mel_ceiling
         ceiling = torch.tensor(ceiling) if ceiling else log_mel_ceiling(audio)
-        return repair_overshoot(self.vae.decode(latent.float()), ceiling, math.log(audio.log_clamp))
+        return repair_overshoot(
+            self.vae.decode(latent.to(self.device, torch.float32)), ceiling, math.log(audio.log_clamp)
+        )
 
     def decode_latent_mel(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, z, L, F) latent of any length -> (B, n_mels, L * 4) log-mel: the VAE decodes overlapping windows that

@@ -173,8 +173,9 @@ def repair_overshoot(
     it was trained on (+16.5 nats over a 20 s engine, measured): a burst that the vocoder can only render as a
     click at many times full scale. Values above the band's ceiling are such overshoots; they and their
     neighbourhood (`reach`: +-4 frames, +-1 band) are brought down to the band's median over the `span` frames
-    on each side (the sound the band holds around them), and nothing stays above the ceiling. A mel with no value
-    above its ceiling comes back unchanged (only floored), bit for bit."""
+    on each side, the overshoot left out (the sound the band holds around it; at the clip's ends, the frames on
+    the one side there is; the ceiling where the whole span overshoots), and nothing stays above the ceiling. A mel
+    with no value above its ceiling comes back unchanged (only floored), bit for bit."""
     mel = mel.clamp(min=floor)
     ceiling = ceiling.to(mel.device, mel.dtype)
     over = mel > ceiling
@@ -182,6 +183,8 @@ def repair_overshoot(
         return mel
     frames, bands = reach
     near = F.max_pool2d(over.float(), (2 * frames + 1, 2 * bands + 1), 1, (frames, bands)) > 0
-    padded = F.pad(mel.transpose(2, 3), (span, span, 0, 0), mode="replicate")  # (B, 1, n_mels, T + 2 span)
-    around = padded.unfold(-1, 2 * span + 1, 1).median(dim=-1).values.transpose(2, 3)
+    sound = torch.where(near, torch.full_like(mel, float("nan")), mel).transpose(2, 3)  # (B, 1, n_mels, T)
+    padded = F.pad(sound, (span, span), value=float("nan"))
+    around = padded.unfold(-1, 2 * span + 1, 1).nanmedian(dim=-1).values.transpose(2, 3)
+    around = torch.where(torch.isnan(around), ceiling.expand_as(around), around)
     return torch.minimum(torch.where(near, torch.minimum(mel, around), mel), ceiling)

@@ -99,15 +99,18 @@ class MagnitudeNet(nn.Module):
 
 def ceiling_bands(basis: torch.Tensor, floor: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """(n_mels, n_freq) filterbank -> for each linear bin, the (up to) two bands that hold it (n_freq, 2) and the
-    log of their weights, floored at `floor` times the band's peak weight (n_freq, 2). Triangular bands overlap
-    in pairs, so two bands cover every bin; a bin with one band lists it twice, and a bin no band covers (0 Hz and
-    the Nyquist bin, with fmin 0 and fmax at Nyquist) is held by its nearest band."""
+    log of its weights in them (n_freq, 2). A band's value is at least a bin's weight times its magnitude, so each
+    band bounds the bin. Triangular bands overlap in pairs, so two bands cover every bin; a bin with one band lists
+    it twice, and a bin no band covers (0 Hz and the Nyquist bin, with fmin 0 and fmax at Nyquist) is held by its
+    nearest band as if it weighed `floor` times that band's peak."""
     peak = basis.amax(dim=1)
     weights, bands = basis.topk(2, dim=0)  # (2, n_freq) each
     bands[1] = torch.where(weights[1] > 0, bands[1], bands[0])  # one band: itself twice
     nearest = (basis.argmax(dim=1)[:, None] - torch.arange(basis.shape[1])[None]).abs().argmin(dim=0)
-    bands = torch.where(weights[0] > 0, bands, nearest[None]).T.contiguous()  # no band: the nearest one
-    return bands, torch.maximum(basis[bands, torch.arange(basis.shape[1])[:, None]], floor * peak[bands]).log()
+    covered = weights[0] > 0
+    bands = torch.where(covered, bands, nearest[None]).T.contiguous()
+    held = basis[bands, torch.arange(basis.shape[1])[:, None]]  # (n_freq, 2)
+    return bands, torch.where(covered[:, None], held, floor * peak[bands]).log()
 
 
 class GriffinLim(nn.Module):
@@ -133,9 +136,8 @@ class GriffinLim(nn.Module):
 
     def log_ceiling(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) log-mel -> (B, n_freq, T) the most each linear bin may hold in that frame: a bin carries
-        weight w in a band, so its magnitude times w cannot exceed the band's mel value; weights are floored at
-        half the band's peak weight, so the bins at a band's far edges (and the two no band covers) are held by
-        their band's level too, not left unbounded."""
+        weight w in a band, so its magnitude times w cannot exceed the band's mel value (the tighter of its two
+        bands); the two bins no band covers are held by their nearest band's level, not left unbounded."""
         mel = mel.float()
         per_band = mel[:, self.ceiling_bands, :] - self.ceiling_log_weights[None, :, :, None]  # (B, n_freq, 2, T)
         return per_band.amin(dim=2).clamp(max=self.log_max)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewas.audio import write_wav
+from rewas.audio import limit_peaks, write_wav
 from rewas.evaluate.defects import detect
 from rewas.pipeline import ReWaSPipeline
 from rewas.vocoder import vocode
@@ -50,7 +50,7 @@ def decode_both(pipe: ReWaSPipeline, latent: torch.Tensor) -> tuple[np.ndarray, 
     mel = pipe.decode_latent_mel(latent)  # (1, n_mels, frames)
     audio = pipe.config.audio
     raw = vocode(pipe.vocoder, mel, audio.hop_length, sample_rate=audio.sample_rate, limit=False)
-    heard = vocode(pipe.vocoder, mel, audio.hop_length, sample_rate=audio.sample_rate)
+    heard = limit_peaks(raw, audio.sample_rate)  # what vocode(limit=True) gives: Griffin-Lim's phase is seeded
     return heard[0].numpy(), raw[0].numpy()
 
 
@@ -127,6 +127,9 @@ def main() -> int:
     torch.set_grad_enabled(False)
     pipe = ReWaSPipeline.from_pretrained(args.model)
     rows = decoded(pipe, args, out) if args.decoded else steady(pipe, args, out)
+    if not rows:
+        print("no clips measured", file=sys.stderr)
+        return 2
     (out / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {
         "clips": len(rows),

@@ -84,6 +84,35 @@ def test_a_decoder_overshoot_is_repaired_and_nothing_else_moves():
     assert torch.equal(repaired[far], spiked[far])
 
 
+def test_an_overshoot_at_the_clip_s_ends_comes_down_to_the_band_s_level_too():
+    """At the first and last frames the band's level comes from the frames on the one side there is, not from
+    copies of the overshoot itself (which would leave it at the ceiling: a thump at the clip's end)."""
+    from rewas.vae import repair_overshoot
+
+    mel = -6 + 0.1 * torch.randn(1, 1, 300, 64, generator=torch.Generator().manual_seed(1))
+    spiked = mel.clone()
+    spiked[0, 0, :8, :4] = 20.0
+    spiked[0, 0, -5:, 60:] = 20.0
+    spiked[0, 0, 100:250, 30] = 20.0  # longer than the median's span: only the ceiling is left
+    repaired = repair_overshoot(spiked, torch.full((64,), -1.0), math.log(1e-5))
+    assert float(repaired[0, 0, :8, :4].max()) < -5.5 and float(repaired[0, 0, -5:, 60:].max()) < -5.5
+    assert float(repaired[0, 0, 100:250, 30].max()) <= -1.0 and torch.isfinite(repaired).all()
+
+
+def test_decode_mel_holds_the_vae_s_own_ceiling(default_pipe):
+    """The default model's VAE carries the most each band held in its training data; a latent pushed far off the
+    data overshoots it (the decoder then asks for many times full scale), and the decoded mel stays under it."""
+    ceiling = torch.tensor(default_pipe.config.vae.mel_ceiling)
+    assert ceiling.shape == (64,) and float(ceiling.max()) < 2.5  # tighter than any waveform's bound (up to 2.97)
+    gen = torch.Generator().manual_seed(0)
+    latent = 4.0 * torch.randn(1, 8, 128, 16, generator=gen)
+    with torch.no_grad():
+        raw = default_pipe.vae.decode(latent)[0, 0]
+        decoded = default_pipe.decode_mel(latent)[0, 0]
+    assert bool((raw > ceiling).any())  # the decoder does overshoot here
+    assert bool((decoded <= ceiling + 1e-6).all())
+
+
 def test_the_default_model_decodes_and_vocodes_without_overs_on_real_latents(default_pipe):
     """The vocoder alone, on what the decoder makes of real clips' latents (a sine sweep, noise bursts, knocks):
     nothing over full scale before the limiter, no dropouts or clicks in steady material."""

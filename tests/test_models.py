@@ -269,6 +269,24 @@ def test_no_linear_bin_exceeds_what_its_mel_frame_allows():
     assert bool(held[:, 1:-1].all())
 
 
+def test_the_bin_ceiling_never_cuts_a_real_tone():
+    """The ceiling is a true bound: for tones at the centre of every 8th bin, and at bands' far edges, the real
+    STFT magnitude never exceeds the ceiling its own log-mel gives (a ceiling from weights floored at the band's
+    peak cut tones at 1.9 kHz by 10 dB)."""
+    from rewas.audio import log_mel, stft_magnitude
+    from rewas.config import AudioConfig, GriffinLimConfig
+    from rewas.vocoder import build_vocoder
+
+    audio = AudioConfig()
+    vocoder = build_vocoder(GriffinLimConfig(), audio)
+    t = torch.arange(16000, dtype=torch.float64) / 16000
+    for k in range(1, 512, 8):
+        wav = 0.5 * torch.sin(2 * math.pi * (k * 16000 / 1024) * t)
+        mag = stft_magnitude(wav, audio).clamp(min=1e-12).log().float()  # (513, T)
+        ceiling = vocoder.log_ceiling(log_mel(wav, audio)[None])[0]
+        assert float((mag - ceiling)[1:-1].max()) <= 1e-3, k
+
+
 def test_peak_limiter_bounds_loud_passages_and_leaves_the_rest_bit_for_bit():
     """`limit_peaks`: nothing above the ceiling; a waveform that never exceeds it, and samples further than 1.5
     windows from any over, come back unchanged; the gain dips over the loud passage, not over the clip; chunked

@@ -561,7 +561,7 @@ def test_phi_target_on_the_real_timeline_puts_an_event_at_its_time():
 
 def test_vae_training_sets_the_scale_factor_and_latents_are_refreshed(cache, tmp_path):
     from rewas.train import refresh_latents
-    from rewas.train.trainer import latent_scale
+    from rewas.train.trainer import latent_scale, mel_ceiling
 
     data = tmp_path / "cache"
     import shutil
@@ -579,6 +579,12 @@ def test_vae_training_sets_the_scale_factor_and_latents_are_refreshed(cache, tmp
     trained = ReWaSPipeline.from_pretrained(tmp_path / "run" / "model")
     scale = float(trained.vae.scale_factor)
     assert scale != 1.0 and scale == pytest.approx(latent_scale(trained.vae, CachedClips(data)), rel=1e-5)
+    # the most each band held in the training mels (+ 0.5 nats) travels with the model, by shards or item by item
+    mels = torch.stack([CachedClips(data)[i]["mel"] for i in range(len(CachedClips(data)))])
+    expected_ceiling = (mels.amax(dim=(0, 1)) + 0.5).tolist()
+    assert trained.config.vae.mel_ceiling == pytest.approx(expected_ceiling, abs=1e-4)
+    items = [CachedClips(data)[i] for i in range(len(CachedClips(data)))]
+    assert mel_ceiling(items) == pytest.approx(expected_ceiling, abs=1e-4)
     refresh_latents(trained, data, batch_size=2)
     ds = CachedClips(data)
     with torch.no_grad():

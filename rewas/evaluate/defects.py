@@ -7,8 +7,9 @@
 * **Overs**: samples with |x| > 1, counted on the waveform *before* the peak limiter (`vocoder.vocode(...,
   limit=False)`): how often the limiter has to act at all.
 
-Frames quieter than `floor_db` (dBFS), and seconds whose median is, are not judged: silence has no dropouts,
-and a click 60 dB under full scale is not heard. Neither are the first and last `edge_s` (0.1 s): a sound may
+A frame is not judged a dropout where the median of its second is under `floor_db` (dBFS): silence has no
+dropouts; nor a click where its energy above `click_hz` is under `floor_db`: a click 60 dB under full scale is
+not heard. Neither are the first and last `edge_s` (0.1 s): a sound may
 start or end there (the demo corpus's steady recordings fade in and out over their first and last 0.2 s). The
 medians are centred and taken over `span_s` (1 s), so a sound that fades in or out slowly is not a defect, and
 a defect shorter than half a second cannot hide itself. Meant for steady prompts (engines, rain, wind, ...): on
@@ -30,7 +31,7 @@ class Defects:
     dropouts: list[float] = field(default_factory=list)
     clicks: list[float] = field(default_factory=list)
     overs: int = 0  # samples over full scale (before the limiter), when that waveform was given
-    frames: int = 0  # frames judged
+    frames: int = 0  # frames judged (all but the edges)
 
     @property
     def clean(self) -> bool:
@@ -53,9 +54,12 @@ def running_median(x: np.ndarray, width: int, chunk: int = 8192) -> np.ndarray:
     return out
 
 
-def frame_levels(wav: np.ndarray, sample_rate: int, frame_s: float = 0.01, above_hz: float = 0.0) -> np.ndarray:
+def frame_levels(
+    wav: np.ndarray, sample_rate: int, frame_s: float = 0.01, above_hz: float = 0.0, chunk: int = 8192
+) -> np.ndarray:
     """(N,) waveform -> (N // frame,) level in dBFS of each frame (a sine at full scale: -3 dB), of the whole band
-    or, with `above_hz`, of the energy above that frequency (a Hann-windowed FFT two frames long per frame)."""
+    or, with `above_hz`, of the energy above that frequency (a Hann-windowed FFT two frames long per frame),
+    `chunk` frames at a time so an hour of audio stays in bounded memory."""
     hop = round(frame_s * sample_rate)
     wav = np.asarray(wav, dtype=np.float64).reshape(-1)
     n = len(wav) // hop
@@ -68,10 +72,12 @@ def frame_levels(wav: np.ndarray, sample_rate: int, frame_s: float = 0.01, above
         padded = np.pad(wav[: n * hop], (hop // 2, hop + hop // 2))
         frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop][:n]
         window = np.hanning(size)
-        spectrum = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
         bins = np.fft.rfftfreq(size, 1 / sample_rate) >= above_hz
-        # Parseval with the window's power: a full-band white noise of power p gives p * (share of the band)
-        power = spectrum[:, bins].sum(axis=1) * 2 / (size * np.sum(window**2))
+        power = np.empty(n)
+        for start in range(0, n, chunk):
+            spectrum = np.abs(np.fft.rfft(frames[start : start + chunk] * window, axis=1)[:, bins]) ** 2
+            # Parseval with the window's power: a full-band white noise of power p gives p * (share of the band)
+            power[start : start + chunk] = spectrum.sum(axis=1) * 2 / (size * np.sum(window**2))
     return 10 * np.log10(power + 1e-20)
 
 
@@ -104,7 +110,8 @@ def detect(
     dropped = judged & (typical > floor_db) & (level < typical - dropout_db)
     typical_high = running_median(high, width)
     clicked = judged & (high > floor_db) & (high > typical_high + click_db)
-    out.dropouts = [round(float(i * frame_s), 4) for i in np.flatnonzero(dropped)]
-    out.clicks = [round(float(i * frame_s), 4) for i in np.flatnonzero(clicked)]
+    hop = round(frame_s * sample_rate)
+    out.dropouts = [round(float(i * hop / sample_rate), 4) for i in np.flatnonzero(dropped)]
+    out.clicks = [round(float(i * hop / sample_rate), 4) for i in np.flatnonzero(clicked)]
     out.frames = int(judged.sum())
     return out

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import files, samples
-from ..errors import MissingFileError
+from ..errors import MissingFileError, UserError
 
 SR = 16000
 FPS = 25
@@ -637,9 +637,16 @@ def styled_renderer(
 def clip_mode(item: dict) -> str:
     """How a corpus clip's picture follows its sound: its procedural class's mode, or for a recording, "impact"
     when it has onsets and "continuous" otherwise (as `real_clip` chose)."""
+    if "events" not in item:
+        raise UserError(
+            f"{item.get('video')}: the manifest has no onsets ('events'); rebuild the corpus with rewas corpus"
+        )
     if item.get("source", "").startswith("procedural:"):
-        return next(c.mode for c in CLASSES if c.name == item["class"])
-    return "impact" if item.get("events") else "continuous"
+        modes = {c.name: c.mode for c in CLASSES}
+        if item.get("class") not in modes:
+            raise UserError(f"{item.get('video')}: unknown procedural class {item.get('class')!r}")
+        return modes[item["class"]]
+    return "impact" if item["events"] else "continuous"
 
 
 def style_corpus(

@@ -196,9 +196,12 @@ def latent_scale(vae, dataset, items: int = 64) -> float:
 def mel_ceiling(dataset, margin: float = 0.5) -> tuple[float, ...]:
     """(n_mels,) the most each band of the dataset's log-mels holds, plus `margin` nats: the VAE's `mel_ceiling`,
     above which its decoder's output is an overshoot (`vae.repair_overshoot`). Reads every clip's mel once."""
+    if hasattr(dataset, "shards"):  # a cache: whole memory-mapped shards, (clips, frames, n_mels) each
+        mels = (np.asarray(shard["mel"]) for shard in dataset.shards)
+    else:  # any dataset of {"mel": (frames, n_mels)} items
+        mels = (np.asarray(dataset[i]["mel"]) for i in range(len(dataset)))
     top = None
-    for shard in dataset.shards:
-        mel = np.asarray(shard["mel"])  # (clips, frames, n_mels), memory-mapped
+    for mel in mels:
         band_max = mel.reshape(-1, mel.shape[-1]).max(axis=0)
         top = band_max if top is None else np.maximum(top, band_max)
     return tuple(round(float(v) + margin, 4) for v in top)
