@@ -32,6 +32,7 @@ the UNet and the adapter, which is how the shipped ones were trained (see docs/t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -135,7 +136,11 @@ def assemble(work: Path) -> None:
     others = {
         name: ReWaSPipeline.from_pretrained(work / runs_of(name, False)[-1] / "model") for name in ("phi", "vocoder")
     }
-    if any(other.config != pipe.config for other in others.values()):
+
+    def architecture(cfg):  # the VAE's mel_ceiling is its training data's, not a shape: phi's run never sets it
+        return dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, mel_ceiling=()))
+
+    if any(architecture(other.config) != architecture(pipe.config) for other in others.values()):
         raise SystemExit("the runs were trained with different configurations")
     parts = {name: getattr(pipe, name) for name in ("video_encoder", "text_encoder", "unet", "adapter", "vae")}
     final = ReWaSPipeline(pipe.config, {**parts, **{name: getattr(run, name) for name, run in others.items()}})

@@ -178,7 +178,9 @@ def test_the_shipped_models_format_1_config_upgrades_to_its_format_2_config():
     upgraded = ModelConfig.from_dict(old["model"], version=1)
     shipped = ModelConfig.from_dict(new["model"], version=2)
     assert shipped.phi.text_dim  # model 6 changed one field since: its phi reads the prompt
-    assert upgraded == shipped.replace(phi=dataclasses.replace(shipped.phi, text_dim=0))
+    assert len(shipped.vae.mel_ceiling) == 64  # model 7 another: its VAE's ceiling per mel band
+    unchanged = dataclasses.replace(shipped.vae, mel_ceiling=())
+    assert upgraded == shipped.replace(phi=dataclasses.replace(shipped.phi, text_dim=0), vae=unchanged)
     assert new["model"]["text"] == {"kind": "minilm"}
     assert set(new["model"]["vocoder"]) == {
         "kind",

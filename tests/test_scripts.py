@@ -171,7 +171,14 @@ def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_p
     monkeypatch.setattr(script, "rewas", lambda args, log: calls.append((log.name, [str(a) for a in args])))
     monkeypatch.setattr(script, "assemble", lambda work: calls.append(("assemble", [str(work)])))
     monkeypatch.setattr(sys, "argv", ["train_default.py", str(tmp_path), "--scale", "0.01"])
+    (tmp_path / "corpus").mkdir()  # what the recorded corpus call would write: phi's manifest joins two of them
+    (tmp_path / "corpus" / "train.jsonl").write_text('{"video": "train/a.mp4"}\n')
+    (tmp_path / "corpus" / "styled_train.jsonl").write_text('{"video": "styled/train/a.mp4"}\n')
     assert script.main() == 0
+    assert (tmp_path / "corpus" / "phi_train.jsonl").read_text().splitlines() == [
+        '{"video": "train/a.mp4"}',
+        '{"video": "styled/train/a.mp4"}',
+    ]
 
     import tomllib
 
@@ -188,6 +195,7 @@ def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_p
             "corpus",
             "cache_train",
             "cache_test",
+            "cache_phi_train",
             "vae",
             "unet",
             "adapter",
@@ -199,13 +207,15 @@ def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_p
     }
     model = {name: str(tmp_path / name / "model") for name in ("vae", "unet", "vocoder")}
     cache = w["cache_train"]
-    assert calls[0][0] == "corpus.log" and calls[0][1][:2] == ["corpus", w["corpus"]]
+    assert calls[0][0] == "corpus.log" and calls[0][1][:2] == ["corpus", w["corpus"]] and "--styles" in calls[0][1]
+    phi_manifest = str(tmp_path / "corpus" / "phi_train.jsonl")
     assert calls[1:] == [
         ("cache.log", ["train", "cache", str(tmp_path / "corpus" / "train.jsonl"), "--model", "small", "-o", cache]),
         (
             "cache.log",
             ["train", "cache", str(tmp_path / "corpus" / "test.jsonl"), "--model", "small", "-o", w["cache_test"]],
         ),
+        ("cache.log", ["train", "cache", phi_manifest, "--model", "small", "-o", w["cache_phi_train"]]),
         ("vae.log", ["train", "vae", cache, "--model", "small", "-o", w["vae"], *recipe("vae")]),
         ("latents.log", ["train", "latents", cache, "--model", model["vae"]]),
         ("unet.log", ["train", "unet", cache, "--model", model["vae"], "-o", w["unet"], *recipe("unet")]),
@@ -215,7 +225,7 @@ def test_default_model_recipe_runs_every_stage_in_order_with_its_arguments(tmp_p
             "vocoder.log",
             ["train", "vocoder", cache, "--model", model["vocoder"], "-o", w["vocoder-vae"], *recipe("vocoder-vae")],
         ),
-        ("phi.log", ["train", "phi", cache, "--model", "small", "-o", w["phi"], *recipe("phi")]),
+        ("phi.log", ["train", "phi", w["cache_phi_train"], "--model", "small", "-o", w["phi"], *recipe("phi")]),
         ("classifier.log", ["train", "classifier", cache, "-o", w["classifier"], *recipe("classifier")]),
         ("assemble", [str(tmp_path)]),
     ]
