@@ -20,6 +20,7 @@ random onsets (impact rendering), long ones are played once (loudness-following 
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import json
 import os
@@ -512,10 +513,7 @@ def _band(rng, ranges: list[tuple[float, float]]) -> float:
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
-    i, f = int(h * 6) % 6, h * 6 - int(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return tuple(int(round(255 * c)) for c in rgb)
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
 def draw_style(rng: np.random.Generator, novel: bool = False, camera: float = 0.0) -> Style:
@@ -664,29 +662,18 @@ def style_corpus(
     generalises."""
     from ..audio import load_audio
 
-    corpus = Path(corpus)
     name = "novel" if novel else "styled"
-    per_split = {split: [item for _, item in files.read_jsonl(corpus / f"{split}.jsonl")] for split in splits}
-    total, done = sum(len(v) for v in per_split.values()), 0
-    for split, items in per_split.items():
-        lines = []
-        for item in items:
-            stem = Path(item["video"]).stem
-            clip_seed = zlib.crc32(f"{name}:{seed}:{stem}".encode())
-            rng = np.random.default_rng(clip_seed)
-            style = draw_style(rng, novel=novel, camera=0.0 if novel else camera)
-            wav = load_audio(corpus / item["audio"], SR)
-            duration = len(wav) / SR
-            video = f"{name}/{split}/{stem}.mp4"
-            (corpus / video).parent.mkdir(parents=True, exist_ok=True)
-            frame = styled_renderer(clip_mode(item), wav, item.get("events", []), style, clip_seed, duration)
-            samples.write_video(corpus / video, frame, duration, FPS)
-            lines.append({**item, "video": video, "split": f"{name}_{split}", "style": dataclasses.asdict(style)})
-            done += 1
-            if progress:
-                progress(done, total)
-        (corpus / f"{name}_{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return corpus
+
+    def draw(item: dict, video: Path) -> dict:
+        clip_seed = zlib.crc32(f"{name}:{seed}:{video.stem}".encode())
+        style = draw_style(np.random.default_rng(clip_seed), novel=novel, camera=0.0 if novel else camera)
+        wav = load_audio(Path(corpus) / item["audio"], SR)
+        duration = len(wav) / SR
+        frame = styled_renderer(clip_mode(item), wav, item.get("events", []), style, clip_seed, duration)
+        samples.write_video(video, frame, duration, FPS)
+        return {"style": dataclasses.asdict(style)}
+
+    return redraw_corpus(corpus, name, splits, draw, progress)
 
 
 # ------------------------------------------------------------------------------------------------ corpus
@@ -785,19 +772,30 @@ def film_corpus(corpus: str | os.PathLike, splits=("train", "val", "test"), prog
     """Every clip of a built corpus filmed again "with a real camera" (`real_camera`, one seed per clip from its
     name) into CORPUS/camera/<split>/, listed in CORPUS/camera_<split>.jsonl with the same audio and caption:
     phi's robustness renders, and a split of their own for its measurement."""
+
+    def draw(item: dict, video: Path) -> dict:
+        film(Path(corpus) / item["video"], video, zlib.crc32(video.stem.encode()))
+        return {}
+
+    return redraw_corpus(corpus, "camera", splits, draw, progress)
+
+
+def redraw_corpus(corpus: str | os.PathLike, name: str, splits, draw: Callable, progress=None) -> Path:
+    """Every clip of a built corpus's `splits` drawn again by `draw(item, video path)` (which writes the
+    video and returns fields to add to its manifest line) into CORPUS/<name>/<split>/, listed in
+    CORPUS/<name>_<split>.jsonl with the same audio and caption, split "<name>_<split>"."""
     corpus = Path(corpus)
     per_split = {split: [item for _, item in files.read_jsonl(corpus / f"{split}.jsonl")] for split in splits}
     total, done = sum(len(v) for v in per_split.values()), 0
     for split, items in per_split.items():
         lines = []
         for item in items:
-            stem = Path(item["video"]).stem
-            video = f"camera/{split}/{stem}.mp4"
+            video = f"{name}/{split}/{Path(item['video']).stem}.mp4"
             (corpus / video).parent.mkdir(parents=True, exist_ok=True)
-            film(corpus / item["video"], corpus / video, zlib.crc32(stem.encode()))
-            lines.append({**item, "video": video, "split": f"camera_{split}"})
+            extra = draw(item, corpus / video)
+            lines.append({**item, "video": video, "split": f"{name}_{split}", **extra})
             done += 1
             if progress:
                 progress(done, total)
-        (corpus / f"camera_{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (corpus / f"{name}_{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return corpus
