@@ -181,7 +181,14 @@ def cmd_batch(args) -> None:
     state = None
     if world > 1:  # launched by `accelerate launch` (or torchrun): one model per rank, items split by position
         accelerate = require("accelerate", extra="train", for_="rewas batch on several ranks")
-        state = accelerate.PartialState()
+        # a CPU rank must say so: accelerate otherwise takes a GPU-less launch for a single process
+        on_cpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+        state = accelerate.PartialState(cpu=on_cpu)
+        if (state.process_index, state.num_processes) != (rank, world):
+            raise RuntimeError(
+                f"rank {rank} of {world} in the environment, {state.process_index} of "
+                f"{state.num_processes} in accelerate"
+            )
         rank, world = state.process_index, state.num_processes
     device = state.device if state is not None and args.device is None else _device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -220,7 +227,7 @@ def cmd_batch(args) -> None:
         counts = batch.summary(items, outdir)
         print(
             f"rewas batch: {counts['ok']} done, {counts['failed']} failed, {counts['pending']} not done "
-            f"({len(items)} items; {outdir / 'results.jsonl'})",
+            f"({len(items)} items{f' on {world} ranks' if world > 1 else ''}; {outdir / 'results.jsonl'})",
             file=sys.stderr,
         )
         if counts["ok"] != len(items):

@@ -2,12 +2,14 @@
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import prompt_reading_phi_pipe
+from train_ranks import Clips as _Clips
 
 from rewas import ReWaSPipeline, samples
 from rewas.audio import write_wav
@@ -103,24 +105,6 @@ def test_training_steps_and_exact_resume(cache, tmp_path, what):
         assert shared and all(torch.equal(adapter[k], unet[k]) for k in shared)
 
 
-class _Clips(torch.utils.data.Dataset):
-    """The cached clips, then the same clips reversed in time: `n` distinct items from the three-clip cache."""
-
-    FLIP = {"features": 0, "energy": 0, "latents": 1, "mel": 0, "wave": 0}  # each array's time axis
-
-    def __init__(self, cached: CachedClips, n: int):
-        self.cached, self.n, self.empty_text = cached, n, cached.empty_text
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.cached[i % len(self.cached)]
-        if i < len(self.cached):
-            return item
-        return {k: v.flip(self.FLIP[k]) if k in self.FLIP else v for k, v in item.items()}
-
-
 class _Killed(Exception):
     pass
 
@@ -204,6 +188,31 @@ def test_gradient_accumulation_equals_the_larger_batch(cache, tmp_path):
         weights[batch, accum] = torch.cat([p.flatten() for p in pipe.phi.parameters()])
     torch.testing.assert_close(weights[1, 2], weights[2, 1], atol=1e-6, rtol=0)
     assert (weights[1, 1] - weights[2, 1]).abs().max() > 1e-4  # two steps on single clips land elsewhere
+
+
+def test_two_ranks_train_as_one_rank_on_their_combined_batches(cache, tmp_path):
+    """DDP on two processes: each rank takes half of every batch, and the synced gradients make the steps one rank
+    makes on whole batches. A rank that trained on its own half (gradients never synced) lands elsewhere."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    here = Path(__file__).parent
+    # each CPU rank on one thread, as the single rank, so that sums run in the same order
+    env = {**os.environ, "PYTHONPATH": str(here.parent), "OMP_NUM_THREADS": "1"}
+    script = [str(here / "train_ranks.py"), str(cache / "cache")]
+    # torchrun: `accelerate launch --cpu` starts one process whatever --num_processes says
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    for cmd in ([sys.executable, *script, str(tmp_path / "one"), "2"], [*launch, *script, str(tmp_path / "two"), "1"]):
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+    one, two = (load_file(tmp_path / d / "model" / "phi.safetensors") for d in ("one", "two"))
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-6, rtol=0, msg=k)
+    start = ReWaSPipeline.from_pretrained("debug").phi.state_dict()
+    assert max((one[k] - start[k]).abs().max() for k in one) > 1e-4  # the two steps moved the weights
 
 
 def test_lr_schedules():

@@ -472,6 +472,28 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
+class _LossModule(torch.nn.Module):
+    """The trained part, with the objective's loss as its forward. accelerate wraps this in DDP on several
+    processes: DDP syncs gradients only for a backward that follows its own `forward`, and the losses reach the
+    part through the pipeline (`pipe.phi(...)`, `pipe.vae.encode(...)`), so the whole loss must run inside it.
+    Its state dict is the part's, so checkpoints keep the part's own key names."""
+
+    def __init__(self, part: torch.nn.Module, objective: Objective, pipe):
+        super().__init__()
+        self.part = part
+        self.__dict__["_run"] = (objective, pipe)  # not submodules: only the trained part's parameters sync
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        objective, pipe = self._run
+        return objective.loss(pipe, batch, generator)
+
+    def state_dict(self, *args, **kwargs):
+        return self.part.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.part.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
 def train(
     pipe,
     dataset,
@@ -486,7 +508,7 @@ def train(
     Exact resume: optimizer, LR schedule, step counter and every RNG (torch, the sampler's generator, the data
     order) are restored, so stopping and resuming gives the same weights as training straight through.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
 
     out = Path(out)
@@ -500,11 +522,13 @@ def train(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         cpu=not torch.cuda.is_available(),
+        # a part may leave some parameters out of a loss (phi's prompt projection when every prompt is dropped)
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(cfg.seed)
-    module = getattr(pipe, attr)
-    module.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    part = getattr(pipe, attr)
+    part.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(part.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
@@ -514,8 +538,9 @@ def train(
         drop_last=len(dataset) >= cfg.batch_size,
         num_workers=cfg.num_workers,
     )
-    module, optimizer, loader, schedule = accelerator.prepare(module, optimizer, loader, schedule)
-    setattr(pipe, attr, accelerator.unwrap_model(module))
+    model, optimizer, loader, schedule = accelerator.prepare(
+        _LossModule(part, objective, pipe), optimizer, loader, schedule
+    )
     pipe.device = accelerator.device
     for name in ("unet", "adapter", "vae", "phi", "vocoder"):
         if name != attr and hasattr(pipe, name):
@@ -531,7 +556,7 @@ def train(
             state["rng"].set_state(d["rng"])
 
     accelerator.register_for_checkpointing(_Progress())
-    ema = WeightEMA(module, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = WeightEMA(part, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     ckpt_dir = out / "checkpoints"
@@ -552,8 +577,8 @@ def train(
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip, epoch = 0, epoch + 1
         for batch in batches:
-            with accelerator.accumulate(module):
-                loss = objective.loss(pipe, batch, sampler_gen)
+            with accelerator.accumulate(model):
+                loss = model(batch, sampler_gen)
                 accelerator.backward(loss)
                 optimizer.step()
                 schedule.step()
@@ -578,7 +603,7 @@ def train(
                 break
     if ema is not None:  # the averaged weights are the model (the raw ones stay in the checkpoints)
         ema.copy_to_module()
-    setattr(pipe, attr, accelerator.unwrap_model(module).eval().requires_grad_(False))
+    setattr(pipe, attr, part.eval().requires_grad_(False))
     objective.after(pipe, accelerator.device)
     if accelerator.is_main_process:
         pipe.save_pretrained(out / "model")
