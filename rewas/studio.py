@@ -122,8 +122,10 @@ class Studio:
         if model not in self.models:
             raise UserError(f"unknown model {model!r}")
         with self._lock:
-            if self._pipe_name != model:
-                self._pipe = None  # free the old one before the new one loads
+            if self._pipe_name != model or self._pipe is None:
+                # free the old one before the new one loads; a load that fails leaves no model, and the next
+                # request loads again (a name kept for a dropped model would hand out None)
+                self._pipe, self._pipe_name = None, None
                 self._pipe = ReWaSPipeline.from_pretrained(model, device=self.device)
                 self._pipe_name = model
             return self._pipe
@@ -145,11 +147,27 @@ class Studio:
             )
         pipe = self.pipeline(model)
         self.forget_takes(session)  # takes belong to a clip: a new clip starts a new list
-        phi = pipe.prepare(path)
         folder = session.folder or self._session_folder()
+        video = self._keep(path, folder)
+        phi = pipe.prepare(video)
         return Session(
-            folder=folder, video=path, model=model, timeline=phi, phi=phi, source=VIDEO_SOURCE, audio=pipe.config.audio
+            folder=folder, video=video, model=model, timeline=phi, phi=phi, source=VIDEO_SOURCE, audio=pipe.config.audio
         )
+
+    @staticmethod
+    def _keep(path: str, folder: Path) -> str:
+        """The session's own link to (or copy of) an upload: gradio's cache deletes its files after an hour, while
+        the session may stay open for longer."""
+        if Path(path).parent == folder:
+            return path
+        for old in folder.glob("clip-*"):  # one clip per session
+            old.unlink(missing_ok=True)
+        kept = folder / f"clip-{uuid.uuid4().hex[:8]}{Path(path).suffix.lower()}"
+        try:
+            os.link(path, kept)
+        except OSError:  # another file system, or no hard links there
+            shutil.copyfile(path, kept)
+        return str(kept)
 
     def use_reference(self, session: Session, path: str | None) -> Session:
         """Replace the curve with the energy of a reference recording, stretched to the video's length."""

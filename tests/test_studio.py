@@ -4,6 +4,7 @@ errors a person sees, the limits, and that the files go when the studio closes."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,42 @@ def test_one_model_in_memory(media):
         assert studio._pipe_name == "small" and studio.pipeline("debug") is not a
     finally:
         studio.close()
+
+
+def test_a_failed_model_switch_leaves_the_studio_working(media, monkeypatch):
+    """A load that fails (out of memory, a damaged folder) drops the old model; the next request loads again
+    instead of handing out no model."""
+    from rewas.pipeline import ReWaSPipeline
+
+    studio = Studio(["debug", "small"])
+    real = ReWaSPipeline.from_pretrained.__func__
+    try:
+        studio.pipeline("debug")
+
+        def fails(cls, name, **kwargs):
+            raise MemoryError("out of memory")
+
+        monkeypatch.setattr(ReWaSPipeline, "from_pretrained", classmethod(fails))
+        with pytest.raises(MemoryError):
+            studio.pipeline("small")
+        monkeypatch.setattr(ReWaSPipeline, "from_pretrained", classmethod(real))
+        session = studio.open_video(Session(), str(media["v25"]), "debug")
+        assert studio.pipeline("debug") is not None and session.timeline is not None
+    finally:
+        studio.close()
+
+
+def test_a_session_keeps_its_clip_when_the_upload_cache_deletes_it(studio, media, tmp_path):
+    """gradio's cache deletes uploads after an hour; an open session goes on with its own link to the clip."""
+    upload = tmp_path / "gradio" / "clip.mp4"
+    upload.parent.mkdir()
+    upload.write_bytes(media["v25"].read_bytes())
+    session = studio.open_video(Session(), str(upload), "debug")
+    upload.unlink()
+    take = studio.generate(session, "a click", steps=1)
+    assert os.path.getsize(take.video) > 0 and Path(session.video).parent == session.folder
+    again = studio.open_video(session, str(media["v25"]), "debug")  # a new clip replaces the kept one
+    assert [p.name for p in again.folder.glob("clip-*")] == [Path(again.video).name]
 
 
 def test_close_removes_every_file(media):
