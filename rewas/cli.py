@@ -52,19 +52,9 @@ def _check_outputs(inputs: list[str], outputs: list[str | None]) -> None:
 
 
 def _device(name: str | None):
-    import torch
+    from . import validate
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a torch device (try cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name}: MPS is not available on this machine")
-    return device
+    return validate.device(name, "--device")
 
 
 class _EditAction(argparse.Action):
@@ -100,6 +90,7 @@ def cmd_generate(args) -> None:
     from .files import atomic_path
     from .frames import probe
     from .mux import CONTAINERS, mux
+    from . import validate
     from .pipeline import ReWaSPipeline, check_duration
 
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
@@ -122,7 +113,7 @@ def cmd_generate(args) -> None:
     if args.energy_from:
         energy = reference_curve(args.energy_from, info.duration)
     device = _device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = validate.dtype(args.dtype, torch.device(device), "--dtype")
 
     pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
     with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
@@ -164,7 +155,7 @@ def cmd_batch(args) -> None:
     import torch
     from tqdm import tqdm
 
-    from . import batch
+    from . import batch, validate
     from .pipeline import ReWaSPipeline
 
     if args.steps is not None and args.steps < 1:
@@ -191,7 +182,7 @@ def cmd_batch(args) -> None:
             )
         rank, world = state.process_index, state.num_processes
     device = state.device if state is not None and args.device is None else _device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = validate.dtype(args.dtype, torch.device(device), "--dtype")
     outdir.mkdir(parents=True, exist_ok=True)
     if args.overwrite and rank == 0:
         for path in batch.results_files(outdir):

@@ -23,3 +23,8 @@ def one_line(e: BaseException) -> str:
     """The first line of an exception's message (its class name if it has none): what the CLI prints."""
     text = str(e).strip()
     return text.splitlines()[0] if text else e.__class__.__name__
+
+
+class NonFiniteError(RuntimeError):
+    """A stage produced NaN or inf (a model or precision fault, not the user's input): raised at the stage's
+    boundary so that no NaN reaches a file."""

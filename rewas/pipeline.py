@@ -31,12 +31,13 @@ from safetensors.torch import load_file, save_file
 from . import edits as edits_mod
 from . import energy as energy_mod
 from . import frames as frames_mod
+from . import validate
 from .adapter import EnergyAdapter
 from .audio import log_mel_ceiling
 from .config import FORMAT_VERSION, PRESETS, AudioConfig, ClapTextConfig, ModelConfig
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
 from .edits import Edit
-from .errors import MediaError, MissingFileError, UserError
+from .errors import MediaError, MissingFileError, NonFiniteError, UserError
 from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
 from .timeline import WindowDenoiser, sample_timelines
@@ -170,7 +171,7 @@ class ReWaSPipeline:
         *,
         tokenizer_dir: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> ReWaSPipeline:
         """`default` (the trained model embedded in the package), a preset name (`debug`, `small`, `paper`: random
         weights) or a folder written by `save_pretrained`."""
@@ -178,7 +179,7 @@ class ReWaSPipeline:
             pipe = cls.from_config(PRESETS[str(name_or_dir)]())
         else:
             pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir)
-        return pipe.to(device or "cpu", dtype or torch.float32)
+        return pipe.to(device or "cpu", dtype)
 
     @classmethod
     def _load_folder(cls, folder: Path, tokenizer_dir) -> ReWaSPipeline:
@@ -217,8 +218,11 @@ class ReWaSPipeline:
         (folder / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
-    def to(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ReWaSPipeline:
-        self.device, self.dtype = torch.device(device), dtype
+    def to(self, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> ReWaSPipeline:
+        """Move to `device` (a torch device or its name) with the diffusion model in `dtype` (a torch dtype or
+        fp32/bf16/fp16); the VAE, vocoder, text encoder and phi stay fp32."""
+        self.device = validate.device(device)
+        self.dtype = dtype = validate.dtype(dtype, self.device)
         for name in COMPONENTS:
             getattr(self, name).to(device=self.device, dtype=dtype if name in DIFFUSION else torch.float32)
         return self
@@ -287,9 +291,8 @@ class ReWaSPipeline:
         audio = self.config.audio
         ceiling = self.config.vae.mel_ceiling
         ceiling = torch.tensor(ceiling) if ceiling else log_mel_ceiling(audio)
-        return repair_overshoot(
-            self.vae.decode(latent.to(self.device, torch.float32)), ceiling, math.log(audio.log_clamp)
-        )
+        mel = check_finite(self.vae.decode(latent.to(self.device, torch.float32)), "the VAE decoder's log-mel")
+        return repair_overshoot(mel, ceiling, math.log(audio.log_clamp))
 
     def decode_latent_mel(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, z, L, F) latent of any length -> (B, n_mels, L * 4) log-mel: the VAE decodes overlapping windows that
@@ -304,8 +307,8 @@ class ReWaSPipeline:
         """(B, z, L, F) latent of any length -> (B, L * 4 * hop) waveform: `decode_latent_mel`, then the vocoder in
         overlapping chunks."""
         audio = self.config.audio
-        mel = self.decode_latent_mel(latent)
-        return vocode(self.vocoder, mel, audio.hop_length, sample_rate=audio.sample_rate)
+        mel = self.decode_latent_mel(check_finite(latent, "the sampled latent"))
+        return check_finite(vocode(self.vocoder, mel, audio.hop_length, sample_rate=audio.sample_rate), "the vocoder")
 
     def decode_windows(self, length: int) -> tuple[list[int], int]:
         """(starts, window) of the VAE decoding windows over a latent of `length` frames: DECODE_WINDOW_S long,
@@ -637,6 +640,17 @@ def check_duration(info: frames_mod.VideoInfo) -> frames_mod.VideoInfo:
             f"{MIN_DURATION_S * 1000:g} ms"
         )
     return info
+
+
+def check_finite(x: torch.Tensor, stage: str) -> torch.Tensor:
+    """`x`, unless it holds NaN or inf: then a one-line NonFiniteError naming the stage that made it."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(
+            f"{stage} holds {bad} NaN or infinite value(s) of {x.numel()}; nothing was written"
+            + (" (the diffusion model runs in reduced precision: try fp32)" if x.dtype != torch.float32 else "")
+        )
+    return x
 
 
 def _is_preset(name_or_dir) -> bool:
