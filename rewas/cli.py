@@ -85,12 +85,12 @@ def cmd_generate(args) -> None:
     import torch
     from tqdm import tqdm
 
+    from . import validate
     from .audio import write_wav
     from .energy import read_csv, reference_curve, write_csv
     from .files import atomic_path
     from .frames import probe
     from .mux import CONTAINERS, mux
-    from . import validate
     from .pipeline import ReWaSPipeline, check_duration
 
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
