@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+# The CPU build of torch. On Linux, PyPI's torch is the CUDA build (several GB), so the CPU wheel comes from PyTorch's
+# CPU index (a wheel already in pip's find-links or cache is used as it is). macOS and Windows wheels on PyPI are
+# CPU builds. For a CUDA machine: make install TORCH_SPEC=torch==2.13.0 TORCH_INDEX=
+ifeq ($(shell uname -s),Linux)
+TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+else
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+endif
 # The evaluation embedders' reference implementations, for tests/test_parity.py only. Installed with --no-deps:
 # their own pins (numpy<2, torchaudio, wandb, ...) would break this environment; the tests load only what they need.
 PARITY_REFERENCES := panns-inference==0.1.1 torchlibrosa==0.1.0 torchvggish==0.2 hear21passt==0.0.26 msclap==1.3.4 \
@@ -17,7 +25,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps $(PARITY_REFERENCES)
 	touch $(STAMP)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,19 @@ def test_extras_match_pyproject_and_dev_has_them_all():
     assert set().union(*(extras[n] for n in EXTRAS)) | {"diffusers", "pytest"} <= extras["dev"]
     # `make install` (and so `make test`, `make demo`) installs the [dev] extra
     assert re.search(r'pip install .*-e "\.\[dev\]"', (ROOT / "Makefile").read_text())
+
+
+@pytest.mark.skipif(sys.platform != "linux" or shutil.which("make") is None, reason="the Linux rule of the Makefile")
+def test_make_install_asks_for_the_cpu_build_of_torch_on_linux():
+    """PyPI's Linux torch is the CUDA build (several GB): a plain `torch==2.13.0` pulls it on a machine whose pip is
+    not set up for CPU wheels."""
+    dry = subprocess.run(["make", "-n", "-B", ".venv/.installed"], cwd=ROOT, capture_output=True, text=True)
+    line = next(x for x in dry.stdout.splitlines() if "pip install" in x and "torch==" in x)
+    assert '"torch==2.13.0+cpu"' in line and "--extra-index-url https://download.pytorch.org/whl/cpu" in line
+    gpu = subprocess.run(
+        ["make", "-n", "-B", ".venv/.installed", "TORCH_SPEC=torch==2.13.0", "TORCH_INDEX="],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert any(x.endswith('install --quiet  "torch==2.13.0"') for x in gpu.stdout.splitlines())
