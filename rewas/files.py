@@ -88,7 +88,30 @@ def temp_prefix(pid: int | None = None) -> str:
     return f"{TEMP_PREFIX}{_host()}-{os.getpid() if pid is None else pid}-"
 
 
+_WINDOWS = os.name == "nt"
+
+
+def _windows_alive(pid: int, kernel32=None) -> bool:
+    """Whether process `pid` runs, asked through OpenProcess + GetExitCodeProcess: on Windows os.kill(pid, 0) is
+    not a probe, it terminates the process."""
+    import ctypes
+
+    kernel32 = kernel32 or ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, it is someone else's
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True  # unknown: keep its files
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
 def _alive(pid: int) -> bool:
+    if _WINDOWS:
+        return _windows_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -169,6 +169,47 @@ def test_stale_temps_of_dead_processes_go_and_live_ones_stay(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other_host.name])
 
 
+class _FakeKernel32:
+    """Windows' process queries, for the processes `live` (anything else has exited)."""
+
+    def __init__(self, live: set[int]):
+        self.live, self.handles, self.closed = live, {}, []
+
+    def OpenProcess(self, access, inherit, pid):  # noqa: N802 (the Win32 name)
+        assert access == 0x1000  # query only: never a right to terminate
+        self.handles[len(self.handles) + 1] = pid
+        return len(self.handles)
+
+    def GetExitCodeProcess(self, handle, code):  # noqa: N802
+        code._obj.value = 259 if self.handles[handle] in self.live else 0
+        return 1
+
+    def CloseHandle(self, handle):  # noqa: N802
+        self.closed.append(handle)
+
+    def GetLastError(self):  # noqa: N802
+        return 0
+
+
+def test_on_windows_the_stale_temp_cleanup_never_signals_a_process(tmp_path, monkeypatch):
+    """On Windows os.kill(pid, 0) terminates the process it was meant to probe: liveness is asked with
+    OpenProcess + GetExitCodeProcess, and the handles are closed."""
+    import functools
+
+    def no_kill(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) on Windows terminates the process")
+
+    kernel32 = _FakeKernel32(live={os.getpid()})
+    monkeypatch.setattr(files, "_WINDOWS", True)
+    monkeypatch.setattr(os, "kill", no_kill)
+    monkeypatch.setattr(files, "_windows_alive", functools.partial(files._windows_alive, kernel32=kernel32))
+    mine, gone = tmp_path / f"{files.temp_prefix()}a.mp4", tmp_path / f"{files.temp_prefix(2**22 + 1)}b.mp4"
+    for p in (mine, gone):
+        p.write_bytes(b"partial")
+    assert files.remove_stale_temps(tmp_path) == [gone]
+    assert [p.name for p in tmp_path.iterdir()] == [mine.name] and len(kernel32.closed) == 2
+
+
 def test_two_ranks_equal_one_rank(clips, tmp_path):
     _, good = clips
     manifest = _manifest(tmp_path, [{"video": str(p), "prompt": "a click"} for p in good[:5]])
