@@ -260,11 +260,12 @@ def run(
     writer = ResultsWriter(outdir / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"))
     groups = _groups(items, max(1, group), options)
     rows = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewas-prepare") as pool:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewas-prepare")
 
-        def submit(members: list[Item]) -> list[Future | None]:
-            return [pool.submit(prepare_item, pipe, it) if prefetch else None for it in members]
+    def submit(members: list[Item]) -> list[Future | None]:
+        return [pool.submit(prepare_item, pipe, it) if prefetch else None for it in members]
 
+    try:
         upcoming = submit(groups[0]) if groups else []
         for g, members in enumerate(groups):
             current, upcoming = upcoming, (submit(groups[g + 1]) if g + 1 < len(groups) else [])
@@ -273,6 +274,10 @@ def run(
                 rows.append(row)
                 if progress is not None:
                     progress(item, row)
+    except BaseException:  # Ctrl+C, a fault: what is queued is dropped, not prepared first (the item in hand ends)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     remove_stale_temps(outdir)  # an ffmpeg orphaned by a killed run may have been writing at the start
     return rows
 

@@ -267,3 +267,30 @@ def test_prefetching_and_sampling_clips_together_change_nothing(debug_pipe, clip
         assert np.array_equal(wavs[False, 1][i], alone.waveform), item.name  # one clip, one window a call: bits
         for key in ((True, 3), (True, 2)):  # other batch shapes: the same up to float rounding (measured 3e-8)
             np.testing.assert_allclose(wavs[key][i], alone.waveform, atol=1e-5, rtol=0, err_msg=str(key))
+
+
+def test_ctrl_c_with_prefetch_drops_the_queued_items(debug_pipe, clips, tmp_path, monkeypatch):
+    """Interrupted while the next group is being prepared, the run stops at once: the queued items are cancelled,
+    not prepared first (before: 4 items of 1 s each, 4 s)."""
+    _, good = clips
+    items = [batch.Item(name=f"c{i}", video=str(good[i % len(good)]), prompt="a click") for i in range(8)]
+    real, started = batch.prepare_item, []
+
+    def slow(pipe, item):
+        started.append(item.name)
+        if int(item.name[1:]) >= 4:  # the second group
+            time.sleep(1.0)
+        return real(pipe, item)
+
+    def interrupt(item, row):
+        pressed.append(time.perf_counter())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "prepare_item", slow)
+    pressed = []
+    with pytest.raises(KeyboardInterrupt):
+        batch.run(
+            debug_pipe, items, tmp_path / "out", batch.Options(steps=1), prefetch=True, group=4, progress=interrupt
+        )
+    stopped = time.perf_counter() - pressed[0]
+    assert len(started) <= 6 and stopped < 0.9, (started, stopped)  # the first group, and at most one more begun
