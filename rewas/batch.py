@@ -311,7 +311,8 @@ def prepare_item(pipe, item: Item):
     if not item.prompt.strip():
         raise UserError("the prompt is empty")
     info = check_duration(probe(check_input_file(item.video, "video")))
-    energy = read_csv(item.energy_in) if item.energy_in else None  # a curve is stretched to the video's length
+    # a CSV's times are the video's seconds, as in `generate --energy-in`: not stretched, held past its ends
+    energy = read_csv(item.energy_in) if item.energy_in else None
     return info, pipe.prepare(item.video, energy=energy, prompt=item.prompt)
 
 

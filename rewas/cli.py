@@ -523,7 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
     g.add_argument("--negative-prompt", default="", help="what should not be heard (guidance steers away from it)")
     source = g.add_mutually_exclusive_group()
-    source.add_argument("--energy-in", help="steer with this energy curve (CSV: time_s,energy) instead of the video's")
+    source.add_argument(
+        "--energy-in",
+        help="steer with this energy curve instead of the video's (CSV time_s,energy: seconds of the video, not "
+        "stretched; the end values hold past its ends)",
+    )
     source.add_argument(
         "--energy-from",
         metavar="AUDIO_OR_VIDEO",

@@ -242,14 +242,15 @@ def test_two_ranks_equal_one_rank(clips, tmp_path):
 def test_prefetching_and_sampling_clips_together_change_nothing(debug_pipe, clips, tmp_path):
     """The worker thread that prepares the next items (video, phi) while others are sampled, and clips sampled
     together (their windows in one denoiser batch, with their own prompts), give the audio that the pipeline gives
-    each clip on its own at the item's seed; an energy_in item is stretched to its video."""
+    each clip on its own at the item's seed. An energy_in curve is read on the video's clock, as `generate
+    --energy-in` reads it: not stretched to the video."""
     _, good = clips
     curve = tmp_path / "curve.csv"
-    curve.write_text("time_s,energy\n0,-9\n0.5,-2\n1.0,-9\n")
+    curve.write_text("time_s,energy\n0,-9\n0.25,-2\n0.5,-9\n")  # half the 1 s clip, its peak at 0.25 s
     items = [batch.Item(name=p.stem, video=str(p), prompt=text) for p, text in zip(good[:3], ("a click", "rain", "x"))]
     items[1].energy_in = str(curve)
     items[2].negative_prompt = "a bell"
-    options = batch.Options(steps=2, wav=True, batch_size=3)
+    options = batch.Options(steps=2, wav=True, energy=True, batch_size=3)
     wavs = {}
     for prefetch, group in ((True, 3), (False, 1), (True, 2)):
         out = tmp_path / f"prefetch_{prefetch}_{group}"
@@ -257,6 +258,9 @@ def test_prefetching_and_sampling_clips_together_change_nothing(debug_pipe, clip
         assert [r["status"] for r in rows] == ["ok"] * 3 and rows[0]["group"] == group
         wavs[prefetch, group] = [sf.read(out / f"{it.name}.wav", dtype="float32")[0] for it in items]
     from rewas.energy import read_csv
+
+    times, values = read_csv(out / f"{items[1].name}.csv")
+    assert times[np.argmax(values)] == pytest.approx(0.25, abs=0.02) and values[times > 0.6].max() == pytest.approx(-9)
 
     for i, item in enumerate(items):
         energy = read_csv(item.energy_in) if item.energy_in else None
