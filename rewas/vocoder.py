@@ -202,14 +202,17 @@ def vocode(
     overlap: int = 64,
     sample_rate: int = 16000,
     limit: bool = True,
+    context: int = 32,
 ) -> torch.Tensor:
     """mel (B, n_mels, T) of any length -> waveform (B, T * hop), in chunks of `chunk` frames that overlap by at
     least `overlap` and are crossfaded: memory stays bounded, and a mel of one chunk is vocoded in one call. Peaks
     above full scale (a decoded mel can ask for more than a waveform in [-1, 1] holds) go through `limit_peaks`
     rather than being clipped (`limit=False`: returned as they are, to see how often the limiter has to act).
 
-    HiFi-GAN is convolutional, so two chunks agree wherever both are further than its receptive field from their
-    ends. Griffin-Lim's phase is global: each chunk starts its overlap from the phase the previous chunk ended with,
+    HiFi-GAN is convolutional: each chunk is vocoded with `context` more frames on both sides (more than its
+    receptive field), which are cut off again, so that the crossfade joins two renderings of the same waveform
+    (without them the frames at a chunk's ends, rendered against zero padding, leak into the fade). Griffin-Lim's
+    phase is global: each chunk starts its overlap from the phase the previous chunk ended with,
     so the two waveforms are in phase where they are crossfaded (independent phases would cancel there)."""
     frames = mel.shape[-1]
     starts = window_starts(frames, chunk, overlap)
@@ -222,7 +225,8 @@ def vocode(
                 carried = phase[..., start - starts[i - 1] :] if phase is not None else None
                 wav, phase = vocoder.invert(piece, carried)
             else:
-                wav = vocoder(piece)
+                lo, hi = max(0, start - context), min(frames, start + chunk + context)
+                wav = vocoder(mel[..., lo:hi])[:, (start - lo) * hop :]
             yield wav[:, : piece.shape[-1] * hop]
 
     wav = blend(pieces(), [s * hop for s in starts], frames * hop)
