@@ -240,4 +240,4 @@ def test_make_install_asks_for_the_cpu_build_of_torch_on_linux():
         capture_output=True,
         text=True,
     )
-    assert any(x.endswith('install --quiet  "torch==2.13.0"') for x in gpu.stdout.splitlines())
+    assert any(x.endswith('install --quiet --no-deps  "torch==2.13.0"') for x in gpu.stdout.splitlines())
