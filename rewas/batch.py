@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import validate
 from .errors import UserError, one_line
 from .files import TEMP_PREFIX, atomic_path, check_input_file, read_jsonl, remove_stale_temps
 
@@ -109,6 +110,13 @@ def _item(row: dict, where: str, base: str, prompt: str | None) -> Item:
     if "reference" in extra and not os.path.isabs(str(extra["reference"])):
         extra["reference"] = os.path.join(base, str(extra["reference"]))
     values.setdefault("prompt", prompt)
+    for key, check in (
+        ("seed", validate.seed),
+        ("steps", validate.whole),
+        ("guidance", lambda v, n: validate.number(v, n, low=0)),
+    ):  # the rules of the API and the CLI
+        if key in values:
+            check(values[key], f"{where}: {key!r}")
     values.setdefault("name", Path(values["video"]).stem)
     _check_name(values["name"], where)
     return Item(**values, extra=extra)
@@ -308,12 +316,21 @@ def prepare_item(pipe, item: Item):
     from .frames import probe
     from .pipeline import check_duration
 
-    if not item.prompt.strip():
-        raise UserError("the prompt is empty")
+    validate.prompt(item.prompt)
     info = check_duration(probe(check_input_file(item.video, "video")))
     # a CSV's times are the video's seconds, as in `generate --energy-in`: not stretched, held past its ends
     energy = read_csv(item.energy_in) if item.energy_in else None
     return info, pipe.prepare(item.video, energy=energy, prompt=item.prompt)
+
+
+def manifest_path(path: str, folder: Path) -> str:
+    """`path` (absolute, or relative to the working directory) as a manifest in `folder` names it: relative to
+    the folder, so that the folder can move with its inputs and be read from any working directory; absolute where
+    no relative path leads there (another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    except ValueError:
+        return os.path.abspath(path)
 
 
 def _failed(row: dict, e: Exception) -> dict:
@@ -333,7 +350,11 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
     rows, ready = {}, []
     for item, future in zip(items, prepared or [None] * len(items)):
         seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
-        rows[item.name] = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
+        row = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
+        for key in ("video", "reference"):  # as every manifest's paths: relative to the results file's folder
+            if isinstance(row.get(key), str):
+                row[key] = manifest_path(row[key], outdir)
+        rows[item.name] = row
         if item.negative_prompt:
             rows[item.name]["negative_prompt"] = item.negative_prompt
         try:

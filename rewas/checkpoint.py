@@ -12,6 +12,23 @@ import torch.nn as nn
 from .errors import MissingFileError, UserError
 
 
+def torch_load(path: Path):
+    """torch.load(weights_only=True), memory-mapped where the format allows; a file that is not a PyTorch
+    checkpoint (or one that needs code to unpickle) is the user's error, in one line."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(e) and "zip" not in str(e).lower():
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, MemoryError):  # the disk or the machine, not the file's content
+        raise
+    except Exception as e:  # torch's weights-only unpickler raises anything (KeyError, IndexError...) on garbage
+        first = type(e).__name__ + (f": {str(e).strip().splitlines()[0]}" if str(e).strip() else "")
+        raise UserError(f"{path}: not a PyTorch checkpoint that loads without running code ({first[:160]})") from None
+
+
 def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: str = "") -> dict[str, torch.Tensor]:
     """A checkpoint's tensors, memory-mapped, under the first of `nested` present (e.g. 'state_dict', 'model').
 
@@ -22,10 +39,9 @@ def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: st
         raise MissingFileError(
             " ".join(filter(None, (f"{path}: no such", what, "checkpoint"))) + (f" ({source})" if source else "")
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch_load(path)
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: not a {what + ' ' if what else ''}checkpoint (it holds a {type(obj).__name__})")
     for key in nested:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             return obj[key]

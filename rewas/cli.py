@@ -31,7 +31,7 @@ EXIT_INTERNAL = 1
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message otherwise)
-        print(f"rewas: error: {message} (see rewas {self.prog.split()[-1]} --help)", file=sys.stderr)
+        print(f"rewas: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_USER)
 
 
@@ -49,6 +49,23 @@ def _check_outputs(inputs: list[str], outputs: list[str | None]) -> None:
         raise UserError("two outputs name the same file")
     for out in given:
         check_output_path(out, *inputs, suffixes=(Path(out).suffix.lower(),))
+
+
+def _check_sampler_options(args) -> None:
+    """The sampler options, by the rules the Python API applies (rewas/validate.py), before any work."""
+    from . import validate
+
+    for flag, name, check in (
+        ("--steps", "steps", validate.whole),
+        ("--batch-size", "batch_size", validate.whole),
+        ("--guidance", "guidance", lambda v, n: validate.number(v, n, low=0)),
+        ("--eta", "eta", lambda v, n: validate.number(v, n, low=0)),
+        ("--control-scale", "control_scale", lambda v, n: validate.number(v, n, low=0)),
+        ("--seed", "seed", validate.seed),
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            check(value, flag)
 
 
 def _device(name: str | None):
@@ -97,15 +114,8 @@ def cmd_generate(args) -> None:
     _check_suffix(args.wav, (".wav",), "--wav")
     _check_suffix(args.energy_out, (".csv",), "--energy-out")
     _check_outputs([args.video, args.energy_in, args.energy_from], [args.output, args.wav, args.energy_out])
-    if args.steps is not None and args.steps < 1:
-        raise UserError("--steps must be at least 1")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if args.eta is not None and not args.eta >= 0:
-        raise UserError("--eta must be at least 0")
-    for name, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale)):
-        if value is not None and not math.isfinite(value):
-            raise UserError(f"{name} must be a finite number")
+    _check_sampler_options(args)
+    validate.prompt(args.prompt, "--prompt")
     if args.tokenizer_dir is not None and not os.path.isdir(args.tokenizer_dir):
         raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
@@ -158,12 +168,9 @@ def cmd_batch(args) -> None:
     from . import batch, validate
     from .pipeline import ReWaSPipeline
 
-    if args.steps is not None and args.steps < 1:
-        raise UserError("--steps must be at least 1")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise UserError("--guidance must be a finite number")
+    _check_sampler_options(args)
+    if args.prompt is not None:
+        validate.prompt(args.prompt, "--prompt")
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"-o {outdir}: exists and is not a folder")
@@ -226,7 +233,8 @@ def cmd_batch(args) -> None:
 
 
 class BatchIncomplete(Exception):
-    """Some items failed: their errors are in results.jsonl and were printed; exit 1 without another message."""
+    """Some items failed (`batch`, `evaluate`): their errors are in the results or the report and were counted in
+    the summary line; exit 1 without another message."""
 
 
 def cmd_energy(args) -> None:
@@ -261,6 +269,8 @@ def cmd_energy(args) -> None:
         with atomic_path(args.plot) as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
+    written = f"{args.out}" + (f" and {args.plot}" if args.plot else "")
+    print(f"rewas energy: {len(energy)} frames ({len(energy) / cfg.frame_rate:.2f} s) -> {written}", file=sys.stderr)
 
 
 def cmd_ui(args) -> None:
@@ -362,6 +372,8 @@ def cmd_evaluate(args) -> None:
     failed = sum(1 for r in report["items"] if "error" in r)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in {**report["mean"], **report["set"]}.items() if v is not None)
     print(f"{len(report['items'])} clips ({failed} failed): {summary or 'no metric applied'}", file=sys.stderr)
+    if failed:  # the report is written, with each clip's error; the run is not a success
+        raise BatchIncomplete()
 
 
 def cmd_convert(args) -> None:
@@ -512,12 +524,22 @@ def cmd_corpus(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .pipeline import load_config
+
     parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
+    parser.add_argument("--version", action="version", version=f"rewas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # the help states the samplers the models really use: each model's config carries its own
+    default, paper = load_config("default").sampler, load_config("paper").sampler
+
+    def sampler_default(field: str) -> str:
+        mine, theirs = getattr(default, field), getattr(paper, field)
+        return f"default: the model's; {mine} for the default model, {theirs} for the paper"
 
     g = sub.add_parser("generate", help="generate audio for a video and mux it into a copy")
     g.add_argument("video", help="input video (any format FFmpeg reads)")
-    g.add_argument("--prompt", default="", help="what should be heard, e.g. 'dog growling while biting a toy'")
+    g.add_argument("--prompt", required=True, help="what should be heard, e.g. 'dog growling while biting a toy'")
     g.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .m4v, .mkv)")
     g.add_argument("--wav", help="also write the audio as a 16 kHz float WAV")
     g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
@@ -544,13 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--control-scale",
         type=float,
         default=1.0,
-        help="strength of the energy control (1: as trained, 0: none, the sound follows the text alone)",
+        help="strength of the energy control, >= 0 (1: as trained, 0: none, the sound follows the text alone)",
     )
     g.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
-    g.add_argument("--steps", type=int, help="sampler steps (default: the model's, 200 for the paper)")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
-    g.add_argument("--scheduler", choices=["ddim", "dpmsolver++"], help="sampler (default ddim)")
-    g.add_argument("--eta", type=float, help="DDIM eta (default 1.0, as the release)")
+    g.add_argument("--steps", type=int, help=f"sampler steps ({sampler_default('steps')})")
+    g.add_argument(
+        "--guidance", type=float, help=f"classifier-free guidance scale, >= 0 ({sampler_default('guidance')})"
+    )
+    g.add_argument("--scheduler", choices=["ddim", "dpmsolver++"], help=f"sampler ({sampler_default('scheduler')})")
+    g.add_argument("--eta", type=float, help=f"DDIM's eta, >= 0; ddim only ({sampler_default('eta')})")
     g.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed at the end)")
     g.add_argument(
         "--batch-size",
@@ -580,8 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="default", help="as for generate")
     b.add_argument("--tokenizer-dir", help="folder with RoBERTa vocab.json + merges.txt (paper-sized models)")
     b.add_argument("--seed", type=int, default=0, help="run seed; an item's seed is its own or this + its name")
-    b.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    b.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3.0)")
+    b.add_argument("--steps", type=int, help=f"sampler steps ({sampler_default('steps')})")
+    b.add_argument(
+        "--guidance", type=float, help=f"classifier-free guidance scale, >= 0 ({sampler_default('guidance')})"
+    )
     b.add_argument(
         "--batch-size",
         type=int,
@@ -655,20 +681,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "-o", "--output", help="cache folder, or training run folder (checkpoints/, model/); not for latents"
     )
-    for name, kind in (
-        ("steps", int),
-        ("batch_size", int),
-        ("lr", float),
-        ("warmup", int),
-        ("grad_accum", int),
-        ("checkpoint_every", int),
-        ("log_every", int),
-        ("seed", int),
-        ("num_workers", int),
-        ("crop_frames", int),
+    from .train.trainer import TrainConfig  # the defaults the help states are the trainer's own
+
+    defaults = TrainConfig()
+    for name, kind, what in (
+        ("steps", int, "optimizer steps"),
+        ("batch_size", int, "clips per step, per process"),
+        ("lr", float, "peak learning rate (AdamW)"),
+        ("warmup", int, "steps of linear warm-up"),
+        ("grad_accum", int, "batches accumulated into one step"),
+        ("checkpoint_every", int, "steps between checkpoints (and at the last)"),
+        ("log_every", int, "steps between loss lines"),
+        ("seed", int, "seed of the data order, the noise and every other draw"),
+        ("num_workers", int, "data-loading processes"),
+        ("crop_frames", int, "train on random crops of this many mel frames (0: the whole window)"),
     ):
-        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
-    t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
+        flag = f"--{name.replace('_', '-')}"
+        t.add_argument(flag, dest=name, type=kind, help=f"{what} (default {getattr(defaults, name):g})")
+    t.add_argument(
+        "--mixed-precision",
+        choices=["no", "fp16", "bf16"],
+        dest="mixed_precision",
+        help="autocast precision of the trained part's loss (fp16: CUDA only; default no)",
+    )
     t.add_argument(
         "--text-dropout",
         type=float,
@@ -713,8 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("corpus", help="synthesise the demo training corpus (procedural sounds + matching videos)")
     k.add_argument("output", help="folder to create")
-    k.add_argument("--clips-per-class", type=int, default=40)
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--clips-per-class", type=int, default=40, help="clips rendered per sound class (default 40)")
+    k.add_argument("--seed", type=int, default=0, help="seed of every random choice of the corpus (default 0)")
     k.add_argument("--debian", action="store_true", help="also use the CC0 recordings of Debian's sonic-pi-samples")
     k.add_argument(
         "--camera",
@@ -744,7 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_ui)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")
-    i.add_argument("model", help="preset name (debug, paper) or model folder")
+    i.add_argument(
+        "model", help="'default' (the embedded model), a random-weight preset (debug, small, paper) or a model folder"
+    )
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_info)
     return parser

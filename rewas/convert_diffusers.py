@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import torch_load
 from .config import ModelConfig, UNetConfig, VAEConfig
 from .errors import MissingFileError, UserError
 
@@ -190,9 +191,7 @@ def import_audioldm_folder(folder: str | os.PathLike, config: ModelConfig) -> di
             raise MissingFileError(f"{folder / sub}: no weights (*.safetensors) in this diffusers AudioLDM folder")
         state = {}
         for f in files:
-            state.update(
-                load_file(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True)
-            )
+            state.update(load_file(f) if f.suffix == ".safetensors" else torch_load(f))
         out[component] = from_diffusers(component, state, own[component], config)
     vae_cfg = folder / "vae" / "config.json"
     scale = json.loads(vae_cfg.read_text()).get("scaling_factor", 1.0) if vae_cfg.is_file() else 1.0

@@ -40,7 +40,7 @@ class DownloadError(RuntimeError):
 
 
 def _where(remote: Remote) -> str:
-    return remote.url or f"https://huggingface.co/{remote.repo}/blob/main/{remote.filename}"
+    return remote.url or f"https://huggingface.co/{remote.repo}/resolve/main/{remote.filename}"  # the file, not a page
 
 
 def check_network(timeout: float = 5.0) -> None:
@@ -92,8 +92,8 @@ def fetch(remote: Remote, folder: Path) -> Path:
 def download(folder: str | os.PathLike, convert_to: str | os.PathLike | None = None, progress=print) -> Path:
     """Fetch every released file into `folder`; then (unless convert_to is None) write our model folder."""
     folder = Path(folder)
+    check_network()  # before the folder exists: an offline run leaves nothing behind
     folder.mkdir(parents=True, exist_ok=True)
-    check_network()
     paths = {}
     for remote in FILES:
         progress(f"fetching {remote.filename}")

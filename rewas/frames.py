@@ -169,10 +169,10 @@ def crop_frame(image: np.ndarray, short: int, crop: int) -> np.ndarray:
     return _to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24"), short, crop)
 
 
-def iter_frames(
-    path: str | os.PathLike, cfg: VideoConfig = VideoConfig(), info: VideoInfo | None = None
-) -> Iterator[np.ndarray]:
-    """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order."""
+def iter_frames(path: str | os.PathLike, cfg: VideoConfig, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order. `cfg` is
+    the model's (`pipe.config.video`): the paper and the default model read different sizes and rates, and no
+    default would be right for both."""
     info = info or probe(path)
     total = info.num_frames(cfg.fps)
     with open_container(path) as container:

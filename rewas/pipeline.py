@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +67,7 @@ class Timeline:
     curve: torch.Tensor  # (1, length * 4) energy per 10 ms mel frame over the whole timeline
     timings: dict[str, float] = field(default_factory=dict)
     muted: np.ndarray | None = None  # (length * 4,) bool: frames the edits made silent, gated in the output
+    prompt: str | None = None  # the prompt phi read for the curve (None: phi reads no prompt, or a given curve)
 
     def edited(self, edits: Sequence[Edit], audio: AudioConfig) -> Timeline:
         """The same clip with its curve edited (`rewas.edits.apply`, ranges in seconds of the clip)."""
@@ -154,6 +155,7 @@ class ReWaSPipeline:
             setattr(self, name, module)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        self.storage_dtype = torch.float32  # what the weights were stored in: save_pretrained keeps it
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -192,17 +194,29 @@ class ReWaSPipeline:
         config = _read_config(meta_path)
         with empty_weights():  # no random init, no double allocation: weights arrive with load_state_dict(assign=True)
             components = build_components(config)
+        stored = set()
         for name, module in components.items():
             state = load_file(folder / f"{name}.safetensors")
+            stored |= {v.dtype for v in state.values() if v.is_floating_point()}
             module.load_state_dict(state, strict=True, assign=True)
+            # a tensor read from the file's buffer may start anywhere; CPU kernels round differently on memory that
+            # is not 64-byte aligned (a saved and reloaded model's audio moved by 3e-5), so such tensors are copied
+            for t in (*module.parameters(), *module.buffers()):
+                if t.data_ptr() % 64:
+                    t.data = t.data.clone()
         if isinstance(config.text, ClapTextConfig) and config.text.tokenizer != "bytes":
             tokenizer_dir = tokenizer_dir or folder / "tokenizer"
         components["text_encoder"].tokenizer = load_tokenizer(config.text, tokenizer_dir)
-        return cls(config, components)
+        pipe = cls(config, components)
+        if len(stored) == 1:
+            pipe.storage_dtype = stored.pop()
+        return pipe
 
-    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | str | None = None) -> Path:
         """config.json + {component}.safetensors (+ tokenizer/ for BPE tokenizers); floating tensors stored in
-        `dtype` (fp32 by default; fp16 halves the size, and loading upcasts again)."""
+        `dtype`: by default what the loaded folder stored (fp16 for the embedded model, which loading upcasts, so
+        that a save does not double its size), fp32 for a model built in memory."""
+        dtype = self.storage_dtype if dtype is None else validate.dtype(dtype, torch.device("meta"), "dtype")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in COMPONENTS:
@@ -372,7 +386,7 @@ class ReWaSPipeline:
         video: str | os.PathLike | None = None,
         *,
         frames: np.ndarray | None = None,
-        prompt: str = "",
+        prompt: str | None = None,
         negative_prompt: str = "",
         energy: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
         edits: Sequence[Edit] = (),
@@ -389,7 +403,11 @@ class ReWaSPipeline:
         batch_size: int | None = None,
         timeline: Timeline | None = None,
     ) -> GenerationResult:
-        """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) uint8 RGB at 25 fps), any length.
+        """Generate the soundtrack of `video` (a path) or `frames` ((T, H, W, 3) RGB at 25 fps: uint8, or floats in
+        [0, 1]), any length.
+
+        prompt: what should be heard; required, and not empty (the rule of every entry point). Bad arguments raise
+        `rewas.errors.UserError` (a ValueError) naming the argument.
 
         negative_prompt: what the sound should not be: classifier-free guidance steers away from it (its embedding
         replaces the empty prompt's in the unconditional branch).
@@ -408,6 +426,12 @@ class ReWaSPipeline:
         """
         # 1. settings; every random draw comes from one generator, in a fixed order
         t_start = time.perf_counter()
+        prompt = validate.prompt(prompt)
+        negative_prompt = validate.prompt(negative_prompt, "negative_prompt", required=False)
+        seed = validate.seed(seed)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise UserError(f"generator must be a torch.Generator (got {type(generator).__name__})")
+        edits = validate.edits(edits)
         settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype)
         if generator is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
@@ -417,8 +441,10 @@ class ReWaSPipeline:
             timeline = self.prepare(video, frames=frames, energy=energy, edits=edits, prompt=prompt)
         elif video is not None or frames is not None or energy is not None:
             raise UserError("give a prepared timeline or a video, frames or energy curve, not both")
-        elif edits:
-            timeline = timeline.edited(edits, self.config.audio)
+        else:
+            self._check_timeline(timeline, prompt)
+            if edits:
+                timeline = timeline.edited(edits, self.config.audio)
         prompts = [(prompt, negative_prompt)]
         return self._generate([timeline], prompts, [generator], [seed], settings, callback, t_start)[0]
 
@@ -444,6 +470,15 @@ class ReWaSPipeline:
         negative_prompts = [""] * len(prompts) if negative_prompts is None else negative_prompts
         if not len(timelines) == len(prompts) == len(seeds) == len(negative_prompts) or not timelines:
             raise UserError("give one prompt and one seed per timeline, and at least one timeline")
+        prompts = [validate.prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        negative_prompts = [
+            validate.prompt(p, f"negative_prompts[{i}]", required=False) for i, p in enumerate(negative_prompts)
+        ]
+        seeds = [validate.seed(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
+        if None in seeds:
+            raise UserError("seeds: give every clip its seed")
+        for timeline, prompt in zip(timelines, prompts):
+            self._check_timeline(timeline, prompt)
         t_start = time.perf_counter()
         settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, None, None)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -459,12 +494,12 @@ class ReWaSPipeline:
         guidance = cfg.guidance if guidance is None else guidance
         eta = cfg.eta if eta is None else eta
         batch_size = (4 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
-        if not all(isinstance(n, numbers.Integral) and n >= 1 for n in (steps, batch_size)):
-            raise UserError(f"steps and batch_size must be whole numbers >= 1 (got {steps}, {batch_size})")
-        if not eta >= 0 or not math.isfinite(guidance) or not math.isfinite(control_scale):
-            raise UserError(
-                f"eta must be >= 0, guidance and control_scale finite (got {eta}, {guidance}, {control_scale})"
-            )
+        steps, batch_size = validate.whole(steps, "steps"), validate.whole(batch_size, "batch_size")
+        guidance = validate.number(guidance, "guidance", low=0)  # 1: no guidance; below 1, towards no prompt
+        control_scale = validate.number(control_scale, "control_scale", low=0)  # 0: no energy control
+        eta = validate.number(eta, "eta", low=0)
+        if scheduler is not None and not isinstance(scheduler, str):
+            raise UserError(f"scheduler must be a name such as 'ddim' or 'dpmsolver++' (got {scheduler!r})")
         scheduler = scheduler or cfg.scheduler
         make_sampler(NoiseSchedule(self.config.diffusion), scheduler)  # an unknown name fails here, before any work
         return dict(
@@ -560,6 +595,12 @@ class ReWaSPipeline:
         next clip while the current one is sampled. A phi that reads the prompt (`PhiConfig.text_dim`) is given
         `prompt`: pass the one the clip will be generated with."""
         cfg, timings = self.config, {}
+        prompt = validate.prompt(prompt, required=False)
+        edits = validate.edits(edits)
+        if video is not None and frames is not None:
+            raise UserError("give a video or frames, not both")
+        frames = validate.frames(frames) if frames is not None else None
+        energy = validate.energy(energy) if energy is not None else None
         # 2. the timeline: L latent frames (at least one window), covered by fixed windows for all but sampling
         with _timer(timings, "frames"):
             frame_iter, duration = self._frame_source(video, frames, energy)
@@ -576,8 +617,22 @@ class ReWaSPipeline:
             with _timer(timings, "text"):
                 text = self.phi_text(prompt)
             curve = self._predict_timeline(frame_iter, starts, length, timings, text)
-        timeline = Timeline(duration, samples, length, curve[:, : length * d].float(), timings)
+        read = prompt if energy is None and cfg.phi.text_dim else None  # what phi's curve depends on
+        timeline = Timeline(duration, samples, length, curve[:, : length * d].float(), timings, prompt=read)
         return timeline.edited(edits, cfg.audio) if edits else timeline
+
+    def _check_timeline(self, timeline: Timeline, prompt: str) -> None:
+        """A prepared timeline whose curve phi predicted for another prompt than the one it is sampled with gets
+        a warning: the curve would differ (by up to 1.31 nats measured), though the audio follows either."""
+        if not isinstance(timeline, Timeline):
+            raise UserError(f"timeline must come from prepare() (got {type(timeline).__name__})")
+        if timeline.prompt is not None and timeline.prompt != prompt:
+            warnings.warn(
+                f"this timeline's curve was predicted by phi for the prompt {timeline.prompt!r}, and phi reads the "
+                f"prompt: prepare(video, prompt={prompt!r}) gives the curve of a direct call",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _predict_timeline(
         self, frame_iter, starts: list[int], length: int, timings: dict, text: torch.Tensor | None = None
@@ -605,18 +660,13 @@ class ReWaSPipeline:
             info = check_duration(frames_mod.probe(video))
             return frames_mod.iter_frames(video, cfg, info), info.duration
         if frames is not None:
-            frames = np.asarray(frames)
-            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-                raise UserError(f"frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape}")
             return (frames_mod.crop_frame(f, cfg.resize_short, cfg.crop) for f in frames), frames.shape[0] / cfg.fps
         if energy is not None:
             length = len(energy[0]) if isinstance(energy, tuple) else len(energy)
             times = energy[0] if isinstance(energy, tuple) else None
-            duration = (
-                float(times[-1]) + 1 / self.config.audio.frame_rate
-                if times is not None
-                else length / self.config.audio.frame_rate
-            )
+            # (times, values) last as long as their last time (at least one frame); values alone one frame each
+            rate = self.config.audio.frame_rate
+            duration = max(float(times[-1]), 1 / rate) if times is not None else length / rate
             return None, duration
         raise UserError("give a video, frames or an energy curve")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import edits as edits_mod
+from . import validate
 from .config import AudioConfig
 from .edits import Edit
 from .errors import UserError, one_line
@@ -281,11 +283,11 @@ class Studio:
         from .mux import mux
 
         self._need_clip(session)
-        if not prompt or not prompt.strip():
-            raise UserError("type a prompt: what should be heard")
-        if seed is not None and seed >= 2**63:
-            raise UserError(f"the seed must be below 2^63 (got {seed})")
-        seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else int(seed)
+        prompt = validate.prompt(prompt or "")
+        negative_prompt = validate.prompt(negative_prompt, "negative prompt", required=False)
+        if seed is not None and seed >= 0:  # the page's number field: a negative seed asks for a fresh one
+            seed = validate.seed(int(seed) if float(seed).is_integer() and seed < 2**63 else seed)
+        seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else seed
         edits, source = list(session.edits), session.source  # as they are now: edits made during the take wait
         pipe = self.pipeline(session.model)
         if pipe.config.phi.text_dim and session.phi_prompt != prompt:  # phi's curve depends on what is asked for
@@ -394,6 +396,8 @@ def build_app(studio: Studio, *, queue_size: int = 8):
     """The gradio Blocks of the studio (not launched)."""
     import gradio as gr
 
+    from . import studio_components as ui
+
     js = (ASSETS / "curve.js").read_text(encoding="utf-8")
     css = (ASSETS / "curve.css").read_text(encoding="utf-8")
     examples = example_clips(studio.workdir / "examples")
@@ -414,18 +418,18 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         gr.Markdown("## rewas studio: a soundtrack for a silent video, with the energy curve in your hands")
         with gr.Row():
             with gr.Column(scale=5):
-                video = gr.Video(label="video", sources=["upload"], elem_id="rewas-video", height=300)
+                video = ui.Video(label="video", sources=["upload"], elem_id="rewas-video", height=300)
                 gr.Examples([[str(p)] for p in examples], inputs=[video], label="examples")
             with gr.Column(scale=4):
-                prompt = gr.Textbox(label="prompt", placeholder="what should be heard", elem_id="rewas-prompt")
-                negative = gr.Textbox(label="negative prompt", placeholder="what should not be heard")
+                prompt = ui.Textbox(label="prompt", placeholder="what should be heard", elem_id="rewas-prompt")
+                negative = ui.Textbox(label="negative prompt", placeholder="what should not be heard")
                 with gr.Row():
-                    model = gr.Dropdown(studio.models, value=studio.models[0], label="model", scale=2)
-                    seed = gr.Number(value=0, precision=0, label="seed (-1: random)", scale=1)
+                    model = ui.Dropdown(studio.models, value=studio.models[0], label="model", scale=2)
+                    seed = ui.Number(value=0, precision=0, label="seed (-1: random)", scale=1)
                 sampler = studio.pipeline(studio.models[0]).config.sampler
                 with gr.Row():
-                    steps = gr.Slider(1, 200, value=sampler.steps, step=1, label="steps", elem_id="rewas-steps")
-                    guidance = gr.Slider(1, 10, value=sampler.guidance, step=0.5, label="guidance")
+                    steps = ui.Slider(1, 200, value=sampler.steps, step=1, label="steps", elem_id="rewas-steps")
+                    guidance = ui.Slider(1, 10, value=sampler.guidance, step=0.5, label="guidance")
                 generate = gr.Button("Generate", variant="primary", elem_id="rewas-generate")
         status = gr.Markdown("Upload a video or pick an example.", elem_id="rewas-status")
         curve = gr.HTML(
@@ -436,19 +440,19 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             elem_id="rewas-curve",
         )
         with gr.Row():
-            op = gr.Dropdown(
+            op = ui.Dropdown(
                 [("mute", "mute"), ("gain (dB)", "gain"), ("scale (× level above silence)", "scale"),
                  ("smooth (seconds)", "smooth")],
                 value="mute", label="range edit", scale=2, elem_id="rewas-op",
             )  # fmt: skip
-            start = gr.Number(value=0.0, label="from (s)", minimum=0, elem_id="rewas-start")
-            end = gr.Number(value=1.0, label="to (s)", minimum=0, elem_id="rewas-end")
-            amount = gr.Number(value=-6.0, label="amount", elem_id="rewas-amount")
+            start = ui.Number(value=0.0, label="from (s)", minimum=0, elem_id="rewas-start")
+            end = ui.Number(value=1.0, label="to (s)", minimum=0, elem_id="rewas-end")
+            amount = ui.Number(value=-6.0, label="amount", elem_id="rewas-amount")
             apply = gr.Button("Apply", elem_id="rewas-apply")
             undo = gr.Button("Undo", elem_id="rewas-undo")
             reset = gr.Button("Reset", elem_id="rewas-reset")
         with gr.Row():
-            reference = gr.File(
+            reference = ui.File(
                 label="reference recording (audio or video)",
                 file_types=["audio", "video"],
                 height=110,
@@ -468,7 +472,9 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 elem_id="rewas-takes",
                 scale=5,
             )
-            reopen = gr.Dropdown([], value=None, label="re-open take", scale=1, elem_id="rewas-reopen")
+            reopen = ui.Dropdown(
+                [], value=None, label="re-open take", scale=1, elem_id="rewas-reopen", allow_custom_value=True
+            )  # the API may name any take: a number outside the list gets the studio's own one-line answer
 
         def guarded(fn):
             """Run a page action; a user error becomes the status line, the page keeps its state."""
@@ -493,21 +499,25 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         roots = [Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()]
         roots.append(studio.workdir.resolve())
 
-        def on_video(path, s, m):
-            if not path:
+        def on_video(video, s, model):
+            """A video (an upload) and the model to use -> its clip, with phi's curve."""
+            if not video:
                 return {status: "Upload a video or pick an example."}
-            s = studio.open_video(s, uploaded(path), m)
+            s = studio.open_video(s, uploaded(video), model)
             note = f"{s.timeline.duration:.2f} s. The curve is φ's prediction from the video; drag on it to draw."
             return {session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s)}
 
-        def on_model(path, s, m):
-            return on_video(path, s, m) if path else {}
+        def on_model(video, s, model):
+            """Another model: the clip is opened again with it."""
+            return on_video(video, s, model) if video else {}
 
         def edited(s):
             return {session: s, curve: studio.view(s), status: f"{len(s.edits)} edit(s) on {s.source}."}
 
-        def on_generate(s, p, n, sd, st, g, progress=gr.Progress()):
-            take = studio.generate(s, p, n, None if sd is None else int(sd), st, g, lambda f, d: progress(f, desc=d))
+        def on_generate(s, prompt, negative_prompt, seed, steps, guidance, progress=gr.Progress()):
+            """One take of the clip with its edited curve -> the video, its WAV and its curve's CSV."""
+            report = lambda f, d: progress(f, desc=d)  # noqa: E731
+            take = studio.generate(s, prompt, negative_prompt, seed, steps, guidance, report)
             note = f"Take {take.number}: seed {take.seed}, {take.seconds:.1f} s."
             files_out = [take.video, take.wav, take.csv]
             return {
@@ -519,40 +529,69 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             return gr.update(choices=[t.number for t in reversed(s.takes)], value=None)
 
         def on_reopen(s, number):
+            """A kept take (its number) back in the controls: prompt, seed, edits, result."""
             if number is None:
                 return {}
-            s, take = studio.reopen(s, int(number))
+            try:
+                number = int(number)
+            except (TypeError, ValueError):
+                raise UserError(f"a take is a number, not {number!r}") from None
+            s, take = studio.reopen(s, number)
             return {
                 session: s, curve: studio.view(s), prompt: take.prompt, negative: take.negative_prompt,
                 seed: take.seed, result: take.video, files: [take.video, take.wav, take.csv],
                 status: f"Take {take.number} re-opened: its prompt, seed and edits are back.",
             }  # fmt: skip
 
-        def on_stroke(value, s):
+        def on_stroke(curve_value, s):
+            """The curve's value {"stroke": [[time_s, nats], ...]}: the points drawn, in drawing order (a JSON
+            string of it is taken too)."""
+            value = curve_value
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise UserError('draw takes {"stroke": [[time_s, nats], ...]}') from None
             stroke = (value or {}).get("stroke") if isinstance(value, dict) else None
             return edited(studio.draw_edit(s, stroke or []))
+
+        def on_reference(s, recording):
+            """A reference recording (audio or video) -> its energy, stretched to the clip, as the curve."""
+            return edited(studio.use_reference(s, uploaded(recording)))
+
+        def on_video_curve(s):
+            """Back to phi's curve of the video."""
+            return edited(studio.use_video_curve(s))
+
+        def on_range(s, op, start, end, amount):
+            """op (mute, gain, scale, smooth) from start to end (seconds) by amount (dB, a factor or seconds)."""
+            return edited(studio.range_edit(s, op, start, end, amount))
+
+        def on_undo(s):
+            """The last edit undone."""
+            return edited(studio.undo(s))
+
+        def on_reset(s):
+            """Every edit undone."""
+            return edited(studio.reset(s))
 
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
         # what runs the model waits in one queue, one job at a time; edits of the curve never wait behind a take
         model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1, show_progress_on=[curve])
         edit_job = dict(outputs=everything, concurrency_limit=None, show_progress="hidden")
-        video.change(guarded(on_video), [video, session, model], **model_job)
-        model.change(guarded(on_model), [video, session, model], **model_job)
-        use_ref.click(
-            guarded(lambda s, f: edited(studio.use_reference(s, uploaded(f)))), [session, reference], **model_job
-        )
-        use_video.click(guarded(lambda s: edited(studio.use_video_curve(s))), [session], **model_job)
+        # every event is a named endpoint of the page's API (docs/studio.md, "The studio's API")
+        video.change(guarded(on_video), [video, session, model], api_name="open_video", **model_job)
+        model.change(guarded(on_model), [video, session, model], api_name="switch_model", **model_job)
+        use_ref.click(guarded(on_reference), [session, reference], api_name="use_reference", **model_job)
+        use_video.click(guarded(on_video_curve), [session], api_name="use_video_energy", **model_job)
         take_job = {**model_job, "show_progress_on": [result]}  # the progress bar where the take will play
-        generate.click(guarded(on_generate), [session, prompt, negative, seed, steps, guidance], **take_job)
-        apply.click(
-            guarded(lambda s, o, a, b, x: edited(studio.range_edit(s, o, a, b, x))),
-            [session, op, start, end, amount],
-            **edit_job,
-        )
-        undo.click(guarded(lambda s: edited(studio.undo(s))), [session], **edit_job)
-        reset.click(guarded(lambda s: edited(studio.reset(s))), [session], **edit_job)
-        curve.stroke(guarded(on_stroke), [curve, session], **edit_job)
-        reopen.input(guarded(on_reopen), [session, reopen], **edit_job)
+        inputs = [session, prompt, negative, seed, steps, guidance]
+        generate.click(guarded(on_generate), inputs, api_name="generate", **take_job)
+        apply.click(guarded(on_range), [session, op, start, end, amount], api_name="edit_range", **edit_job)
+        undo.click(guarded(on_undo), [session], api_name="undo", **edit_job)
+        reset.click(guarded(on_reset), [session], api_name="reset", **edit_job)
+        curve.stroke(guarded(on_stroke), [curve, session], api_name="draw", **edit_job)
+        reopen.input(guarded(on_reopen), [session, reopen], api_name="reopen_take", **edit_job)
     app.queue(default_concurrency_limit=1, max_size=queue_size)
     return app
 
@@ -585,6 +624,11 @@ def launch(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
     studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device)
+    # gradio's cache (uploads, and a copy of every file it serves) inside the studio's folder, so that it goes
+    # with it at the end; a GRADIO_TEMP_DIR the user set is theirs, and left alone
+    own_cache = not os.environ.get("GRADIO_TEMP_DIR")
+    if own_cache:
+        os.environ["GRADIO_TEMP_DIR"] = str(studio.workdir / "gradio")
     try:
         studio.pipeline(studio.models[0])  # load before serving: a bad --model fails here, with one line
         app = build_app(studio, queue_size=queue_size)
@@ -598,3 +642,5 @@ def launch(
         )
     finally:
         studio.close()
+        if own_cache:
+            os.environ.pop("GRADIO_TEMP_DIR", None)

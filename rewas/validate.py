@@ -64,3 +64,93 @@ def number(value, name: str, low: float | None = None, high: float | None = None
         bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"between {low} and {high}"
         raise UserError(f"{name} must be {bounds} (got {value!r})")
     return float(value)
+
+
+def prompt(value, name: str = "prompt", required: bool = True) -> str:
+    """A prompt: a string; the prompt itself must say something (one rule for the API, the CLI, `batch` and the
+    studio: an empty prompt would leave the sound to chance), a negative prompt may be empty or None."""
+    if value is None:
+        if required:
+            raise UserError(f"{name} is missing: say what should be heard")
+        return ""
+    if not isinstance(value, str):
+        raise UserError(f"{name} must be a string (got {type(value).__name__})")
+    if required and not value.strip():
+        raise UserError(f"{name} is empty: say what should be heard")
+    return value
+
+
+def seed(value, name: str = "seed") -> int | None:
+    """None (a random seed) or a whole number in [0, 2^63)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**63:
+        raise UserError(f"{name} must be a whole number from 0 to 2^63 - 1 (got {value!r})")
+    return int(value)
+
+
+def frames(value, name: str = "frames"):
+    """(T, H, W, 3) RGB frames -> uint8: uint8 as they are, floats in [0, 1] scaled to 0-255 (not taken as black)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value)
+    except Exception:  # a ragged list, an object torch cannot turn into an array
+        raise UserError(f"{name} must be an array of shape (T, H, W, 3)") from None
+    if array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
+        raise UserError(f"{name} must be (T, H, W, 3) RGB with T, H, W >= 1 (got shape {array.shape})")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise UserError(f"{name}: float frames must be finite and in [0, 1] (uint8 frames are 0-255)")
+        return np.round(array * 255).astype(np.uint8)
+    raise UserError(f"{name} must be uint8 (0-255) or float (0-1), not {array.dtype}")
+
+
+def energy(value, name: str = "energy"):
+    """An energy curve: values (one per 10 ms mel frame), or (times_s, values) with increasing times >= 0; every
+    number finite; at least one value."""
+    import numpy as np
+
+    def array(x, what):
+        try:
+            a = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise UserError(f"{name}: {what} must be numbers") from None
+        if a.ndim != 1 or len(a) == 0:
+            raise UserError(f"{name}: {what} must be a non-empty 1-D sequence (got shape {a.shape})")
+        if not np.isfinite(a).all():
+            raise UserError(f"{name}: {what} hold NaN or infinite values")
+        return a
+
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise UserError(f"{name} must be values, or a (times_s, values) pair")
+        times, values = array(value[0], "the times"), array(value[1], "the values")
+        if len(times) != len(values):
+            raise UserError(f"{name}: {len(times)} times and {len(values)} values")
+        if times[0] < 0 or (len(times) > 1 and not (np.diff(times) > 0).all()):
+            raise UserError(f"{name}: the times must increase from 0 or later")
+        return times, values
+    return array(value, "the values")
+
+
+def edits(value, name: str = "edits") -> list:
+    """Curve edits: `rewas.edits.Edit`s, or their spellings ("mute 1-2", "gain 3-4:+6dB", "draw 0:-6,1:-2")."""
+    from .edits import OPS, Edit, parse
+
+    if isinstance(value, (str, Edit)):
+        value = [value]
+    out = []
+    for e in value or ():
+        if isinstance(e, Edit):
+            out.append(e)
+        elif isinstance(e, str):
+            op, _, text = e.strip().partition(" ")
+            if op not in OPS:
+                raise UserError(f"{name}: {e!r} is not an edit (one of {', '.join(OPS)}, e.g. 'mute 1-2')")
+            out.append(Edit("mute") if (op, text.strip()) == ("mute", "all") else parse(op, text))
+        else:
+            raise UserError(f"{name}: {e!r} is not an edit (an Edit or a string like 'mute 1-2')")
+    return out

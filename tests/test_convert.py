@@ -196,7 +196,21 @@ def test_convert_and_download_commands(released_files, media, capsys):
     assert main(["convert", "--rewas-ckpt", str(d / "rewas.ckpt"), "--preset", "debug", "-o", str(d / "m2")]) == 2
     assert "missing: phi, synchformer" in capsys.readouterr().err
     assert (
-        main(["generate", str(media["v25"]), "-o", str(d / "o.mp4"), "--model", str(d / "model"), "--steps", "1", "-q"])
+        main(
+            [
+                "generate",
+                str(media["v25"]),
+                "--prompt",
+                "x",
+                "-o",
+                str(d / "o.mp4"),
+                "--model",
+                str(d / "model"),
+                "--steps",
+                "1",
+                "-q",
+            ]
+        )
         == 0
     )
     from rewas.download import DownloadError, check_network

@@ -107,7 +107,20 @@ def test_the_gate_silences_what_the_edits_silenced_with_short_fades():
 
 def test_flags_collect_edits_in_command_line_order():
     args = build_parser().parse_args(
-        ["generate", "v.mp4", "-o", "o.mp4", "--gain", "1-2:+3dB", "--mute", "0-1", "--energy-scale", "0.5"]
+        [
+            "generate",
+            "v.mp4",
+            "--prompt",
+            "x",
+            "-o",
+            "o.mp4",
+            "--gain",
+            "1-2:+3dB",
+            "--mute",
+            "0-1",
+            "--energy-scale",
+            "0.5",
+        ]
     )
     assert [str(e) for e in args.edits] == ["gain 1-2:+3dB", "mute 0-1", "scale 0.5"]
 
@@ -131,7 +144,8 @@ def test_bad_edit_flags_exit_2_with_one_line(media, tmp_path, capsys, flags, pro
 
 def test_energy_from_a_missing_or_silent_recording_is_a_user_error(media, tmp_path, capsys):
     code, err = run_cli(
-        ["generate", media["v25"], "-o", tmp_path / "o.mp4", "--energy-from", tmp_path / "x.wav"], capsys
+        ["generate", media["v25"], "--prompt", "x", "-o", tmp_path / "o.mp4", "--energy-from", tmp_path / "x.wav"],
+        capsys,
     )
     assert code == 2 and "x.wav" in err
     short = tmp_path / "short.wav"

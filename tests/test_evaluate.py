@@ -273,7 +273,7 @@ def test_evaluate_cli_on_generated_clips(clips, media, tmp_path, capsys):
     code = main(
         ["evaluate", str(manifest), "--out", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "-q"]
     )
-    assert code == 0, capsys.readouterr().err
+    assert code == 1, capsys.readouterr().err  # the missing clip failed: the report is written, the run is not ok
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["items"]) == 4 and "error" in report["items"][3]
     item = report["items"][2]

@@ -6,7 +6,7 @@ from rewas.frames import MediaError, iter_frames, iter_windows, normalize, probe
 
 
 def _brightness(path, **kw):
-    return np.array([f.mean() for f in iter_frames(path, **kw)])
+    return np.array([f.mean() for f in iter_frames(path, kw.pop("cfg", VideoConfig()), **kw)])
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ def test_probe_and_resampled_count(media, name, fps, duration):
     info = probe(media[name])
     assert abs(info.fps - fps) < 0.01
     assert abs(info.duration - round(duration * fps) / fps) < 1e-3
-    frames = list(iter_frames(media[name], info=info))
+    frames = list(iter_frames(media[name], VideoConfig(), info=info))
     assert len(frames) == round(info.duration * 25)
     assert frames[0].shape == (224, 224, 3) and frames[0].dtype == np.uint8
 
@@ -51,7 +51,7 @@ def test_rotation_metadata_is_honoured(media):
 
 def test_other_codecs_and_containers(media):
     info = probe(media["mpeg4_avi"])
-    assert info.codec == "mpeg4" and len(list(iter_frames(media["mpeg4_avi"], info=info))) == 25
+    assert info.codec == "mpeg4" and len(list(iter_frames(media["mpeg4_avi"], VideoConfig(), info=info))) == 25
 
 
 @pytest.mark.parametrize(

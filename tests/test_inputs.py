@@ -59,6 +59,9 @@ def odd(tmp_path_factory, media):
 
 
 def _run(capsys, *argv) -> tuple[int, str]:
+    """`rewas ARGV` in this process; a `generate` without a prompt gets one (these tests are about the media)."""
+    if argv[0] == "generate" and "--prompt" not in argv:
+        argv = (*argv, "--prompt", "a sound")
     code = main([str(a) for a in argv])
     return code, capsys.readouterr().err.strip()
 
@@ -153,7 +156,18 @@ def test_debug_re_raises_user_errors_too(media, tmp_path, monkeypatch):
 
     monkeypatch.setenv("REWAS_DEBUG", "1")
     with pytest.raises(MediaError, match="not a readable media file"):
-        main(["generate", str(media["zero_frames"]), "--model", "debug", "-o", str(tmp_path / "out.mp4")])
+        main(
+            [
+                "generate",
+                str(media["zero_frames"]),
+                "--prompt",
+                "x",
+                "--model",
+                "debug",
+                "-o",
+                str(tmp_path / "out.mp4"),
+            ]
+        )
 
 
 def test_energy_of_a_missing_file_is_a_user_error(tmp_path, capsys):

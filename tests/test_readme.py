@@ -17,7 +17,9 @@ What runs, and what the test changes before running it (nothing else is changed)
 * Only parsed: `convert` and `download` (they need the released files or the network), `train` (a cache and
   minutes), `corpus` (minutes at 40 clips per class), `ui` (a server; tests/test_studio_browser.py runs it).
 * The README's Python block runs with `exec`, in the temporary folder where its video file name is a generated
-  clip, with `steps=2` in place of the example's `steps=N`.
+  clip, with `steps=2` in place of the example's `steps=N`. So does every Python block of docs/*.md, as written
+  (the default model's 20 steps), with warnings as errors. A `py` block needs something the test does not
+  start (the studio's API example needs a server; tests/test_studio_api.py runs its flow) and is not run.
 """
 
 from __future__ import annotations
@@ -298,3 +300,29 @@ def test_readme_python_example_runs(workdir, monkeypatch):
     assert abs(result.duration - 2.0) < 0.05 and np.isfinite(result.waveform).all()
     assert len(result.energy) == len(result.waveform) // 160
     assert {"frames", "text", "energy", "diffusion", "decode", "total"} <= set(result.timings)
+
+
+DOC_BLOCKS = [
+    (path.name, i, body)
+    for path in sorted((ROOT / "docs").glob("*.md"))
+    for i, (info, body) in enumerate(b for b in fenced_blocks(path) if b[0] == "python")
+]
+
+
+@pytest.mark.parametrize("name, index, code", DOC_BLOCKS, ids=[f"{n}-{i}" for n, i, _ in DOC_BLOCKS])
+def test_docs_python_examples_run(name, index, code, tmp_path, monkeypatch):
+    """The docs' Python examples run as written (a generated clip under their video's name), without a warning:
+    an example that drifts from the API, or one that does what the API warns about, fails here."""
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    for video in set(re.findall(r"""["']([\w./-]+\.mp4)["']""", code)) - {"out.mp4"}:
+        _clip(Path(video))
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        exec(compile(code, f"{name} (python block {index})", "exec"), namespace)
+    if "clip" in namespace and "result" in namespace:  # design.md: frames read by the model's config = the file
+        direct = namespace["pipe"]("video.mp4", prompt="wood knocks", seed=0)
+        np.testing.assert_allclose(namespace["result"].energy, direct.energy, atol=1e-5)
+        assert np.array_equal(namespace["result"].waveform, direct.waveform)

@@ -67,7 +67,7 @@ def test_errors_a_person_sees(studio, media, tmp_path):
     with pytest.raises(UserError, match="up to 10 s"):
         studio.open_video(Session(), str(media["long12"]), "debug")
     session = studio.open_video(Session(), str(media["v25"]), "debug")
-    with pytest.raises(UserError, match="type a prompt"):
+    with pytest.raises(UserError, match="prompt is empty"):
         studio.generate(session, "  ")
     with pytest.raises(UserError, match="unknown model"):
         studio.open_video(Session(), str(media["v25"]), "/etc")

@@ -17,6 +17,7 @@ from avcheck import ffmpeg_event_times, pyav_event_times
 
 from rewas import samples
 from rewas.audio import load_audio
+from rewas.config import VideoConfig
 from rewas.frames import iter_frames, probe
 from rewas.mux import ffmpeg_exe, mux
 
@@ -92,7 +93,7 @@ def test_the_timeline_starts_at_the_first_displayed_frame(timelines, name):
     """probe and iter_frames put t = 0 at the first frame a player shows: the flash lands on its 25 fps frame."""
     info = probe(timelines[name])
     assert info.duration > 2.5
-    frames = np.stack(list(iter_frames(timelines[name], info=info)))
+    frames = np.stack(list(iter_frames(timelines[name], VideoConfig(), info=info)))
     bright = np.flatnonzero(frames.mean(axis=(1, 2, 3)) > 128)
     assert bright[0] == round(TIMELINES[name][2] * 25)
 
@@ -221,7 +222,7 @@ def test_energy_windows_of_a_long_video_land_on_its_events(debug_pipe, tmp_path,
 
     monkeypatch.setattr(debug_pipe, "predict_energy", brightness_energy)
     seen = []
-    result = debug_pipe(path, steps=1, seed=0, callback=lambda i, n: seen.append(n))
+    result = debug_pipe(path, prompt="x", steps=1, seed=0, callback=lambda i, n: seen.append(n))
     assert windows == [128, 128, 128] and seen == [1] and result.energy.shape == (1200,)
     loud = np.flatnonzero(result.energy > -5.5)
     onsets = loud[np.r_[True, np.diff(loud) > 1]]

@@ -119,7 +119,7 @@ def test_batch_size_does_not_change_the_audio(debug_pipe):
 
 def test_long_video_has_full_length_and_one_progress_count(debug_pipe, media):
     seen = []
-    r = debug_pipe(media["long12"], steps=2, seed=0, callback=lambda i, n: seen.append((i, n)))
+    r = debug_pipe(media["long12"], prompt="x", steps=2, seed=0, callback=lambda i, n: seen.append((i, n)))
     assert r.waveform.shape == (12 * 16000,) and r.energy.shape == (1200,)
     assert seen == [(1, 2), (2, 2)]  # a step covers the whole timeline
     assert np.abs(r.waveform[-16000:]).max() > 0  # the end is generated, not padding

@@ -370,8 +370,8 @@ def test_corpus_builder(tmp_path):
     for a, b in zip(plain, filmed):
         assert b["video"] == f"camera/test/{Path(a['video']).stem}.mp4" and b["caption"] == a["caption"]
         assert abs(probe(out / b["video"]).duration - 2.0) < 0.05
-        before = np.stack(list(iter_frames(out / a["video"]))).astype(float)
-        after = np.stack(list(iter_frames(out / b["video"]))).astype(float)
+        before = np.stack(list(iter_frames(out / a["video"], VideoConfig()))).astype(float)
+        after = np.stack(list(iter_frames(out / b["video"], VideoConfig()))).astype(float)
         assert before.shape == after.shape and np.abs(before - after).mean() > 10
     build_cache(pipe, out / "camera_test.jsonl", tmp_path / "camera_cache")
     assert len(CachedClips(tmp_path / "camera_cache")) == 2

@@ -1,7 +1,7 @@
 import torch
 from conftest import manifest_part, shapes
 
-from rewas.config import MotionFeaturesConfig, MotionformerConfig, paper
+from rewas.config import MotionFeaturesConfig, MotionformerConfig, VideoConfig, paper
 from rewas.video_encoder import DividedAttention, VideoEncoder
 
 
@@ -89,7 +89,7 @@ def test_motion_features_follow_motion_and_need_no_weights(media):
 
     # when: whole-frame flashes (frames 13 and 38 of the 25 fps video) light up exactly the tubelets holding a
     # brightness change, by its size; a segment's first frame has no predecessor inside the segment
-    frames = np.stack(list(iter_frames(media["v25"])))[:64]
+    frames = np.stack(list(iter_frames(media["v25"], VideoConfig())))[:64]
     feats = features(frames)
     assert feats.shape == (7 * 8, cfg.out_dim)
     gray = frames.mean(axis=(1, 2, 3)) / 255

@@ -606,6 +606,8 @@ def train(
     setattr(pipe, attr, part.eval().requires_grad_(False))
     objective.after(pipe, accelerator.device)
     if accelerator.is_main_process:
+        if hasattr(pipe, "storage_dtype"):  # trained weights keep their precision, whatever the model was stored in
+            pipe.storage_dtype = torch.float32
         pipe.save_pretrained(out / "model")
         (out / "train.json").write_text(
             json.dumps(
