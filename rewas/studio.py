@@ -472,7 +472,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 elem_id="rewas-takes",
                 scale=5,
             )
-            reopen = ui.Dropdown(
+            reopen = ui.TakeNumber(
                 [], value=None, label="re-open take", scale=1, elem_id="rewas-reopen", allow_custom_value=True
             )  # the API may name any take: a number outside the list gets the studio's own one-line answer
 

@@ -62,3 +62,10 @@ class File(gr.File):
 
     def preprocess(self, payload):
         return _read(super().preprocess, self, payload)
+
+
+class TakeNumber(Dropdown):
+    """The re-open list: the page offers the kept takes; the API takes any take's number (an int)."""
+
+    def api_info(self):
+        return {"type": "integer", "description": "a kept take's number"}

@@ -140,7 +140,7 @@ def test_a_bug_is_an_internal_error_not_the_users(media, tmp_path, capsys, monke
 
     monkeypatch.setattr(rewas.mux, "mux", broken)
     out = tmp_path / "out.mp4"
-    argv = ["generate", media["v25"], "--model", "debug", "--steps", "1", "-o", out, "-q"]
+    argv = ["generate", media["v25"], "--prompt", "x", "--model", "debug", "--steps", "1", "-o", out, "-q"]
     code, err = _run(capsys, *argv)
     assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith("rewas: internal error: ValueError: cannot convert") and "REWAS_DEBUG=1" in err

@@ -82,6 +82,8 @@ def test_every_endpoint_is_named_and_typed(server):
     assert not api["unnamed_endpoints"]
     types = {p["parameter_name"]: p["python_type"]["type"] for p in api["named_endpoints"]["/generate"]["parameters"]}
     assert types == {"prompt": "str", "negative_prompt": "str", "seed": "int", "steps": "float", "guidance": "float"}
+    reopen = api["named_endpoints"]["/reopen_take"]["parameters"][0]["python_type"]["type"]
+    assert reopen == "int"  # before: the page's list of takes, a string (empty at the start)
 
 
 def test_the_main_flow_through_the_api(server, tmp_path):
