@@ -390,6 +390,9 @@ def cmd_convert(args) -> None:
         ("--synchformer-ckpt", args.synchformer_ckpt),
         ("--roberta-dir", args.roberta_dir),
         ("--audioldm-dir", args.audioldm_dir),
+        ("--vae-ckpt", args.vae_ckpt),
+        ("--hifigan-ckpt", args.hifigan_ckpt),
+        ("--clap-ckpt", args.clap_ckpt),
     ):
         if path is not None and not os.path.exists(path):
             raise UserError(f"{flag} {path}: no such file or folder")
@@ -400,6 +403,9 @@ def cmd_convert(args) -> None:
         synchformer_ckpt=args.synchformer_ckpt,
         roberta_dir=args.roberta_dir,
         audioldm_dir=args.audioldm_dir,
+        vae_ckpt=args.vae_ckpt,
+        hifigan_ckpt=args.hifigan_ckpt,
+        clap_ckpt=args.clap_ckpt,
         config=PRESETS[args.preset](),
         use_ema=not args.no_ema,
         allow_partial=args.allow_partial,
@@ -407,6 +413,9 @@ def cmd_convert(args) -> None:
     for r in reports:
         loaded = ", ".join(f"{c} {n}" for c, n in r.loaded.items())
         print(f"{r.source}: loaded {loaded or 'nothing'}", file=sys.stderr)
+        for component, origins in r.origins.items():
+            came = ", ".join(f"{n} from {Path(f).name}" for f, n in origins.items() if n)
+            print(f"  {component}: {came or 'nothing'}", file=sys.stderr)
         for reason, n in r.skipped.items():
             print(f"  skipped {n} keys: {reason}", file=sys.stderr)
         if r.problems():
@@ -648,6 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rewas-ckpt", help="audioldm_m_rewas_vggsound.ckpt")
     c.add_argument("--phi-ckpt", help="phi_vggsound.ckpt")
     c.add_argument("--synchformer-ckpt", help="24-01-04T16-39-21.pt")
+    c.add_argument("--vae-ckpt", help="vae_mel_16k_64bins.ckpt: the VAE, where the ReWaS file lacks it (AudioLDM's)")
+    c.add_argument("--hifigan-ckpt", help="hifigan_16k_64bins.ckpt: the vocoder, where the ReWaS file lacks it")
+    c.add_argument(
+        "--clap-ckpt",
+        help="clap_music_speech_audioset_epoch_15_esc_89.98.pt: the text tower, where the ReWaS file lacks it",
+    )
     c.add_argument("--roberta-dir", help="folder with roberta-base vocab.json + merges.txt (copied into the model)")
     c.add_argument(
         "--audioldm-dir",

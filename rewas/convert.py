@@ -60,9 +60,15 @@ class ImportReport:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> number of keys
     missing: dict[str, list[str]] = field(default_factory=dict)  # component -> keys the file lacks
     unexpected: list[str] = field(default_factory=list)
+    origins: dict[str, dict[str, int]] = field(default_factory=dict)  # component -> {file: keys taken from it}
 
     def problems(self) -> str:
-        parts = [f"{c}: missing {len(k)} keys, e.g. {k[:3]}" for c, k in self.missing.items() if k]
+        parts = [
+            f"{c}: missing {len(k)} keys, e.g. {k[:3]}"
+            + (f" ({COMPONENT_FILES[c][1]}, {COMPONENT_FILES[c][0]}, has them)" if c in COMPONENT_FILES else "")
+            for c, k in self.missing.items()
+            if k
+        ]
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} unexpected keys, e.g. {self.unexpected[:3]}")
         return "; ".join(parts)
@@ -128,9 +134,72 @@ def _check_schedule(state: dict) -> None:
     from .config import DiffusionConfig
     from .diffusion import NoiseSchedule
 
-    ours = NoiseSchedule(DiffusionConfig()).betas
+    ours = NoiseSchedule(DiffusionConfig()).betas.to(betas.dtype)  # a file stored in fp16 holds fp16 betas
     if betas.shape != ours.shape or (betas.float() - ours.float()).abs().max() > 1e-6:
         raise UserError("the checkpoint's diffusion schedule differs from the paper's (scaled linear 0.0015-0.0195)")
+
+
+# The parts of the ReWaS file that AudioLDM also publishes as files of their own (its training code's release,
+# Zenodo record 15678883). The release builds each from its file first, then loads the ReWaS file over it
+# (strict=False): a ReWaS file without these keys still works there, so it must here.
+COMPONENT_FILES = {
+    "vae": ("--vae-ckpt", "vae_mel_16k_64bins.ckpt"),
+    "vocoder": ("--hifigan-ckpt", "hifigan_16k_64bins.ckpt"),
+    "text_encoder": ("--clap-ckpt", "clap_music_speech_audioset_epoch_15_esc_89.98.pt"),
+}
+COMPONENT_SOURCE = "AudioLDM's training code, https://zenodo.org/records/15678883"
+
+
+def vae_file_state(state: dict, own: dict[str, torch.Tensor]) -> tuple[dict, int]:
+    """`vae_mel_16k_64bins.ckpt['state_dict']` (AutoencoderKL's names) -> (our VAE's keys, keys skipped): as the
+    release loads it, only the keys our VAE has with the same shape (its training loss network is left out).
+    `scale_factor` is the ReWaS file's (the latents' trained 1/std), never this file's."""
+    out = {k: v for k, v in state.items() if k in own and k != "scale_factor" and tuple(v.shape) == own[k].shape}
+    return out, len(state) - len(out)
+
+
+def hifigan_file_state(state: dict) -> dict:
+    """`hifigan_16k_64bins.ckpt['generator']` -> our vocoder's keys: `_orig_mod.` (torch.compile) dropped, and every
+    weight-normed pair folded into its weight, g * v / ||v|| with the norm over all dims but 0 (torch's default dim
+    for weight_norm), as the release's remove_weight_norm does."""
+    state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".weight_v"):
+            stem = key[: -len(".weight_v")]
+            g = state.get(f"{stem}.weight_g")
+            if g is None:
+                raise UserError(f"hifigan: {key} has no {stem}.weight_g to fold it with")
+            # in fp32, as the release folds it after loading the file into its fp32 Generator; torch's own function,
+            # so that the weights equal the ones the release saved into the ReWaS file bit for bit
+            out[f"{stem}.weight"] = torch._weight_norm(value.float(), g.float(), 0)
+        elif not key.endswith(".weight_g"):
+            out[key] = value
+    return out
+
+
+def clap_file_state(state: dict) -> tuple[dict, int]:
+    """The CLAP checkpoint (its state dict, or under 'state_dict'; keys with or without `module.`, with or without
+    position ids) -> (our text encoder's keys: the text tower and its projection, as the ReWaS file routes
+    `cond_stage_models.0.model.*`; keys skipped: the audio tower and the contrastive heads)."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    out = {
+        k: v
+        for k, v in state.items()
+        if k.startswith(("text_branch.", "text_projection.")) and not k.endswith("position_ids")
+    }
+    return out, len(state) - len(out)
+
+
+def component_state(component: str, path, own: dict[str, torch.Tensor]) -> tuple[dict, int]:
+    """A component file in its published layout -> (our component's keys, keys skipped)."""
+    if component == "vae":
+        return vae_file_state(read_state(path, "state_dict", what="VAE"), own)
+    if component == "vocoder":
+        state = hifigan_file_state(read_state(path, "generator", what="HiFi-GAN"))
+        kept = {k: v for k, v in state.items() if k in own}
+        return kept, len(state) - len(kept)
+    return clap_file_state(read_state(path, "state_dict", what="CLAP"))
 
 
 def phi_state(state: dict) -> dict:
@@ -162,6 +231,9 @@ def convert(
     synchformer_ckpt: str | os.PathLike | None = None,
     roberta_dir: str | os.PathLike | None = None,
     audioldm_dir: str | os.PathLike | None = None,
+    vae_ckpt: str | os.PathLike | None = None,
+    hifigan_ckpt: str | os.PathLike | None = None,
+    clap_ckpt: str | os.PathLike | None = None,
     config: ModelConfig | None = None,
     use_ema: bool = True,
     allow_partial: bool = False,
@@ -191,8 +263,33 @@ def convert(
     if rewas_ckpt is not None:
         parts, report = split_rewas(read_state(rewas_ckpt, "state_dict"), use_ema)
         report.source = str(rewas_ckpt)
+        files = {"vae": vae_ckpt, "vocoder": hifigan_ckpt, "text_encoder": clap_ckpt}
+        shapes = {}
+        if any(files.values()):
+            with empty_weights():
+                built = build_components(config)
+            shapes = {c: built[c].state_dict() for c in files}
+        for component, path in files.items():
+            own = {k for k in parts[component] if k != "scale_factor"}
+            if path is None:
+                if not own and not allow_partial:
+                    flag, name = COMPONENT_FILES[component]
+                    raise UserError(
+                        f"{rewas_ckpt} holds no {component} weights (a pruned ReWaS file): fetch {name} "
+                        f"({COMPONENT_SOURCE}) and pass {flag}"
+                    )
+                report.origins[component] = {str(rewas_ckpt): len(parts[component])}
+                continue
+            from_file, skipped = component_state(component, path, shapes[component])
+            # as the release: the component's own file first, the ReWaS file's keys over it
+            report.origins[component] = {str(path): len(set(from_file) - own), str(rewas_ckpt): len(parts[component])}
+            if skipped:
+                report.skipped[f"{Path(path).name}: keys {component} does not use"] = skipped
+            parts[component] = {**from_file, **parts[component]}
         states.update(parts)
         reports.append((report, list(parts)))
+    elif any(p is not None for p in (vae_ckpt, hifigan_ckpt, clap_ckpt)):
+        raise UserError("--vae-ckpt, --hifigan-ckpt and --clap-ckpt complete a ReWaS file: give --rewas-ckpt too")
     if phi_ckpt is not None:
         states["phi"] = phi_state(read_state(phi_ckpt, "state_dict", "model"))
         reports.append((ImportReport(str(phi_ckpt)), ["phi"]))

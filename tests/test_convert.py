@@ -10,6 +10,7 @@ from conftest import MANIFESTS
 from rewas import ReWaSPipeline
 from rewas.config import debug
 from rewas.convert import convert, load_into, phi_state, split_rewas, synchformer_state
+from rewas.errors import UserError
 from rewas.pipeline import build_components, empty_weights
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32}
@@ -225,3 +226,127 @@ def test_convert_and_download_commands(released_files, media, capsys):
     code = main(["download", str(d / "dl")])  # no network on the test machines: must fail fast and clearly
     err = capsys.readouterr().err
     assert code == 1 and time.monotonic() - start < 30 and "rewas convert" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------- the component files of a pruned file
+
+
+def _weight_normed(state: dict) -> dict:
+    """A vocoder state dict as HiFi-GAN's own checkpoint stores it: every conv weight as weight_g / weight_v
+    (torch's weight_norm, dim 0), under torch.compile's `_orig_mod.` prefix."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(".weight") and v.dim() == 3:
+            stem = k[: -len(".weight")]
+            out[f"_orig_mod.{stem}.weight_v"] = v * 1.7  # any direction: only v / ||v|| counts
+            out[f"_orig_mod.{stem}.weight_g"] = v.flatten(1).norm(dim=1).reshape(-1, 1, 1) * 0.9
+        else:
+            out[f"_orig_mod.{k}"] = v
+    return out
+
+
+def _folded(normed: dict) -> dict:
+    """What the release's remove_weight_norm leaves in the vocoder, and so in the full ReWaS file."""
+    out = {}
+    for k, v in normed.items():
+        k = k.removeprefix("_orig_mod.")
+        if k.endswith(".weight_v"):
+            out[k[: -len("_v")]] = torch._weight_norm(v, normed[f"_orig_mod.{k[: -len('_v')]}_g"], 0)
+        elif not k.endswith(".weight_g"):
+            out[k] = v
+    return out
+
+
+@pytest.fixture()
+def pruned_files(released_files):
+    """The released files, and the same model as a pruned ReWaS file (UNet, EMA, adapter, the scale factor and the
+    schedule: no first-stage or CLAP keys) with the VAE, HiFi-GAN and CLAP files in their published layouts."""
+    source, d = released_files
+    full = torch.load(d / "rewas.ckpt", weights_only=True)
+    normed = _weight_normed(source.vocoder.state_dict())
+    vocoder = "first_stage_model.vocoder."
+    full["state_dict"] = {k: v for k, v in full["state_dict"].items() if not k.startswith(vocoder)}
+    full["state_dict"].update({vocoder + k: v for k, v in _folded(normed).items()})
+    torch.save(full, d / "rewas.ckpt")  # the full file, its vocoder as the release's remove_weight_norm left it
+    pruned = {k: v for k, v in full["state_dict"].items() if not k.startswith(("first_stage_model.", "cond_stage"))}
+    torch.save({"state_dict": pruned}, d / "pruned.ckpt")
+    vae = {k: v for k, v in source.vae.state_dict().items() if k != "scale_factor"}
+    vae["loss.logvar"] = torch.zeros(())  # training-only keys ride along in AudioLDM's VAE file
+    vae["loss.discriminator.main.0.weight"] = torch.zeros(64, 1, 4, 4)
+    torch.save({"state_dict": vae, "global_step": 10}, d / "vae_mel_16k_64bins.ckpt")
+    torch.save({"generator": normed, "optim_g": {}}, d / "hifigan_16k_64bins.ckpt")
+    clap = {f"module.{k}": v for k, v in source.text_encoder.state_dict().items()}
+    clap["module.text_branch.embeddings.position_ids"] = torch.arange(16)[None]
+    clap["module.audio_branch.bn0.weight"] = torch.ones(64)
+    clap["module.logit_scale_a"] = torch.zeros(())
+    torch.save({"state_dict": clap, "epoch": 15}, d / "clap.pt")
+    return source, d
+
+
+COMPONENTS = ("unet", "adapter", "vae", "vocoder", "text_encoder", "phi", "video_encoder")
+
+
+def _convert(d, rewas, out, **files):
+    kinds = {"vae": "vae_mel_16k_64bins.ckpt", "hifigan": "hifigan_16k_64bins.ckpt", "clap": "clap.pt"}
+    given = {f"{k}_ckpt": d / kinds[k] for k in files}
+    return convert(
+        d / out, rewas_ckpt=d / rewas, phi_ckpt=d / "phi.ckpt", synchformer_ckpt=d / "synch.pt", config=debug(), **given
+    )
+
+
+def test_a_pruned_file_with_the_component_files_converts_to_the_full_files_model(pruned_files):
+    _, d = pruned_files
+    full, _ = _convert(d, "rewas.ckpt", "full")
+    pruned, reports = _convert(d, "pruned.ckpt", "pruned", vae=1, hifigan=1, clap=1)
+    for name in COMPONENTS:
+        assert_same(getattr(pruned, name), getattr(full, name).state_dict())
+    origins = reports[0].origins
+    assert origins["vae"] == {str(d / "vae_mel_16k_64bins.ckpt"): 156, str(d / "pruned.ckpt"): 1}  # scale_factor
+    assert origins["vocoder"] == {
+        str(d / "hifigan_16k_64bins.ckpt"): len(full.vocoder.state_dict()),
+        str(d / "pruned.ckpt"): 0,
+    }
+    assert list(origins["text_encoder"].values()) == [len(full.text_encoder.state_dict()), 0]
+    # the full file with the component files: the ReWaS file's keys win, as in the release
+    both, reports = _convert(d, "rewas.ckpt", "both", vae=1, hifigan=1, clap=1)
+    assert reports[0].origins["vae"][str(d / "vae_mel_16k_64bins.ckpt")] == 0
+    for name in COMPONENTS:
+        assert_same(getattr(both, name), getattr(full, name).state_dict())
+
+
+def test_a_pruned_file_alone_names_the_file_to_fetch(pruned_files, capsys):
+    from conftest import run_cli
+
+    _, d = pruned_files
+    with pytest.raises(UserError, match=r"fetch vae_mel_16k_64bins\.ckpt .*zenodo.* and pass --vae-ckpt"):
+        _convert(d, "pruned.ckpt", "none")
+    with pytest.raises(UserError, match=r"fetch hifigan_16k_64bins\.ckpt"):
+        _convert(d, "pruned.ckpt", "none", vae=1)
+    code, err = run_cli(
+        ["convert", "--rewas-ckpt", d / "pruned.ckpt", "--phi-ckpt", d / "phi.ckpt", "--synchformer-ckpt",
+         d / "synch.pt", "--preset", "debug", "--vae-ckpt", d / "vae_mel_16k_64bins.ckpt", "--hifigan-ckpt",
+         d / "hifigan_16k_64bins.ckpt", "--clap-ckpt", d / "clap.pt", "-o", d / "cli"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "vae: 156 from vae_mel_16k_64bins.ckpt, 1 from pruned.ckpt" in err
+    assert "vocoder: " in err and "from hifigan_16k_64bins.ckpt" in err and "text_encoder: " in err
+
+
+def test_fp16_files_convert_alike(pruned_files):
+    """An fp16 ReWaS file and fp16 component files: the pruned path still equals the full one, tensor for tensor."""
+    _, d = pruned_files
+    for name in ("rewas.ckpt", "pruned.ckpt", "vae_mel_16k_64bins.ckpt", "hifigan_16k_64bins.ckpt", "clap.pt"):
+        obj = torch.load(d / name, weights_only=True)
+        torch.save(
+            {k: {n: t.half() if t.is_floating_point() else t for n, t in v.items()} if isinstance(v, dict) else v
+             for k, v in obj.items()},
+            d / name,
+        )  # fmt: skip
+    full, _ = _convert(d, "rewas.ckpt", "full16")
+    pruned, _ = _convert(d, "pruned.ckpt", "pruned16", vae=1, hifigan=1, clap=1)
+    for name in ("unet", "adapter", "vae", "text_encoder"):
+        assert_same(getattr(pruned, name), getattr(full, name).state_dict())
+    # the vocoder: folded from fp16 g and v here, by the release's remove_weight_norm (in fp16) there
+    for k, v in pruned.vocoder.state_dict().items():
+        torch.testing.assert_close(v.float(), full.vocoder.state_dict()[k].float(), atol=2e-3, rtol=2e-3, msg=k)
