@@ -327,8 +327,8 @@ def manifest_path(path: str, folder: Path) -> str:
     """`path` (absolute, or relative to the working directory) as a manifest in `folder` names it: relative to
     the folder, so that the folder can move with its inputs and be read from any working directory; absolute where
     no relative path leads there (another drive)."""
-    try:
-        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    try:  # real paths: `..` out of a folder that is a link leads where the file system goes, not back
+        return os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
     except ValueError:
         return os.path.abspath(path)
 

@@ -48,7 +48,7 @@ FORMS = {
     ),
 }
 OPS = tuple(FORMS)
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
+_NUMBER = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf)"  # as `str(Edit)` writes them (%g, inf)
 
 
 @dataclass(frozen=True)

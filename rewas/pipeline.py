@@ -235,8 +235,9 @@ class ReWaSPipeline:
     def to(self, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> ReWaSPipeline:
         """Move to `device` (a torch device or its name) with the diffusion model in `dtype` (a torch dtype or
         fp32/bf16/fp16); the VAE, vocoder, text encoder and phi stay fp32."""
-        self.device = validate.device(device)
-        self.dtype = dtype = validate.dtype(dtype, self.device)
+        device = validate.device(device)
+        dtype = validate.dtype(dtype, device)  # both checked before anything moves: a refused call moves nothing
+        self.device, self.dtype = device, dtype
         for name in COMPONENTS:
             getattr(self, name).to(device=self.device, dtype=dtype if name in DIFFUSION else torch.float32)
         return self
@@ -467,6 +468,8 @@ class ReWaSPipeline:
         """Several prepared clips (`prepare`) sampled together: at every step the windows of all of them go through
         the denoiser in batches of `batch_size`, which keeps a GPU busy with short clips. Each clip's audio is what
         `__call__` gives it alone at its seed, up to the float rounding of other batch shapes."""
+        if not all(isinstance(x, (list, tuple)) for x in (timelines, prompts, seeds)):
+            raise UserError("timelines, prompts and seeds must be lists, one entry per clip")
         negative_prompts = [""] * len(prompts) if negative_prompts is None else negative_prompts
         if not len(timelines) == len(prompts) == len(seeds) == len(negative_prompts) or not timelines:
             raise UserError("give one prompt and one seed per timeline, and at least one timeline")
@@ -599,6 +602,8 @@ class ReWaSPipeline:
         edits = validate.edits(edits)
         if video is not None and frames is not None:
             raise UserError("give a video or frames, not both")
+        if video is not None and not isinstance(video, (str, os.PathLike)):
+            raise UserError(f"video must be a path (a str or os.PathLike), not {type(video).__name__}")
         frames = validate.frames(frames) if frames is not None else None
         energy = validate.energy(energy) if energy is not None else None
         # 2. the timeline: L latent frames (at least one window), covered by fixed windows for all but sampling
@@ -664,9 +669,10 @@ class ReWaSPipeline:
         if energy is not None:
             length = len(energy[0]) if isinstance(energy, tuple) else len(energy)
             times = energy[0] if isinstance(energy, tuple) else None
-            # (times, values) last as long as their last time (at least one frame); values alone one frame each
+            # the times are the starts of 10 ms frames (as `--energy-out` writes them): a curve lasts until the end
+            # of the frame its last time starts, so that a written curve read back gives the same length
             rate = self.config.audio.frame_rate
-            duration = max(float(times[-1]), 1 / rate) if times is not None else length / rate
+            duration = float(times[-1]) + 1 / rate if times is not None else length / rate
             return None, duration
         raise UserError("give a video, frames or an energy curve")
 

@@ -148,10 +148,18 @@ class Studio:
                 "(use `rewas generate` for longer ones)"
             )
         pipe = self.pipeline(model)
-        self.forget_takes(session)  # takes belong to a clip: a new clip starts a new list
         folder = session.folder or self._session_folder()
         video = self._keep(path, folder)
-        phi = pipe.prepare(video)
+        try:
+            phi = pipe.prepare(video)
+        except BaseException:  # the session keeps its clip; the new one goes
+            if video != path:
+                Path(video).unlink(missing_ok=True)
+            raise
+        for old in folder.glob("clip-*"):  # one clip per session
+            if str(old) != video:
+                old.unlink(missing_ok=True)
+        self.forget_takes(session)  # takes belong to a clip: a new clip starts a new list
         return Session(
             folder=folder, video=video, model=model, timeline=phi, phi=phi, source=VIDEO_SOURCE, audio=pipe.config.audio
         )
@@ -159,11 +167,9 @@ class Studio:
     @staticmethod
     def _keep(path: str, folder: Path) -> str:
         """The session's own link to (or copy of) an upload: gradio's cache deletes its files after an hour, while
-        the session may stay open for longer."""
+        the session may stay open for longer. A clip the session keeps already is its own."""
         if Path(path).parent == folder:
             return path
-        for old in folder.glob("clip-*"):  # one clip per session
-            old.unlink(missing_ok=True)
         kept = folder / f"clip-{uuid.uuid4().hex[:8]}{Path(path).suffix.lower()}"
         try:
             os.link(path, kept)
@@ -288,6 +294,8 @@ class Studio:
         if seed is not None and seed >= 0:  # the page's number field: a negative seed asks for a fresh one
             seed = validate.seed(int(seed) if float(seed).is_integer() and seed < 2**63 else seed)
         seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else seed
+        if steps is not None:  # the page's slider gives 10.0: a whole float is its whole number
+            steps = validate.whole(int(steps) if float(steps).is_integer() else steps, "steps")
         edits, source = list(session.edits), session.source  # as they are now: edits made during the take wait
         pipe = self.pipeline(session.model)
         if pipe.config.phi.text_dim and session.phi_prompt != prompt:  # phi's curve depends on what is asked for
@@ -308,7 +316,7 @@ class Studio:
             prompt=prompt,
             negative_prompt=negative_prompt or "",
             seed=seed,
-            steps=int(steps) if steps else None,
+            steps=steps,
             guidance=guidance,
             callback=callback,
         )
@@ -508,7 +516,9 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             return {session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s)}
 
         def on_model(video, s, model):
-            """Another model: the clip is opened again with it."""
+            """Another model: the session's clip (its own link, which outlives gradio's cache) opened again."""
+            if s is not None and s.video and Path(s.video).is_file():
+                return on_video(s.video, s, model)
             return on_video(video, s, model) if video else {}
 
         def edited(s):

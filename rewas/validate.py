@@ -93,9 +93,12 @@ def frames(value, name: str = "frames"):
     """(T, H, W, 3) RGB frames -> uint8: uint8 as they are, floats in [0, 1] scaled to 0-255 (not taken as black)."""
     import numpy as np
 
+    if isinstance(value, torch.Tensor):  # any device or dtype (bf16 has no numpy counterpart)
+        value = value.detach().cpu()
+        value = (value if value.dtype == torch.uint8 else value.double()).numpy()
     try:
         array = np.asarray(value)
-    except Exception:  # a ragged list, an object torch cannot turn into an array
+    except Exception:  # a ragged list
         raise UserError(f"{name} must be an array of shape (T, H, W, 3)") from None
     if array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
         raise UserError(f"{name} must be (T, H, W, 3) RGB with T, H, W >= 1 (got shape {array.shape})")
@@ -105,6 +108,10 @@ def frames(value, name: str = "frames"):
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise UserError(f"{name}: float frames must be finite and in [0, 1] (uint8 frames are 0-255)")
         return np.round(array * 255).astype(np.uint8)
+    if array.dtype.kind in "iu" and array.dtype != np.uint8:
+        if array.min() < 0 or array.max() > 255:
+            raise UserError(f"{name}: whole-number frames must be 0-255")
+        return array.astype(np.uint8)
     raise UserError(f"{name} must be uint8 (0-255) or float (0-1), not {array.dtype}")
 
 
@@ -118,6 +125,8 @@ def energy(value, name: str = "energy"):
             a = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError):
             raise UserError(f"{name}: {what} must be numbers") from None
+        if a.ndim == 2 and a.shape[0] == 2 and what == "the values":
+            raise UserError(f"{name}: give times and values as a (times_s, values) tuple, not as rows of one array")
         if a.ndim != 1 or len(a) == 0:
             raise UserError(f"{name}: {what} must be a non-empty 1-D sequence (got shape {a.shape})")
         if not np.isfinite(a).all():
@@ -142,6 +151,8 @@ def edits(value, name: str = "edits") -> list:
 
     if isinstance(value, (str, Edit)):
         value = [value]
+    if value is not None and not isinstance(value, (list, tuple)):
+        raise UserError(f"{name} must be a list of edits (got {type(value).__name__})")
     out = []
     for e in value or ():
         if isinstance(e, Edit):

@@ -50,6 +50,7 @@ BAD_CALLS = {  # kwargs of a call -> what the error must name
     "edit misspelt": (dict(edits=["mute 1-2", "mutr 3-4"]), "'mutr 3-4' is not an edit"),
     "edit malformed": (dict(edits=["mute one-two"]), "--mute 'one-two': expected START-END"),
     "edit not an edit": (dict(edits=[3]), "3 is not an edit"),
+    "edits not a list": (dict(edits=5), "edits must be a list"),
     "device missing": (dict(device="cuda:7" if torch.cuda.is_available() else "cuda"), "device"),
     "device nonsense": (dict(device="toaster"), "not a torch device"),
     "dtype unknown": (dict(dtype="int8"), "dtype 'int8'"),
@@ -71,13 +72,19 @@ BAD_INPUTS = {  # a call's inputs -> what the error must name
     "frames of one channel": (dict(frames=np.zeros((25, 64, 64), np.uint8)), "(T, H, W, 3)"),
     "frames empty": (dict(frames=np.zeros((0, 64, 64, 3), np.uint8)), "T, H, W >= 1"),
     "frames over 1 as float": (dict(frames=np.full((25, 64, 64, 3), 200.0)), "in [0, 1]"),
-    "frames of int64": (dict(frames=np.zeros((25, 64, 64, 3), np.int64)), "uint8 (0-255) or float (0-1)"),
+    "frames of int64 over 255": (
+        dict(frames=np.full((25, 64, 64, 3), 300, np.int64)),
+        "whole-number frames must be 0-255",
+    ),
+    "frames of bools": (dict(frames=np.zeros((25, 64, 64, 3), bool)), "uint8 (0-255) or float (0-1)"),
     "energy with NaN": (dict(energy=np.array([-5.0, np.nan, -4.0])), "NaN"),
     "energy times reversed": (dict(energy=(np.array([2.0, 1.0, 0.0]), np.array([-5.0, -4, -3]))), "increase"),
     "energy lengths differ": (dict(energy=(np.array([0.0, 1.0]), np.array([-5.0, -4, -3]))), "2 times and 3"),
     "energy empty": (dict(energy=np.array([])), "non-empty"),
     "energy of text": (dict(energy=["loud", "soft"]), "must be numbers"),
     "timeline not prepared": (dict(timeline="CLIP"), "timeline must come from prepare()"),
+    "video not a path": (dict(video=123), "video must be a path"),
+    "energy as rows": (dict(energy=[[0.0, 1.0], [-5.0, -4.0]]), "a (times_s, values) tuple"),
 }
 
 
@@ -100,6 +107,29 @@ def test_float_frames_in_0_1_are_the_uint8_frames(debug_pipe, clip):
     np.testing.assert_allclose(b.energy, a.energy, atol=1e-4)
 
 
+def test_a_refused_move_moves_nothing():
+    """A half precision pipeline off the CPU asked onto the CPU: fp16 is refused there, and the pipeline stays
+    where it was (before: its device said cpu while its weights stayed put)."""
+    pipe = ReWaSPipeline.from_pretrained("debug").to("meta", "fp16")  # stands in for a CUDA device here
+    with pytest.raises(UserError, match="fp16 on a CPU"):
+        pipe(energy=np.full(50, -5.0), prompt="x", device="cpu")  # the call moves the pipeline, in its dtype
+    assert pipe.device.type == "meta" and pipe.dtype == torch.float16 and next(pipe.unet.parameters()).is_meta
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [("mute", 1.0, 2.0, 0.0), ("mute",), ("gain", 2.0, float("inf"), 3.0), ("gain", 0.0, 1.0, 1e-07),
+     ("scale", 1e-05, 1.0, 0.5), ("smooth", 0.0, float("inf"), 1e06), ("scale", 1.0, 2.5, 0.25)],
+)  # fmt: skip
+def test_every_edit_reads_back_as_it_is_written(edit):
+    """`str(Edit)` is the spelling the API and the CLI take back (ranges open at the end, %g's exponents)."""
+    from rewas.edits import Edit
+    from rewas.validate import edits
+
+    original = Edit(*edit)
+    assert edits([str(original)]) == [original]
+
+
 def test_edits_spelt_as_on_the_command_line(debug_pipe, clip):
     from rewas.edits import parse
 
@@ -116,9 +146,15 @@ def test_dtype_and_device_as_the_cli_spells_them():
             ReWaSPipeline.from_pretrained("debug", device="cuda")
 
 
-def test_an_energy_curve_alone_lasts_until_its_last_time(debug_pipe):
-    r = debug_pipe(energy=(np.array([0.0, 1.5]), np.array([-9.0, -2.0])), prompt="a click", steps=1, seed=0)
-    assert r.duration == 1.5 and r.waveform.shape == (24000,)
+def test_an_energy_curve_alone_lasts_as_long_written_as_read(debug_pipe, tmp_path):
+    """A curve's times are the starts of 10 ms frames, as `--energy-out` writes them: a written curve read back as
+    (times, values) lasts as long as the clip it came from (its last frame starts 10 ms before the end)."""
+    from rewas.energy import read_csv, write_csv
+
+    r = debug_pipe(energy=np.full(150, -5.0), prompt="a click", steps=1, seed=0)
+    write_csv(tmp_path / "e.csv", r.energy, debug_pipe.config.audio)
+    again = debug_pipe(energy=read_csv(tmp_path / "e.csv"), prompt="a click", steps=1, seed=0)
+    assert r.duration == again.duration == pytest.approx(1.5) and again.waveform.shape == (24000,)
 
 
 def test_a_timeline_records_its_prompt_and_another_prompt_warns(default_pipe, clip):

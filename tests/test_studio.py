@@ -170,6 +170,23 @@ def test_a_session_keeps_its_clip_when_the_upload_cache_deletes_it(studio, media
     assert [p.name for p in again.folder.glob("clip-*")] == [Path(again.video).name]
 
 
+def test_a_model_switch_after_the_upload_went_uses_the_sessions_clip(studio, media, tmp_path):
+    """Switching model re-opens the session's own clip, not gradio's (deleted) upload; a clip that fails to open
+    leaves the session's clip in place."""
+    from rewas.studio import build_app  # noqa: F401 (the page's handler does what this test does)
+
+    upload = tmp_path / "up" / "clip.mp4"
+    upload.parent.mkdir()
+    upload.write_bytes(media["v25"].read_bytes())
+    session = studio.open_video(Session(), str(upload), "debug")
+    upload.unlink()
+    again = studio.open_video(session, session.video, "debug")  # what the page's model switch calls
+    assert again.video == session.video and Path(again.video).is_file()
+    with pytest.raises(UserError):
+        studio.open_video(again, str(media["not_video"]), "debug")
+    assert Path(again.video).is_file() and studio.generate(again, "a click", steps=1).video
+
+
 def test_close_removes_every_file(media):
     studio = Studio(["debug"])
     example_clips(studio.workdir / "examples")
