@@ -428,6 +428,15 @@ def cmd_convert(args) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+def cmd_check(args) -> None:
+    from .check import check
+
+    verdict = check(args.path)
+    print(verdict.text())
+    if not verdict.ok:
+        raise BatchIncomplete()  # the verdict is printed: exit 1 without another line
+
+
 def cmd_download(args) -> None:
     from .download import download
 
@@ -792,6 +801,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--queue", type=int, default=8, help="takes waiting at most; more are refused (default 8)")
     u.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     u.set_defaults(func=cmd_ui)
+
+    k2 = sub.add_parser(
+        "check", help="what a checkpoint file or a model folder holds, against the released files (nothing is run)"
+    )
+    k2.add_argument("path", help="a released checkpoint (.ckpt, .pt), a component file, or a model folder")
+    k2.set_defaults(func=cmd_check)
 
     i = sub.add_parser("info", help="components and parameter counts of a model")
     i.add_argument(

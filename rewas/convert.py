@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import release
 from .checkpoint import load_state, read_state
 from .config import ModelConfig, paper
 from .errors import UserError
@@ -139,15 +140,10 @@ def _check_schedule(state: dict) -> None:
         raise UserError("the checkpoint's diffusion schedule differs from the paper's (scaled linear 0.0015-0.0195)")
 
 
-# The parts of the ReWaS file that AudioLDM also publishes as files of their own (its training code's release,
-# Zenodo record 15678883). The release builds each from its file first, then loads the ReWaS file over it
-# (strict=False): a ReWaS file without these keys still works there, so it must here.
-COMPONENT_FILES = {
-    "vae": ("--vae-ckpt", "vae_mel_16k_64bins.ckpt"),
-    "vocoder": ("--hifigan-ckpt", "hifigan_16k_64bins.ckpt"),
-    "text_encoder": ("--clap-ckpt", "clap_music_speech_audioset_epoch_15_esc_89.98.pt"),
-}
-COMPONENT_SOURCE = "AudioLDM's training code, https://zenodo.org/records/15678883"
+# The parts of the ReWaS file that AudioLDM also publishes as files of their own (`release.COMPONENTS`). The
+# release builds each from its file first, then loads the ReWaS file over it (strict=False): a ReWaS file without
+# these keys still works there, so it must here.
+COMPONENT_FILES = {c: (r.flag, r.filename) for c, r in release.COMPONENTS.items()}
 
 
 def vae_file_state(state: dict, own: dict[str, torch.Tensor]) -> tuple[dict, int]:
@@ -276,7 +272,7 @@ def convert(
                     flag, name = COMPONENT_FILES[component]
                     raise UserError(
                         f"{rewas_ckpt} holds no {component} weights (a pruned ReWaS file): fetch {name} "
-                        f"({COMPONENT_SOURCE}) and pass {flag}"
+                        f"({release.COMPONENTS[component].source}) and pass {flag}"
                     )
                 report.origins[component] = {str(rewas_ckpt): len(parts[component])}
                 continue
@@ -342,4 +338,18 @@ def convert(
     pipe = ReWaSPipeline(config, components)
     if out is not None:
         pipe.save_pretrained(out)
+        used = {"rewas": rewas_ckpt, "phi": phi_ckpt, "synchformer": synchformer_ckpt, "vae": vae_ckpt}
+        used |= {"vocoder": hifigan_ckpt, "text_encoder": clap_ckpt}
+        sources = {Path(p).name: source_of(kind, p) for kind, p in used.items() if p is not None}
+        if audioldm_dir is not None:
+            sources[Path(audioldm_dir).name] = release.Remote(
+                Path(audioldm_dir).name, "AudioLDM's (see the folder's model card)", str(audioldm_dir)
+            )
+        (Path(out) / "LICENSES.md").write_text(release.licences_markdown(sources))
     return pipe, [r for r, _ in reports]
+
+
+def source_of(kind: str, path) -> release.Remote:
+    """What is known of the released file given for `kind`: by its name, else by the part it stands for."""
+    by_kind = {"rewas": release.REWAS, "phi": release.PHI, "synchformer": release.SYNCHFORMER}
+    return release.known(Path(path).name) or by_kind.get(kind) or release.COMPONENTS[kind]

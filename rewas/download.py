@@ -11,47 +11,31 @@ import hashlib
 import os
 import socket
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-
-@dataclass(frozen=True)
-class Remote:
-    filename: str
-    repo: str | None = None  # a Hugging Face model repository
-    url: str | None = None
-    md5_prefix: str | None = None
-
-
-REWAS = Remote("audioldm_m_rewas_vggsound.ckpt", repo="lee-j/ReWaS")
-PHI = Remote("phi_vggsound.ckpt", repo="lee-j/ReWaS")
-SYNCHFORMER = Remote(
-    "24-01-04T16-39-21.pt",
-    url="https://a3s.fi/swift/v1/AUTH_a235c0f452d648828f745589cde1219a/sync/sync_models/24-01-04T16-39-21/24-01-04T16-39-21.pt",
-    md5_prefix="54037d2",
-)
-ROBERTA = (Remote("vocab.json", repo="FacebookAI/roberta-base"), Remote("merges.txt", repo="FacebookAI/roberta-base"))
-FILES = (REWAS, PHI, SYNCHFORMER, *ROBERTA)
+from .release import COMPONENTS, MAIN, PHI, REWAS, SYNCHFORMER, Remote, components_lacking
 
 
 class DownloadError(RuntimeError):
     pass
 
 
-def _where(remote: Remote) -> str:
-    return remote.url or f"https://huggingface.co/{remote.repo}/resolve/main/{remote.filename}"  # the file, not a page
+def _listing() -> str:
+    """Every file, where its link fetches it, and its licence; then the component files and when they count."""
+    main = "; ".join(f"{r.filename} <- {r.link} [{r.licence.split(' (')[0]}]" for r in MAIN)
+    parts = ", ".join(f"{r.filename} <- {r.link}" for r in COMPONENTS.values())
+    return f"{main}; only if the ReWaS file lacks the VAE, HiFi-GAN or CLAP weights: {parts}"
 
 
 def check_network(timeout: float = 5.0) -> None:
-    hosts = {urlparse(r.url).hostname for r in FILES if r.url} | {"huggingface.co"}
+    hosts = {urlparse(r.url).hostname for r in MAIN if r.url} | {"huggingface.co"}
     for host in sorted(hosts):
         try:
             socket.create_connection((host, 443), timeout=timeout).close()
         except OSError:
-            listing = "; ".join(f"{r.filename} <- {_where(r)}" for r in FILES)
             raise DownloadError(
-                f"cannot reach {host} (no network?). Fetch the files by hand ({listing}), then run "
+                f"cannot reach {host} (no network?). Fetch the files by hand ({_listing()}), then run "
                 "`rewas convert --rewas-ckpt ... --phi-ckpt ... --synchformer-ckpt ... --roberta-dir ... -o DIR`"
             ) from None
 
@@ -90,14 +74,26 @@ def fetch(remote: Remote, folder: Path) -> Path:
 
 
 def download(folder: str | os.PathLike, convert_to: str | os.PathLike | None = None, progress=print) -> Path:
-    """Fetch every released file into `folder`; then (unless convert_to is None) write our model folder."""
+    """Fetch the released files into `folder`: the ReWaS file first; AudioLDM's VAE, HiFi-GAN and CLAP files only if
+    it lacks their weights. Each file's source and licence are said before it is fetched. Then (unless convert_to
+    is None) write our model folder, with a LICENSES.md of what it was made from."""
+    from .checkpoint import read_state
+
     folder = Path(folder)
     check_network()  # before the folder exists: an offline run leaves nothing behind
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for remote in FILES:
-        progress(f"fetching {remote.filename}")
+    for remote in MAIN:
+        progress(f"fetching {remote.filename} from {remote.source}; licence: {remote.licence}")
         paths[remote.filename] = fetch(remote, folder)
+    lacking = components_lacking(read_state(paths[REWAS.filename], "state_dict").keys())  # memory-mapped: keys only
+    for component in lacking:
+        remote = COMPONENTS[component]
+        progress(f"the ReWaS file has no {component} weights: fetching {remote.filename} from {remote.source}")
+        try:
+            paths[remote.filename] = fetch(remote, folder)
+        except OSError as e:
+            raise DownloadError(f"{remote.filename}: {e}; fetch it by hand ({remote.link}, {remote.source})") from None
     if convert_to is None:
         return folder
     from .convert import convert
@@ -109,5 +105,7 @@ def download(folder: str | os.PathLike, convert_to: str | os.PathLike | None = N
         phi_ckpt=paths[PHI.filename],
         synchformer_ckpt=paths[SYNCHFORMER.filename],
         roberta_dir=folder,
-    )
+        **{f"{k}_ckpt": paths[COMPONENTS[c].filename] for k, c in (("vae", "vae"), ("hifigan", "vocoder"),
+                                                               ("clap", "text_encoder")) if c in lacking},
+    )  # fmt: skip
     return Path(convert_to)

@@ -10,7 +10,7 @@ import torch
 
 from rewas import samples
 
-MANIFESTS = Path(__file__).resolve().parent / "data" / "manifests"  # the released checkpoints' keys and shapes
+MANIFESTS = Path(__file__).resolve().parents[1] / "rewas" / "assets" / "manifests"  # the released files' keys, shapes
 
 PLATFORMS = {  # marker -> (present here, why skipped); docs/platforms.md lists what each covers
     "cuda": (torch.cuda.is_available(), "no CUDA GPU on this machine"),

@@ -318,6 +318,8 @@ def test_download_offline_says_what_to_fetch_and_leaves_nothing(tmp_path, monkey
     code, err = run_cli(["download", tmp_path / "files"], capsys)
     assert code == 1 and err.startswith("rewas: error: cannot reach") and len(err.strip().splitlines()) == 1
     assert "/resolve/main/" in err and "/blob/" not in err  # links that fetch the file, not a web page
+    assert "[CC BY-NC-SA 4.0]" in err and "[MIT]" in err  # each file's licence, before anything is fetched
+    assert "only if the ReWaS file lacks the VAE, HiFi-GAN or CLAP weights: vae_mel_16k_64bins.ckpt" in err
     assert not (tmp_path / "files").exists()
 
 

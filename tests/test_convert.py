@@ -318,7 +318,7 @@ def test_a_pruned_file_alone_names_the_file_to_fetch(pruned_files, capsys):
     from conftest import run_cli
 
     _, d = pruned_files
-    with pytest.raises(UserError, match=r"fetch vae_mel_16k_64bins\.ckpt .*zenodo.* and pass --vae-ckpt"):
+    with pytest.raises(UserError, match=r"fetch vae_mel_16k_64bins\.ckpt .*Zenodo 15678883.* and pass --vae-ckpt"):
         _convert(d, "pruned.ckpt", "none")
     with pytest.raises(UserError, match=r"fetch hifigan_16k_64bins\.ckpt"):
         _convert(d, "pruned.ckpt", "none", vae=1)
