@@ -1,6 +1,7 @@
 """Importing the released checkpoints: the full layouts from the manifests, and numerics at debug size."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,3 +351,51 @@ def test_fp16_files_convert_alike(pruned_files):
     # the vocoder: folded from fp16 g and v here, by the release's remove_weight_norm (in fp16) there
     for k, v in pruned.vocoder.state_dict().items():
         torch.testing.assert_close(v.float(), full.vocoder.state_dict()[k].float(), atol=2e-3, rtol=2e-3, msg=k)
+
+
+def test_a_module_prefixed_rewas_file_converts_alike(pruned_files):
+    """A ReWaS file saved from a DDP-wrapped model (every key under `module.`) is the same model."""
+    _, d = pruned_files
+    full = torch.load(d / "rewas.ckpt", weights_only=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in full["state_dict"].items()}}, d / "wrapped.ckpt")
+    a, _ = _convert(d, "rewas.ckpt", "a")
+    b, _ = _convert(d, "wrapped.ckpt", "b")
+    for name in COMPONENTS:
+        assert_same(getattr(b, name), getattr(a, name).state_dict())
+
+
+@pytest.mark.parametrize("rewas_file, fetched", [("rewas.ckpt", []), ("pruned.ckpt", ["vae", "hifigan", "clap"])])
+def test_download_fetches_the_component_files_only_for_a_pruned_file(
+    pruned_files, tmp_path, monkeypatch, rewas_file, fetched
+):
+    """The ReWaS file first; its keys decide whether AudioLDM's files are needed. Each file's source and licence is
+    said before it is fetched. (The network is a folder of the fakes here.)"""
+    import shutil
+
+    import rewas.convert
+    from rewas import download, release
+
+    _, d = pruned_files
+    files = {release.REWAS.filename: d / rewas_file, release.PHI.filename: d / "phi.ckpt",
+             release.SYNCHFORMER.filename: d / "synch.pt", "vocab.json": d / "phi.ckpt", "merges.txt": d / "phi.ckpt",
+             release.COMPONENTS["vae"].filename: d / "vae_mel_16k_64bins.ckpt",
+             release.COMPONENTS["vocoder"].filename: d / "hifigan_16k_64bins.ckpt",
+             release.COMPONENTS["text_encoder"].filename: d / "clap.pt"}  # fmt: skip
+    got, said, converted = [], [], {}
+
+    def fetch(remote, folder):
+        got.append(remote.filename)
+        return Path(shutil.copy(files[remote.filename], folder / remote.filename))
+
+    monkeypatch.setattr(download, "check_network", lambda: None)
+    monkeypatch.setattr(download, "fetch", fetch)
+    monkeypatch.setattr(rewas.convert, "convert", lambda out, **kw: converted.update(kw))
+    download.download(tmp_path / "w", tmp_path / "w" / "model", progress=said.append)
+    assert got[0] == release.REWAS.filename
+    components = {"vae": "vae_mel_16k_64bins.ckpt", "hifigan": "hifigan_16k_64bins.ckpt", "clap": "clap_music_speech"}
+    assert [k for k, name in components.items() if any(g.startswith(name) for g in got)] == fetched
+    assert sorted(k for k in converted if k.endswith("_ckpt") and k not in ("rewas_ckpt", "phi_ckpt",
+                                                                            "synchformer_ckpt")) == sorted(
+        f"{k}_ckpt" for k in fetched
+    )  # fmt: skip
+    assert said[0].startswith(f"fetching {release.REWAS.filename} from ") and "CC BY-NC-SA 4.0" in said[0]
