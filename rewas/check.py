@@ -116,6 +116,10 @@ def check_file(path: Path) -> Verdict:
         ema = sum(1 for k in tensors if k.startswith("model_ema."))
         verdict.lines.append(f"EMA weights: {'present' if ema else 'absent'} ({ema} keys)")
         lacking = release.components_lacking(tensors)
+        parts = {"unet": ("model.diffusion_model.", "model_ema."), "adapter": ("control_model.",)}
+        found = [c for c, p in parts.items() if any(k.startswith(p) for k in tensors)]
+        found += [c for c in release.COMPONENT_PREFIXES if c not in lacking]
+        verdict.lines.append(f"components: {', '.join(found) or 'none'}")
         # a pruned file: the parts its component files stand in for are not missing
         skip = tuple(p for c in lacking for p in PRUNED[c]) + (("model_ema.",) if not ema else ())
         expected = {k: v for k, v in data["state_dict"].items() if not k.endswith("position_ids")}

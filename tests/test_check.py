@@ -63,9 +63,11 @@ def fakes(tmp_path_factory):
     "name, kind, ready, says, flags",
     [
         ("audioldm_m_rewas_vggsound.ckpt", "ReWaS", True,
-         ["2688 of 2688 released keys, 0 missing", "EMA weights: present", "licence CC BY-NC-SA 4.0"],
+         ["2688 of 2688 released keys, 0 missing", "EMA weights: present", "licence CC BY-NC-SA 4.0",
+          "components: unet, adapter, vae, vocoder, text_encoder"],
          ["--rewas-ckpt"]),
-        ("pruned.ckpt", "ReWaS", True, ["no vae weights: vae_mel_16k_64bins.ckpt", "no text_encoder weights"],
+        ("pruned.ckpt", "ReWaS", True, ["no vae weights: vae_mel_16k_64bins.ckpt", "no text_encoder weights",
+                                        "components: unet, adapter\n"],
          ["--rewas-ckpt", "--vae-ckpt vae_mel_16k_64bins.ckpt", "--hifigan-ckpt hifigan_16k_64bins.ckpt",
           "--clap-ckpt clap_music_speech_audioset_epoch_15_esc_89.98.pt"]),
         ("fp16.ckpt", "ReWaS", True, ["float16", "0 missing"], ["--rewas-ckpt"]),
