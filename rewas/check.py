@@ -26,9 +26,11 @@ class Verdict:
     ok: bool  # converts as it is
     lines: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # what `rewas convert` needs for it
+    needs: bool = False  # ready only with the component files its flags name
 
     def text(self) -> str:
-        head = f"{self.path}: {self.kind}, {'ready' if self.ok else 'NOT READY'}"
+        state = "NOT READY" if not self.ok else "ready with the component files below" if self.needs else "ready"
+        head = f"{self.path}: {self.kind}, {state}"
         tail = [f"  convert with: {' '.join(self.flags)}"] if self.flags else []
         return "\n".join([head, *(f"  {line}" for line in self.lines), *tail])
 
@@ -53,19 +55,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _against(state: dict, expected: dict[str, list[int]], skip: tuple[str, ...] = ()) -> tuple[list, list, list]:
-    """(missing, unexpected, shape mismatches) of a state dict against a manifest's key -> shape."""
-    keys = {k for k in state if not k.startswith(skip)}
-    missing = [k for k in expected if k not in keys and not k.startswith(skip)]
-    unexpected = sorted(keys - set(expected))
-    shapes = [k for k in expected if k in state and list(state[k].shape) != list(expected[k])]
-    return missing, unexpected, shapes
-
-
 def _compare(verdict: Verdict, what: str, state: dict, expected: dict, skip: tuple[str, ...] = ()) -> None:
-    missing, unexpected, shapes = _against(state, expected, skip)
+    """The state dict against a manifest's key -> shape; keys under `skip` are left out on both sides (the parts
+    a component file stands in for, training-only keys)."""
+    expected = {k: v for k, v in expected.items() if not k.startswith(skip)}
+    keys = {k for k in state if not k.startswith(skip)}
+    missing = [k for k in expected if k not in keys]
+    unexpected = sorted(keys - set(expected))
+    shapes = [k for k in expected if k in keys and list(state[k].shape) != list(expected[k])]
+    left_out = f" ({', '.join(p.rstrip('.') for p in skip)} left out)" if skip else ""
     verdict.lines.append(
-        f"{what}: {len(expected) - len(missing)} of {len(expected)} released keys, {len(missing)} missing, "
+        f"{what}: {len(expected) - len(missing)} of {len(expected)} released keys{left_out}, {len(missing)} missing, "
         f"{len(unexpected)} unexpected, {len(shapes)} of another shape"
     )
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", shapes)):
@@ -83,12 +83,15 @@ def _classify(obj) -> tuple[str, dict]:
         return "HiFi-GAN", obj["generator"]
     if isinstance(obj.get("model"), dict) and any(k.startswith("vfeat_extractor.") for k in obj["model"]):
         return "Synchformer", obj["model"]
-    state = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
-    keys = [k.removeprefix("module.") for k in state if isinstance(k, str)]
+    # a Lightning file's 'state_dict', a 'model' entry, or the state dict itself (as `convert` reads them)
+    state = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), obj)
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    keys = [k for k in state if isinstance(k, str)]
     if any(k.startswith(("model.diffusion_model.", "control_model.", "model_ema.")) for k in keys):
         return "ReWaS", state
     if any(k.startswith(("projection1.", "hint_blocks.")) for k in keys):
-        return "phi", {k.removeprefix("module."): v for k, v in state.items()}
+        return "phi", state
     if any(k.startswith("text_branch.") for k in keys):
         return "CLAP", state
     if any(k.startswith(("encoder.conv_in.", "decoder.conv_in.")) for k in keys):
@@ -114,7 +117,9 @@ def check_file(path: Path) -> Verdict:
     if kind == "ReWaS":
         data = _manifest("rewas_ldm")
         ema = sum(1 for k in tensors if k.startswith("model_ema."))
-        verdict.lines.append(f"EMA weights: {'present' if ema else 'absent'} ({ema} keys)")
+        verdict.lines.append(
+            f"EMA weights: {'present' if ema else 'absent: the raw UNet weights are used'} ({ema} keys)"
+        )
         lacking = release.components_lacking(tensors)
         parts = {"unet": ("model.diffusion_model.", "model_ema."), "adapter": ("control_model.",)}
         found = [c for c, p in parts.items() if any(k.startswith(p) for k in tensors)]
@@ -125,8 +130,8 @@ def check_file(path: Path) -> Verdict:
         expected = {k: v for k, v in data["state_dict"].items() if not k.endswith("position_ids")}
         _compare(verdict, "ReWaS", {k: v for k, v in tensors.items() if not k.endswith("position_ids")}, expected, skip)
         verdict.flags.append(f"--rewas-ckpt {path}")
-        if not ema:
-            verdict.flags.append("--no-ema")
+        if lacking:
+            verdict.needs = True
         for component in lacking:
             remote = release.COMPONENTS[component]
             verdict.lines.append(f"no {component} weights: {remote.filename} ({remote.source}) must complete it")
@@ -135,17 +140,36 @@ def check_file(path: Path) -> Verdict:
         _compare(verdict, "phi", tensors, _manifest("phi")["state_dict"])
         verdict.flags.append(f"--phi-ckpt {path}")
     elif kind == "Synchformer":
-        vfeat = {k.removeprefix("vfeat_extractor."): v for k, v in tensors.items() if k.startswith("vfeat_extractor.")}
+        vfeat = {k: v for k, v in tensors.items() if k.startswith("vfeat_extractor.")}  # the manifest keeps the prefix
         _compare(verdict, "video encoder (vfeat_extractor)", vfeat, _manifest("synchformer_vfeat")["state_dict"])
         verdict.flags.append(f"--synchformer-ckpt {path}")
     elif kind in ("VAE", "HiFi-GAN", "CLAP"):
         component = {"VAE": "vae", "HiFi-GAN": "vocoder", "CLAP": "text_encoder"}[kind]
         remote = release.COMPONENTS[component]
         verdict.lines.append(f"AudioLDM's {kind} file: completes a ReWaS file that lacks its weights")
+        _compare(verdict, kind, *_component_layout(kind, tensors))
         verdict.flags.append(f"{remote.flag} {path}")
     else:
         verdict.lines.append("not one of the released files' layouts (ReWaS, phi, Synchformer, VAE, HiFi-GAN, CLAP)")
     return verdict
+
+
+def _component_layout(kind: str, tensors: dict) -> tuple[dict, dict, tuple[str, ...]]:
+    """(the file's tensors in the ReWaS file's names, the released keys they stand for, what is left out): a
+    component file is checked against the part of the ReWaS manifest it replaces."""
+    released = _manifest("rewas_ldm")["state_dict"]
+    if kind == "VAE":
+        prefix, skip = "first_stage_model.", ("first_stage_model.vocoder.", "first_stage_model.loss.")
+        state = {prefix + k: v for k, v in tensors.items()}
+    elif kind == "HiFi-GAN":  # weight-normed: each weight_v stands for the weight it folds into (same shape)
+        prefix, skip = "first_stage_model.vocoder.", ()
+        names = {k.removeprefix("_orig_mod."): v for k, v in tensors.items()}
+        state = {prefix + k.replace(".weight_v", ".weight"): v for k, v in names.items() if not k.endswith("_g")}
+    else:  # CLAP: the whole model the ReWaS file holds under cond_stage_models.0.model
+        prefix, skip = "cond_stage_models.0.model.", ("cond_stage_models.0.model.text_branch.embeddings.position_ids",)
+        state = {prefix + k.removeprefix("module."): v for k, v in tensors.items()}
+    expected = {k: v for k, v in released.items() if k.startswith(prefix)}
+    return state, expected, skip
 
 
 def check_folder(path: Path) -> Verdict:

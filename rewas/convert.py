@@ -66,7 +66,11 @@ class ImportReport:
     def problems(self) -> str:
         parts = [
             f"{c}: missing {len(k)} keys, e.g. {k[:3]}"
-            + (f" ({COMPONENT_FILES[c][1]}, {COMPONENT_FILES[c][0]}, has them)" if c in COMPONENT_FILES else "")
+            + (
+                f" ({COMPONENT_FILES[c][1]}, {COMPONENT_FILES[c][0]}, has them)"
+                if c in COMPONENT_FILES and any(key != "scale_factor" for key in k)
+                else ""
+            )
             for c, k in self.missing.items()
             if k
         ]
@@ -337,7 +341,9 @@ def convert(
         roberta_dir = Path(audioldm_dir) / "tokenizer"  # diffusers AudioLDM folders carry RoBERTa's tokenizer
     if config.text.kind == "clap" and config.text.tokenizer != "bytes" and roberta_dir is not None:
         components["text_encoder"].tokenizer = load_tokenizer(config.text, roberta_dir)
-    pipe = ReWaSPipeline(config, components)
+    # fp32 in memory, as a saved and loaded folder is: a file stored in fp16 (or a component folded in fp32 beside
+    # fp16 biases) would otherwise leave modules of mixed precision that cannot run
+    pipe = ReWaSPipeline(config, components).to("cpu")
     if out is not None:
         pipe.save_pretrained(out)
         used = {"rewas": rewas_ckpt, "phi": phi_ckpt, "synchformer": synchformer_ckpt, "vae": vae_ckpt}

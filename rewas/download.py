@@ -89,7 +89,10 @@ def download(folder: str | os.PathLike, convert_to: str | os.PathLike | None = N
     lacking = components_lacking(read_state(paths[REWAS.filename], "state_dict").keys())  # memory-mapped: keys only
     for component in lacking:
         remote = COMPONENTS[component]
-        progress(f"the ReWaS file has no {component} weights: fetching {remote.filename} from {remote.source}")
+        progress(
+            f"the ReWaS file has no {component} weights: fetching {remote.filename} from {remote.source}; "
+            f"licence: {remote.licence}"
+        )
         try:
             paths[remote.filename] = fetch(remote, folder)
         except OSError as e:

@@ -86,7 +86,7 @@ COMPONENT_PREFIXES = {
 
 def components_lacking(keys) -> list[str]:
     """The components a ReWaS file holds no weights of (a pruned file), by its keys."""
-    keys = list(keys)
+    keys = [k.removeprefix("module.") for k in keys]  # a file saved from a DDP-wrapped model
     return [c for c, prefixes in COMPONENT_PREFIXES.items() if not any(k.startswith(prefixes) for k in keys)]
 
 

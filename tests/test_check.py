@@ -48,41 +48,61 @@ def fakes(tmp_path_factory):
     del broken["control_model.middle_block_out.0.weight"]
     torch.save({"state_dict": broken}, d / "broken.ckpt")
     torch.save({f"module.{k}": v for k, v in full_size("phi").items()}, d / "phi_vggsound.ckpt")
-    vfeat = {f"vfeat_extractor.{k}": v for k, v in full_size("synchformer_vfeat").items()}
-    torch.save({"model": vfeat}, d / "synch.pt")
+    vfeat = full_size("synchformer_vfeat")  # its keys as the file has them, under vfeat_extractor.
+    torch.save({"model": {**vfeat, "aproj.weight": torch.zeros(2, 2)}}, d / "synch.pt")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in rewas.items()}}, d / "wrapped.ckpt")
+    no_ema = {k: v for k, v in pruned.items() if not k.startswith("model_ema.")}
+    torch.save({"state_dict": no_ema}, d / "pruned_no_ema.ckpt")
     vae = {k.removeprefix("first_stage_model."): v for k, v in rewas.items() if k.startswith("first_stage_model.")}
     vae = {k: v for k, v in vae.items() if not k.startswith("vocoder.")}  # with its training loss network
     torch.save({"state_dict": vae}, d / "vae_mel_16k_64bins.ckpt")
-    torch.save({"generator": {"conv_pre.weight_g": torch.ones(4, 1, 1)}}, d / "hifigan_16k_64bins.ckpt")
-    clap = {f"module.{k.removeprefix('cond_stage_models.0.model.')}": v for k, v in rewas.items() if "text_branch" in k}
+    generator = {}
+    for k, v in rewas.items():
+        if k.startswith("first_stage_model.vocoder."):
+            k = "_orig_mod." + k.removeprefix("first_stage_model.vocoder.")
+            if k.endswith(".weight") and v.dim() == 3:  # weight-normed, as HiFi-GAN's own checkpoint holds it
+                generator[k + "_v"], generator[k + "_g"] = v, torch.zeros(()).expand(v.shape[0], 1, 1)
+            else:
+                generator[k] = v
+    torch.save({"generator": generator}, d / "hifigan_16k_64bins.ckpt")
+    model = "cond_stage_models.0.model."
+    clap = {f"module.{k.removeprefix(model)}": v for k, v in rewas.items() if k.startswith(model)}
     torch.save({"state_dict": clap}, d / "clap.pt")
+    torch.save({"generator": {"conv_pre.weight_g": torch.ones(4, 1, 1)}}, d / "not_a_hifigan.ckpt")
     return d
 
 
 @pytest.mark.parametrize(
-    "name, kind, ready, says, flags",
+    "name, kind, state, says, flags",
     [
-        ("audioldm_m_rewas_vggsound.ckpt", "ReWaS", True,
+        ("audioldm_m_rewas_vggsound.ckpt", "ReWaS", "ready",
          ["2688 of 2688 released keys, 0 missing", "EMA weights: present", "licence CC BY-NC-SA 4.0",
           "components: unet, adapter, vae, vocoder, text_encoder"],
          ["--rewas-ckpt"]),
-        ("pruned.ckpt", "ReWaS", True, ["no vae weights: vae_mel_16k_64bins.ckpt", "no text_encoder weights",
-                                        "components: unet, adapter\n"],
+        ("pruned.ckpt", "ReWaS", "ready with the component files below",
+         ["no vae weights: vae_mel_16k_64bins.ckpt", "no text_encoder weights", "components: unet, adapter\n",
+          "1728 of 1728 released keys (first_stage_model.encoder"],
          ["--rewas-ckpt", "--vae-ckpt vae_mel_16k_64bins.ckpt", "--hifigan-ckpt hifigan_16k_64bins.ckpt",
           "--clap-ckpt clap_music_speech_audioset_epoch_15_esc_89.98.pt"]),
-        ("fp16.ckpt", "ReWaS", True, ["float16", "0 missing"], ["--rewas-ckpt"]),
-        ("broken.ckpt", "ReWaS", False, ["1 missing", "control_model.middle_block_out.0.weight"], ["--rewas-ckpt"]),
-        ("phi_vggsound.ckpt", "phi", True, ["52 of 52 released keys"], ["--phi-ckpt"]),
-        ("synch.pt", "Synchformer", True, ["238 of 238 released keys"], ["--synchformer-ckpt"]),
-        ("vae_mel_16k_64bins.ckpt", "VAE", True, ["completes a ReWaS file"], ["--vae-ckpt"]),
-        ("hifigan_16k_64bins.ckpt", "HiFi-GAN", True, [], ["--hifigan-ckpt"]),
-        ("clap.pt", "CLAP", True, [], ["--clap-ckpt"]),
+        ("pruned_no_ema.ckpt", "ReWaS", "ready with the component files below",
+         ["EMA weights: absent: the raw UNet weights are used", "model_ema left out"], ["--vae-ckpt"]),
+        ("wrapped.ckpt", "ReWaS", "ready", ["2688 of 2688 released keys", "EMA weights: present"], ["--rewas-ckpt"]),
+        ("fp16.ckpt", "ReWaS", "ready", ["float16", "0 missing"], ["--rewas-ckpt"]),
+        ("broken.ckpt", "ReWaS", "NOT READY", ["1 missing", "control_model.middle_block_out.0.weight"],
+         ["--rewas-ckpt"]),
+        ("phi_vggsound.ckpt", "phi", "ready", ["52 of 52 released keys"], ["--phi-ckpt"]),
+        ("synch.pt", "Synchformer", "ready", ["238 of 238 released keys"], ["--synchformer-ckpt"]),
+        ("vae_mel_16k_64bins.ckpt", "VAE", "ready", ["completes a ReWaS file", "0 missing, 0 unexpected"],
+         ["--vae-ckpt"]),
+        ("hifigan_16k_64bins.ckpt", "HiFi-GAN", "ready", ["194 of 194 released keys"], ["--hifigan-ckpt"]),
+        ("not_a_hifigan.ckpt", "HiFi-GAN", "NOT READY", ["194 missing"], ["--hifigan-ckpt"]),
+        ("clap.pt", "CLAP", "ready", ["0 missing, 0 unexpected"], ["--clap-ckpt"]),
     ],
 )  # fmt: skip
-def test_each_released_layout_gets_its_verdict(fakes, capsys, name, kind, ready, says, flags):
+def test_each_released_layout_gets_its_verdict(fakes, capsys, name, kind, state, says, flags):
     code, out, _ = _check(capsys, fakes / name)
-    assert code == (0 if ready else 1)
-    assert out.splitlines()[0] == f"{fakes / name}: {kind}, {'ready' if ready else 'NOT READY'}"
+    assert code == (1 if state == "NOT READY" else 0)
+    assert out.splitlines()[0] == f"{fakes / name}: {kind}, {state}"
     for text in says + flags:
         assert text in out, text
     assert "sha256 " in out and f"{(fakes / name).stat().st_size:,} bytes" in out

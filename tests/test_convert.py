@@ -348,6 +348,10 @@ def test_fp16_files_convert_alike(pruned_files):
     pruned, _ = _convert(d, "pruned.ckpt", "pruned16", vae=1, hifigan=1, clap=1)
     for name in ("unet", "adapter", "vae", "text_encoder"):
         assert_same(getattr(pruned, name), getattr(full, name).state_dict())
+    # the model is fp32 in memory, as a saved folder loads (before: fp16 biases beside fp32 folded weights, which
+    # could not run), and its vocoder runs
+    assert {p.dtype for name in COMPONENTS for p in getattr(pruned, name).parameters()} == {torch.float32}
+    assert torch.isfinite(pruned.vocoder(torch.randn(1, 64, 20))).all()
     # the vocoder: folded from fp16 g and v here, by the release's remove_weight_norm (in fp16) there
     for k, v in pruned.vocoder.state_dict().items():
         torch.testing.assert_close(v.float(), full.vocoder.state_dict()[k].float(), atol=2e-3, rtol=2e-3, msg=k)
