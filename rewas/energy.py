@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -240,7 +241,9 @@ def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
         if header != "time_s,energy":
             raise UserError(f"{path}: expected the header 'time_s,energy', found {header[:40]!r}")
         try:
-            data = np.loadtxt(f, delimiter=",", ndmin=2)
+            with warnings.catch_warnings():  # "input contained no data": the empty table is refused below, in one line
+                warnings.simplefilter("ignore", UserWarning)
+                data = np.loadtxt(f, delimiter=",", ndmin=2)
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{path}: not a numeric time_s,energy table ({one_line(e)})") from None
     if data.shape[0] < 1 or data.shape[1] != 2 or not np.isfinite(data).all():
