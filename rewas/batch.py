@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import validate
-from .errors import UserError, one_line
+from .errors import UserError, is_environment, one_line
 from .files import TEMP_PREFIX, atomic_path, check_input_file, read_jsonl, remove_stale_temps
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -334,7 +334,7 @@ def manifest_path(path: str, folder: Path) -> str:
 
 
 def _failed(row: dict, e: Exception) -> dict:
-    kind = "" if isinstance(e, UserError) else f"internal error: {e.__class__.__name__}: "
+    kind = "" if isinstance(e, UserError) or is_environment(e) else f"internal error: {e.__class__.__name__}: "
     row.update(status="failed", error=kind + one_line(e))
     return row
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ._optional import require, require_extra
-from .errors import MissingFileError, UserError, one_line
+from .errors import MissingFileError, UserError, is_environment, one_line
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -817,15 +817,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _environment(e: BaseException) -> bool:
-    """The machine, not rewas: a full disk or quota, a read-only file system, out of memory."""
-    import errno
-
-    return isinstance(e, MemoryError) or (
-        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM)
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .download import DownloadError
@@ -843,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, UserError):  # bad input or options: the line says what to fix
             print(f"rewas: error: {one_line(e)}", file=sys.stderr)
             return EXIT_USER
-        if isinstance(e, DownloadError) or _environment(e):  # the network, a full disk: not a bug
+        if isinstance(e, DownloadError) or is_environment(e):  # the network, a full disk: not a bug
             print(f"rewas: error: {one_line(e)}", file=sys.stderr)
             return EXIT_INTERNAL
         print(

@@ -19,6 +19,17 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (still a FileNotFoundError for API callers)."""
 
 
+def is_environment(e: BaseException) -> bool:
+    """The machine, not rewas and not the user: a full disk or quota, a file-size limit, a read-only file system,
+    an I/O error, out of memory. One line, exit 1, but not called an internal error."""
+    import errno
+
+    return isinstance(e, MemoryError) or (
+        isinstance(e, OSError)
+        and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ENOMEM, errno.EIO)
+    )
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message (its class name if it has none): what the CLI prints."""
     text = str(e).strip()
