@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import release
-from .checkpoint import torch_load
+from .checkpoint import torch_load, unwrap_ddp
 from .errors import MissingFileError, UserError
 
 
@@ -85,8 +85,7 @@ def _classify(obj) -> tuple[str, dict]:
         return "Synchformer", obj["model"]
     # a Lightning file's 'state_dict', a 'model' entry, or the state dict itself (as `convert` reads them)
     state = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), obj)
-    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from a DDP wrapper
-        state = {k[len("module.") :]: v for k, v in state.items()}
+    state = unwrap_ddp(state)
     keys = [k for k in state if isinstance(k, str)]
     if any(k.startswith(("model.diffusion_model.", "control_model.", "model_ema.")) for k in keys):
         return "ReWaS", state

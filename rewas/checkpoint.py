@@ -29,6 +29,14 @@ def torch_load(path: Path):
         raise UserError(f"{path}: not a PyTorch checkpoint that loads without running code ({first[:160]})") from None
 
 
+def unwrap_ddp(state: dict) -> dict:
+    """A state dict saved from a DDP- or DataParallel-wrapped model (every key under `module.`) -> the model's own
+    keys; any other state dict as it is."""
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
 def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: str = "") -> dict[str, torch.Tensor]:
     """A checkpoint's tensors, memory-mapped, under the first of `nested` present (e.g. 'state_dict', 'model').
 

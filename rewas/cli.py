@@ -180,8 +180,7 @@ def cmd_batch(args) -> None:
     if world > 1:  # launched by `accelerate launch` (or torchrun): one model per rank, items split by position
         accelerate = require("accelerate", extra="train", for_="rewas batch on several ranks")
         # a CPU rank must say so: accelerate otherwise takes a GPU-less launch for a single process
-        on_cpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
-        state = accelerate.PartialState(cpu=on_cpu)
+        state = accelerate.PartialState(cpu=_device(args.device).type == "cpu")
         if (state.process_index, state.num_processes) != (rank, world):
             raise RuntimeError(
                 f"rank {rank} of {world} in the environment, {state.process_index} of "

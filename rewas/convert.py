@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import release
-from .checkpoint import load_state, read_state
+from .checkpoint import load_state, read_state, unwrap_ddp
 from .config import ModelConfig, paper
 from .errors import UserError
 
@@ -86,8 +86,7 @@ def _strip(state: dict, prefix: str) -> dict:
 def split_rewas(state: dict[str, torch.Tensor], use_ema: bool = True) -> tuple[dict[str, dict], ImportReport]:
     """The ReWaS Lightning state dict -> {component: state dict in our names} + what was skipped or unexpected."""
     report = ImportReport("rewas")
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model
-        state = {k[len("module.") :]: v for k, v in state.items()}
+    state = unwrap_ddp(state)
     unet_prefix = "model.diffusion_model."
     ema_names = {
         f"model_ema.{('diffusion_model.' + k[len(unet_prefix) :]).replace('.', '')}": k[len(unet_prefix) :]

@@ -108,7 +108,7 @@ def download(folder: str | os.PathLike, convert_to: str | os.PathLike | None = N
         phi_ckpt=paths[PHI.filename],
         synchformer_ckpt=paths[SYNCHFORMER.filename],
         roberta_dir=folder,
-        **{f"{k}_ckpt": paths[COMPONENTS[c].filename] for k, c in (("vae", "vae"), ("hifigan", "vocoder"),
-                                                               ("clap", "text_encoder")) if c in lacking},
-    )  # fmt: skip
+        # each component file by its convert option: --hifigan-ckpt -> hifigan_ckpt
+        **{r.flag[2:].replace("-", "_"): paths[r.filename] for c, r in COMPONENTS.items() if c in lacking},
+    )
     return Path(convert_to)
