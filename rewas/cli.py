@@ -34,6 +34,13 @@ class _Parser(argparse.ArgumentParser):
         print(f"rewas: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_USER)
 
+    def parse_known_args(self, args=None, namespace=None):
+        # a subcommand's parser reports its own unknown flags, so the hint names the command that was run
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def _check_suffix(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
     if path is not None and Path(path).suffix.lower() not in suffixes:

@@ -329,6 +329,8 @@ def test_help_version_and_defaults(capsys):
 
     code, err = run_cli(["nope"], capsys)
     assert code == 2 and "(see rewas --help)" in err
+    code, err = run_cli(["convert", "-o", "x", "--bogus"], capsys)  # names the command that was run
+    assert code == 2 and err.strip() == "rewas: error: unrecognized arguments: --bogus (see rewas convert --help)"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--version"])
     assert capsys.readouterr().out.strip() == f"rewas {__import__('rewas').__version__}"
