@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import av
 import numpy as np
@@ -99,20 +98,14 @@ def limit_peaks(
 
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = 16000) -> None:
     """(N,) float waveform -> 32-bit float mono WAV. A write the system refuses (a full disk, a file-size limit) is
-    an OSError (EIO), as any other failed write, not libsndfile's own "System error"."""
-    import errno
+    an OSError naming the file (files.writing), not libsndfile's own "System error"."""
+    from .files import writing
 
-    try:
+    with writing(path):
         sf.write(
             os.fspath(path), np.asarray(waveform, dtype=np.float32).reshape(-1), sample_rate, subtype="FLOAT",
             format="WAV",
         )  # fmt: skip
-    except sf.LibsndfileError as e:
-        error = OSError(
-            f"writing {Path(path).name} failed ({str(e).strip()}): is the disk full, or a file-size limit hit?"
-        )
-        error.errno = errno.EIO
-        raise error from None
 
 
 # ------------------------------------------------------------------------------------------------ mel front end

@@ -19,11 +19,13 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ._optional import require, require_extra
-from .errors import MissingFileError, UserError, is_environment, one_line
+from .errors import MissingFileError, Terminated, UserError, is_environment, one_line
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -823,17 +825,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .download import DownloadError
 
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         args.func(args)
     except BatchIncomplete:
         return EXIT_INTERNAL
-    except KeyboardInterrupt:
-        print("rewas: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM: everything was cleaned up on the way out
+        terminated = isinstance(e, Terminated)
+        print(f"rewas: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + int(signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as e:
         if os.environ.get("REWAS_DEBUG"):
             raise
@@ -848,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return 0
 
 

@@ -26,6 +26,7 @@ from . import release
 from .checkpoint import load_state, read_state, unwrap_ddp
 from .config import ModelConfig, paper
 from .errors import UserError
+from .files import atomic_folder, writing
 
 SCHEDULE_BUFFERS = (
     "betas",
@@ -344,7 +345,6 @@ def convert(
     # fp16 biases) would otherwise leave modules of mixed precision that cannot run
     pipe = ReWaSPipeline(config, components).to("cpu")
     if out is not None:
-        pipe.save_pretrained(out)
         used = {"rewas": rewas_ckpt, "phi": phi_ckpt, "synchformer": synchformer_ckpt, "vae": vae_ckpt}
         used |= {"vocoder": hifigan_ckpt, "text_encoder": clap_ckpt}
         sources = {Path(p).name: source_of(kind, p) for kind, p in used.items() if p is not None}
@@ -352,7 +352,10 @@ def convert(
             sources[Path(audioldm_dir).name] = release.Remote(
                 Path(audioldm_dir).name, "AudioLDM's (see the folder's model card)", str(audioldm_dir)
             )
-        (Path(out) / "LICENSES.md").write_text(release.licences_markdown(sources))
+        with atomic_folder(out) as tmp:  # the weights and their licences, or nothing
+            pipe.save_pretrained(tmp)
+            with writing(Path(out) / "LICENSES.md"):
+                (tmp / "LICENSES.md").write_text(release.licences_markdown(sources))
     return pipe, [r for r, _ in reports]
 
 

@@ -6,6 +6,8 @@ REWAS_DEBUG=1 shows its traceback). Raise them only where the cause is something
 
 from __future__ import annotations
 
+import errno
+
 
 class UserError(ValueError):
     """Something the user gave is wrong: an option, a file's content, a model folder."""
@@ -19,15 +21,14 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (still a FileNotFoundError for API callers)."""
 
 
-def is_environment(e: BaseException) -> bool:
-    """The machine, not rewas and not the user: a full disk or quota, a file-size limit, a read-only file system,
-    an I/O error, out of memory. One line, exit 1, but not called an internal error."""
-    import errno
+# a full disk or quota, a file-size limit, a read-only file system, out of memory, an I/O error
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ENOMEM, errno.EIO)
 
-    return isinstance(e, MemoryError) or (
-        isinstance(e, OSError)
-        and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ENOMEM, errno.EIO)
-    )
+
+def is_environment(e: BaseException) -> bool:
+    """The machine, not rewas and not the user (ENVIRONMENT_ERRNOS, MemoryError). One line, exit 1, but not
+    called an internal error."""
+    return isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS)
 
 
 def one_line(e: BaseException) -> str:
@@ -39,3 +40,8 @@ def one_line(e: BaseException) -> str:
 class NonFiniteError(RuntimeError):
     """A stage produced NaN or inf (a model or precision fault, not the user's input): raised at the stage's
     boundary so that no NaN reaches a file."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, `kill`, a job scheduler's time limit): raised in the main thread so that a run
+    stops as Ctrl+C stops it, through every cleanup (temporary files, worker pools), and can be resumed."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import MissingFileError, UserError
+from .errors import ENVIRONMENT_ERRNOS, MissingFileError, UserError
 
 
 def check_input_file(
@@ -155,3 +155,67 @@ def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _writer_errors() -> tuple[type[BaseException], ...]:
+    """What the libraries that write our files raise when the system refuses a write: libsndfile and torch.save
+    raise RuntimeErrors, safetensors its own error."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a core dependency
+        return (RuntimeError,)
+    return (RuntimeError, SafetensorError)
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Wrap one write of `path`: a write the system refuses (a full disk or quota, a file-size limit, an I/O
+    error), whichever library made it, comes out as one OSError that names the file and that
+    `errors.is_environment` counts as the machine's. Wrap only the write itself: any RuntimeError inside is taken
+    for the writer's."""
+    import errno
+
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        reason = e.strerror or str(e)
+        raise _write_error(path, reason, e.errno) from None
+    except _writer_errors() as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _write_error(path, reason, errno.EIO) from None
+
+
+def _write_error(path: str | os.PathLike, reason: str, code: int) -> OSError:
+    error = OSError(f"writing {Path(path).name} failed ({reason}): is the disk full, or a file-size limit hit?")
+    error.errno = code
+    return error
+
+
+@contextmanager
+def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; it becomes `out` only if the block succeeds, so a failed or killed
+    write never leaves a folder that looks whole. An existing `out` is replaced (its files are gone only once
+    the new folder is in place); what a killed writer left beside it is cleared first."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out.parent)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
+        if out.is_dir() and not out.is_symlink() and any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if out.is_dir() and not out.is_symlink():
+                out.rmdir()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -30,14 +30,14 @@ from safetensors.torch import load_file, save_file
 
 from . import edits as edits_mod
 from . import energy as energy_mod
+from . import files, validate
 from . import frames as frames_mod
-from . import validate
 from .adapter import EnergyAdapter
 from .audio import log_mel_ceiling
 from .config import FORMAT_VERSION, PRESETS, AudioConfig, ClapTextConfig, ModelConfig
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
 from .edits import Edit
-from .errors import MediaError, MissingFileError, NonFiniteError, UserError
+from .errors import MediaError, MissingFileError, NonFiniteError, UserError, one_line
 from .phi import Phi
 from .text_encoder import build_text_encoder, load_tokenizer
 from .timeline import WindowDenoiser, sample_timelines
@@ -193,11 +193,15 @@ class ReWaSPipeline:
             raise MissingFileError(f"{folder}: incomplete model folder, missing {', '.join(missing)}")
         config = _read_config(meta_path)
         with empty_weights():  # no random init, no double allocation: weights arrive with load_state_dict(assign=True)
-            components = build_components(config)
+            try:
+                components = build_components(config)
+            except (ValueError, AssertionError) as e:  # a config that passed its checks but builds no model
+                raise UserError(f"{meta_path}: describes a model that cannot be built ({one_line(e)})") from None
         stored = set()
         for name, module in components.items():
-            state = load_file(folder / f"{name}.safetensors")
+            state = _read_weights(folder / f"{name}.safetensors")
             stored |= {v.dtype for v in state.values() if v.is_floating_point()}
+            _check_layout(folder / f"{name}.safetensors", state, module.state_dict())
             module.load_state_dict(state, strict=True, assign=True)
             # a tensor read from the file's buffer may start anywhere; CPU kernels round differently on memory that
             # is not 64-byte aligned (a saved and reloaded model's audio moved by 3e-5), so such tensors are copied
@@ -218,18 +222,21 @@ class ReWaSPipeline:
         that a save does not double its size), fp32 for a model built in memory."""
         dtype = self.storage_dtype if dtype is None else validate.dtype(dtype, torch.device("meta"), "dtype")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
-            state = {
-                k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                for k, v in getattr(self, name).state_dict().items()
-            }
-            save_file(state, folder / f"{name}.safetensors")
-        tokenizer = self.text_encoder.tokenizer
-        if tokenizer is not None:
-            tokenizer.save(folder / "tokenizer")
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.config.to_dict()}
-        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+        with files.atomic_folder(folder) as tmp:  # a failed or killed save leaves no folder that looks whole
+            for name in COMPONENTS:
+                state = {
+                    k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                    for k, v in getattr(self, name).state_dict().items()
+                }
+                with files.writing(folder / f"{name}.safetensors"):
+                    save_file(state, tmp / f"{name}.safetensors")
+            tokenizer = self.text_encoder.tokenizer
+            if tokenizer is not None:
+                with files.writing(folder / "tokenizer"):
+                    tokenizer.save(tmp / "tokenizer")
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.config.to_dict()}
+            with files.writing(folder / "config.json"):
+                (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     def to(self, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> ReWaSPipeline:
@@ -715,6 +722,37 @@ def _is_preset(name_or_dir) -> bool:
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A component's safetensors file; a truncated, emptied or foreign file is a one-line error naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        reason = str(e).strip().removeprefix("Error while deserializing header: ")
+        raise UserError(
+            f"{path}: damaged or not a safetensors file ({reason}); re-download or re-convert the model"
+        ) from None
+
+
+def _check_layout(path: Path, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """The file's tensors are those of the module its config builds, shape for shape; else one line saying how
+    they differ (a config edited by hand, or a file from another model)."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
+    parts = [f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"] if missing else []
+    parts += [f"{len(unexpected)} not in the configured model, e.g. {unexpected[0]}"] if unexpected else []
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"{len(wrong)} of another shape, e.g. {k} {tuple(state[k].shape)} where config.json gives "
+            f"{tuple(expected[k].shape)}"
+        )
+    if parts:
+        raise UserError(f"{path}: does not match config.json ({'; '.join(parts)})")
 
 
 def _model_dir(name_or_dir) -> Path:

@@ -151,6 +151,33 @@ def test_kill_9_at_random_moments_then_rerun_does_every_item_once(clips, tmp_pat
     assert not [p for p in out.iterdir() if p.name.startswith(".rewas")]
 
 
+def test_sigterm_stops_cleanly_and_the_rerun_finishes(clips, tmp_path):
+    """SIGTERM (a scheduler's time limit, `kill`) inside an item: exit 143 with one line, no temporary file left,
+    every recorded item whole; the same command then does the rest."""
+    _, good = clips
+    manifest = _manifest(tmp_path, [{"video": str(p), "prompt": "a click"} for p in good[:5]])
+    out = tmp_path / "out"
+    results = out / "results.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(_batch_cmd(manifest, out, "--steps", "3", "--batch-size", "1"), env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _lines(results) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "rewas: terminated", err
+    assert not [p for p in out.iterdir() if p.name.startswith(".rewas")]
+    done = {n for n, row in batch.read_results(out).items() if batch.is_done(row, out)}
+    assert 2 <= len(done) < 5
+    for name in done:
+        assert _playable_with_audio(out / batch.read_results(out)[name]["output"])
+    final = subprocess.run(_batch_cmd(manifest, out, "--steps", "3"), env=env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert sorted(json.loads(x)["name"] for x in results.read_text().splitlines()) == [p.stem for p in good[:5]]
+
+
 def test_stale_temps_of_dead_processes_go_and_live_ones_stay(tmp_path):
     """What a SIGKILLed run left (a file and a folder) goes; a live process's temp (another rank still writing)
     and another host's stay."""

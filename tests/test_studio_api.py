@@ -4,15 +4,10 @@ traceback in the server's log; and nothing of the server's left in its temporary
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+import studio_server
 
 from rewas import samples
 
@@ -37,41 +32,10 @@ def server(tmp_path_factory):
     """`rewas ui --model debug` with its own temporary folder (TMPDIR), so that what it leaves can be seen."""
     gradio_client = pytest.importorskip("gradio_client")
     base = tmp_path_factory.mktemp("api")
-    tmp = base / "tmp"
-    tmp.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp)}
-    env.pop("GRADIO_TEMP_DIR", None)
-    log = base / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rewas", "ui", "--model", "debug", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"rewas ui did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-    client = gradio_client.Client(url, verbose=False, download_files=str(base / "downloads"))
-    yield client, proc, log, tmp
-    proc.terminate()
-    try:
-        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert list(tmp.iterdir()) == []  # the studio's folder and gradio's cache (uploads, served takes) are gone
+    ui = studio_server.start(base)
+    client = gradio_client.Client(ui.url, verbose=False, download_files=str(base / "downloads"))
+    yield client, ui.proc, ui.log, ui.tmp
+    ui.stop()
 
 
 def test_every_endpoint_is_named_and_typed(server):

@@ -145,8 +145,8 @@ def _json_safe(obj):
 
 
 def write_report(report: dict, out: str | os.PathLike, markdown: str | os.PathLike | None = None) -> None:
-    with files.atomic_path(out) as tmp:
+    with files.atomic_path(out) as tmp, files.writing(out):
         tmp.write_text(json.dumps(_json_safe(report), indent=2))
     if markdown:
-        with files.atomic_path(markdown) as tmp:
+        with files.atomic_path(markdown) as tmp, files.writing(markdown):
             tmp.write_text(to_markdown(report))

@@ -31,6 +31,7 @@ from ..config import DiffusionConfig
 from ..diffusion import NoiseSchedule
 from ..energy import control_target, energy_target, timed_token_target, token_curve_matrix
 from ..errors import UserError
+from ..files import atomic_path, writing
 from .augment import reshape_envelopes
 
 
@@ -494,6 +495,31 @@ class _LossModule(torch.nn.Module):
         return self.part.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
+def _save_checkpoint(accelerator, ckpt_dir: Path, step: int) -> None:
+    """accelerate's state of every rank, written under a name resume does not read and renamed to step_N once
+    all ranks are done: a checkpoint killed or refused (a full disk) part way is never resumed from."""
+    import shutil
+
+    final, partial = ckpt_dir / f"step_{step:08d}", ckpt_dir / f".partial-step_{step:08d}"
+    if accelerator.is_main_process:
+        for stale in ckpt_dir.glob(".partial-step_*"):  # what a killed run left
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    try:
+        with writing(final):
+            accelerator.save_state(str(partial))
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        partial.replace(final)
+    accelerator.wait_for_everyone()
+
+
 def train(
     pipe,
     dataset,
@@ -560,8 +586,9 @@ def train(
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     ckpt_dir = out / "checkpoints"
-    if resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        latest = max(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
+    done_ckpts = sorted(ckpt_dir.glob("step_*")) if ckpt_dir.is_dir() else []  # whole ones: see _save_checkpoint
+    if resume and done_ckpts:
+        latest = max(done_ckpts, key=lambda p: int(p.name.split("_")[-1]))
         accelerator.load_state(str(latest))
         log({"resumed": str(latest), "step": state["step"]})
     else:
@@ -598,7 +625,7 @@ def train(
                     }
                 )
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
-                accelerator.save_state(str(ckpt_dir / f"step_{state['step']:08d}"))
+                _save_checkpoint(accelerator, ckpt_dir, state["step"])
             if state["step"] >= cfg.steps:
                 break
     if ema is not None:  # the averaged weights are the model (the raw ones stay in the checkpoints)
@@ -609,9 +636,7 @@ def train(
         if hasattr(pipe, "storage_dtype"):  # trained weights keep their precision, whatever the model was stored in
             pipe.storage_dtype = torch.float32
         pipe.save_pretrained(out / "model")
-        (out / "train.json").write_text(
-            json.dumps(
-                {"what": what, "config": dataclasses.asdict(cfg), "final_loss": history[-1] if history else None}
-            )
-        )
+        summary = {"what": what, "config": dataclasses.asdict(cfg), "final_loss": history[-1] if history else None}
+        with atomic_path(out / "train.json") as tmp, writing(out / "train.json"):
+            tmp.write_text(json.dumps(summary))
     return {"step": state["step"], "loss": history[-1] if history else math.nan}
