@@ -86,6 +86,9 @@ def _decode(container, stream, path: str) -> Iterator[av.VideoFrame]:
         )
 
 
+MIN_FRAME_RATE = 1 / 60  # a frame a minute: fewer is a damaged header, not footage a soundtrack can follow
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Stream facts. Decodes only the first frame, then demuxes every packet for the exact duration (cheap).
 
@@ -117,6 +120,11 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise MediaError(
                 f"{path}: the video has no duration ({count} frame{'s' * (count != 1)} with no frame "
                 "rate or timing to place them)"
+            )
+        if count / duration < MIN_FRAME_RATE:  # a header's time scale or frame durations that lie
+            raise MediaError(
+                f"{path}: {count} frame{'s' * (count != 1)} over {duration:.6g} s, one every {duration / count:.3g} "
+                "s: these timestamps are not a video's (a damaged header?); re-encode it with FFmpeg"
             )
         rotation = int(first_frame.rotation or 0) % 360
         width, height = stream.codec_context.width, stream.codec_context.height

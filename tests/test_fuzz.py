@@ -6,11 +6,12 @@ failed is pinned with @example."""
 from __future__ import annotations
 
 import json
+import struct
 import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from rewas import samples
@@ -18,8 +19,8 @@ from rewas.errors import UserError
 
 # a warning would print a second line under the CLI's one-line error
 pytestmark = pytest.mark.filterwarnings("error")
-FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-MEDIA = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=500, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+MEDIA = settings(max_examples=500, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 def _one_line(e: Exception) -> None:
@@ -138,6 +139,24 @@ def clip(tmp_path_factory):
     return path
 
 
+def _read_everything(path: Path) -> None:
+    """Probe, decode every frame and read the audio: each ends in a result or one line, within 20 s."""
+    from rewas.audio import load_audio
+    from rewas.config import VideoConfig
+    from rewas.frames import iter_frames, probe
+
+    start = time.monotonic()
+    for read in (
+        lambda: sum(1 for _ in iter_frames(path, VideoConfig(resize_short=32, crop=32), probe(path))),
+        lambda: load_audio(path, 16000),
+    ):
+        try:
+            read()
+        except Exception as e:
+            _one_line(e)
+    assert time.monotonic() - start < 20
+
+
 @given(
     cut=st.floats(0.0, 1.0),
     flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=8),
@@ -150,10 +169,6 @@ def clip(tmp_path_factory):
 def test_mutated_media(tmp_path_factory, clip, cut, flips, head, suffix):
     """Truncated at any offset, bytes flipped (in the header or anywhere), under any extension: probing,
     decoding every frame and reading the audio each end in a result or one line, within 20 s."""
-    from rewas.audio import load_audio
-    from rewas.config import VideoConfig
-    from rewas.frames import iter_frames, probe
-
     data = bytearray(clip.read_bytes())
     data = data[: max(0, round(len(data) * (1 - cut if cut < 0.999 else 0.0)))] if cut else data
     for where, xor in flips:
@@ -162,13 +177,163 @@ def test_mutated_media(tmp_path_factory, clip, cut, flips, head, suffix):
             data[i] ^= xor
     path = tmp_path_factory.mktemp("mutant") / f"clip{suffix}"
     path.write_bytes(bytes(data))
+    _read_everything(path)
+
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf"}
+# (box, offset in its payload, bytes): what an MP4 says of durations, time scales, sizes, sample counts, sample
+# tables and chunk offsets (version 0 boxes, as the encoder writes them)
+_MP4_FIELDS = [
+    (b"mvhd", 12, 4), (b"mvhd", 16, 4), (b"tkhd", 20, 4), (b"tkhd", 76, 4), (b"tkhd", 80, 4), (b"mdhd", 12, 4),
+    (b"mdhd", 16, 4), (b"elst", 4, 4), (b"elst", 8, 4), (b"elst", 12, 4), (b"avc1", 24, 2), (b"avc1", 26, 2),
+    (b"mp4a", 16, 2), (b"mp4a", 18, 2), (b"mp4a", 24, 4), (b"stts", 4, 4), (b"stts", 8, 4), (b"stts", 12, 4),
+    (b"stsz", 4, 4), (b"stsz", 8, 4), (b"stsz", 12, 4), (b"stsc", 4, 4), (b"stsc", 12, 4), (b"stco", 4, 4),
+    (b"stco", 8, 4), (b"ctts", 4, 4), (b"stss", 4, 4),
+]  # fmt: skip
+LIES = st.sampled_from([0, 1, 7, 2**15, 2**16 - 1, 2**31 - 1, 2**32 - 1]) | st.integers(0, 2**32 - 1)
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, payload offset, payload size) of every box of an MP4, depth first."""
+    i = start
+    while i + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
+        if size < 8:
+            return
+        yield kind, i + 8, size - 8
+        if kind in _CONTAINERS:
+            yield from _boxes(data, i + 8, i + size)
+        elif kind == b"stsd":
+            yield from _boxes(data, i + 16, i + size)
+        i += size
+
+
+@given(lies=st.lists(st.tuples(st.sampled_from(_MP4_FIELDS), st.integers(0, 1), LIES), min_size=1, max_size=3))
+@example(lies=[((b"stts", 12, 4), 0, 2**31 - 1)])  # 25 frames said to last 46 hours (found: now refused)
+@example(lies=[((b"mdhd", 12, 4), 0, 1), ((b"stts", 12, 4), 0, 100000)])
+@MEDIA
+def test_mp4_headers_that_lie(tmp_path_factory, clip, lies):
+    """Dimensions, frame counts, durations, time scales, sample sizes and chunk offsets that say something
+    else than the data: a result or one line."""
+    data = bytearray(clip.read_bytes())
+    found = list(_boxes(bytes(data), 0, len(data)))
+    for (kind, offset, size), which, value in lies:
+        spots = [start for k, start, n in found if k == kind and offset + size <= n]
+        if spots:
+            start = spots[min(which, len(spots) - 1)] + offset
+            data[start : start + size] = (value % 2 ** (8 * size)).to_bytes(size, "big")
+    path = tmp_path_factory.mktemp("liar") / "clip.mp4"
+    path.write_bytes(bytes(data))
+    _read_everything(path)
+
+
+@given(
+    cut=st.just(0.0) | st.just(0.0) | st.floats(0.0, 0.6),  # a cut end loses the index (moov): keep most whole
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=4),
+    lies=st.lists(st.tuples(st.sampled_from(_MP4_FIELDS), st.integers(0, 1), LIES), max_size=2),
+)
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_damaged_clips_end_to_end(tmp_path_factory, clip, debug_pipe, cut, flips, lies):
+    """The whole way a user's clip goes (probe, frames, features, phi, sampling, VAE, vocoder) on truncated,
+    flipped and lying copies: a soundtrack of the probed length, or one line."""
+    data = bytearray(clip.read_bytes())
+    found = list(_boxes(bytes(data), 0, len(data)))
+    for (kind, offset, size), which, value in lies:
+        spots = [start for k, start, n in found if k == kind and offset + size <= n]
+        if spots:
+            start = spots[min(which, len(spots) - 1)] + offset
+            data[start : start + size] = (value % 2 ** (8 * size)).to_bytes(size, "big")
+    for where, xor in flips:
+        data[round(where * (len(data) - 1))] ^= xor
+    path = tmp_path_factory.mktemp("e2e") / "clip.mp4"
+    path.write_bytes(bytes(data[: round(len(data) * (1 - cut))]))
     start = time.monotonic()
-    for read in (
-        lambda: sum(1 for _ in iter_frames(path, VideoConfig(resize_short=32, crop=32), probe(path))),
-        lambda: load_audio(path, 16000),
-    ):
-        try:
-            read()
-        except Exception as e:
-            _one_line(e)
-    assert time.monotonic() - start < 20
+    try:
+        result = debug_pipe(str(path), prompt="a ball", steps=1, seed=0)
+    except Exception as e:
+        _one_line(e)
+        event(f"refused: {str(e).split(': ', 1)[-1][:40]}")
+    else:
+        assert result.waveform.ndim == 1 and result.waveform.size > 0
+        event("a soundtrack")
+    assert time.monotonic() - start < 30
+
+
+@given(
+    component=st.sampled_from(["unet", "adapter", "vae", "vocoder", "phi", "video_encoder", "text_encoder"]),
+    cut=st.just(1.0) | st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), max_size=4),  # in and near the header
+)
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_damaged_weight_files(tmp_path_factory, debug_model_dir, component, cut, flips):
+    """A model folder whose weights file was cut short or had its header bytes changed: it loads (a flip in the
+    data is not seen: `rewas check` prints hashes to compare) or it is one line naming the file."""
+    import shutil
+
+    from rewas import ReWaSPipeline
+
+    folder = tmp_path_factory.mktemp("weights") / "model"
+    shutil.copytree(debug_model_dir, folder)
+    target = folder / f"{component}.safetensors"
+    data = bytearray(target.read_bytes())
+    for where, xor in flips:
+        data[min(where, len(data) - 1)] ^= xor
+    target.write_bytes(bytes(data[: round(len(data) * cut)]))
+    try:
+        ReWaSPipeline.from_pretrained(folder)
+        event("loaded")
+    except Exception as e:
+        _one_line(e)
+        assert target.name in str(e) or "config.json" in str(e), str(e)
+        event(f"refused: {str(e).split(': ', 1)[-1][:30]}")
+
+
+def test_timestamps_that_lie_are_refused(tmp_path, clip):
+    """A header that spreads a second of frames over hours is a damaged file, not hours of footage to score:
+    before, probe took a 1 s clip for 46 h and decoding 'held' its frames for 4 million frame times."""
+    from rewas.errors import MediaError
+    from rewas.frames import probe
+
+    data = bytearray(clip.read_bytes())
+    start = next(at for kind, at, _ in _boxes(bytes(data), 0, len(data)) if kind == b"stts") + 12
+    data[start : start + 4] = (2**31 - 1).to_bytes(4, "big")
+    (tmp_path / "liar.mp4").write_bytes(bytes(data))
+    with pytest.raises(MediaError, match="these timestamps are not a video's"):
+        probe(tmp_path / "liar.mp4")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_bound():
+    """The whole module (thousands of hostile inputs) stays within a memory bound."""
+    import resource
+
+    yield
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert peak_mib < 3072, f"peak RSS {peak_mib:.0f} MiB"
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    from rewas.audio import write_wav
+
+    path = tmp_path_factory.mktemp("wav") / "clicks.wav"
+    write_wav(path, samples.click_track(0.5, [0.1, 0.3]))
+    return path
+
+
+# (where, bytes) in a WAV: the RIFF size; in the fmt chunk its size, format, channels, rate, byte rate, block
+# align and bits; the data chunk's size
+_WAV_FIELDS = [("riff", 4, 4), ("fmt ", -4, 4), ("fmt ", 0, 2), ("fmt ", 2, 2), ("fmt ", 4, 4), ("fmt ", 8, 4),
+               ("fmt ", 12, 2), ("fmt ", 14, 2), ("data", -4, 4)]  # fmt: skip
+
+
+@given(lies=st.lists(st.tuples(st.sampled_from(_WAV_FIELDS), LIES), min_size=1, max_size=3), cut=st.booleans())
+@MEDIA
+def test_wav_headers_that_lie(tmp_path_factory, wav, lies, cut):
+    data = bytearray(wav.read_bytes())
+    for (chunk, offset, size), value in lies:
+        start = offset if chunk == "riff" else data.find(chunk.encode()) + 8 + offset
+        data[start : start + size] = (value % 2 ** (8 * size)).to_bytes(size, "little")
+    path = tmp_path_factory.mktemp("liar") / "clicks.wav"
+    path.write_bytes(bytes(data[: len(data) // 2] if cut else data))
+    _read_everything(path)
