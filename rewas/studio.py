@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,7 @@ from .errors import UserError, one_line
 ASSETS = Path(__file__).parent / "assets" / "studio"
 MAX_TAKES = 20  # per session; the oldest take's files go when a new one comes
 VIDEO_SOURCE = "the video (φ)"  # where the curve comes from, as the page says it
+SESSION_IDLE_S = 24 * 3600  # a session unused this long is forgotten, with its files
 MAX_POINTS = 1500  # curve values sent to the page (a 3-minute clip has 18,000)
 
 
@@ -422,7 +424,8 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         return [t.row() for t in reversed(session.takes)]
 
     with gr.Blocks(title="rewas studio", delete_cache=(1800, 3600)) as app:
-        session = gr.State(Session(), delete_callback=studio.forget)  # a closed tab's files go
+        # a closed tab's files go; so do a session's left idle for a day (an API client never closes a tab)
+        session = gr.State(Session(), delete_callback=studio.forget, time_to_live=SESSION_IDLE_S)
         gr.Markdown("## rewas studio: a soundtrack for a silent video, with the energy curve in your hands")
         with gr.Row():
             with gr.Column(scale=5):
@@ -614,6 +617,20 @@ def offline_theme():
     return gr.themes.Default(font=sans, font_mono=mono)
 
 
+def _bound_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates an arena of its own (up to 8 per core) and seldom returns their
+    memory: the server's worker threads made its memory grow with every session (docs/reliability.md, "The studio
+    under load"). A few arenas shared by all threads keep it bounded. Elsewhere than glibc, nothing to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # musl and others: no such library or call
+        pass
+
+
 def launch(
     models: list[str],
     *,
@@ -633,6 +650,7 @@ def launch(
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+    _bound_malloc_arenas()
     studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device)
     # gradio's cache (uploads, and a copy of every file it serves) inside the studio's folder, so that it goes
     # with it at the end; a GRADIO_TEMP_DIR the user set is theirs, and left alone

@@ -24,12 +24,12 @@ class Server:
     log: Path
     tmp: Path  # the server's TMPDIR: the studio's folder and gradio's cache live in it
 
-    def peak_rss_mb(self) -> float | None:
-        """The server's peak resident memory so far (Linux), in MiB."""
+    def memory_mb(self, field: str = "VmRSS") -> float | None:
+        """The server's resident memory now (VmRSS) or its peak so far (VmHWM), in MiB (Linux)."""
         status = Path(f"/proc/{self.proc.pid}/status")
         if not status.exists():
             return None
-        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+        line = next(x for x in status.read_text().splitlines() if x.startswith(f"{field}:"))
         return int(line.split()[1]) / 1024
 
     def stop(self) -> None:
