@@ -77,6 +77,21 @@ def _check_sampler_options(args) -> None:
             check(value, flag)
 
 
+def _precision(args, device) -> object:
+    """--dtype as a torch dtype on `device`; with -v, which one and why (for auto: the CPU's bf16 support)."""
+    import torch
+
+    from . import validate
+
+    dtype = validate.dtype(args.dtype, torch.device(device), "--dtype")
+    if getattr(args, "verbose", False):
+        why = validate.auto_dtype(torch.device(device))[1] if args.dtype == "auto" else f"--dtype {args.dtype}"
+        print(
+            f"rewas: on {device}, the diffusion model in {str(dtype).removeprefix('torch.')} ({why})", file=sys.stderr
+        )
+    return dtype
+
+
 def _device(name: str | None):
     from . import validate
 
@@ -108,7 +123,6 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args) -> None:
-    import torch
     from tqdm import tqdm
 
     from . import validate
@@ -132,7 +146,7 @@ def cmd_generate(args) -> None:
     if args.energy_from:
         energy = reference_curve(args.energy_from, info.duration)
     device = _device(args.device)
-    dtype = validate.dtype(args.dtype, torch.device(device), "--dtype")
+    dtype = _precision(args, device)
 
     pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
     with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
@@ -168,10 +182,12 @@ def cmd_generate(args) -> None:
             f"wrote {args.output} ({result.duration:.2f} s, seed {result.seed}, {result.timings['total']:.1f} s)",
             file=sys.stderr,
         )
+    if args.verbose:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if k != "total")
+        print(f"rewas: stages: {stages}", file=sys.stderr)
 
 
 def cmd_batch(args) -> None:
-    import torch
     from tqdm import tqdm
 
     from . import batch, validate
@@ -197,7 +213,7 @@ def cmd_batch(args) -> None:
             )
         rank, world = state.process_index, state.num_processes
     device = state.device if state is not None and args.device is None else _device(args.device)
-    dtype = validate.dtype(args.dtype, torch.device(device), "--dtype")
+    dtype = _precision(args, device)
     outdir.mkdir(parents=True, exist_ok=True)
     if args.overwrite and rank == 0:
         for path in batch.results_files(outdir):
@@ -342,6 +358,12 @@ def cmd_info(args) -> None:
         f"sampler {c.sampler.scheduler} {c.sampler.steps} "
         f"steps, guidance {c.sampler.guidance}"
     )
+    import torch
+
+    from . import validate
+
+    dtype, why = validate.auto_dtype(torch.device("cpu"))
+    print(f"  on this machine's CPU, --dtype auto runs it in {str(dtype).removeprefix('torch.')} ({why[6:]})")
 
 
 def cmd_evaluate(args) -> None:
@@ -549,6 +571,12 @@ def cmd_corpus(args) -> None:
     print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl{also})", file=sys.stderr)
 
 
+DTYPE_HELP = (
+    "precision of the diffusion model (default fp32); auto: bf16 where the CPU computes it natively "
+    "(AVX512-BF16, AMX), fp32 elsewhere (`rewas info` says which)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .pipeline import load_config
@@ -608,8 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows of a long video per denoiser call (default 4 on the CPU, 8 on other devices)",
     )
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")
+    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help=DTYPE_HELP)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true", help="say the precision chosen and the stages' times")
     g.set_defaults(func=cmd_generate)
 
     b = sub.add_parser("batch", help="generate soundtracks for many videos with one loaded model; resumable")
@@ -641,8 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the CPU one clip at a time and 4 windows of a long one)",
     )
     b.add_argument("--device", help="torch device (default: the rank's, else cuda if available, else cpu)")
-    b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the diffusion model")
+    b.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help=DTYPE_HELP)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.add_argument("-v", "--verbose", action="store_true", help="say the precision chosen")
     b.set_defaults(func=cmd_batch)
 
     e = sub.add_parser("energy", help="write the energy curve (training target) of an audio or video file")

@@ -48,6 +48,7 @@ from .vocoder import build_vocoder, vocode
 from .windows import blend, window_starts
 
 FORMAT = "rewas"
+TEXT_CACHE_SIZE = 256  # prompt tuples whose embeddings are kept
 COMPONENTS = ("video_encoder", "phi", "text_encoder", "unet", "adapter", "vae", "vocoder")
 DIFFUSION = ("video_encoder", "unet", "adapter")  # components that follow the requested dtype; the rest stay fp32
 MIN_OVERLAP_S = 1.0  # fixed windows (phi, hint, VAE decoding) overlap by at least this much
@@ -156,6 +157,7 @@ class ReWaSPipeline:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.storage_dtype = torch.float32  # what the weights were stored in: save_pretrained keeps it
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}  # encode_text's
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -245,6 +247,7 @@ class ReWaSPipeline:
         device = validate.device(device)
         dtype = validate.dtype(dtype, device)  # both checked before anything moves: a refused call moves nothing
         self.device, self.dtype = device, dtype
+        self._text_cache.clear()
         for name in COMPONENTS:
             getattr(self, name).to(device=self.device, dtype=dtype if name in DIFFUSION else torch.float32)
         return self
@@ -277,7 +280,18 @@ class ReWaSPipeline:
         """The prompt's embedding as phi reads it, (1, D); None for a phi that sees the video alone (the paper)."""
         if not self.config.phi.text_dim:
             return None
-        return self.text_encoder.encode([prompt]).to(self.device, torch.float32)
+        return self.encode_text(prompt).to(self.device, torch.float32)
+
+    def encode_text(self, *prompts: str) -> torch.Tensor:
+        """(len(prompts), D) embeddings of prompts encoded together, computed once per such tuple: takes in the
+        studio and items of a batch that share their prompts do not encode them again. Keyed by the whole tuple,
+        since an embedding moves (by ~1e-7) with the prompts that share its batch. The text encoder is frozen;
+        `.to()` clears the cache."""
+        if prompts not in self._text_cache:
+            self._text_cache[prompts] = self.text_encoder.encode(list(prompts))
+            while len(self._text_cache) > TEXT_CACHE_SIZE:  # the oldest first
+                self._text_cache.pop(next(iter(self._text_cache)))
+        return self._text_cache[prompts]
 
     def encode_energy(self, curve: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """(B, F) energy of one window -> (B, z, F/4, n_mels/4) hint latent: the curve repeated over mel bins,
@@ -543,7 +557,7 @@ class ReWaSPipeline:
         texts, negatives = [], []
         for (prompt, negative), clock in zip(prompts, timings):
             with _timer(clock, "text"):
-                text = self.text_encoder.encode([prompt, negative]).to(self.device)
+                text = self.encode_text(prompt, negative).to(self.device)
             texts.append(text[:1])
             negatives.append(text[1:])
         several = len(texts) > 1

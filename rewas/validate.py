@@ -32,15 +32,38 @@ def device(value: str | torch.device | None, name: str = "device") -> torch.devi
     return dev
 
 
+def native_bf16() -> str | None:
+    """The instruction set with which this CPU computes bf16 natively (AMX, AVX512-BF16), or None: there torch
+    emulates bf16 and fp32 is faster."""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "AVX512-BF16"
+    return None
+
+
+def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
+    """What `dtype="auto"` means on `on`, and why: bf16 on a CPU that computes it natively (scripts/bench_cpu.py:
+    docs/speed.md), fp32 on other CPUs and, until measured there, on GPUs."""
+    if on.type != "cpu":
+        return torch.float32, f"auto: fp32 on {on.type} (bf16 is not yet measured there)"
+    isa = native_bf16()
+    if isa:
+        return torch.bfloat16, f"auto: this CPU computes bf16 natively ({isa})"
+    return torch.float32, "auto: this CPU has no native bf16 (no AVX512-BF16 or AMX), where fp32 is faster"
+
+
 def dtype(value: str | torch.dtype | None, on: torch.device, name: str = "dtype") -> torch.dtype:
-    """The diffusion model's precision: a torch dtype or fp32/bf16/fp16. fp16 is refused on a CPU, where torch
-    emulates it (the embedded model took 62 s in fp16 against 1.05 s in fp32)."""
+    """The diffusion model's precision: a torch dtype, fp32/bf16/fp16, or "auto" (`auto_dtype`). fp16 is refused
+    on a CPU, where torch emulates it (the embedded model took 62 s in fp16 against 1.05 s in fp32)."""
     if value is None:
         return torch.float32
+    if isinstance(value, str) and value.lower() == "auto":
+        return auto_dtype(on)[0]
     if isinstance(value, str):
         key = _DTYPE_NAMES.get(value.lower().removeprefix("torch."), value.lower())
         if key not in DTYPES:
-            raise UserError(f"{name} {value!r}: choose one of {', '.join(DTYPES)}")
+            raise UserError(f"{name} {value!r}: choose one of {', '.join(DTYPES)} or auto")
         value = DTYPES[key]
     if value not in DTYPES.values():
         raise UserError(f"{name} {value}: choose one of {', '.join(DTYPES)}")

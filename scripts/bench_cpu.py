@@ -8,7 +8,8 @@
 Each speed path runs in a worker process of its own, loaded and warmed up once; the workers then take turns, run by
 run, so that a slow minute of a shared machine falls on every path alike. Per path it prints the median seconds of
 each stage (video decode, video encoder, phi, text, diffusion, VAE, vocoder, mux), the median total, the worker's
-peak resident memory, and its ratio to the first path (fp32). --process times what a user waits for instead: a fresh
+peak resident memory, its time's ratio to the first path (fp32) and, the quality guard, the largest relative error of
+its final latents against the first path's (same seeds). --process times what a user waits for instead: a fresh
 `python -m rewas generate` per run (start-up, imports, loading, generation, muxing), and `rewas info` for start-up
 and loading alone.
 """
@@ -47,6 +48,7 @@ def _timed(fn, clock: dict, key: str):
 def worker(args) -> int:
     """Load the model on one speed path, warm it up, then answer each line of stdin ("run SEED") with a line of
     stage timings (JSON); at the end of stdin, a line with the peak resident memory."""
+    import numpy as np
     import torch
 
     from rewas import ReWaSPipeline, pipeline, samples
@@ -85,6 +87,8 @@ def worker(args) -> int:
             clock["decode"] = result.timings.get("frames", 0.0)
             clock["text"] = result.timings.get("text", 0.0)
             clock["diffusion"] = result.timings.get("diffusion", 0.0)
+            if args.latents:  # for the driver's comparison of the paths' results
+                np.save(Path(args.latents) / f"{args.worker}-{seed}.npy", result.latent.float().numpy())
             return {k: round(clock.get(k, 0.0), 4) for k in STAGES}
 
         once(0)  # warm-up: kernels, the allocator, compilation
@@ -102,6 +106,8 @@ def side_by_side(args) -> int:
     paths = args.paths.split(",")
     common = ["--model", args.model, "--seconds", str(args.seconds)]
     common += ["--steps", str(args.steps)] if args.steps else []
+    latents = tempfile.TemporaryDirectory()
+    common += ["--latents", latents.name]
     workers = {}
     for path in paths:  # loaded one after another: loading is not what is measured
         proc = subprocess.Popen(
@@ -128,13 +134,26 @@ def side_by_side(args) -> int:
 
     median = {path: {k: statistics.median(r[k] for r in rows) for k in STAGES} for path, rows in runs.items()}
     base = median[paths[0]]["total"]
+    error = {path: _latent_error(Path(latents.name), path, paths[0], args.runs) for path in paths}
+    latents.cleanup()
     print(f"{args.model}, {args.seconds:g} s clip, {args.runs} run(s) per path, medians in seconds ({_machine()})")
-    print("| path | " + " | ".join(STAGES) + " | peak RSS | vs " + paths[0] + " |")
-    print("|---" * (len(STAGES) + 3) + "|")
+    print("| path | " + " | ".join(STAGES) + f" | peak RSS | time vs {paths[0]} | latent error vs {paths[0]} |")
+    print("|---" * (len(STAGES) + 4) + "|")
     for path in paths:
         cells = " | ".join(f"{median[path][k]:.2f}" for k in STAGES)
-        print(f"| {path} | {cells} | {peaks[path]:,.0f} MiB | {median[path]['total'] / base:.2f} |")
+        print(f"| {path} | {cells} | {peaks[path]:,.0f} MiB | {median[path]['total'] / base:.2f} | {error[path]:.4f} |")
     return 0
+
+
+def _latent_error(folder: Path, path: str, base: str, runs: int) -> float:
+    """The largest relative error (L2) of a path's final latents against the base path's, same seeds."""
+    import numpy as np
+
+    worst = 0.0
+    for seed in range(1, runs + 1):
+        a, b = np.load(folder / f"{path}-{seed}.npy"), np.load(folder / f"{base}-{seed}.npy")
+        worst = max(worst, float(np.linalg.norm(a - b) / np.linalg.norm(b)))
+    return worst
 
 
 def whole_process(args) -> int:
@@ -185,6 +204,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--process", action="store_true", help="time whole `rewas generate` processes instead")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--latents", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
