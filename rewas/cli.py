@@ -318,6 +318,7 @@ def cmd_ui(args) -> None:
     if args.queue < 1:
         raise UserError("--queue must be at least 1")
     device = None if args.device is None else str(_device(args.device))
+    _precision(args, device or str(_device(None)))  # a bad --dtype (fp16 on a CPU) fails here, in one line
     print(f"rewas studio: http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
     launch(
         models,
@@ -328,6 +329,7 @@ def cmd_ui(args) -> None:
         job_seconds=args.job_seconds,
         queue_size=args.queue,
         device=device,
+        dtype=args.dtype,
     )
 
 
@@ -838,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--job-seconds", type=float, default=900.0, help="time limit of one take (default 900 s)")
     u.add_argument("--queue", type=int, default=8, help="takes waiting at most; more are refused (default 8)")
     u.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    u.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help=DTYPE_HELP)
     u.set_defaults(func=cmd_ui)
 
     k2 = sub.add_parser(

@@ -100,8 +100,10 @@ class Studio:
         max_video_seconds: float = 600.0,
         job_seconds: float = 900.0,
         device: str | None = None,
+        dtype: str = "fp32",
     ):
         self.models = list(dict.fromkeys(models))
+        self.dtype = dtype  # the diffusion model's precision: fp32, bf16 or auto (validate.dtype)
         self.max_video_seconds = max_video_seconds
         self.job_seconds = job_seconds
         self.device = device
@@ -130,7 +132,7 @@ class Studio:
                 # free the old one before the new one loads; a load that fails leaves no model, and the next
                 # request loads again (a name kept for a dropped model would hand out None)
                 self._pipe, self._pipe_name = None, None
-                self._pipe = ReWaSPipeline.from_pretrained(model, device=self.device)
+                self._pipe = ReWaSPipeline.from_pretrained(model, device=self.device, dtype=self.dtype)
                 self._pipe_name = model
             return self._pipe
 
@@ -641,6 +643,7 @@ def launch(
     job_seconds: float = 900.0,
     queue_size: int = 8,
     device: str | None = None,
+    dtype: str = "fp32",
 ) -> None:
     """Serve the studio until interrupted (Ctrl+C or SIGTERM); every file it wrote is removed at the end."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing reported anywhere
@@ -651,7 +654,7 @@ def launch(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
     _bound_malloc_arenas()
-    studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device)
+    studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device, dtype=dtype)
     # gradio's cache (uploads, and a copy of every file it serves) inside the studio's folder, so that it goes
     # with it at the end; a GRADIO_TEMP_DIR the user set is theirs, and left alone
     own_cache = not os.environ.get("GRADIO_TEMP_DIR")

@@ -101,3 +101,10 @@ def test_a_prompt_is_encoded_once_across_takes(clip, monkeypatch):
     pipe.to("cpu")  # a move clears what was computed on the old device
     pipe(str(clip), prompt="a ball", seed=1, steps=1)
     assert calls[-1] == ["a ball", ""] and len(calls) == 3
+
+
+def test_the_studio_takes_the_precision_too(tmp_path):
+    from rewas.studio import Studio
+
+    studio = Studio(["debug"], workdir=tmp_path, dtype="bf16")
+    assert studio.pipeline("debug").dtype == torch.bfloat16

@@ -199,7 +199,8 @@ def test_close_removes_every_file(media):
 
 def test_ui_refuses_bad_options_with_one_line(capsys):
     for args in (["--model", "/nonexistent"], ["--max-upload-mb", "0"], ["--queue", "0"],
-                 ["--max-video-seconds", "nan"], ["--port", "70000"], ["--max-upload-mb", "inf"]):  # fmt: skip
+                 ["--max-video-seconds", "nan"], ["--port", "70000"], ["--max-upload-mb", "inf"],
+                 ["--device", "cpu", "--dtype", "fp16"]):  # fmt: skip
         code = main(["ui", *args])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
