@@ -46,11 +46,11 @@ def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
     """What `dtype="auto"` means on `on`, and why: bf16 on a CPU that computes it natively (scripts/bench_cpu.py:
     docs/speed.md), fp32 on other CPUs and, until measured there, on GPUs."""
     if on.type != "cpu":
-        return torch.float32, f"auto: fp32 on {on.type} (bf16 is not yet measured there)"
+        return torch.float32, f"fp32 on {on.type}: bf16 is not yet measured there"
     isa = native_bf16()
     if isa:
-        return torch.bfloat16, f"auto: this CPU computes bf16 natively ({isa})"
-    return torch.float32, "auto: this CPU has no native bf16 (no AVX512-BF16 or AMX), where fp32 is faster"
+        return torch.bfloat16, f"this CPU computes bf16 natively ({isa})"
+    return torch.float32, "this CPU has no native bf16 (no AVX512-BF16 or AMX), where fp32 is faster"
 
 
 def dtype(value: str | torch.dtype | None, on: torch.device, name: str = "dtype") -> torch.dtype:

@@ -31,7 +31,7 @@ def test_auto_is_bf16_only_where_the_cpu_computes_it(monkeypatch, amx, avx512_bf
     assert validate.dtype(None, cpu) == torch.float32  # the API's default is unchanged
     assert ReWaSPipeline.from_pretrained("debug", dtype="auto").dtype == expected
     why = validate.auto_dtype(cpu)[1]
-    assert why.startswith("auto: this CPU computes bf16 natively") == (expected == torch.bfloat16)
+    assert why.startswith("this CPU computes bf16 natively") == (expected == torch.bfloat16)
     assert ("(AMX)" in why) == amx
 
 
