@@ -113,7 +113,7 @@ def _item(row: dict, where: str, base: str, prompt: str | None) -> Item:
     for key, check in (
         ("seed", validate.seed),
         ("steps", validate.whole),
-        ("guidance", lambda v, n: validate.number(v, n, low=0)),
+        ("guidance", validate.non_negative),
     ):  # the rules of the API and the CLI
         if key in values:
             check(values[key], f"{where}: {key!r}")

@@ -67,9 +67,9 @@ def _check_sampler_options(args) -> None:
     for flag, name, check in (
         ("--steps", "steps", validate.whole),
         ("--batch-size", "batch_size", validate.whole),
-        ("--guidance", "guidance", lambda v, n: validate.number(v, n, low=0)),
-        ("--eta", "eta", lambda v, n: validate.number(v, n, low=0)),
-        ("--control-scale", "control_scale", lambda v, n: validate.number(v, n, low=0)),
+        ("--guidance", "guidance", validate.non_negative),
+        ("--eta", "eta", validate.non_negative),
+        ("--control-scale", "control_scale", validate.non_negative),
         ("--seed", "seed", validate.seed),
     ):
         value = getattr(args, name, None)

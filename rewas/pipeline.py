@@ -519,9 +519,9 @@ class ReWaSPipeline:
         eta = cfg.eta if eta is None else eta
         batch_size = (4 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
         steps, batch_size = validate.whole(steps, "steps"), validate.whole(batch_size, "batch_size")
-        guidance = validate.number(guidance, "guidance", low=0)  # 1: no guidance; below 1, towards no prompt
-        control_scale = validate.number(control_scale, "control_scale", low=0)  # 0: no energy control
-        eta = validate.number(eta, "eta", low=0)
+        guidance = validate.non_negative(guidance, "guidance")  # 1: no guidance; below 1, towards no prompt
+        control_scale = validate.non_negative(control_scale, "control_scale")  # 0: no energy control
+        eta = validate.non_negative(eta, "eta")
         if scheduler is not None and not isinstance(scheduler, str):
             raise UserError(f"scheduler must be a name such as 'ddim' or 'dpmsolver++' (got {scheduler!r})")
         scheduler = scheduler or cfg.scheduler

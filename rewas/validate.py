@@ -89,6 +89,11 @@ def number(value, name: str, low: float | None = None, high: float | None = None
     return float(value)
 
 
+def non_negative(value, name: str) -> float:
+    """A finite real number >= 0 (guidance, eta, control scale)."""
+    return number(value, name, low=0)
+
+
 def prompt(value, name: str = "prompt", required: bool = True) -> str:
     """A prompt: a string; the prompt itself must say something (one rule for the API, the CLI, `batch` and the
     studio: an empty prompt would leave the sound to chance), a negative prompt may be empty or None."""
