@@ -260,17 +260,14 @@ def convert(
             f"a complete model needs all three released files; missing: {', '.join(absent)} "
             "(a partial import keeps the missing parts random)"
         )
+    with empty_weights():  # parameters arrive from the files (assign=True): no random init, no second copy
+        components = build_components(config)
     states: dict[str, dict] = {}
     reports = []
     if rewas_ckpt is not None:
         parts, report = split_rewas(read_state(rewas_ckpt, "state_dict"), use_ema)
         report.source = str(rewas_ckpt)
         files = {"vae": vae_ckpt, "vocoder": hifigan_ckpt, "text_encoder": clap_ckpt}
-        shapes = {}
-        if any(files.values()):
-            with empty_weights():
-                built = build_components(config)
-            shapes = {c: built[c].state_dict() for c in files}
         for component, path in files.items():
             own = {k for k in parts[component] if k != "scale_factor"}
             if path is None:
@@ -282,7 +279,7 @@ def convert(
                     )
                 report.origins[component] = {str(rewas_ckpt): len(parts[component])}
                 continue
-            from_file, skipped = component_state(component, path, shapes[component])
+            from_file, skipped = component_state(component, path, components[component].state_dict())
             # as the release: the component's own file first, the ReWaS file's keys over it
             report.origins[component] = {str(path): len(set(from_file) - own), str(rewas_ckpt): len(parts[component])}
             if skipped:
@@ -319,8 +316,6 @@ def convert(
         if backbone_only:
             allow_partial = True  # phi and the video encoder stay random: without a trained adapter they are unused
             config = dataclasses.replace(config, name=f"{config.name}-backbone")
-    with empty_weights():  # parameters arrive from the files (assign=True): no random init, no second copy
-        components = build_components(config)
     for report, names in reports:
         for name in names:
             load_into(components[name], states[name], name, report, allow_partial)
