@@ -110,6 +110,7 @@ def decoded(pipe, args, out: Path) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--dtype", default="fp32", help="the diffusion model's precision: fp32, bf16 or auto")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", nargs="+", default=PROMPTS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
@@ -125,7 +126,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(False)
-    pipe = ReWaSPipeline.from_pretrained(args.model)
+    pipe = ReWaSPipeline.from_pretrained(args.model, dtype=args.dtype)
     rows = decoded(pipe, args, out) if args.decoded else steady(pipe, args, out)
     if not rows:
         print("no clips measured", file=sys.stderr)
