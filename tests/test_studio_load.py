@@ -92,7 +92,9 @@ def test_eight_sessions_at_once_each_get_their_own_take(ui, clips):
         after.append(server.memory_mb())
     print(f"\nserver memory after each round of {SESSIONS} sessions: {after} MiB, peak {server.memory_mb('VmHWM')}")
     if after[0] is not None:
-        assert after[-1] - after[0] < 80 and server.memory_mb("VmHWM") < 3000, after
+        # a leak of some 12 MiB per session fails; the allocator's slower growth (docs/reliability.md) is measured
+        # there, since one run's noise here (+14 to +82 MiB over two rounds) is of its size
+        assert after[-1] - after[0] < 200 and server.memory_mb("VmHWM") < 2048, after
     assert "Traceback" not in server.log.read_text()
 
 
