@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import release
-from .checkpoint import torch_load, unwrap_ddp
+from .checkpoint import layout_diff, torch_load, unwrap_ddp
 from .errors import MissingFileError, UserError
 
 
@@ -59,10 +59,8 @@ def _compare(verdict: Verdict, what: str, state: dict, expected: dict, skip: tup
     """The state dict against a manifest's key -> shape; keys under `skip` are left out on both sides (the parts
     a component file stands in for, training-only keys)."""
     expected = {k: v for k, v in expected.items() if not k.startswith(skip)}
-    keys = {k for k in state if not k.startswith(skip)}
-    missing = [k for k in expected if k not in keys]
-    unexpected = sorted(keys - set(expected))
-    shapes = [k for k in expected if k in keys and list(state[k].shape) != list(expected[k])]
+    missing, unexpected, shapes = layout_diff({k: v for k, v in state.items() if not k.startswith(skip)}, expected)
+    unexpected = sorted(unexpected)
     left_out = f" ({', '.join(p.rstrip('.') for p in skip)} left out)" if skip else ""
     verdict.lines.append(
         f"{what}: {len(expected) - len(missing)} of {len(expected)} released keys{left_out}, {len(missing)} missing, "

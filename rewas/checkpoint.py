@@ -56,6 +56,17 @@ def read_state(path: str | os.PathLike, *nested: str, what: str = "", source: st
     return obj
 
 
+def layout_diff(state: dict, expected: dict) -> tuple[list[str], list[str], list[str]]:
+    """A state dict's keys against the expected key -> tensor (or shape): (missing, in `expected`'s order;
+    unexpected, in `state`'s order; of another shape, in `expected`'s order)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    other = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(getattr(expected[k], "shape", expected[k]))
+    ]
+    return missing, unexpected, other
+
+
 def load_state(
     module: nn.Module, state: dict, name: str, *, allow_partial: bool = False, assign: bool = False
 ) -> tuple[list[str], list[str]]:

@@ -34,6 +34,7 @@ from . import files, validate
 from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .audio import log_mel_ceiling
+from .checkpoint import layout_diff
 from .config import FORMAT_VERSION, PRESETS, AudioConfig, ClapTextConfig, ModelConfig
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
 from .edits import Edit
@@ -754,9 +755,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 def _check_layout(path: Path, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     """The file's tensors are those of the module its config builds, shape for shape; else one line saying how
     they differ (a config edited by hand, or a file from another model)."""
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    wrong = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
+    missing, unexpected, wrong = (sorted(keys) for keys in layout_diff(state, expected))
     parts = [f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"] if missing else []
     parts += [f"{len(unexpected)} not in the configured model, e.g. {unexpected[0]}"] if unexpected else []
     if wrong:
