@@ -97,15 +97,14 @@ def limit_peaks(
 
 
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = 16000) -> None:
-    """(N,) float waveform -> 32-bit float mono WAV. A write the system refuses (a full disk, a file-size limit) is
-    an OSError naming the file (files.writing), not libsndfile's own "System error"."""
+    """(N,) mono or (N, 2) stereo float waveform -> 32-bit float WAV. A write the system refuses (a full disk, a
+    file-size limit) is an OSError naming the file (files.writing), not libsndfile's own "System error"."""
     from .files import writing
 
+    waveform = np.asarray(waveform, dtype=np.float32)
+    waveform = waveform if waveform.ndim == 2 else waveform.reshape(-1)
     with writing(path):
-        sf.write(
-            os.fspath(path), np.asarray(waveform, dtype=np.float32).reshape(-1), sample_rate, subtype="FLOAT",
-            format="WAV",
-        )  # fmt: skip
+        sf.write(os.fspath(path), waveform, sample_rate, subtype="FLOAT", format="WAV")
 
 
 # ------------------------------------------------------------------------------------------------ mel front end

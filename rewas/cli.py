@@ -16,6 +16,7 @@ ours: one line, exit 1, and REWAS_DEBUG=1 re-raises it with its traceback. No pa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from ._optional import require, require_extra
 from .errors import MissingFileError, Terminated, UserError, is_environment, one_line
+from .soundtrack import LAYER_FORM, LAYER_HELP
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -140,6 +142,10 @@ def cmd_generate(args) -> None:
     _check_suffix(args.energy_out, (".csv",), "--energy-out")
     _check_outputs([args.video, args.energy_in, args.energy_from], [args.output, args.wav, args.energy_out])
     _check_sampler_options(args)
+    if args.layer or args.soundtrack:
+        return _generate_layers(args)
+    if args.stems:
+        raise UserError("--stems: a one-prompt soundtrack has no stems; give --layer or --soundtrack")
     validate.prompt(args.prompt, "--prompt")
     if args.tokenizer_dir is not None and not os.path.isdir(args.tokenizer_dir):
         raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")
@@ -187,6 +193,99 @@ def cmd_generate(args) -> None:
     if args.verbose:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if k != "total")
         print(f"rewas: stages: {stages}", file=sys.stderr)
+
+
+def _generate_layers(args) -> None:
+    """`generate --layer/--soundtrack`: a stereo soundtrack of layers; the mix muxed, each stem, curve and the
+    soundtrack file in --stems."""
+    from tqdm import tqdm
+
+    from . import soundtrack as st
+    from .audio import write_wav
+    from .energy import write_csv
+    from .files import atomic_folder, atomic_path
+    from .frames import probe
+    from .mux import mux
+    from .pipeline import ReWaSPipeline, check_duration
+
+    one_prompt = {
+        "--prompt": args.prompt is not None,
+        "--negative-prompt": bool(args.negative_prompt),
+        "--energy-in": args.energy_in is not None,
+        "--energy-from": args.energy_from is not None,
+        "--energy-out": args.energy_out is not None,
+        "curve edits": bool(args.edits),
+    }
+    clash = [flag for flag, given in one_prompt.items() if given]
+    if clash:
+        raise UserError(
+            f"{', '.join(clash)}: with layers, each layer has its own (e.g. --layer 'rain;level=-5;mute=1-2'); "
+            "its curve is written to --stems"
+        )
+    if args.layer and args.soundtrack:
+        raise UserError("give --layer or --soundtrack, not both")
+    if args.soundtrack:
+        soundtrack = st.read_soundtrack(args.soundtrack)
+    else:
+        soundtrack = st.Soundtrack(tuple(st.parse_layer(spec) for spec in args.layer))
+    flags = {k: getattr(args, k) for k in ("steps", "guidance", "scheduler", "eta") if getattr(args, k) is not None}
+    if args.control_scale != 1.0:
+        flags["control_scale"] = args.control_scale
+    soundtrack = dataclasses.replace(soundtrack, model=str(args.model), **flags)  # the flags win over the file
+    out = Path(args.output)
+    stems = Path(args.stems) if args.stems else out.with_name(out.stem + ".stems")
+    inputs = [args.video, args.soundtrack] + [
+        p for layer in soundtrack.layers for p in (layer.energy_from, layer.energy_in) if p
+    ]
+    _check_stems_folder(stems, [p for p in inputs if p], [args.output, args.wav])
+    info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
+    device = _device(args.device)
+    dtype = _precision(args, device)
+    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
+    with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
+        result = st.render(
+            pipe,
+            args.video,
+            soundtrack,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            callback=_updater(bar),
+            progress=None if args.quiet else bar.set_postfix_str,
+        )
+    mux(args.video, result.mix, result.sample_rate, args.output, info)
+    if args.wav:
+        with atomic_path(args.wav) as tmp:
+            write_wav(tmp, result.mix, result.sample_rate)
+    with atomic_folder(stems) as tmp:
+        for name, stem, curve in zip(st.stem_names(result.soundtrack), result.stems, result.curves):
+            write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
+            write_csv(tmp / f"{name}.csv", curve, pipe.config.audio)
+        st.write_soundtrack(tmp / "soundtrack.json", result.soundtrack)
+    if not args.quiet:
+        n = len(result.stems)
+        master = f", mix lowered {-result.master_db:.1f} dB to stay under full scale" if result.master_db < 0 else ""
+        print(
+            f"wrote {args.output} ({result.duration:.2f} s, {n} layer{'s' * (n != 1)}, stereo{master}; stems, curves "
+            f"and soundtrack.json in {stems}; {result.timings['total']:.1f} s)",
+            file=sys.stderr,
+        )
+    if args.verbose:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if k != "total")
+        print(f"rewas: stages: {stages}", file=sys.stderr)
+
+
+def _check_stems_folder(stems: Path, inputs: list[str], outputs: list[str | None]) -> None:
+    """The stems folder may be new, empty, or an earlier run's (it has a soundtrack.json): it is replaced whole.
+    Anything else there, or an input or output inside it, is refused before any work."""
+    if stems.exists() and not stems.is_dir():
+        raise UserError(f"--stems {stems}: exists and is not a folder")
+    if stems.is_dir() and any(stems.iterdir()) and not (stems / "soundtrack.json").is_file():
+        raise UserError(f"--stems {stems}: a folder with other files in it; give a new or empty one")
+    if not stems.resolve().parent.is_dir():
+        raise UserError(f"--stems {stems}: folder {stems.parent} does not exist")
+    for path in [*inputs, *(o for o in outputs if o)]:
+        if Path(path).resolve().is_relative_to(stems.resolve()):
+            raise UserError(f"--stems {stems}: holds {path}, which would be replaced with the stems")
 
 
 def cmd_batch(args) -> None:
@@ -598,7 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate audio for a video and mux it into a copy")
     g.add_argument("video", help="input video (any format FFmpeg reads)")
-    g.add_argument("--prompt", required=True, help="what should be heard, e.g. 'dog growling while biting a toy'")
+    g.add_argument(
+        "--prompt", help="what should be heard, e.g. 'dog growling while biting a toy' (or give --layer/--soundtrack)"
+    )
     g.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .m4v, .mkv)")
     g.add_argument("--wav", help="also write the audio as a 16 kHz float WAV")
     g.add_argument("--energy-out", help="also write the energy curve used (CSV: time_s,energy)")
@@ -615,6 +716,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="steer with the energy of this recording, stretched to the video's length, instead of the video's",
     )
     add_edit_arguments(g)
+    layers = g.add_argument_group("layers", "a stereo soundtrack of several sounds, each with its own energy and pan")
+    layers.add_argument("--layer", action="append", default=[], metavar=LAYER_FORM, help=LAYER_HELP)
+    layers.add_argument(
+        "--soundtrack", metavar="FILE", help="the layers and settings of a soundtrack file (JSON or TOML; see docs)"
+    )
+    layers.add_argument(
+        "--stems",
+        metavar="DIR",
+        help="where each layer's stem (WAV), curve (CSV) and the soundtrack file go (default: OUTPUT's name + .stems)",
+    )
     g.add_argument(
         "--model",
         default="default",

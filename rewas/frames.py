@@ -161,13 +161,19 @@ def _resize_dims(width: int, height: int, short: int) -> tuple[int, int]:
     return max(short, round(width * scale)), max(short, round(height * scale))
 
 
-def _to_rgb(frame: av.VideoFrame, short: int, crop: int) -> np.ndarray:
-    """One decoded frame -> (crop, crop, 3) uint8 RGB: rotation applied, short side resized, centre crop."""
-    w, h = _resize_dims(frame.width, frame.height, short)
-    image = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+def _rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """One decoded frame -> (H, W, 3) uint8 RGB as displayed: resized (bicubic) to width x height as stored,
+    then rotated by its display matrix."""
+    image = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
     rotation = int(frame.rotation or 0) % 360
     if rotation:  # display matrix angle is counter-clockwise
         image = np.rot90(image, k=rotation // 90)
+    return image
+
+
+def _to_rgb(frame: av.VideoFrame, short: int, crop: int) -> np.ndarray:
+    """One decoded frame -> (crop, crop, 3) uint8 RGB: rotation applied, short side resized, centre crop."""
+    image = _rgb(frame, *_resize_dims(frame.width, frame.height, short))
     top, left = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
     return np.ascontiguousarray(image[top : top + crop, left : left + crop])
 
@@ -177,12 +183,10 @@ def crop_frame(image: np.ndarray, short: int, crop: int) -> np.ndarray:
     return _to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24"), short, crop)
 
 
-def iter_frames(path: str | os.PathLike, cfg: VideoConfig, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
-    """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order. `cfg` is
-    the model's (`pipe.config.video`): the paper and the default model read different sizes and rates, and no
-    default would be right for both."""
+def _resampled(path: str | os.PathLike, fps: float, info: VideoInfo | None, convert) -> Iterator[np.ndarray]:
+    """convert(frame) of the frame shown at each time k / fps, k < `info.num_frames(fps)`, in order."""
     info = info or probe(path)
-    total = info.num_frames(cfg.fps)
+    total = info.num_frames(fps)
     with open_container(path) as container:
         stream = _video_stream(container, info.path)
         k = 0
@@ -190,15 +194,58 @@ def iter_frames(path: str | os.PathLike, cfg: VideoConfig, info: VideoInfo | Non
         for frame in _decode(container, stream, info.path):
             t = frame.time - info.start_time
             # every output time before this frame's presentation time shows the previous frame
-            while previous is not None and k < total and k / cfg.fps < t - 1e-6:
+            while previous is not None and k < total and k / fps < t - 1e-6:
                 yield previous
                 k += 1
             if k >= total:
                 return
-            previous = _to_rgb(frame, cfg.resize_short, cfg.crop)
+            previous = convert(frame)
         while previous is not None and k < total:
             yield previous
             k += 1
+
+
+def iter_frames(path: str | os.PathLike, cfg: VideoConfig, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order. `cfg` is
+    the model's (`pipe.config.video`): the paper and the default model read different sizes and rates, and no
+    default would be right for both."""
+    return _resampled(path, cfg.fps, info, lambda frame: _to_rgb(frame, cfg.resize_short, cfg.crop))
+
+
+def _stored_dims(frame: av.VideoFrame, width: int, height: int) -> tuple[int, int]:
+    """A displayed width x height as the frame stores it (a quarter turn swaps them)."""
+    return (height, width) if int(frame.rotation or 0) % 180 else (width, height)
+
+
+def iter_whole_frames(
+    path: str | os.PathLike, fps: float, short: int, info: VideoInfo | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the whole picture, (H, W, 3) uint8 RGB with its short side resized to `short` (no crop), at `fps`:
+    what a tracker follows a region on."""
+    info = info or probe(path)
+    width, height = _resize_dims(info.width, info.height, short)
+    return _resampled(path, fps, info, lambda frame: _rgb(frame, *_stored_dims(frame, width, height)))
+
+
+def iter_region_frames(
+    path: str | os.PathLike, cfg: VideoConfig, squares: np.ndarray, info: VideoInfo | None = None
+) -> Iterator[np.ndarray]:
+    """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, each frame k the square `squares[k]` = (left, top, side)
+    of the picture (fractions of its width, height and short side) resized to the model's input: what the video
+    encoder sees of a region. The picture is decoded just large enough for the square to keep the model's
+    resolution (at most its own size)."""
+    info = info or probe(path)
+    short_px = min(info.width, info.height)
+    side = float(np.max(squares[:, 2])) if len(squares) else 1.0
+    work = min(short_px, max(cfg.crop, math.ceil(cfg.crop / max(side, 1e-3))))
+    width, height = _resize_dims(info.width, info.height, work)
+    convert = lambda frame: _rgb(frame, *_stored_dims(frame, width, height))  # noqa: E731
+    for k, image in enumerate(_resampled(path, cfg.fps, info, convert)):
+        left, top, s = squares[min(k, len(squares) - 1)]
+        h, w = image.shape[:2]
+        px = max(1, round(s * min(h, w)))
+        x, y = min(max(0, round(left * w)), w - px), min(max(0, round(top * h)), h - px)
+        yield crop_frame(image[y : y + px, x : x + px], cfg.crop, cfg.crop)
 
 
 def normalize(frames: np.ndarray | torch.Tensor, cfg: VideoConfig = VideoConfig()) -> torch.Tensor:

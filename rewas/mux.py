@@ -52,8 +52,10 @@ def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike, suffix
 
 
 def fit_length(waveform: np.ndarray, samples: int) -> np.ndarray:
-    waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)[:samples]
-    return np.pad(waveform, (0, samples - len(waveform)))
+    """(N,) mono or (N, C) -> exactly `samples` long: cut, or padded with silence."""
+    waveform = np.asarray(waveform, dtype=np.float32)
+    waveform = (waveform if waveform.ndim == 2 else waveform.reshape(-1))[:samples]
+    return np.pad(waveform, [(0, samples - len(waveform))] + [(0, 0)] * (waveform.ndim - 1))
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -68,8 +70,8 @@ def mux(
     info: VideoInfo,
     audio_bitrate: str = "192k",
 ) -> Path:
-    """Write `out`: the video stream of `video` plus `waveform` (mono float, `sample_rate`) as AAC, its first sample
-    at the first displayed frame (`info.start_time`); the output timeline starts at that frame.
+    """Write `out`: the video stream of `video` plus `waveform` ((N,) mono or (N, 2) stereo float, `sample_rate`) as
+    AAC, its first sample at the first displayed frame (`info.start_time`); the output timeline starts at that frame.
 
     ffmpeg normally shifts each input by a start time of its own choosing (which streams count towards it has
     changed between versions, and an MPEG-TS starts at 1.4 s or later), so the two inputs would be placed apart.

@@ -455,7 +455,7 @@ class ReWaSPipeline:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise UserError(f"generator must be a torch.Generator (got {type(generator).__name__})")
         edits = validate.edits(edits)
-        settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype)
+        settings = self.sampler_settings(steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype)
         if generator is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
             generator = torch.Generator("cpu").manual_seed(seed)
@@ -505,12 +505,12 @@ class ReWaSPipeline:
         for timeline, prompt in zip(timelines, prompts):
             self._check_timeline(timeline, prompt)
         t_start = time.perf_counter()
-        settings = self._settings(steps, guidance, scheduler, eta, control_scale, batch_size, None, None)
+        settings = self.sampler_settings(steps, guidance, scheduler, eta, control_scale, batch_size, None, None)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         pairs = list(zip(prompts, negative_prompts))
         return self._generate(timelines, pairs, generators, seeds, settings, callback, t_start)
 
-    def _settings(self, steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype) -> dict:
+    def sampler_settings(self, steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype) -> dict:
         """The sampler settings of a call, defaults filled in and checked (bad ones are the user's error)."""
         if device is not None or dtype is not None:
             self.to(device or self.device, dtype or self.dtype)
@@ -613,12 +613,15 @@ class ReWaSPipeline:
         energy: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
         edits: Sequence[Edit] = (),
         prompt: str = "",
+        region: np.ndarray | None = None,
     ) -> Timeline:
         """Steps ②-③ of a generation, which need no randomness: the video's length -> the latent timeline, and the
         energy curve over it (phi on the video, one window of frames at a time, or the given curve). Passing the
         result to `__call__(timeline=...)` gives the same audio as passing the video; `rewas batch` prepares the
         next clip while the current one is sampled. A phi that reads the prompt (`PhiConfig.text_dim`) is given
-        `prompt`: pass the one the clip will be generated with."""
+        `prompt`: pass the one the clip will be generated with. `region`: (T, 3) squares (left, top, side) of the
+        video's picture, one per frame at the model's rate, that phi sees instead of the whole frame
+        (`rewas.tracking.Track.squares`: one object's part of the picture)."""
         cfg, timings = self.config, {}
         prompt = validate.prompt(prompt, required=False)
         edits = validate.edits(edits)
@@ -628,9 +631,11 @@ class ReWaSPipeline:
             raise UserError(f"video must be a path (a str or os.PathLike), not {type(video).__name__}")
         frames = validate.frames(frames) if frames is not None else None
         energy = validate.energy(energy) if energy is not None else None
+        if region is not None and (video is None or energy is not None):
+            raise UserError("a region is a part of a video's picture: give it with a video and no energy curve")
         # 2. the timeline: L latent frames (at least one window), covered by fixed windows for all but sampling
         with _timer(timings, "frames"):
-            frame_iter, duration = self._frame_source(video, frames, energy)
+            frame_iter, duration = self._frame_source(video, frames, energy, region)
         d = cfg.vae.downsample
         samples = round(duration * cfg.audio.sample_rate)
         length = self.timeline_length(samples)
@@ -680,11 +685,13 @@ class ReWaSPipeline:
         d = cfg.vae.downsample
         return blend(curves, [s * d for s in starts], length * d)
 
-    def _frame_source(self, video, frames, energy):
+    def _frame_source(self, video, frames, energy, region=None):
         """-> (iterator of preprocessed uint8 frames or None, duration in seconds)."""
         cfg = self.config.video
         if video is not None:
             info = check_duration(frames_mod.probe(video))
+            if region is not None:
+                return frames_mod.iter_region_frames(video, cfg, validate.squares(region)), info.duration
             return frames_mod.iter_frames(video, cfg, info), info.duration
         if frames is not None:
             return (frames_mod.crop_frame(f, cfg.resize_short, cfg.crop) for f in frames), frames.shape[0] / cfg.fps

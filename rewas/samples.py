@@ -108,6 +108,55 @@ def bouncing_ball_frames(
     return frame
 
 
+def landing_height(t: float, impacts: Sequence[float], lead: float = 0.5) -> float:
+    """0 on the floor, 1 at the top: an object that falls for `lead` s onto the first impact, bounces from one impact
+    to the next (a parabola), and rests after the last."""
+    past = [e for e in impacts if e <= t]
+    future = [e for e in impacts if e > t]
+    if not future:
+        return 0.0
+    t1 = future[0]
+    t0 = past[-1] if past else t1 - lead
+    phase = min(1.0, max(0.0, (t - t0) / max(1e-3, t1 - t0)))
+    return 4 * phase * (1 - phase) if past else 1 - phase
+
+
+def two_objects_frames(
+    left_impacts: Sequence[float],
+    right_impacts: Sequence[float],
+    size: tuple[int, int] = (160, 320),
+    drift: float = 0.06,
+) -> Callable[[float], np.ndarray]:
+    """Two balls, one in each half of the picture, each landing on the floor at its own impact times and drifting
+    sideways by `drift` of the width (period 6 s): per-object sound, tracked."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    radius = max(4, h // 12)
+    colours = ((230, 70, 60), (60, 190, 230))
+
+    def frame(t: float) -> np.ndarray:
+        image = np.full((h, w, 3), 25, dtype=np.uint8)
+        image[h - h // 10 :] = (110, 90, 70)  # the floor
+        floor = h - h // 10 - radius
+        for k, (impacts, colour) in enumerate(zip((left_impacts, right_impacts), colours)):
+            cx = w * (0.25 + 0.5 * k) + drift * w * np.sin(2 * np.pi * t / 6.0 + k)
+            cy = floor - landing_height(t, impacts) * 0.55 * h
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] = colour
+        return image
+
+    return frame
+
+
+def impact_curve(impacts: Sequence[float], frames: int, frame_rate: float = 100.0, decay: float = 0.08) -> np.ndarray:
+    """(frames,) the loudness an impact sound would have at each frame: 1 at each impact, decaying over `decay` s."""
+    t = np.arange(frames) / frame_rate
+    out = np.zeros(frames)
+    for e in impacts:
+        after = t >= e
+        out[after] = np.maximum(out[after], np.exp(-(t[after] - e) / decay))
+    return out
+
+
 def click_track(
     duration: float, click_times: Sequence[float], sample_rate: int = 16000, click: float = 0.004
 ) -> np.ndarray:

@@ -173,6 +173,21 @@ def energy(value, name: str = "energy"):
     return array(value, "the values")
 
 
+def squares(value, name: str = "region"):
+    """Per-frame squares of a picture: (T, 3) left, top, side, finite, side in (0, 1] (`tracking.Track.squares`)."""
+    import numpy as np
+
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}: must be numbers, (frames, 3) left, top, side") from None
+    if a.ndim != 2 or a.shape[1] != 3 or len(a) == 0:
+        raise UserError(f"{name}: must have shape (frames, 3): left, top, side per frame (got {a.shape})")
+    if not np.isfinite(a).all() or not ((a[:, 2] > 0) & (a[:, 2] <= 1)).all() or (a[:, :2] < 0).any():
+        raise UserError(f"{name}: left and top must be >= 0 and each side in (0, 1], as fractions of the picture")
+    return a
+
+
 def edits(value, name: str = "edits") -> list:
     """Curve edits: `rewas.edits.Edit`s, or their spellings ("mute 1-2", "gain 3-4:+6dB", "draw 0:-6,1:-2")."""
     from .edits import OPS, Edit, parse

@@ -1,0 +1,210 @@
+"""① A region of the picture, followed through the clip: what a layer's video features and pan see of one object.
+
+    box drawn on the frame at `at` s ─► found again in each frame (OpenCV's template matching), forwards to
+    the end and backwards to the start, on the whole picture at a small size ─► a box per frame (T, 4) ─► its
+    smoothed path ─► the square the video encoder is given per frame (T, 3), and the pan that follows it (T,)
+
+The square follows the object's slow travel (its centre averaged over `follow_s`) and is wide enough to hold the
+object's own faster motion around it: a tracked ball that bounces stays in view and keeps bouncing in its square,
+where a crop centred on the box itself would hold it still, and φ would see no impacts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._optional import require
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .frames import VideoInfo
+
+TRACK_BOX_PX = 32  # the box's larger side in the frames the tracker sees: enough detail, little work
+TRACK_SHORT_RANGE = (96, 480)  # the tracking frames' short side, at least and at most
+FOLLOW_S = 1.0  # the square follows the object's path averaged over this long
+SPREAD_PERCENTILE = 95  # the square holds the object's motion around that path this often
+MARGIN = 1.5  # the square's side, at least this many times the box's larger side
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box drawn on the picture at one time: (left, top, right, bottom) as fractions of its width and height."""
+
+    box: tuple[float, float, float, float]
+    at: float = 0.0  # seconds into the clip: the frame the box was drawn on
+
+    def __post_init__(self):
+        try:
+            box = tuple(float(v) for v in self.box)
+            at = float(self.at)
+        except (TypeError, ValueError):
+            raise UserError(f"region: the box must be 4 numbers left,top,right,bottom (got {self.box!r})") from None
+        if len(box) != 4 or not all(math.isfinite(v) for v in box):
+            raise UserError(f"region: the box must be 4 finite numbers left,top,right,bottom (got {self.box!r})")
+        left, top, right, bottom = box
+        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+            raise UserError(
+                f"region: the box {','.join(f'{v:g}' for v in box)} is not inside the frame (left < right and "
+                "top < bottom, as fractions of the picture's width and height, from 0 to 1)"
+            )
+        if not (math.isfinite(at) and at >= 0):
+            raise UserError(f"region: the time the box was drawn must be >= 0 seconds (got {self.at!r})")
+        object.__setattr__(self, "box", box)
+        object.__setattr__(self, "at", at)
+
+
+@dataclass
+class Track:
+    """A region followed through a clip at `fps`: one box per frame, fractions of the picture's width and height."""
+
+    boxes: np.ndarray  # (T, 4) left, top, right, bottom
+    found: np.ndarray  # (T,) bool: the tracker saw the object (elsewhere its last box is held)
+    width: int  # the picture as displayed, pixels
+    height: int
+    fps: float
+
+    def centres(self) -> np.ndarray:
+        """(T, 2) box centres, fractions of the width and height."""
+        return np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
+
+    def path(self, follow_s: float = FOLLOW_S) -> np.ndarray:
+        """(T, 2) the centres averaged over `follow_s`: the object's travel without its own faster motion."""
+        width = max(1, round(follow_s * self.fps)) | 1
+        return np.stack([_moving_average(c, width) for c in self.centres().T], 1)
+
+    def squares(self, follow_s: float = FOLLOW_S) -> np.ndarray:
+        """(T, 3) left, top, side: the square of the picture the video encoder sees per frame (left and top as
+        fractions of the width and height, the side as a fraction of the short side), one size for the clip."""
+        short = min(self.width, self.height)
+        scale = np.array([self.width, self.height]) / short  # fractions -> short-side units
+        path = self.path(follow_s) * scale
+        spread = np.abs(self.centres() * scale - path)  # the object's own motion around its path
+        extent = (self.boxes[:, 2:] - self.boxes[:, :2]) * scale  # (T, 2) width, height
+        size = extent.max(axis=1)
+        big = float(np.percentile(size, SPREAD_PERCENTILE))
+        side = max(MARGIN * big, 2 * float(np.percentile(spread, SPREAD_PERCENTILE)) + big)
+        side = min(1.0, side)
+        corner = np.clip(path - side / 2, 0, scale - side)  # inside the picture
+        return np.concatenate([corner / scale, np.full((len(path), 1), side)], 1)
+
+    def pan(self, follow_s: float = FOLLOW_S) -> np.ndarray:
+        """(T,) -1 (left) to 1 (right): where the object is across the picture, along its smoothed path."""
+        return np.clip(2 * self.path(follow_s)[:, 0] - 1, -1, 1)
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred mean over `width` (odd) values; the ends held (edge padding)."""
+    half = width // 2
+    padded = np.pad(np.asarray(x, dtype=np.float64), half, mode="edge")
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
+
+
+def _tracking_short(region: Region, info: VideoInfo) -> int:  # noqa: F821
+    """The short side of the frames the tracker sees: the box's larger side becomes about TRACK_BOX_PX."""
+    short = min(info.width, info.height)
+    left, top, right, bottom = region.box
+    box = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
+    lo, hi = TRACK_SHORT_RANGE
+    return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(box, 1e-3))))))
+
+
+class TemplateTracker:
+    """The object found again in every frame by normalised cross-correlation (OpenCV's matchTemplate, in colour)
+    with its appearance: the box as drawn, and a copy that follows slow changes of it (blended in where the match
+    is sure). The search looks first around where the object's last motion would take it, then, if nothing
+    matches there (a bounce reverses it), more widely around where it was. Nothing matching: the object is lost
+    for that frame, and the box stays.
+
+    Measured on two balls that fall, bounce and drift (12 tracks, tests/test_layers.py): the centre within 4.1%
+    of the picture's height of the true one on every frame (median 0.3%), about 0.15 ms a frame. OpenCV's MIL
+    tracker lagged the falling ball by up to 16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it
+    to the floor's edge."""
+
+    SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
+    BLEND = 0.1
+
+    def __init__(self, cv2, image: np.ndarray, box: np.ndarray):
+        self.cv2 = cv2
+        x, y, w, h = (int(round(v)) for v in box)
+        self.size = (max(2, w), max(2, h))
+        self.anchor = image[y : y + self.size[1], x : x + self.size[0]].astype(np.float32)
+        self.size = (self.anchor.shape[1], self.anchor.shape[0])
+        self.template = self.anchor.copy()
+        self.centre = np.array([x + self.size[0] / 2, y + self.size[1] / 2])
+        self.velocity = np.zeros(2)
+
+    def _match(self, image: np.ndarray, centre: np.ndarray, reach: float) -> tuple[float, np.ndarray]:
+        w, h = self.size
+        height, width = image.shape[:2]
+        x0, y0 = (int(max(0, c - reach * s)) for c, s in zip(centre, (w, h)))
+        x1, y1 = int(min(width, centre[0] + reach * w)), int(min(height, centre[1] + reach * h))
+        area = image[y0:y1, x0:x1]
+        if area.shape[0] < h or area.shape[1] < w:
+            return -1.0, centre
+        cv2 = self.cv2
+        scores = np.maximum(
+            cv2.matchTemplate(area, self.anchor, cv2.TM_CCOEFF_NORMED),
+            cv2.matchTemplate(area, self.template, cv2.TM_CCOEFF_NORMED),
+        )
+        _, best, _, (bx, by) = cv2.minMaxLoc(scores)
+        return float(best), np.array([x0 + bx + w / 2, y0 + by + h / 2])
+
+    def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
+        image = image.astype(np.float32)
+        score, centre = self._match(image, self.centre + self.velocity, 1.5)
+        if score < self.FOUND:
+            score, centre = self._match(image, self.centre, 3.0)
+        ok = score >= self.FOUND
+        if ok:
+            self.velocity, self.centre = centre - self.centre, centre
+            if score >= self.SURE:
+                x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
+                patch = image[y : y + self.size[1], x : x + self.size[0]]
+                if x >= 0 and y >= 0 and patch.shape == self.template.shape:
+                    self.template = (1 - self.BLEND) * self.template + self.BLEND * patch
+        w, h = self.size
+        return ok, np.array([self.centre[0] - w / 2, self.centre[1] - h / 2, w, h])
+
+
+def _follow(cv2, first: np.ndarray, box, frames) -> tuple[list[np.ndarray], list[bool]]:
+    """Boxes (x, y, w, h) in pixels and found flags, one per frame of `frames`, from `box` on `first`."""
+    tracker = TemplateTracker(cv2, first, box)
+    boxes, found = [], []
+    for image in frames:
+        ok, b = tracker.update(image)
+        boxes.append(b)
+        found.append(ok)
+    return boxes, found
+
+
+def track(video: str | os.PathLike, region: Region, fps: float, info: VideoInfo | None = None) -> Track:
+    """Follow `region` through `video` at `fps` (the model's frame rate): forwards from the frame it was drawn on
+    to the end, and backwards to the start. Only the frames before that one are held in memory."""
+    from .frames import iter_whole_frames, probe  # decoding (and torch) only when a region is followed
+
+    cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
+    info = info or probe(video)
+    total = info.num_frames(fps)
+    at = min(total - 1, round(region.at * fps))
+    short = _tracking_short(region, info)
+    if region.at > info.duration:
+        raise UserError(f"region: drawn at {region.at:g} s, after the end of the clip ({info.duration:.2f} s)")
+    frames = iter_whole_frames(video, fps, short, info)
+    before = [next(frames) for _ in range(at)]  # for the backward pass
+    first = next(frames)
+    h, w = first.shape[:2]
+    left, top, right, bottom = region.box
+    box_px = np.array([left * w, top * h, (right - left) * w, (bottom - top) * h])
+    after, found_after = _follow(cv2, first, box_px, frames)
+    behind, found_behind = _follow(cv2, first, box_px, reversed(before))
+    boxes = np.array([*reversed(behind), box_px, *after], dtype=np.float64)
+    found = np.array([*reversed(found_behind), True, *found_after])
+    fractions = np.stack(
+        [boxes[:, 0] / w, boxes[:, 1] / h, (boxes[:, 0] + boxes[:, 2]) / w, (boxes[:, 1] + boxes[:, 3]) / h], 1
+    )
+    return Track(np.clip(fractions, 0, 1), found, info.width, info.height, fps)
