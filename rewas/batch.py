@@ -2,6 +2,9 @@
 
 Input: a JSONL or CSV with `video` and `prompt` per item and optional overrides (`seed`, `energy_in`, `steps`,
 `guidance`, `name`, `reference`), or a folder of videos with one prompt for all or a NAME.txt beside each video.
+An item may instead be a soundtrack of layers (rewas/soundtrack.py): `layers`, a list of layers as a soundtrack
+file writes them (JSONL), or `soundtrack`, the path of such a file; it is sampled on its own and writes
+NAME.stems/ (each layer's stem, curve and the soundtrack file) beside its stereo NAME.mp4.
 
 Output: OUTDIR/NAME.mp4 (+ NAME.wav, NAME.csv on request), each written to a temporary name and renamed, and one
 JSON line per finished item in OUTDIR/results.jsonl (results.rank{R}.jsonl per rank under several ranks, merged
@@ -31,8 +34,9 @@ from .files import TEMP_PREFIX, atomic_path, check_input_file, read_jsonl, remov
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
 FIELDS = {
     "video": str, "prompt": str, "negative_prompt": str, "name": str, "seed": int, "energy_in": str, "steps": int,
-    "guidance": float,
+    "guidance": float, "soundtrack": str,
 }  # fmt: skip
+LAYERED = ("layers", "soundtrack")  # an item of layers has one of these instead of a prompt
 PASSED_ON = ("reference", "class")  # kept in the results, so that they are a `rewas evaluate` manifest
 
 
@@ -47,6 +51,7 @@ class Item:
     steps: int | None = None
     guidance: float | None = None
     extra: dict = field(default_factory=dict)  # PASSED_ON keys
+    soundtrack: object = None  # rewas.soundtrack.Soundtrack: an item of layers (its prompt is "")
 
 
 # --------------------------------------------------------------------------------------------- reading items
@@ -95,31 +100,52 @@ def _csv_rows(path: str) -> list[tuple[str, dict]]:
 
 
 def _item(row: dict, where: str, base: str, prompt: str | None) -> Item:
-    unknown = sorted(set(row) - set(FIELDS) - set(PASSED_ON))
+    unknown = sorted(set(row) - set(FIELDS) - set(PASSED_ON) - {"layers"})
     if unknown:
-        raise UserError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join([*FIELDS, *PASSED_ON])})")
+        known = ", ".join([*FIELDS, "layers", *PASSED_ON])
+        raise UserError(f"{where}: unknown field {unknown[0]!r} (known: {known})")
     values = {key: _convert(row[key], kind, f"{where}: {key!r}") for key, kind in FIELDS.items() if key in row}
     if "video" not in values:
         raise UserError(f"{where}: each item needs a 'video'")
-    if "prompt" not in values and prompt is None:
-        raise UserError(f"{where}: each item needs a 'prompt' (or give --prompt for all)")
-    for key in ("video", "energy_in"):
+    for key in ("video", "energy_in", "soundtrack"):
         if key in values and not os.path.isabs(values[key]):
             values[key] = os.path.join(base, values[key])
+    layered = [key for key in LAYERED if key in row]
+    if layered:
+        return _layered_item(row, values, layered, where, base)
+    if "prompt" not in values and prompt is None:
+        raise UserError(f"{where}: each item needs a 'prompt' (or give --prompt for all)")
     extra = {k: row[k] for k in PASSED_ON if k in row}
     if "reference" in extra and not os.path.isabs(str(extra["reference"])):
         extra["reference"] = os.path.join(base, str(extra["reference"]))
     values.setdefault("prompt", prompt)
-    for key, check in (
-        ("seed", validate.seed),
-        ("steps", validate.whole),
-        ("guidance", validate.non_negative),
-    ):  # the rules of the API and the CLI
+    _check_overrides(values, where)
+    return Item(**values, extra=extra)
+
+
+def _check_overrides(values: dict, where: str) -> None:
+    """An item's seed, steps and guidance by the rules of the API and the CLI; its name (the file stem of its
+    video unless given) one an output can have."""
+    for key, check in (("seed", validate.seed), ("steps", validate.whole), ("guidance", validate.non_negative)):
         if key in values:
             check(values[key], f"{where}: {key!r}")
     values.setdefault("name", Path(values["video"]).stem)
     _check_name(values["name"], where)
-    return Item(**values, extra=extra)
+
+
+def _layered_item(row: dict, values: dict, layered: list[str], where: str, base: str) -> Item:
+    """An item of layers: its soundtrack read now (a malformed one fails the manifest, before any work)."""
+    from .soundtrack import Soundtrack, read_soundtrack
+
+    clash = sorted(set(values) & {"prompt", "negative_prompt", "energy_in"}) + layered[1:]
+    if clash:
+        raise UserError(f"{where}: an item of {layered[0]} has no {clash[0]!r} (each layer has its own)")
+    if "soundtrack" in values:
+        soundtrack = read_soundtrack(values.pop("soundtrack"))
+    else:
+        soundtrack = Soundtrack.from_dict({"layers": row["layers"]}, where).files_from(base)
+    _check_overrides(values, where)
+    return Item(**values, prompt="", extra={k: row[k] for k in PASSED_ON if k in row}, soundtrack=soundtrack)
 
 
 def _convert(value, kind: type, what: str):
@@ -295,7 +321,8 @@ def _groups(items: list[Item], size: int, options: Options) -> list[list[Item]]:
     groups: list[list[Item]] = []
     for item in items:
         key = _settings(item, options)
-        if groups and len(groups[-1]) < size and _settings(groups[-1][0], options) == key:
+        alone = item.soundtrack is not None or groups and groups[-1][0].soundtrack is not None
+        if groups and len(groups[-1]) < size and _settings(groups[-1][0], options) == key and not alone:
             groups[-1].append(item)
         else:
             groups.append([item])
@@ -316,8 +343,10 @@ def prepare_item(pipe, item: Item):
     from .frames import probe
     from .pipeline import check_duration
 
-    validate.prompt(item.prompt)
     info = check_duration(probe(check_input_file(item.video, "video")))
+    if item.soundtrack is not None:  # its layers' curves are made when it is rendered
+        return info, None
+    validate.prompt(item.prompt)
     # a CSV's times are the video's seconds, as in `generate --energy-in`: not stretched, held past its ends
     energy = read_csv(item.energy_in) if item.energy_in else None
     return info, pipe.prepare(item.video, energy=energy, prompt=item.prompt)
@@ -351,6 +380,9 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
     for item, future in zip(items, prepared or [None] * len(items)):
         seed = item.seed if item.seed is not None else item_seed(options.seed, item.name)
         row = {"name": item.name, "video": item.video, "prompt": item.prompt, "seed": seed, **item.extra}
+        if item.soundtrack is not None:
+            del row["prompt"]
+            row["layers"] = len(item.soundtrack.layers)
         for key in ("video", "reference"):  # as every manifest's paths: relative to the results file's folder
             if isinstance(row.get(key), str):
                 row[key] = manifest_path(row[key], outdir)
@@ -364,6 +396,10 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
         except Exception as e:
             _failed(rows[item.name], e)
     results = []
+    if ready and ready[0][0].soundtrack is not None:  # an item of layers (always alone in its group)
+        item, info, _ = ready[0]
+        _render_layers(pipe, item, info, rows[item.name], outdir, options)
+        ready = []
     if ready:
         steps, guidance = _settings(ready[0][0], options)
         try:
@@ -413,6 +449,53 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
     for row in rows.values():
         row.update(seconds=seconds, group=len(items))  # the time of the whole group
     return [(item, rows[item.name]) for item in items]
+
+
+def _render_layers(pipe, item: Item, info, row: dict, outdir: Path, options: Options) -> None:
+    """An item of layers: NAME.mp4 (the stereo mix), NAME.wav on request, NAME.stems/ (each layer's stem and curve,
+    and the soundtrack file that renders it again); its row records them, or its one-line error."""
+    import dataclasses
+
+    from .audio import write_wav
+    from .energy import write_csv
+    from .files import atomic_folder
+    from .mux import mux
+    from .soundtrack import render, stem_names, write_soundtrack
+
+    try:
+        steps, guidance = _settings(item, options)
+        soundtrack = item.soundtrack
+        overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+        soundtrack = dataclasses.replace(soundtrack, **overrides)
+        result = render(pipe, item.video, soundtrack, seed=row["seed"], batch_size=options.batch_size)
+        outputs = {"output": outdir / f"{item.name}.mp4"}
+        if options.wav:
+            outputs["wav"] = outdir / f"{item.name}.wav"
+            with atomic_path(outputs["wav"]) as tmp:
+                write_wav(tmp, result.mix, result.sample_rate)
+        stems = outdir / f"{item.name}.stems"
+        names = stem_names(result.soundtrack)
+        with atomic_folder(stems) as tmp:
+            for name, stem, curve in zip(names, result.stems, result.curves):
+                write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
+                write_csv(tmp / f"{name}.csv", curve, pipe.config.audio)
+            write_soundtrack(tmp / "soundtrack.json", result.soundtrack)
+        mux(item.video, result.mix, result.sample_rate, outputs["output"], info)
+        files = [p.name for p in outputs.values()]
+        files += [f"{stems.name}/{n}{suffix}" for n in names for suffix in (".wav", ".csv")]
+        row.update(
+            status="ok",
+            output=outputs["output"].name,
+            audio=outputs.get("wav", outputs["output"]).name,
+            stems=stems.name,
+            outputs=[*files, f"{stems.name}/soundtrack.json"],
+            duration=round(result.duration, 3),
+            timings={k: round(v, 3) for k, v in result.timings.items()},
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        _failed(row, e)
 
 
 def summary(items: list[Item], outdir: Path) -> dict:

@@ -759,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("batch", help="generate soundtracks for many videos with one loaded model; resumable")
     b.add_argument("input", help="JSONL or CSV (video, prompt, optional seed/energy_in/steps/guidance/name/"
-                   "reference per item), or a folder of videos (with --prompt or a NAME.txt beside each)")  # fmt: skip
+                   "reference per item; or layers/soundtrack instead of a prompt: a stereo soundtrack of layers), "
+                   "or a folder of videos (with --prompt or a NAME.txt beside each)")  # fmt: skip
     b.add_argument("-o", "--output", required=True, help="output folder: NAME.mp4 per item and results.jsonl")
     b.add_argument("--prompt", help="the prompt of items that have none")
     b.add_argument("--wav", action="store_true", help="also write NAME.wav")

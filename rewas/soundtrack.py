@@ -31,6 +31,7 @@ from .tracking import Region, Track, track
 
 FORMAT = "rewas-soundtrack"
 SOURCES = ("region", "level", "energy_from", "energy_in")  # a layer has at most one; none: phi on the whole picture
+FILE_KEYS = ("energy_from", "energy_in")  # layer keys that name files
 SAMPLER_KEYS = ("steps", "guidance", "scheduler", "eta", "control_scale")
 _LAYER_KEYS = ("name", "prompt", "negative_prompt", *SOURCES, "edits", "gain_db", "pan", "seed")
 
@@ -66,7 +67,7 @@ class Layer:
             set_("region", _region(self.region, what))
         if self.level is not None:
             set_("level", _number(self.level, f"{what}: level"))
-        for key in ("energy_from", "energy_in"):
+        for key in FILE_KEYS:
             value = getattr(self, key)
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise UserError(f"{what}: {key} must be a file path")
@@ -263,6 +264,16 @@ class Soundtrack:
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
+    def files_from(self, folder: str | os.PathLike) -> Soundtrack:
+        """The same, with the layers' relative energy file paths taken as relative to `folder`."""
+        layers = [
+            dataclasses.replace(
+                layer, **{k: os.path.join(folder, getattr(layer, k)) for k in FILE_KEYS if getattr(layer, k)}
+            )
+            for layer in self.layers
+        ]
+        return dataclasses.replace(self, layers=tuple(layers))
+
     @classmethod
     def from_dict(cls, d: dict, where: str = "soundtrack") -> Soundtrack:
         if not isinstance(d, dict) or d.get("format", FORMAT) != FORMAT:
@@ -297,16 +308,7 @@ def read_soundtrack(path: str | os.PathLike) -> Soundtrack:
             data = json.loads(text)
     except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         raise UserError(f"{path}: not a readable soundtrack file ({one_line(e)})") from None
-    soundtrack = Soundtrack.from_dict(data, str(path))
-    base = path.resolve().parent
-    layers = [
-        dataclasses.replace(
-            layer,
-            **{k: os.fspath(base / getattr(layer, k)) for k in ("energy_from", "energy_in") if getattr(layer, k)},
-        )
-        for layer in soundtrack.layers
-    ]
-    return dataclasses.replace(soundtrack, layers=tuple(layers))
+    return Soundtrack.from_dict(data, str(path)).files_from(path.resolve().parent)
 
 
 def write_soundtrack(path: str | os.PathLike, soundtrack: Soundtrack) -> None:

@@ -202,3 +202,39 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
         assert not out.exists() and (tmp_path / "keep" / "mine.txt").read_text() == "mine"
     code, err = run_cli(["generate", media["audio_only"], "-o", out, "--layer", "a;region=0,0,1,1", "-q"], capsys)
     assert code == 2 and "no video stream" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_batch_items_can_be_soundtracks_of_layers(debug_model_dir, media, tmp_path, capsys):
+    """A manifest mixing a one-prompt item, an item with its layers inline and one naming a soundtrack file: each
+    layered item writes its stereo video and NAME.stems/, counts as done on a rerun, and a bad layer fails the
+    manifest in one line before any work."""
+    write_soundtrack(tmp_path / "s.json", Soundtrack((Layer("rain", level=-5.0, pan=0.5),), steps=2))
+    rows = [
+        {"video": str(media["v25"]), "prompt": "a ball", "name": "plain"},
+        {
+            "video": str(media["v25"]),
+            "name": "inline",
+            "layers": [{"prompt": "rain", "level": -4}, {"prompt": "a dog"}],
+        },
+        {"video": str(media["v25"]), "name": "file", "soundtrack": "s.json", "seed": 7},
+    ]
+    manifest = tmp_path / "items.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    args = ["batch", manifest, "-o", out, "--model", debug_model_dir, "--steps", "2", "-q", "--wav"]
+    code, err = run_cli(args, capsys)
+    assert code == 0, err
+    results = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert all(r["status"] == "ok" for r in results.values())
+    assert sorted(p.name for p in (out / "inline.stems").iterdir()) == [
+        "01_rain.csv", "01_rain.wav", "02_a_dog.csv", "02_a_dog.wav", "soundtrack.json",
+    ]  # fmt: skip
+    assert sf.read(out / "file.wav")[0].shape[1] == 2 and sf.read(out / "plain.wav")[0].ndim == 1
+    saved = read_soundtrack(out / "file.stems" / "soundtrack.json")
+    assert saved.layers[0].seed == 7 and saved.steps == 2
+    before = (out / "results.jsonl").read_text()
+    code, err = run_cli(args, capsys)
+    assert code == 0 and (out / "results.jsonl").read_text() == before  # all done: nothing redone
+    manifest.write_text(json.dumps({"video": str(media["v25"]), "layers": [{"prompt": "x", "pan": 3}]}) + "\n")
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "pan must be from -1" in err and len(err.strip().splitlines()) == 1, err
