@@ -357,7 +357,6 @@ def render(
 
     import torch
 
-    from .energy import read_csv, reference_curve
     from .frames import probe
     from .mix import mix, pan_per_sample, place
     from .pipeline import check_duration
@@ -375,25 +374,14 @@ def render(
         for i, layer in enumerate(soundtrack.layers)
     ]
     info = check_duration(probe(video))
-    fps = pipe.config.video.fps
     timelines, tracks, timings = [], [], {}
     for i, layer in enumerate(layers):
         if progress is not None:
             progress(f"layer {i + 1}/{len(layers)}: {layer.name or layer.prompt}")
         t0 = time.perf_counter()
-        region, energy, found = None, None, None
-        if layer.region is not None:
-            found = track(video, layer.region, fps, info)
-            region = found.squares()
-        elif layer.level is not None:
-            energy = (np.array([0.0, info.duration]), np.array([layer.level, layer.level]))
-        elif layer.energy_from is not None:
-            energy = reference_curve(layer.energy_from, info.duration)
-        elif layer.energy_in is not None:
-            energy = read_csv(layer.energy_in)
+        timeline, found = layer_timeline(pipe, video, layer, info)
+        timelines.append(timeline.edited(layer.edits, pipe.config.audio) if layer.edits else timeline)
         tracks.append(found)
-        timeline = pipe.prepare(video, energy=energy, edits=layer.edits, prompt=layer.prompt, region=region)
-        timelines.append(timeline)
         timings[f"layer {i + 1}"] = time.perf_counter() - t0
     results = pipe.generate_many(
         timelines,
@@ -410,6 +398,7 @@ def render(
     )
     rate = pipe.config.audio.sample_rate
     samples = len(results[0].waveform)
+    fps = pipe.config.video.fps
     pans = [pan_per_sample(_pan(layer, found), samples, rate, fps) for layer, found in zip(layers, tracks)]
     placed = [place(r.waveform, layer.gain_db, p) for r, layer, p in zip(results, layers, pans)]
     mixed, stems, master_db = mix(placed)
@@ -420,6 +409,26 @@ def render(
     return SoundtrackResult(
         mixed, stems, [r.energy for r in results], pans, tracks, done, rate, info.duration, master_db, timings
     )
+
+
+def layer_timeline(pipe, video, layer: Layer, info=None):
+    """A layer's clip before its curve edits: -> (pipeline.Timeline, its region's Track or None). The curve is phi's
+    on the whole picture or on the tracked region, a flat level, a recording's energy or a CSV's."""
+    from .energy import read_csv, reference_curve
+    from .frames import probe
+
+    info = info or probe(video)
+    region, energy, found = None, None, None
+    if layer.region is not None:
+        found = track(video, layer.region, pipe.config.video.fps, info)
+        region = found.squares()
+    elif layer.level is not None:
+        energy = (np.array([0.0, info.duration]), np.array([layer.level, layer.level]))
+    elif layer.energy_from is not None:
+        energy = reference_curve(layer.energy_from, info.duration, pipe.config.audio)
+    elif layer.energy_in is not None:
+        energy = read_csv(layer.energy_in)
+    return pipe.prepare(video, energy=energy, prompt=layer.prompt, region=region), found
 
 
 def _pan(layer: Layer, found: Track | None) -> float | np.ndarray:

@@ -36,10 +36,15 @@ MAX_TAKES = 20  # per session; the oldest take's files go when a new one comes
 VIDEO_SOURCE = "the video (φ)"  # where the curve comes from, as the page says it
 SESSION_IDLE_S = 24 * 3600  # a session unused this long is forgotten, with its files
 MAX_POINTS = 1500  # curve values sent to the page (a 3-minute clip has 18,000)
+PICTURE_SHORT = 360  # the picture a region is drawn on: its short side, in pixels (small clips are enlarged)
 
 
 class JobTooLong(UserError):
     pass
+
+
+def _box_label(region) -> str:
+    return ",".join(f"{v:.2f}" for v in region.box) + (f" at {region.at:g} s" if region.at else "")
 
 
 @dataclass
@@ -69,6 +74,36 @@ class Take:
 
 
 @dataclass
+class MixLayer:
+    """A layer of the session's soundtrack, and how the mix hears it."""
+
+    layer: object  # soundtrack.Layer
+    source: str  # where its curve comes from, as the page says it
+    mute: bool = False
+    solo: bool = False
+
+    def row(self, number: int) -> list:
+        layer = self.layer
+        edits = "; ".join(edits_mod.label(e) for e in layer.edits) or "none"
+        pan = "follows" if layer.pan is None and layer.region is not None else f"{layer.pan or 0:+.2f}"
+        flags = " ".join(f for f, on in (("muted", self.mute), ("solo", self.solo)) if on)
+        return [number, layer.prompt, self.source, edits, f"{layer.gain_db:+.1f} dB", pan, flags]
+
+
+@dataclass
+class Mix:
+    number: int
+    video: str  # the stereo mix, muxed
+    files: list[str]  # the mix's WAV, each stem's WAV and curve's CSV, the soundtrack file
+    seconds: float
+    layers: int  # heard in it
+
+    def delete(self) -> None:
+        for path in (self.video, *self.files):
+            Path(path).unlink(missing_ok=True)
+
+
+@dataclass
 class Session:
     """One browser's clip, curve, edits and takes."""
 
@@ -83,9 +118,15 @@ class Session:
     takes: list[Take] = field(default_factory=list)
     shown: Take | None = None  # the take whose energy the curve editor shows
     audio: AudioConfig | None = None  # the model's, kept so that edits never touch the model
+    energy: dict = field(default_factory=dict)  # the curve's source as soundtrack.Layer fields ({}: phi, whole frame)
+    corners: list = field(default_factory=list)  # the points clicked on the frame, (x, y) fractions, the last two
+    layers: list[MixLayer] = field(default_factory=list)
+    mixes: list[Mix] = field(default_factory=list)
 
     def __deepcopy__(self, memo):  # gradio copies state per session; the clip's tensors need not be copied
-        return dataclasses.replace(self, edits=list(self.edits), takes=[], shown=None)
+        return dataclasses.replace(
+            self, edits=list(self.edits), takes=[], shown=None, corners=list(self.corners), layers=[], mixes=[]
+        )
 
 
 class Studio:
@@ -169,12 +210,12 @@ class Studio:
         )
 
     @staticmethod
-    def _keep(path: str, folder: Path) -> str:
+    def _keep(path: str, folder: Path, prefix: str = "clip") -> str:
         """The session's own link to (or copy of) an upload: gradio's cache deletes its files after an hour, while
         the session may stay open for longer. A clip the session keeps already is its own."""
         if Path(path).parent == folder:
             return path
-        kept = folder / f"clip-{uuid.uuid4().hex[:8]}{Path(path).suffix.lower()}"
+        kept = folder / f"{prefix}-{uuid.uuid4().hex[:8]}{Path(path).suffix.lower()}"
         try:
             os.link(path, kept)
         except OSError:  # another file system, or no hard links there
@@ -192,12 +233,201 @@ class Studio:
         curve = reference_curve(path, session.timeline.duration, pipe.config.audio)
         session.timeline = pipe.prepare(session.video, energy=curve)
         session.source = f"the recording {Path(path).name}"
+        session.energy = {"energy_from": self._keep(path, session.folder, "reference")}  # for a layer made of it
         return session
 
     def use_video_curve(self, session: Session) -> Session:
         self._need_clip(session)
-        session.timeline, session.source = session.phi, VIDEO_SOURCE
+        session.timeline, session.source, session.energy = session.phi, VIDEO_SOURCE, {}
         return session
+
+    # ------------------------------------------------------------------------------------------- layers
+
+    def frame(self, session: Session, at: float = 0.0) -> np.ndarray:
+        """The clip's picture at `at` seconds, (H, W, 3) uint8, short side PICTURE_SHORT: where a region is drawn,
+        with the box clicked so far."""
+        from .frames import iter_whole_frames, probe
+
+        self._need_clip(session)
+        info = probe(session.video)
+        at = min(max(0.0, float(at or 0.0)), info.duration)
+        frames = iter_whole_frames(session.video, 25.0, PICTURE_SHORT, info)
+        image = next(frame for k, frame in enumerate(frames) if k >= min(round(at * 25), info.num_frames(25) - 1))
+        box = self.box(session)
+        if box is not None:
+            h, w = image.shape[:2]
+            left, top, right, bottom = (round(v * n) for v, n in zip(box, (w, h, w, h)))
+            image = image.copy()
+            for y in (top, min(h - 1, bottom)):
+                image[y, left : right + 1] = (255, 220, 0)
+            for x in (left, min(w - 1, right)):
+                image[top : bottom + 1, x] = (255, 220, 0)
+        return image
+
+    def click(self, session: Session, x: float, y: float) -> Session:
+        """A click on the picture, (x, y) as fractions of its width and height: two make a box's corners."""
+        self._need_clip(session)
+        if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in (x, y)):
+            raise UserError("a click on the picture is (x, y), fractions of its width and height from 0 to 1")
+        session.corners = [*session.corners[-1:], (float(x), float(y))]
+        return session
+
+    @staticmethod
+    def box(session: Session) -> tuple[float, float, float, float] | None:
+        """The box of the last two clicks (left, top, right, bottom), or None."""
+        if len(session.corners) < 2:
+            return None
+        (x0, y0), (x1, y1) = session.corners
+        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+    def use_region(self, session: Session, at: float = 0.0) -> Session:
+        """The curve of the object in the box clicked at `at` s: phi on its square of the picture, tracked."""
+        from .soundtrack import Layer
+        from .tracking import Region
+
+        self._need_clip(session)
+        box = self.box(session)
+        if box is None:
+            raise UserError("click two corners of a box around an object on the picture first")
+        region = Region(box, float(at or 0.0))
+        return self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", Layer)
+
+    def use_level(self, session: Session, level: float) -> Session:
+        """A flat curve at `level` nats: an ambience's."""
+        from .soundtrack import Layer
+
+        self._need_clip(session)
+        if level is None or not math.isfinite(float(level)):
+            raise UserError("give the flat level in nats, e.g. -6")
+        return self._use_energy(session, {"level": float(level)}, f"a flat level of {float(level):g} nats", Layer)
+
+    def _use_energy(self, session: Session, energy: dict, source: str, layer_type, prompt: str = "") -> Session:
+        """The curve of a layer whose energy is `energy` (Layer fields) as the session's, before its edits."""
+        from .soundtrack import layer_timeline
+
+        pipe = self.pipeline(session.model)
+        layer = layer_type(prompt or "a layer", **energy)
+        session.timeline = layer_timeline(pipe, session.video, layer)[0]
+        session.source, session.energy = source, energy
+        return session
+
+    def add_layer(
+        self, session: Session, prompt: str, negative_prompt: str = "", gain_db: float = 0.0, pan: float | None = None
+    ) -> Session:
+        """The prompt, the curve's source and its edits, as a new layer of the session's soundtrack (the editor's
+        edits then start afresh for the next one). pan None: the centre, or a region's follows its object."""
+        self._need_clip(session)
+        layer = self._layer(session, prompt, negative_prompt, gain_db, pan)
+        session.layers, session.edits = [*session.layers, MixLayer(layer, session.source)], []
+        return session
+
+    def update_layer(
+        self, session: Session, number: int, prompt: str, negative_prompt: str = "", gain_db: float = 0.0, pan=None
+    ) -> Session:
+        """Layer `number` (from 1) becomes the prompt, curve and edits being edited."""
+        index = self._layer_index(session, number)
+        layer = self._layer(session, prompt, negative_prompt, gain_db, pan)
+        session.layers[index] = dataclasses.replace(session.layers[index], layer=layer, source=session.source)
+        return session
+
+    def select_layer(self, session: Session, number: int) -> tuple[Session, object]:
+        """Layer `number`'s curve and edits back in the editor; -> (session, its soundtrack.Layer)."""
+        from .soundtrack import SOURCES
+
+        index = self._layer_index(session, number)
+        mixed = session.layers[index]
+        energy = {k: getattr(mixed.layer, k) for k in SOURCES if getattr(mixed.layer, k) is not None}
+        if energy:
+            self._use_energy(session, energy, mixed.source, type(mixed.layer), mixed.layer.prompt)
+        else:
+            self.use_video_curve(session)
+        if "region" in energy:
+            session.corners = [energy["region"].box[:2], energy["region"].box[2:]]
+        session.edits = list(mixed.layer.edits)
+        return session, mixed.layer
+
+    def mix_layer(self, session: Session, number: int, mute: bool, solo: bool) -> Session:
+        index = self._layer_index(session, number)
+        session.layers[index] = dataclasses.replace(session.layers[index], mute=bool(mute), solo=bool(solo))
+        return session
+
+    def remove_layer(self, session: Session, number: int) -> Session:
+        index = self._layer_index(session, number)
+        session.layers = session.layers[:index] + session.layers[index + 1 :]
+        return session
+
+    def generate_mix(
+        self, session: Session, seed: int | None = None, steps: int | None = None, guidance: float | None = None,
+        progress=None,
+    ) -> Mix:  # fmt: skip
+        """The layers that are heard (solo ones if any, else all not muted) sampled together and mixed in stereo:
+        the muxed mix, its WAV, each stem and curve, and the soundtrack file, in the session's folder."""
+        from .audio import write_wav
+        from .energy import write_csv
+        from .files import atomic_path
+        from .frames import probe
+        from .mux import mux
+        from .soundtrack import Soundtrack, render, stem_names, write_soundtrack
+
+        self._need_clip(session)
+        soloed = [m for m in session.layers if m.solo]
+        heard = [m.layer for m in (soloed or [m for m in session.layers if not m.mute])]
+        if not heard:
+            raise UserError("add a layer first (or un-mute one)")
+        seed = self._seed(seed)
+        steps = self._steps(steps)
+        pipe = self.pipeline(session.model)
+        start = time.monotonic()
+        number = session.mixes[-1].number + 1 if session.mixes else 1
+        stem = session.folder / f"mix{number:03d}-seed{seed}"
+        written: list[str] = []
+        try:
+            soundtrack = Soundtrack(tuple(heard), steps=steps, guidance=guidance, model=session.model)
+            result = render(pipe, session.video, soundtrack, seed=seed, callback=self._callback(start, progress))
+            video = mux(session.video, result.mix, result.sample_rate, f"{stem}.mp4", probe(session.video))
+            written.append(str(video))
+            outputs = [(f"{stem}.wav", lambda tmp: write_wav(tmp, result.mix, result.sample_rate))]
+            for name, part, curve in zip(stem_names(result.soundtrack), result.stems, result.curves):
+                outputs.append(
+                    (f"{stem}-{name}.wav", functools.partial(write_wav, waveform=part, sample_rate=result.sample_rate))
+                )
+                outputs.append(
+                    (f"{stem}-{name}.csv", functools.partial(write_csv, energy=curve, cfg=pipe.config.audio))
+                )
+            outputs.append(
+                (f"{stem}-soundtrack.json", functools.partial(write_soundtrack, soundtrack=result.soundtrack))
+            )
+            for path, write in outputs:
+                with atomic_path(path) as tmp:
+                    write(tmp)
+                written.append(path)
+        except BaseException:  # no half-written mix stays behind
+            for path in written:
+                Path(path).unlink(missing_ok=True)
+            raise
+        mix = Mix(number, written[0], written[1:], time.monotonic() - start, len(heard))
+        session.mixes = [*session.mixes, mix]
+        for old in session.mixes[:-MAX_TAKES]:
+            old.delete()
+        session.mixes = session.mixes[-MAX_TAKES:]
+        return mix
+
+    def _layer(self, session: Session, prompt, negative_prompt, gain_db, pan):
+        from .soundtrack import Layer
+
+        return Layer(
+            prompt or "", negative_prompt or "", edits=tuple(session.edits), gain_db=float(gain_db or 0.0),
+            pan=None if pan is None else float(pan), **session.energy,
+        )  # fmt: skip
+
+    def _layer_index(self, session: Session, number) -> int:
+        try:
+            index = int(number) - 1
+        except (TypeError, ValueError):
+            raise UserError(f"a layer is a number, not {number!r}") from None
+        if not 0 <= index < len(session.layers):
+            raise UserError(f"there is no layer {number}")
+        return index
 
     # ------------------------------------------------------------------------------------------- edits
 
@@ -295,11 +525,7 @@ class Studio:
         self._need_clip(session)
         prompt = validate.prompt(prompt or "")
         negative_prompt = validate.prompt(negative_prompt, "negative prompt", required=False)
-        if seed is not None and seed >= 0:  # the page's number field: a negative seed asks for a fresh one
-            seed = validate.seed(int(seed) if float(seed).is_integer() and seed < 2**63 else seed)
-        seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else seed
-        if steps is not None:  # the page's slider gives 10.0: a whole float is its whole number
-            steps = validate.whole(int(steps) if float(steps).is_integer() else steps, "steps")
+        seed, steps = self._seed(seed), self._steps(steps)
         edits, source = list(session.edits), session.source  # as they are now: edits made during the take wait
         pipe = self.pipeline(session.model)
         if pipe.config.phi.text_dim and session.phi_prompt != prompt:  # phi's curve depends on what is asked for
@@ -307,13 +533,6 @@ class Studio:
             if session.source == VIDEO_SOURCE:
                 session.timeline = session.phi
         start = time.monotonic()  # the job limit is the sampler's
-
-        def callback(step: int, total: int) -> None:
-            if time.monotonic() - start > self.job_seconds:
-                raise JobTooLong(f"the take ran past this studio's limit of {self.job_seconds:.0f} s; use fewer steps")
-            if progress is not None:
-                progress(step / total, f"step {step}/{total}")
-
         result = pipe(
             timeline=session.timeline,
             edits=edits,
@@ -322,7 +541,7 @@ class Studio:
             seed=seed,
             steps=steps,
             guidance=guidance,
-            callback=callback,
+            callback=self._callback(start, progress),
         )
         number = session.takes[-1].number + 1 if session.takes else 1
         stem = session.folder / f"take{number:03d}-seed{seed}"
@@ -359,6 +578,31 @@ class Studio:
 
     # ------------------------------------------------------------------------------------------- helpers
 
+    @staticmethod
+    def _seed(seed) -> int:
+        """The page's seed field: a whole number, or a fresh one when it is empty or negative."""
+        if seed is not None and seed >= 0:
+            seed = validate.seed(int(seed) if float(seed).is_integer() and seed < 2**63 else seed)
+        return int(np.random.default_rng().integers(2**31 - 1)) if seed is None or seed < 0 else seed
+
+    @staticmethod
+    def _steps(steps) -> int | None:
+        """The page's slider gives 10.0: a whole float is its whole number."""
+        if steps is None:
+            return None
+        return validate.whole(int(steps) if float(steps).is_integer() else steps, "steps")
+
+    def _callback(self, start: float, progress):
+        """The sampler's callback: the job's time limit, and progress(fraction, text) for the page."""
+
+        def callback(step: int, total: int) -> None:
+            if time.monotonic() - start > self.job_seconds:
+                raise JobTooLong(f"the take ran past this studio's limit of {self.job_seconds:.0f} s; use fewer steps")
+            if progress is not None:
+                progress(step / total, f"step {step}/{total}")
+
+        return callback
+
     def _need_clip(self, session: Session) -> None:
         if session.timeline is None:
             raise UserError("upload a video first")
@@ -367,10 +611,10 @@ class Studio:
         return max(1, math.ceil(session.timeline.duration * session.audio.frame_rate))
 
     def forget_takes(self, session: Session) -> None:
-        """Delete the files of a session's takes."""
-        for take in session.takes:
+        """Delete the files of a session's takes and mixes (they belong to its clip), and its layers."""
+        for take in [*session.takes, *session.mixes]:
             take.delete()
-        session.takes, session.shown = [], None
+        session.takes, session.shown, session.mixes, session.layers, session.corners = [], None, [], [], []
 
     def forget(self, session: Session) -> None:
         """A browser session has ended: its folder goes."""
@@ -476,7 +720,12 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             use_video = gr.Button("Back to the video's energy")
         with gr.Row():
             result = gr.Video(label="result", interactive=False, elem_id="rewas-result", height=300)
-            files = gr.File(label="downloads: MP4, WAV, curve CSV", file_count="multiple", interactive=False)
+            files = gr.File(
+                label="downloads: MP4, WAV, curve CSV (a mix: its stems, curves and soundtrack file too)",
+                file_count="multiple",
+                interactive=False,
+                elem_id="rewas-files",
+            )
         with gr.Row():
             takes = gr.Dataframe(
                 headers=["take", "prompt", "negative", "seed", "edits", "curve from", "time"],
@@ -488,6 +737,51 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             reopen = ui.TakeNumber(
                 [], value=None, label="re-open take", scale=1, elem_id="rewas-reopen", allow_custom_value=True
             )  # the API may name any take: a number outside the list gets the studio's own one-line answer
+        gr.Markdown(
+            "### Layers: several sounds, each with its own prompt, curve, gain and pan, mixed in stereo\n"
+            "Set a prompt and a curve above (the video's, a recording's, an object's region or a flat level, with "
+            "your edits), then add it as a layer. Pick a layer to edit its curve again. To follow an object, click "
+            "two opposite corners of a box around it on the picture below."
+        )
+        with gr.Row():
+            with gr.Column(scale=5):
+                picture = gr.Image(
+                    label="the picture: click two corners of a box around an object", show_label=False,
+                    interactive=False, height=280,
+                    elem_id="rewas-picture",
+                )  # fmt: skip
+            with gr.Column(scale=4):
+                with gr.Row():
+                    at = ui.Number(value=0.0, label="picture at (s)", minimum=0, elem_id="rewas-at")
+                    show = gr.Button("Show that moment", elem_id="rewas-show")
+                use_region = gr.Button("Use the object's energy (tracked)", elem_id="rewas-use-region")
+                with gr.Row():
+                    level = ui.Number(value=-6.0, label="flat level (nats)", elem_id="rewas-level")
+                    use_level = gr.Button("Use a flat level", elem_id="rewas-use-level")
+                with gr.Row():
+                    gain = ui.Slider(-24, 12, value=0, step=0.5, label="layer gain (dB)", elem_id="rewas-gain")
+                    pan = ui.Slider(-1, 1, value=0, step=0.05, label="pan (-1 left, 1 right)", elem_id="rewas-pan")
+                follow = ui.Checkbox(value=True, label="a region's pan follows its object", elem_id="rewas-follow")
+                add_layer = gr.Button("Add as a layer", elem_id="rewas-add-layer")
+        with gr.Row():
+            layers_table = gr.Dataframe(
+                headers=["layer", "prompt", "curve from", "edits", "gain", "pan", ""],
+                label="layers",
+                interactive=False,
+                elem_id="rewas-layers",
+                scale=5,
+            )
+            with gr.Column(scale=2):
+                layer_no = ui.TakeNumber(
+                    [], value=None, label="layer", allow_custom_value=True, elem_id="rewas-layer-number"
+                )
+                with gr.Row():
+                    mute = ui.Checkbox(label="mute", elem_id="rewas-mute")
+                    solo = ui.Checkbox(label="solo", elem_id="rewas-solo")
+                with gr.Row():
+                    update_layer = gr.Button("Update", elem_id="rewas-update-layer")
+                    remove_layer = gr.Button("Remove", elem_id="rewas-remove-layer")
+        make_mix = gr.Button("Generate the mix", variant="primary", elem_id="rewas-generate-mix")
 
         def guarded(fn):
             """Run a page action; a user error becomes the status line, the page keeps its state."""
@@ -518,7 +812,10 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 return {status: "Upload a video or pick an example."}
             s = studio.open_video(s, uploaded(video), model)
             note = f"{s.timeline.duration:.2f} s. The curve is φ's prediction from the video; drag on it to draw."
-            return {session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s)}
+            return {
+                session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s),
+                picture: studio.frame(s), layers_table: [], layer_no: gr.update(choices=[], value=None),
+            }  # fmt: skip
 
         def on_model(video, s, model):
             """Another model: the session's clip (its own link, which outlives gradio's cache) opened again."""
@@ -590,7 +887,81 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             """Every edit undone."""
             return edited(studio.reset(s))
 
+        def layered(s, note):
+            numbers = list(range(1, len(s.layers) + 1))
+            return {
+                session: s, curve: studio.view(s), status: note,
+                layers_table: [m.row(n) for n, m in zip(numbers, s.layers)],
+                layer_no: gr.update(choices=numbers, value=None),
+            }  # fmt: skip
+
+        def on_picture(s, at):
+            """The picture at `at` seconds, with the box clicked so far."""
+            return {picture: studio.frame(s, at), status: "Click two corners of a box around an object."}
+
+        def on_click(s, at, evt: gr.SelectData):
+            """A click on the picture (pixels, from gradio) -> a corner of the box."""
+            image = studio.frame(s, at)
+            h, w = image.shape[:2]
+            s = studio.click(s, min(1.0, evt.index[0] / w), min(1.0, evt.index[1] / h))
+            box = studio.box(s)
+            note = "Now the opposite corner." if box is None else f"Box {','.join(f'{v:.2f}' for v in box)}."
+            return {session: s, picture: studio.frame(s, at), status: note}
+
+        on_click.__annotations__["evt"] = gr.SelectData  # a real class: gradio cannot resolve the string "gr.…"
+
+        def on_region(s, at):
+            """The curve of the object in the box: phi on its tracked square of the picture."""
+            return edited(studio.use_region(s, at))
+
+        def on_level(s, value):
+            """A flat curve at `value` nats (an ambience)."""
+            return edited(studio.use_level(s, value))
+
+        def pan_of(s, value, follows):
+            return None if follows and "region" in s.energy else value
+
+        def on_add_layer(s, prompt, negative_prompt, gain_db, pan_value, follows):
+            """The prompt, curve and edits being edited, with a gain and a pan, as a new layer."""
+            s = studio.add_layer(s, prompt, negative_prompt, gain_db, pan_of(s, pan_value, follows))
+            return layered(s, f"Layer {len(s.layers)} added: {s.layers[-1].layer.prompt}. The editor starts afresh.")
+
+        def on_update_layer(s, number, prompt, negative_prompt, gain_db, pan_value, follows):
+            """Layer `number` becomes the prompt, curve and edits being edited."""
+            s = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan_value, follows))
+            return layered(s, f"Layer {number} updated.")
+
+        def on_select_layer(s, number):
+            """A layer's prompt, curve and edits back in the editor."""
+            if number is None:
+                return {}
+            s, layer = studio.select_layer(s, number)
+            mixed = s.layers[int(number) - 1]
+            out = layered(s, f"Layer {number}: its curve and edits are in the editor; Update keeps changes.")
+            out.update({
+                prompt: layer.prompt, negative: layer.negative_prompt, gain: layer.gain_db, layer_no: number,
+                pan: layer.pan or 0.0, follow: layer.pan is None, mute: mixed.mute, solo: mixed.solo,
+            })  # fmt: skip
+            return out
+
+        def on_mix_flags(s, number, muted, soloed):
+            """Mute or solo layer `number` in the mix."""
+            if number is None:
+                return {}
+            return layered(studio.mix_layer(s, number, muted, soloed), f"Layer {number}: mute {muted}, solo {soloed}.")
+
+        def on_remove_layer(s, number):
+            return layered(studio.remove_layer(s, number), f"Layer {number} removed.")
+
+        def on_mix(s, seed_value, steps_value, guidance_value, progress=gr.Progress()):
+            """The layers heard, sampled together and mixed in stereo -> the mix, its WAV, stems, curves, file."""
+            report = lambda f, d: progress(f, desc=d)  # noqa: E731
+            mix = studio.generate_mix(s, seed_value, steps_value, guidance_value, report)
+            note = f"Mix {mix.number}: {mix.layers} layer(s), stereo, {mix.seconds:.1f} s."
+            return {session: s, result: mix.video, files: [mix.video, *mix.files], status: note}
+
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
+        everything += [picture, layers_table, layer_no, gain, pan, follow, mute, solo]
         # what runs the model waits in one queue, one job at a time; edits of the curve never wait behind a take
         model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1, show_progress_on=[curve])
         edit_job = dict(outputs=everything, concurrency_limit=None, show_progress="hidden")
@@ -607,6 +978,20 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         reset.click(guarded(on_reset), [session], api_name="reset", **edit_job)
         curve.stroke(guarded(on_stroke), [curve, session], api_name="draw", **edit_job)
         reopen.input(guarded(on_reopen), [session, reopen], api_name="reopen_take", **edit_job)
+        show.click(guarded(on_picture), [session, at], api_name="show_picture", **edit_job)
+        picture.select(guarded(on_click), [session, at], api_name=False, **edit_job)
+        use_region.click(guarded(on_region), [session, at], api_name="use_region", **model_job)
+        use_level.click(guarded(on_level), [session, level], api_name="use_level", **model_job)
+        layer_inputs = [session, prompt, negative, gain, pan, follow]
+        add_layer.click(guarded(on_add_layer), layer_inputs, api_name="add_layer", **edit_job)
+        update_inputs = [session, layer_no, prompt, negative, gain, pan, follow]
+        update_layer.click(guarded(on_update_layer), update_inputs, api_name="update_layer", **edit_job)
+        layer_no.input(guarded(on_select_layer), [session, layer_no], api_name="select_layer", **model_job)
+        for flag in (mute, solo):
+            flag.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name=False, **edit_job)
+        remove_layer.click(guarded(on_remove_layer), [session, layer_no], api_name="remove_layer", **edit_job)
+        mix_job = {**model_job, "show_progress_on": [result]}
+        make_mix.click(guarded(on_mix), [session, seed, steps, guidance], api_name="generate_mix", **mix_job)
     app.queue(default_concurrency_limit=1, max_size=queue_size)
     return app
 

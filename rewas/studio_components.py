@@ -64,6 +64,13 @@ class File(gr.File):
         return _read(super().preprocess, self, payload)
 
 
+class Checkbox(gr.Checkbox):
+    is_template = True
+
+    def preprocess(self, payload):
+        return _read(super().preprocess, self, payload)
+
+
 class TakeNumber(Dropdown):
     """The re-open list: the page offers the kept takes; the API takes any take's number (an int)."""
 

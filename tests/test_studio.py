@@ -254,3 +254,61 @@ def test_a_phi_that_reads_the_prompt_redraws_the_video_curve_for_the_prompt(medi
         close(studio.curve(studio.use_video_curve(session)), knock)
     finally:
         studio.close()
+
+
+def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_mix(studio, tmp_path):
+    """The studio's layers: a box clicked on the picture gives the tracked object's curve; each layer keeps its
+    own curve and edits and comes back to the editor when picked; the mix is stereo, its stems sum to it, and its
+    soundtrack file renders it again."""
+    import json
+
+    import soundfile as sf
+
+    from rewas import samples
+    from rewas.soundtrack import read_soundtrack, render
+
+    clip = tmp_path / "two.mp4"
+    samples.write_video(clip, samples.two_objects_frames([0.6, 1.5, 2.4], [1.0, 2.0, 2.8]), 3.0, 25)
+    session = studio.open_video(Session(), str(clip), "debug")
+    picture = studio.frame(session)
+    assert picture.shape == (360, 720, 3)  # enlarged to be drawn on
+    with pytest.raises(UserError, match="click two corners"):
+        studio.use_region(session)
+    session = studio.click(studio.click(session, 0.32, 0.36), 0.18, 0.16)  # any two opposite corners
+    assert studio.box(session) == (0.18, 0.16, 0.32, 0.36)
+    assert (studio.frame(session)[58, 130:231] == (255, 220, 0)).all()  # the box is drawn on the picture
+    session = studio.use_region(session)
+    assert session.source == "the region 0.18,0.16,0.32,0.36"
+    session = studio.range_edit(session, "mute", 2.5, 3.0, None)
+    session = studio.add_layer(session, "a ball", gain_db=-3)
+    session = studio.use_level(session, -5)
+    session = studio.add_layer(session, "wind", pan=0.5)
+    assert [m.row(n)[:3] for n, m in enumerate(session.layers, 1)] == [
+        [1, "a ball", "the region 0.18,0.16,0.32,0.36"], [2, "wind", "a flat level of -5 nats"],
+    ]  # fmt: skip
+    assert session.edits == [] and session.layers[1].layer.edits == ()  # each layer its own edits
+    session, layer = studio.select_layer(session, 1)  # its curve and edits back in the editor
+    assert layer.prompt == "a ball" and [str(e) for e in session.edits] == ["mute 2.5-3"]
+    assert session.source.startswith("the region") and studio.box(session) == (0.18, 0.16, 0.32, 0.36)
+    session = studio.mix_layer(session, 2, mute=True, solo=False)
+    mix = studio.generate_mix(session, seed=3, steps=2)
+    names = [Path(f).name for f in mix.files]
+    assert names == ["mix001-seed3.wav", "mix001-seed3-01_a_ball.wav", "mix001-seed3-01_a_ball.csv",
+                     "mix001-seed3-soundtrack.json"]  # fmt: skip
+    session = studio.mix_layer(session, 2, mute=False, solo=False)
+    mix = studio.generate_mix(session, seed=3, steps=2)
+    mixed = sf.read(mix.files[0], dtype="float32")[0]
+    stems = [sf.read(f, dtype="float32")[0] for f in mix.files if f.endswith(".wav")][1:]
+    assert mixed.shape[1] == 2 and len(stems) == 2
+    np.testing.assert_allclose(mixed, stems[0] + stems[1], atol=1e-6)
+    soundtrack = read_soundtrack(mix.files[-1])
+    assert json.loads(Path(mix.files[-1]).read_text())["layers"][0]["edits"] == ["mute 2.5-3"]
+    again = render(studio.pipeline("debug"), session.video, soundtrack)
+    np.testing.assert_array_equal(again.mix, mixed)
+    session = studio.remove_layer(session, 1)
+    assert [m.layer.prompt for m in session.layers] == ["wind"]
+    with pytest.raises(UserError, match="there is no layer 5"):
+        studio.select_layer(session, 5)
+    session = studio.mix_layer(session, 1, mute=True, solo=False)
+    with pytest.raises(UserError, match="add a layer first"):
+        studio.generate_mix(session)

@@ -205,3 +205,74 @@ def test_studio_in_a_browser(server, browser, tmp_path):
     browser.find_element(By.ID, "rewas-use-reference").click()
     _wait(browser, lambda d: "2 edit(s) on the recording clicks.wav" in _status(d), 60)
     assert proc.poll() is None
+
+
+def test_layers_in_a_browser(server, browser, tmp_path):
+    """A box drawn on the picture around the left ball, its tracked curve as layer 1, a flat ambience as layer 2,
+    the mix generated; the stereo mix and a stem downloaded from the page. Screenshot: studio_layers.png."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    url, proc = server
+    video = tmp_path / "two.mp4"
+    samples.write_video(video, samples.two_objects_frames([0.6, 1.5, 2.4, 3.1], [1.0, 2.0, 2.8]), 4.0, 25)
+    browser.get(url)
+    _upload(browser, video)
+    _wait(browser, lambda d: "The curve is φ's prediction" in _status(d))
+
+    def click_picture(fx: float, fy: float) -> None:  # fractions of the picture
+        image = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#rewas-picture img"))[0]
+        _wait(browser, lambda d: image.size["width"] > 0)
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
+        time.sleep(0.3)  # the page settles where it scrolled; a click while it moves lands elsewhere
+        dx, dy = round((fx - 0.5) * image.size["width"]), round((fy - 0.5) * image.size["height"])
+        ActionChains(browser).move_to_element_with_offset(image, dx, dy).click().perform()
+
+    click_picture(0.17, 0.15)  # the left ball's box: one corner, then the other
+    _wait(browser, lambda d: "opposite corner" in _status(d), 30)
+    click_picture(0.33, 0.38)
+    _wait(browser, lambda d: "Box 0.1" in _status(d), 30)
+    browser.find_element(By.ID, "rewas-use-region").click()
+    _wait(browser, lambda d: "on the region 0.1" in _status(d), 60)
+    browser.find_element(By.CSS_SELECTOR, "#rewas-prompt textarea").send_keys("a rubber ball bouncing")
+    browser.find_element(By.ID, "rewas-add-layer").click()
+    _wait(browser, lambda d: "Layer 1 added" in _status(d), 30)
+    _set_number(browser, "rewas-level", -6)
+    browser.find_element(By.ID, "rewas-use-level").click()
+    _wait(browser, lambda d: "on a flat level of -6 nats" in _status(d), 60)
+    prompt = browser.find_element(By.CSS_SELECTOR, "#rewas-prompt textarea")
+    prompt.clear()
+    prompt.send_keys("wind blowing through trees")
+    browser.find_element(By.ID, "rewas-add-layer").click()
+    _wait(browser, lambda d: "Layer 2 added" in _status(d), 30)
+    table = browser.find_element(By.ID, "rewas-layers").text
+    assert "a rubber ball bouncing" in table and "the region 0.1" in table and "follows" in table, table
+    _set_number(browser, "rewas-steps", 10)
+    browser.find_element(By.ID, "rewas-generate-mix").click()
+    _wait(browser, lambda d: "Mix 1" in _status(d) or "⚠️" in _status(d), 240)
+    assert "Mix 1: 2 layer(s), stereo" in _status(browser), _status(browser)
+    links = _wait(
+        browser,
+        lambda d: [
+            a.get_attribute("href")
+            for a in d.find_elements(By.CSS_SELECTOR, "#rewas-files a")
+            if a.get_attribute("href")
+        ],
+    )
+    browser.execute_script("window.scrollTo(0, document.body.scrollHeight / 3)")
+    browser.save_screenshot(str(ARTIFACTS / "studio_layers.png"))
+    import re
+
+    import soundfile as sf
+
+    wanted = {
+        "mix": next(h for h in links if re.search(r"mix\d+-seed\d+\.wav$", h)),
+        "stem": next(h for h in links if re.search(r"01_a_rubber_ball_bouncing\.wav$", h)),
+    }
+    for name, href in wanted.items():
+        out = tmp_path / f"{name}.wav"
+        with urllib.request.urlopen(href, timeout=30) as r:
+            out.write_bytes(r.read())
+        audio, rate = sf.read(out, dtype="float32")
+        assert rate == 16000 and audio.shape == (64000, 2), (name, audio.shape)
+    assert any(h.endswith("soundtrack.json") for h in links) and proc.poll() is None
