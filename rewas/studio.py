@@ -43,8 +43,12 @@ class JobTooLong(UserError):
     pass
 
 
+def _box_text(box) -> str:
+    return ",".join(f"{v:.2f}" for v in box)
+
+
 def _box_label(region) -> str:
-    return ",".join(f"{v:.2f}" for v in region.box) + (f" at {region.at:g} s" if region.at else "")
+    return _box_text(region.box) + (f" at {region.at:g} s" if region.at else "")
 
 
 @dataclass
@@ -270,6 +274,22 @@ class Studio:
         if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in (x, y)):
             raise UserError("a click on the picture is (x, y), fractions of its width and height from 0 to 1")
         session.corners = [*session.corners[-1:], (float(x), float(y))]
+        return session
+
+    def set_box(self, session: Session, text: str | None) -> Session:
+        """A box typed as "left,top,right,bottom" (fractions of the picture) -> its two corners; empty: as clicked."""
+        from .tracking import Region
+
+        self._need_clip(session)
+        if text and text.strip():
+            try:
+                numbers = tuple(float(v) for v in text.replace(" ", "").split(","))
+            except ValueError:
+                numbers = ()
+            if len(numbers) != 4:
+                raise UserError(f"box {text!r}: give left,top,right,bottom, fractions of the picture")
+            box = Region(numbers).box  # inside the picture, or a line saying how it is not
+            session.corners = [box[:2], box[2:]]
         return session
 
     @staticmethod
@@ -754,7 +774,11 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 with gr.Row():
                     at = ui.Number(value=0.0, label="picture at (s)", minimum=0, elem_id="rewas-at")
                     show = gr.Button("Show that moment", elem_id="rewas-show")
-                use_region = gr.Button("Use the object's energy (tracked)", elem_id="rewas-use-region")
+                with gr.Row():
+                    box_text = ui.Textbox(
+                        label="box: left,top,right,bottom (click it, or type it)", elem_id="rewas-box", scale=2
+                    )
+                    use_region = gr.Button("Use the object's energy (tracked)", elem_id="rewas-use-region")
                 with gr.Row():
                     level = ui.Number(value=-6.0, label="flat level (nats)", elem_id="rewas-level")
                     use_level = gr.Button("Use a flat level", elem_id="rewas-use-level")
@@ -905,30 +929,32 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             h, w = image.shape[:2]
             s = studio.click(s, min(1.0, evt.index[0] / w), min(1.0, evt.index[1] / h))
             box = studio.box(s)
-            note = "Now the opposite corner." if box is None else f"Box {','.join(f'{v:.2f}' for v in box)}."
-            return {session: s, picture: studio.frame(s, at), status: note}
+            note = "Now the opposite corner." if box is None else f"Box {_box_text(box)}."
+            return {session: s, picture: studio.frame(s, at), status: note, box_text: _box_text(box) if box else ""}
 
         on_click.__annotations__["evt"] = gr.SelectData  # a real class: gradio cannot resolve the string "gr.…"
 
-        def on_region(s, at):
-            """The curve of the object in the box: phi on its tracked square of the picture."""
-            return edited(studio.use_region(s, at))
+        def on_region(s, box, at):
+            """The curve of the object in `box` ("left,top,right,bottom", fractions of the picture; clicked on it or
+            typed) drawn at `at` seconds: phi on its tracked square of the picture."""
+            return edited(studio.use_region(studio.set_box(s, box), at))
 
-        def on_level(s, value):
-            """A flat curve at `value` nats (an ambience)."""
-            return edited(studio.use_level(s, value))
+        def on_level(s, level):
+            """A flat curve at `level` nats (an ambience)."""
+            return edited(studio.use_level(s, level))
 
         def pan_of(s, value, follows):
             return None if follows and "region" in s.energy else value
 
-        def on_add_layer(s, prompt, negative_prompt, gain_db, pan_value, follows):
-            """The prompt, curve and edits being edited, with a gain and a pan, as a new layer."""
-            s = studio.add_layer(s, prompt, negative_prompt, gain_db, pan_of(s, pan_value, follows))
+        def on_add_layer(s, prompt, negative_prompt, gain_db, pan, follows):
+            """The prompt, curve and edits being edited, with a gain (dB) and a pan (-1 left to 1 right; a region's
+            follows its object if `follows`), as a new layer."""
+            s = studio.add_layer(s, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
             return layered(s, f"Layer {len(s.layers)} added: {s.layers[-1].layer.prompt}. The editor starts afresh.")
 
-        def on_update_layer(s, number, prompt, negative_prompt, gain_db, pan_value, follows):
+        def on_update_layer(s, number, prompt, negative_prompt, gain_db, pan, follows):
             """Layer `number` becomes the prompt, curve and edits being edited."""
-            s = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan_value, follows))
+            s = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
             return layered(s, f"Layer {number} updated.")
 
         def on_select_layer(s, number):
@@ -944,24 +970,24 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             })  # fmt: skip
             return out
 
-        def on_mix_flags(s, number, muted, soloed):
+        def on_mix_flags(s, number, mute, solo):
             """Mute or solo layer `number` in the mix."""
             if number is None:
                 return {}
-            return layered(studio.mix_layer(s, number, muted, soloed), f"Layer {number}: mute {muted}, solo {soloed}.")
+            return layered(studio.mix_layer(s, number, mute, solo), f"Layer {number}: mute {mute}, solo {solo}.")
 
         def on_remove_layer(s, number):
             return layered(studio.remove_layer(s, number), f"Layer {number} removed.")
 
-        def on_mix(s, seed_value, steps_value, guidance_value, progress=gr.Progress()):
+        def on_mix(s, seed, steps, guidance, progress=gr.Progress()):
             """The layers heard, sampled together and mixed in stereo -> the mix, its WAV, stems, curves, file."""
             report = lambda f, d: progress(f, desc=d)  # noqa: E731
-            mix = studio.generate_mix(s, seed_value, steps_value, guidance_value, report)
+            mix = studio.generate_mix(s, seed, steps, guidance, report)
             note = f"Mix {mix.number}: {mix.layers} layer(s), stereo, {mix.seconds:.1f} s."
             return {session: s, result: mix.video, files: [mix.video, *mix.files], status: note}
 
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
-        everything += [picture, layers_table, layer_no, gain, pan, follow, mute, solo]
+        everything += [picture, box_text, layers_table, layer_no, gain, pan, follow, mute, solo]
         # what runs the model waits in one queue, one job at a time; edits of the curve never wait behind a take
         model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1, show_progress_on=[curve])
         edit_job = dict(outputs=everything, concurrency_limit=None, show_progress="hidden")
@@ -980,15 +1006,15 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         reopen.input(guarded(on_reopen), [session, reopen], api_name="reopen_take", **edit_job)
         show.click(guarded(on_picture), [session, at], api_name="show_picture", **edit_job)
         picture.select(guarded(on_click), [session, at], api_name=False, **edit_job)
-        use_region.click(guarded(on_region), [session, at], api_name="use_region", **model_job)
+        use_region.click(guarded(on_region), [session, box_text, at], api_name="use_region", **model_job)
         use_level.click(guarded(on_level), [session, level], api_name="use_level", **model_job)
         layer_inputs = [session, prompt, negative, gain, pan, follow]
         add_layer.click(guarded(on_add_layer), layer_inputs, api_name="add_layer", **edit_job)
         update_inputs = [session, layer_no, prompt, negative, gain, pan, follow]
         update_layer.click(guarded(on_update_layer), update_inputs, api_name="update_layer", **edit_job)
         layer_no.input(guarded(on_select_layer), [session, layer_no], api_name="select_layer", **model_job)
-        for flag in (mute, solo):
-            flag.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name=False, **edit_job)
+        mute.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name="mix_layer", **edit_job)
+        solo.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name=False, **edit_job)
         remove_layer.click(guarded(on_remove_layer), [session, layer_no], api_name="remove_layer", **edit_job)
         mix_job = {**model_job, "show_progress_on": [result]}
         make_mix.click(guarded(on_mix), [session, seed, steps, guidance], api_name="generate_mix", **mix_job)

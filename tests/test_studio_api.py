@@ -23,6 +23,15 @@ ENDPOINTS = {
     "/reset": [],
     "/draw": ["curve_value"],
     "/reopen_take": ["number"],
+    "/show_picture": ["at"],
+    "/use_region": ["box", "at"],
+    "/use_level": ["level"],
+    "/add_layer": ["prompt", "negative_prompt", "gain_db", "pan", "follows"],
+    "/update_layer": ["number", "prompt", "negative_prompt", "gain_db", "pan", "follows"],
+    "/select_layer": ["number"],
+    "/mix_layer": ["number", "mute", "solo"],
+    "/remove_layer": ["number"],
+    "/generate_mix": ["seed", "steps", "guidance"],
 }
 STATUS = 1  # the outputs: curve, status, takes, prompt, negative, seed, result, files, re-open choices
 
@@ -64,6 +73,36 @@ def test_the_main_flow_through_the_api(server, tmp_path):
     assert out[STATUS].startswith("Take 1: seed 7") and Path(out[6]).stat().st_size > 0
     assert client.predict(1, api_name="/reopen_take")[STATUS].startswith("Take 1 re-opened")
     assert client.predict(api_name="/undo")[STATUS] == "1 edit(s) on the video (φ)."
+
+
+def test_layers_through_the_api(server, tmp_path):
+    """A region typed as a box, a flat ambience, the mix: its stereo WAV, each stem and the soundtrack file."""
+    import soundfile as sf
+    from gradio_client import handle_file
+
+    client, *_ = server
+    video = tmp_path / "two.mp4"
+    samples.write_video(video, samples.two_objects_frames([0.5, 1.2], [0.8, 1.6]), 2.0, 25)
+    client.predict(handle_file(str(video)), "debug", api_name="/open_video")
+    assert client.predict("0.17,0.15,0.33,0.38", 0, api_name="/use_region")[STATUS].endswith(
+        "on the region 0.17,0.15,0.33,0.38."
+    )
+    assert client.predict("a ball", "", -3, 0, True, api_name="/add_layer")[STATUS].startswith("Layer 1 added")
+    client.predict(-5, api_name="/use_level")
+    assert client.predict("wind", "", 0, 0.5, True, api_name="/add_layer")[STATUS].startswith("Layer 2 added")
+    assert client.predict(2, True, False, api_name="/mix_layer")[STATUS] == "Layer 2: mute True, solo False."
+    client.predict(2, False, False, api_name="/mix_layer")
+    out = client.predict(5, 2, 3.0, api_name="/generate_mix")
+    assert out[STATUS].startswith("Mix 1: 2 layer(s), stereo")
+    names = sorted(Path(f).name for f in out[7])
+    assert names == sorted(["mix001-seed5.mp4", "mix001-seed5.wav", "mix001-seed5-01_a_ball.wav",
+                            "mix001-seed5-01_a_ball.csv", "mix001-seed5-02_wind.wav", "mix001-seed5-02_wind.csv",
+                            "mix001-seed5-soundtrack.json"])  # fmt: skip
+    assert sf.read(next(f for f in out[7] if f.endswith("mix001-seed5.wav")))[0].shape == (32000, 2)
+    message = client.predict("0.5,0.2,0.1", 0, api_name="/use_region")[STATUS]
+    assert message.startswith("⚠️ box '0.5,0.2,0.1': give left,top,right,bottom"), message
+    message = client.predict("0.5,0.2,0.1,0.9", 0, api_name="/use_region")[STATUS]
+    assert "is not inside the frame" in message, message
 
 
 @pytest.mark.parametrize(
