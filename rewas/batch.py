@@ -432,15 +432,7 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
                 with atomic_path(outputs["energy"]) as tmp:
                     write_csv(tmp, result.energy, pipe.config.audio)
             mux(item.video, result.waveform, result.sample_rate, outputs["output"], info)  # renamed into place
-            names = {k: v.name for k, v in outputs.items()}  # relative to results.jsonl, as a manifest's paths are
-            row.update(names)
-            row.update(
-                status="ok",
-                audio=names.get("wav", names["output"]),  # what `rewas evaluate` reads
-                outputs=list(names.values()),
-                duration=round(result.duration, 3),
-                timings={k: round(v, 3) for k, v in result.timings.items()},
-            )
+            _done(row, outputs, [], result)
         except KeyboardInterrupt:
             raise
         except Exception as e:
@@ -451,16 +443,28 @@ def generate_group(pipe, items: list[Item], prepared: list, outdir: Path, option
     return [(item, rows[item.name]) for item in items]
 
 
+def _done(row: dict, outputs: dict[str, Path], more: list[str], result) -> None:
+    """An item's row once its files are in place: their names relative to results.jsonl, as a manifest's paths
+    are; `audio` is what `rewas evaluate` reads."""
+    names = {k: v.name for k, v in outputs.items()}
+    row.update(names)
+    row.update(
+        status="ok",
+        audio=names.get("wav", names["output"]),
+        outputs=[*names.values(), *more],
+        duration=round(result.duration, 3),
+        timings={k: round(v, 3) for k, v in result.timings.items()},
+    )
+
+
 def _render_layers(pipe, item: Item, info, row: dict, outdir: Path, options: Options) -> None:
     """An item of layers: NAME.mp4 (the stereo mix), NAME.wav on request, NAME.stems/ (each layer's stem and curve,
     and the soundtrack file that renders it again); its row records them, or its one-line error."""
     import dataclasses
 
     from .audio import write_wav
-    from .energy import write_csv
-    from .files import atomic_folder
     from .mux import mux
-    from .soundtrack import render, stem_names, write_soundtrack
+    from .soundtrack import render, write_stems
 
     try:
         steps, guidance = _settings(item, options)
@@ -474,24 +478,10 @@ def _render_layers(pipe, item: Item, info, row: dict, outdir: Path, options: Opt
             with atomic_path(outputs["wav"]) as tmp:
                 write_wav(tmp, result.mix, result.sample_rate)
         stems = outdir / f"{item.name}.stems"
-        names = stem_names(result.soundtrack)
-        with atomic_folder(stems) as tmp:
-            for name, stem, curve in zip(names, result.stems, result.curves):
-                write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
-                write_csv(tmp / f"{name}.csv", curve, pipe.config.audio)
-            write_soundtrack(tmp / "soundtrack.json", result.soundtrack)
+        files = write_stems(stems, result, pipe.config.audio)
         mux(item.video, result.mix, result.sample_rate, outputs["output"], info)
-        files = [p.name for p in outputs.values()]
-        files += [f"{stems.name}/{n}{suffix}" for n in names for suffix in (".wav", ".csv")]
-        row.update(
-            status="ok",
-            output=outputs["output"].name,
-            audio=outputs.get("wav", outputs["output"]).name,
-            stems=stems.name,
-            outputs=[*files, f"{stems.name}/soundtrack.json"],
-            duration=round(result.duration, 3),
-            timings={k: round(v, 3) for k, v in result.timings.items()},
-        )
+        row["stems"] = stems.name
+        _done(row, outputs, [f"{stems.name}/{name}" for name in files], result)
     except KeyboardInterrupt:
         raise
     except Exception as e:

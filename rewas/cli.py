@@ -202,8 +202,7 @@ def _generate_layers(args) -> None:
 
     from . import soundtrack as st
     from .audio import write_wav
-    from .energy import write_csv
-    from .files import atomic_folder, atomic_path
+    from .files import atomic_path
     from .frames import probe
     from .mux import mux
     from .pipeline import ReWaSPipeline, check_duration
@@ -256,11 +255,7 @@ def _generate_layers(args) -> None:
     if args.wav:
         with atomic_path(args.wav) as tmp:
             write_wav(tmp, result.mix, result.sample_rate)
-    with atomic_folder(stems) as tmp:
-        for name, stem, curve in zip(st.stem_names(result.soundtrack), result.stems, result.curves):
-            write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
-            write_csv(tmp / f"{name}.csv", curve, pipe.config.audio)
-        st.write_soundtrack(tmp / "soundtrack.json", result.soundtrack)
+    st.write_stems(stems, result, pipe.config.audio)
     if not args.quiet:
         n = len(result.stems)
         master = f", mix lowered {-result.master_db:.1f} dB to stay under full scale" if result.master_db < 0 else ""

@@ -411,6 +411,23 @@ def render(
     )
 
 
+def write_stems(folder: str | os.PathLike, result: SoundtrackResult, audio) -> list[str]:
+    """A folder of a rendered soundtrack, written whole or not at all (replacing an earlier one): each layer's stem
+    NN_NAME.wav (stereo, as in the mix) and curve NN_NAME.csv, and soundtrack.json. -> the files' names."""
+    from .audio import write_wav
+    from .energy import write_csv
+    from .files import atomic_folder
+
+    names = []
+    with atomic_folder(folder) as tmp:
+        for name, stem, curve in zip(stem_names(result.soundtrack), result.stems, result.curves):
+            write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
+            write_csv(tmp / f"{name}.csv", curve, audio)
+            names += [f"{name}.wav", f"{name}.csv"]
+        write_soundtrack(tmp / "soundtrack.json", result.soundtrack)
+    return [*names, "soundtrack.json"]
+
+
 def layer_timeline(pipe, video, layer: Layer, info=None):
     """A layer's clip before its curve edits: -> (pipeline.Timeline, its region's Track or None). The curve is phi's
     on the whole picture or on the tracked region, a flat level, a recording's energy or a CSV's."""
