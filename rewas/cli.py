@@ -236,6 +236,7 @@ def _generate_layers(args) -> None:
     inputs = [args.video, args.soundtrack] + [
         p for layer in soundtrack.layers for p in (layer.energy_from, layer.energy_in) if p
     ]
+    _check_outputs([p for p in inputs if p], [args.output, args.wav])  # a layer's files are inputs too
     _check_stems_folder(stems, [p for p in inputs if p], [args.output, args.wav])
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     device = _device(args.device)

@@ -186,7 +186,10 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
     base = ["generate", media["v25"], "-o", out, "--model", debug_model_dir, "-q"]
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "mine.txt").write_text("mine")
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, np.zeros(1600, np.float32), 16000)
     cases = {
+        ("--layer", f"a ball;energy-from={ref}", "--wav", ref): "refusing to overwrite the input",
         ("--layer", "a ball;region=0.2,0.2,1.6,0.7"): "not inside the frame",
         ("--layer", "a ball;speed=3"): "unknown key",
         ("--layer", "a ball", "--prompt", "x"): "--prompt",
@@ -200,6 +203,7 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
         code, err = run_cli([*base, *extra], capsys)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not out.exists() and (tmp_path / "keep" / "mine.txt").read_text() == "mine"
+        assert sf.read(ref)[0].shape == (1600,)
     code, err = run_cli(["generate", media["audio_only"], "-o", out, "--layer", "a;region=0,0,1,1", "-q"], capsys)
     assert code == 2 and "no video stream" in err and len(err.strip().splitlines()) == 1, err
 
