@@ -146,6 +146,8 @@ def cmd_generate(args) -> None:
         return _generate_layers(args)
     if args.stems:
         raise UserError("--stems: a one-prompt soundtrack has no stems; give --layer or --soundtrack")
+    if args.prompt is None:
+        raise UserError("--prompt is missing: say what should be heard (or give --layer/--soundtrack for layers)")
     validate.prompt(args.prompt, "--prompt")
     if args.tokenizer_dir is not None and not os.path.isdir(args.tokenizer_dir):
         raise MissingFileError(f"--tokenizer-dir {args.tokenizer_dir}: no such folder")

@@ -15,6 +15,7 @@ caption twice, with the same seed: with the energy control predicted from the vi
 * sound: how many samples of each clip went over full scale before the vocoder's peak limiter.
 
 `--split val` runs the same on the validation split, to choose settings without looking at the test split.
+`--dtype bf16` measures a speed path against fp32; `--seed 1` gives the seed-to-seed noise it is judged by.
 
 Writes OUT/summary.json and OUT/summary.md (and the generated WAVs, OUT/<condition>/*.wav).
 """
@@ -68,7 +69,8 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--per-class", type=int, default=0, help="at most this many clips per class (0: all)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="clip n is generated with seed SEED + n")
+    parser.add_argument("--dtype", default="fp32", help="the diffusion model's precision: fp32, bf16 or auto")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -76,7 +78,7 @@ def main() -> int:
     if args.per_class:
         seen = collections.Counter()
         items = [x for x in items if (seen.update([x["class"]]) or seen[x["class"]] <= args.per_class)]
-    pipe = ReWaSPipeline.from_pretrained(args.model)
+    pipe = ReWaSPipeline.from_pretrained(args.model, dtype=args.dtype)
     cfg = pipe.config.audio
     classifier = ClassifierBundle.from_pretrained(args.classifier)
     procedural = {c.name for c in CLASSES}
@@ -124,6 +126,8 @@ def main() -> int:
     subsets = {"all": rows, "procedural": [r for r in rows if r["class"] in procedural]}
     summary = {
         "model": args.model,
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "seed": args.seed,
         "split": args.split,
         "items": len(rows),
         "classes": {k: len({r["class"] for r in v}) for k, v in subsets.items()},

@@ -197,6 +197,7 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
         ("--layer", "a ball", "--stems", tmp_path / "keep"): "other files in it",
         ("--stems", tmp_path / "s"): "has no stems",
         ("--soundtrack", tmp_path / "none.json"): "no such soundtrack file",
+        (): "--prompt is missing: say what should be heard (or give --layer/--soundtrack",
         ("--layer", "a ball;region=0.2,0.2,0.6,0.7@60"): "after the end of the clip",
     }
     for extra, words in cases.items():
