@@ -674,8 +674,8 @@ def cmd_corpus(args) -> None:
 
 DTYPE_CHOICES = ["fp32", "bf16", "fp16", "auto"]
 DTYPE_HELP = (
-    "precision of the diffusion model (default fp32); auto: bf16 where the CPU computes it natively "
-    "(AVX512-BF16, AMX), fp32 elsewhere (`rewas info` says which)"
+    "precision of the diffusion model (default auto: bf16 where the CPU computes it natively, AVX512-BF16 or AMX, "
+    "fp32 elsewhere and on GPUs; `rewas info` says which; -v says what was used)"
 )
 
 
@@ -750,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows of a long video per denoiser call (default 4 on the CPU, 8 on other devices)",
     )
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32", help=DTYPE_HELP)
+    g.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.add_argument("-v", "--verbose", action="store_true", help="say the precision chosen and the stages' times")
     g.set_defaults(func=cmd_generate)
@@ -785,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the CPU one clip at a time and 4 windows of a long one)",
     )
     b.add_argument("--device", help="torch device (default: the rank's, else cuda if available, else cpu)")
-    b.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32", help=DTYPE_HELP)
+    b.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.add_argument("-v", "--verbose", action="store_true", help="say the precision chosen")
     b.set_defaults(func=cmd_batch)
@@ -953,7 +953,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--job-seconds", type=float, default=900.0, help="time limit of one take (default 900 s)")
     u.add_argument("--queue", type=int, default=8, help="takes waiting at most; more are refused (default 8)")
     u.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    u.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32", help=DTYPE_HELP)
+    u.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
     u.set_defaults(func=cmd_ui)
 
     k2 = sub.add_parser(

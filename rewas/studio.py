@@ -145,7 +145,7 @@ class Studio:
         max_video_seconds: float = 600.0,
         job_seconds: float = 900.0,
         device: str | None = None,
-        dtype: str = "fp32",
+        dtype: str = "auto",
     ):
         self.models = list(dict.fromkeys(models))
         self.dtype = dtype  # the diffusion model's precision: fp32, bf16 or auto (validate.dtype)
@@ -1054,7 +1054,7 @@ def launch(
     job_seconds: float = 900.0,
     queue_size: int = 8,
     device: str | None = None,
-    dtype: str = "fp32",
+    dtype: str = "auto",
 ) -> None:
     """Serve the studio until interrupted (Ctrl+C or SIGTERM); every file it wrote is removed at the end."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing reported anywhere

@@ -43,7 +43,9 @@ def test_the_cli_says_which_precision_and_why(clip, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert "the diffusion model in bfloat16 (auto: this CPU computes bf16 natively (AVX512-BF16))" in err, err
     assert "rewas: stages: frames" in err and "diffusion" in err
-    assert main([*args, "-o", str(tmp_path / "b.mp4")]) == 0
+    assert main([*args, "-o", str(tmp_path / "b.mp4")]) == 0  # auto is the default
+    assert "the diffusion model in bfloat16 (auto: this CPU computes bf16" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "c.mp4"), "--dtype", "fp32"]) == 0
     assert "the diffusion model in float32 (--dtype fp32)" in capsys.readouterr().err
     assert main(["info", "default"]) == 0
     assert "--dtype auto runs it in bfloat16 (this CPU computes bf16 natively (AVX512-BF16))" in capsys.readouterr().out

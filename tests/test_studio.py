@@ -229,7 +229,7 @@ def test_a_phi_that_reads_the_prompt_redraws_the_video_curve_for_the_prompt(medi
 
     pipe = prompt_reading_phi_pipe()
     model = str(pipe.save_pretrained(tmp_path / "text_phi"))
-    pipe = ReWaSPipeline.from_pretrained(model)  # as the studio loads it
+    pipe = ReWaSPipeline.from_pretrained(model, dtype="auto")  # as the studio loads it
 
     def close(a, b):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

@@ -71,7 +71,7 @@ def _round(url: str, folder: Path, clips: list[Path]) -> list[dict]:
 def _expected(clip: Path, i: int) -> np.ndarray:
     from rewas import ReWaSPipeline
 
-    pipe = ReWaSPipeline.from_pretrained("debug")
+    pipe = ReWaSPipeline.from_pretrained("debug", dtype="auto")  # as `rewas ui` loads it by default
     mute = f"mute {0.1 * i:g}-{0.1 * i + 0.4:g}"
     return pipe(str(clip), prompt="a ball bouncing", edits=[mute], seed=100 + i, steps=2, guidance=3.0).waveform
 
