@@ -300,8 +300,9 @@ class Studio:
         (x0, y0), (x1, y1) = session.corners
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
-    def use_region(self, session: Session, at: float = 0.0) -> Session:
-        """The curve of the object in the box clicked at `at` s: phi on its square of the picture, tracked."""
+    def use_region(self, session: Session, at: float = 0.0, prompt: str = "") -> Session:
+        """The curve of the object in the box clicked at `at` s: phi on its square of the picture, tracked (a phi
+        that reads the prompt is given `prompt`, the one the layer will have)."""
         from .soundtrack import Layer
         from .tracking import Region
 
@@ -310,7 +311,7 @@ class Studio:
         if box is None:
             raise UserError("click two corners of a box around an object on the picture first")
         region = Region(box, float(at or 0.0))
-        return self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", Layer)
+        return self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", Layer, prompt)
 
     def use_level(self, session: Session, level: float) -> Session:
         """A flat curve at `level` nats: an ambience's."""
@@ -934,10 +935,10 @@ def build_app(studio: Studio, *, queue_size: int = 8):
 
         on_click.__annotations__["evt"] = gr.SelectData  # a real class: gradio cannot resolve the string "gr.…"
 
-        def on_region(s, box, at):
+        def on_region(s, box, at, prompt):
             """The curve of the object in `box` ("left,top,right,bottom", fractions of the picture; clicked on it or
-            typed) drawn at `at` seconds: phi on its tracked square of the picture."""
-            return edited(studio.use_region(studio.set_box(s, box), at))
+            typed) drawn at `at` seconds: phi on its tracked square of the picture, for `prompt`."""
+            return edited(studio.use_region(studio.set_box(s, box), at, prompt or ""))
 
         def on_level(s, level):
             """A flat curve at `level` nats (an ambience)."""
@@ -1006,7 +1007,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         reopen.input(guarded(on_reopen), [session, reopen], api_name="reopen_take", **edit_job)
         show.click(guarded(on_picture), [session, at], api_name="show_picture", **edit_job)
         picture.select(guarded(on_click), [session, at], api_name=False, **edit_job)
-        use_region.click(guarded(on_region), [session, box_text, at], api_name="use_region", **model_job)
+        use_region.click(guarded(on_region), [session, box_text, at, prompt], api_name="use_region", **model_job)
         use_level.click(guarded(on_level), [session, level], api_name="use_level", **model_job)
         layer_inputs = [session, prompt, negative, gain, pan, follow]
         add_layer.click(guarded(on_add_layer), layer_inputs, api_name="add_layer", **edit_job)

@@ -312,3 +312,23 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
     session = studio.mix_layer(session, 1, mute=True, solo=False)
     with pytest.raises(UserError, match="add a layer first"):
         studio.generate_mix(session)
+
+
+def test_a_regions_curve_in_the_editor_is_the_one_its_layer_is_sampled_with(tmp_path):
+    """The default model's phi reads the prompt: the region's curve shown is predicted for the layer's prompt, so
+    the editor shows what the mix will follow."""
+    from rewas import samples
+    from rewas.soundtrack import layer_timeline
+
+    clip = tmp_path / "two.mp4"
+    samples.write_video(clip, samples.two_objects_frames([0.6, 1.5, 2.4], [1.0, 2.0, 2.8]), 3.0, 25)
+    studio = Studio(["default"], max_video_seconds=10.0, dtype="fp32")
+    try:
+        session = studio.open_video(Session(), str(clip), "default")
+        session = studio.use_region(studio.set_box(session, "0.17,0.15,0.33,0.38"), 0.0, "a ball bouncing")
+        shown = studio.curve(session)
+        session = studio.add_layer(session, "a ball bouncing")
+        sampled = layer_timeline(studio.pipeline("default"), session.video, session.layers[0].layer)[0]
+        np.testing.assert_array_equal(shown, sampled.curve[0, : len(shown)].numpy())
+    finally:
+        studio.close()

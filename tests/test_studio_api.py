@@ -24,7 +24,7 @@ ENDPOINTS = {
     "/draw": ["curve_value"],
     "/reopen_take": ["number"],
     "/show_picture": ["at"],
-    "/use_region": ["box", "at"],
+    "/use_region": ["box", "at", "prompt"],
     "/use_level": ["level"],
     "/add_layer": ["prompt", "negative_prompt", "gain_db", "pan", "follows"],
     "/update_layer": ["number", "prompt", "negative_prompt", "gain_db", "pan", "follows"],
@@ -84,7 +84,7 @@ def test_layers_through_the_api(server, tmp_path):
     video = tmp_path / "two.mp4"
     samples.write_video(video, samples.two_objects_frames([0.5, 1.2], [0.8, 1.6]), 2.0, 25)
     client.predict(handle_file(str(video)), "debug", api_name="/open_video")
-    assert client.predict("0.17,0.15,0.33,0.38", 0, api_name="/use_region")[STATUS].endswith(
+    assert client.predict("0.17,0.15,0.33,0.38", 0, "a ball", api_name="/use_region")[STATUS].endswith(
         "on the region 0.17,0.15,0.33,0.38."
     )
     assert client.predict("a ball", "", -3, 0, True, api_name="/add_layer")[STATUS].startswith("Layer 1 added")
@@ -99,9 +99,9 @@ def test_layers_through_the_api(server, tmp_path):
                             "mix001-seed5-01_a_ball.csv", "mix001-seed5-02_wind.wav", "mix001-seed5-02_wind.csv",
                             "mix001-seed5-soundtrack.json"])  # fmt: skip
     assert sf.read(next(f for f in out[7] if f.endswith("mix001-seed5.wav")))[0].shape == (32000, 2)
-    message = client.predict("0.5,0.2,0.1", 0, api_name="/use_region")[STATUS]
+    message = client.predict("0.5,0.2,0.1", 0, "", api_name="/use_region")[STATUS]
     assert message.startswith("⚠️ box '0.5,0.2,0.1': give left,top,right,bottom"), message
-    message = client.predict("0.5,0.2,0.1,0.9", 0, api_name="/use_region")[STATUS]
+    message = client.predict("0.5,0.2,0.1,0.9", 0, "", api_name="/use_region")[STATUS]
     assert "is not inside the frame" in message, message
 
 
