@@ -27,7 +27,7 @@ import numpy as np
 from . import edits as edits_mod
 from . import validate
 from .errors import UserError, one_line
-from .tracking import Region, Track, track
+from .tracking import Region, Track, parse_box, track
 
 FORMAT = "rewas-soundtrack"
 SOURCES = ("region", "level", "energy_from", "energy_in")  # a layer has at most one; none: phi on the whole picture
@@ -200,15 +200,10 @@ def parse_layer(spec: str) -> Layer:
 def _spec_value(key: str, value: str, spec: str):
     bad = UserError(f"--layer {spec!r}: {key}={value!r} is not {_SPEC_FORMS.get(key, 'valid')}")
     if key == "region":
-        m = re.fullmatch(r"([^@]+)(?:@\s*(\S+))?", value)
-        try:
-            box = [float(v) for v in m[1].split(",")] if m else []
-            at = float(m[2]) if m and m[2] else 0.0
-        except ValueError:
-            raise bad from None
-        if len(box) != 4:
+        parsed = parse_box(value)
+        if parsed is None:
             raise bad
-        return Region(tuple(box), at)
+        return Region(*parsed)
     if key in ("level", "gain", "pan"):
         try:
             return float(re.sub(r"\s*db\s*$", "", value, flags=re.IGNORECASE) if key == "gain" else value)

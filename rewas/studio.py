@@ -124,6 +124,7 @@ class Session:
     audio: AudioConfig | None = None  # the model's, kept so that edits never touch the model
     energy: dict = field(default_factory=dict)  # the curve's source as soundtrack.Layer fields ({}: phi, whole frame)
     corners: list = field(default_factory=list)  # the points clicked on the frame, (x, y) fractions, the last two
+    picture: tuple | None = None  # (seconds, (H, W, 3) uint8): the clip's picture last shown, without the box
     layers: list[MixLayer] = field(default_factory=list)
     mixes: list[Mix] = field(default_factory=list)
 
@@ -253,10 +254,13 @@ class Studio:
         from .frames import iter_whole_frames, probe
 
         self._need_clip(session)
-        info = probe(session.video)
-        at = min(max(0.0, float(at or 0.0)), info.duration)
-        frames = iter_whole_frames(session.video, 25.0, PICTURE_SHORT, info)
-        image = next(frame for k, frame in enumerate(frames) if k >= min(round(at * 25), info.num_frames(25) - 1))
+        at = min(max(0.0, float(at or 0.0)), session.timeline.duration)
+        if session.picture is None or session.picture[0] != at:  # each click redraws the box, not the decoding
+            info = probe(session.video)
+            frames = iter_whole_frames(session.video, 25.0, PICTURE_SHORT, info)
+            k = min(round(at * 25), info.num_frames(25) - 1)
+            session.picture = (at, next(frame for i, frame in enumerate(frames) if i >= k))
+        image = session.picture[1]
         box = self.box(session)
         if box is not None:
             h, w = image.shape[:2]
@@ -278,17 +282,14 @@ class Studio:
 
     def set_box(self, session: Session, text: str | None) -> Session:
         """A box typed as "left,top,right,bottom" (fractions of the picture) -> its two corners; empty: as clicked."""
-        from .tracking import Region
+        from .tracking import Region, parse_box
 
         self._need_clip(session)
         if text and text.strip():
-            try:
-                numbers = tuple(float(v) for v in text.replace(" ", "").split(","))
-            except ValueError:
-                numbers = ()
-            if len(numbers) != 4:
+            parsed = parse_box(text)
+            if parsed is None or "@" in text:  # the time is the picture's field, not part of the box
                 raise UserError(f"box {text!r}: give left,top,right,bottom, fractions of the picture")
-            box = Region(numbers).box  # inside the picture, or a line saying how it is not
+            box = Region(parsed[0]).box  # inside the picture, or a line saying how it is not
             session.corners = [box[:2], box[2:]]
         return session
 
@@ -303,7 +304,6 @@ class Studio:
     def use_region(self, session: Session, at: float = 0.0, prompt: str = "") -> Session:
         """The curve of the object in the box clicked at `at` s: phi on its square of the picture, tracked (a phi
         that reads the prompt is given `prompt`, the one the layer will have)."""
-        from .soundtrack import Layer
         from .tracking import Region
 
         self._need_clip(session)
@@ -311,23 +311,21 @@ class Studio:
         if box is None:
             raise UserError("click two corners of a box around an object on the picture first")
         region = Region(box, float(at or 0.0))
-        return self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", Layer, prompt)
+        return self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", prompt)
 
     def use_level(self, session: Session, level: float) -> Session:
         """A flat curve at `level` nats: an ambience's."""
-        from .soundtrack import Layer
-
         self._need_clip(session)
         if level is None or not math.isfinite(float(level)):
             raise UserError("give the flat level in nats, e.g. -6")
-        return self._use_energy(session, {"level": float(level)}, f"a flat level of {float(level):g} nats", Layer)
+        return self._use_energy(session, {"level": float(level)}, f"a flat level of {float(level):g} nats")
 
-    def _use_energy(self, session: Session, energy: dict, source: str, layer_type, prompt: str = "") -> Session:
+    def _use_energy(self, session: Session, energy: dict, source: str, prompt: str = "") -> Session:
         """The curve of a layer whose energy is `energy` (Layer fields) as the session's, before its edits."""
-        from .soundtrack import layer_timeline
+        from .soundtrack import Layer, layer_timeline
 
         pipe = self.pipeline(session.model)
-        layer = layer_type(prompt or "a layer", **energy)
+        layer = Layer(prompt or "a layer", **energy)
         session.timeline = layer_timeline(pipe, session.video, layer)[0]
         session.source, session.energy = source, energy
         return session
@@ -359,7 +357,7 @@ class Studio:
         mixed = session.layers[index]
         energy = {k: getattr(mixed.layer, k) for k in SOURCES if getattr(mixed.layer, k) is not None}
         if energy:
-            self._use_energy(session, energy, mixed.source, type(mixed.layer), mixed.layer.prompt)
+            self._use_energy(session, energy, mixed.source, mixed.layer.prompt)
         else:
             self.use_video_curve(session)
         if "region" in energy:
@@ -926,8 +924,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
 
         def on_click(s, at, evt: gr.SelectData):
             """A click on the picture (pixels, from gradio) -> a corner of the box."""
-            image = studio.frame(s, at)
-            h, w = image.shape[:2]
+            h, w = studio.frame(s, at).shape[:2]  # the picture shown: decoded once, kept in the session
             s = studio.click(s, min(1.0, evt.index[0] / w), min(1.0, evt.index[1] / h))
             box = studio.box(s)
             note = "Now the opposite corner." if box is None else f"Box {_box_text(box)}."

@@ -58,6 +58,20 @@ class Region:
         object.__setattr__(self, "at", at)
 
 
+def parse_box(text: str) -> tuple[tuple[float, ...], float] | None:
+    """ "LEFT,TOP,RIGHT,BOTTOM[@SECONDS]" -> (the 4 numbers, the seconds or 0), or None if it is not that form (the
+    caller says how in its own words; `Region` then checks the box is inside the picture)."""
+    box, sep, at = str(text).replace(" ", "").partition("@")
+    if sep and not at:
+        return None
+    try:
+        numbers = tuple(float(v) for v in box.split(","))
+        seconds = float(at) if at else 0.0
+    except ValueError:
+        return None
+    return (numbers, seconds) if len(numbers) == 4 else None
+
+
 @dataclass
 class Track:
     """A region followed through a clip at `fps`: one box per frame, fractions of the picture's width and height."""
