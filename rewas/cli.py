@@ -235,11 +235,10 @@ def _generate_layers(args) -> None:
     soundtrack = dataclasses.replace(soundtrack, model=str(args.model), **flags)  # the flags win over the file
     out = Path(args.output)
     stems = Path(args.stems) if args.stems else out.with_name(out.stem + ".stems")
-    inputs = [args.video, args.soundtrack] + [
-        p for layer in soundtrack.layers for p in (layer.energy_from, layer.energy_in) if p
-    ]
-    _check_outputs([p for p in inputs if p], [args.output, args.wav])  # a layer's files are inputs too
-    _check_stems_folder(stems, [p for p in inputs if p], [args.output, args.wav])
+    files = [p for layer in soundtrack.layers for p in (layer.energy_from, layer.energy_in) if p]
+    inputs = [args.video, *([args.soundtrack] if args.soundtrack else []), *files]  # a layer's files are inputs too
+    _check_outputs(inputs, [args.output, args.wav])
+    _check_stems_folder(stems, inputs, [args.output, args.wav])
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     device = _device(args.device)
     dtype = _precision(args, device)
