@@ -33,12 +33,12 @@ def naive_divided_attention(attn: DividedAttention, x: torch.Tensor, frames: int
 def test_divided_attention_matches_naive_definition():
     torch.manual_seed(0)
     attn = DividedAttention(8, 2)
-    frames, per_frame = 3, 4
-    x = torch.randn(2, 1 + frames * per_frame, 8)
-    for over_time in (True, False):
-        torch.testing.assert_close(
-            attn(x, frames, over_time), naive_divided_attention(attn, x, frames, over_time), atol=1e-5, rtol=0
-        )
+    for frames, per_frame in ((3, 4), (2, 40)):  # groups of up to 32 tokens take batched matmuls, longer ones SDPA
+        x = torch.randn(2, 1 + frames * per_frame, 8)
+        for over_time in (True, False):
+            torch.testing.assert_close(
+                attn(x, frames, over_time), naive_divided_attention(attn, x, frames, over_time), atol=1e-5, rtol=0
+            )
 
 
 def test_output_shape_and_determinism():
@@ -51,6 +51,8 @@ def test_output_shape_and_determinism():
         y = enc(x)
         assert y.shape == (2, 3 * 8, 32)
         torch.testing.assert_close(enc(x[:1]), y[:1], atol=1e-5, rtol=0)
+        # a CPU encodes one segment at a time; all at once (as on a GPU) gives the same features
+        torch.testing.assert_close(enc._encode(x.flatten(0, 1)).reshape(2, 3 * 8, 32), y, atol=1e-5, rtol=0)
 
 
 def test_release_layout(manifests):
