@@ -397,7 +397,7 @@ def cmd_energy(args) -> None:
 
 def cmd_ui(args) -> None:
     require_extra("ui", for_="rewas ui")
-    from .pipeline import load_config
+    from .config import load_config
     from .studio import launch
 
     models = list(dict.fromkeys([args.model, *args.also]))
@@ -680,7 +680,7 @@ DTYPE_HELP = (
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .pipeline import load_config
+    from .config import load_config
 
     parser = _Parser(prog="rewas", description="Give silent video a soundtrack (ReWaS: video + text -> audio).")
     parser.add_argument("--version", action="version", version=f"rewas {__version__}")
@@ -857,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "-o", "--output", help="cache folder, or training run folder (checkpoints/, model/); not for latents"
     )
-    from .train.trainer import TrainConfig  # the defaults the help states are the trainer's own
+    from .train.recipe import TrainConfig  # the defaults the help states are the trainer's own
 
     defaults = TrainConfig()
     for name, kind, what in (

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .errors import UserError
+from .errors import MissingFileError, UserError
 
 
 @dataclass(frozen=True)
@@ -507,3 +509,53 @@ def small() -> ModelConfig:
 
 
 PRESETS: dict[str, typing.Callable[[], ModelConfig]] = {"paper": paper, "debug": debug, "small": small}
+
+
+# ------------------------------------------------------------------------------------------- reading a config
+# Here, not in pipeline.py, so that reading a config (the command line's help, `rewas info`) needs no torch.
+
+FORMAT = "rewas"
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
+
+
+def _is_preset(name_or_dir) -> bool:
+    return str(name_or_dir) in PRESETS and not Path(name_or_dir).is_dir()
+
+
+def _model_dir(name_or_dir) -> Path:
+    """`default` -> the embedded model's folder (unless a folder of that name exists here); else the path itself."""
+    if str(name_or_dir) == DEFAULT_MODEL and not Path(name_or_dir).is_dir():
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise MissingFileError(
+                f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
+                "reinstall rewas, or pass --model DIR"
+            )
+        return DEFAULT_MODEL_DIR
+    return Path(name_or_dir)
+
+
+def load_config(name_or_dir: str | os.PathLike) -> ModelConfig:
+    """The config of a preset or a saved folder, without loading weights."""
+    if _is_preset(name_or_dir):
+        return PRESETS[str(name_or_dir)]()
+    path = _model_dir(name_or_dir) / "config.json"
+    if not path.is_file():
+        raise MissingFileError(
+            f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json"
+        )
+    return _read_config(path)
+
+
+def _read_config(path: Path) -> ModelConfig:
+    """A model folder's config.json -> ModelConfig; anything malformed in it is the folder's fault, not ours."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
+        raise UserError(f"{path}: not a rewas model config")
+    try:
+        return ModelConfig.from_dict(meta["model"], version=meta.get("format_version", 1))
+    except (TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"{path}: malformed model config ({e.__class__.__name__}: {e})") from None

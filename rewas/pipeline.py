@@ -35,7 +35,19 @@ from . import frames as frames_mod
 from .adapter import EnergyAdapter
 from .audio import log_mel_ceiling
 from .checkpoint import layout_diff
-from .config import FORMAT_VERSION, PRESETS, AudioConfig, ClapTextConfig, ModelConfig
+from .config import (  # noqa: F401  (DEFAULT_MODEL_DIR and load_config are imported from here too)
+    DEFAULT_MODEL_DIR,
+    FORMAT,
+    FORMAT_VERSION,
+    PRESETS,
+    AudioConfig,
+    ClapTextConfig,
+    ModelConfig,
+    _is_preset,
+    _model_dir,
+    _read_config,
+    load_config,
+)
 from .diffusion import NoiseSchedule, classifier_free_guidance, make_sampler, randn
 from .edits import Edit
 from .errors import MediaError, MissingFileError, NonFiniteError, UserError, one_line
@@ -48,7 +60,6 @@ from .video_encoder import build_video_encoder
 from .vocoder import build_vocoder, vocode
 from .windows import blend, window_starts
 
-FORMAT = "rewas"
 TEXT_CACHE_SIZE = 256  # prompt tuples whose embeddings are kept
 COMPONENTS = ("video_encoder", "phi", "text_encoder", "unet", "adapter", "vae", "vocoder")
 DIFFUSION = ("video_encoder", "unet", "adapter")  # components that follow the requested dtype; the rest stay fp32
@@ -738,14 +749,6 @@ def check_finite(x: torch.Tensor, stage: str) -> torch.Tensor:
     return x
 
 
-def _is_preset(name_or_dir) -> bool:
-    return str(name_or_dir) in PRESETS and not Path(name_or_dir).is_dir()
-
-
-DEFAULT_MODEL = "default"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
-
-
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A component's safetensors file; a truncated, emptied or foreign file is a one-line error naming it."""
     from safetensors import SafetensorError
@@ -775,18 +778,6 @@ def _check_layout(path: Path, state: dict[str, torch.Tensor], expected: dict[str
         raise UserError(f"{path}: does not match config.json ({'; '.join(parts)})")
 
 
-def _model_dir(name_or_dir) -> Path:
-    """`default` -> the embedded model's folder (unless a folder of that name exists here); else the path itself."""
-    if str(name_or_dir) == DEFAULT_MODEL and not Path(name_or_dir).is_dir():
-        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise MissingFileError(
-                f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
-                "reinstall rewas, or pass --model DIR"
-            )
-        return DEFAULT_MODEL_DIR
-    return Path(name_or_dir)
-
-
 def count_parameters(config: ModelConfig) -> dict[str, int]:
     """Parameters per component of a config, built on the meta device (nothing allocated, instant even for `paper`)."""
     with empty_weights():
@@ -794,29 +785,3 @@ def count_parameters(config: ModelConfig) -> dict[str, int]:
     counts = {name: sum(p.numel() for p in components[name].parameters()) for name in COMPONENTS}
     counts["total"] = sum(counts.values())
     return counts
-
-
-def load_config(name_or_dir: str | os.PathLike) -> ModelConfig:
-    """The config of a preset or a saved folder, without loading weights."""
-    if _is_preset(name_or_dir):
-        return PRESETS[str(name_or_dir)]()
-    path = _model_dir(name_or_dir) / "config.json"
-    if not path.is_file():
-        raise MissingFileError(
-            f"{name_or_dir}: neither a preset ({', '.join(PRESETS)}) nor a model folder with config.json"
-        )
-    return _read_config(path)
-
-
-def _read_config(path: Path) -> ModelConfig:
-    """A model folder's config.json -> ModelConfig; anything malformed in it is the folder's fault, not ours."""
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
-        raise UserError(f"{path}: not a rewas model config")
-    try:
-        return ModelConfig.from_dict(meta["model"], version=meta.get("format_version", 1))
-    except (TypeError, KeyError, AttributeError) as e:
-        raise UserError(f"{path}: malformed model config ({e.__class__.__name__}: {e})") from None

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import math
 import numbers
-
-import torch
+import sys
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a check needs it: the command line validates its arguments before it loads torch
+DTYPES = ("fp32", "bf16", "fp16")
 _DTYPE_NAMES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 
 
 def device(value: str | torch.device | None, name: str = "device") -> torch.device:
     """A torch device this machine has; None: CUDA when present, else the CPU."""
+    import torch
+
     if value is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -35,6 +41,8 @@ def device(value: str | torch.device | None, name: str = "device") -> torch.devi
 def native_bf16() -> str | None:
     """The instruction set with which this CPU computes bf16 natively (AMX, AVX512-BF16), or None: there torch
     emulates bf16 and fp32 is faster."""
+    import torch
+
     if torch.cpu._is_amx_tile_supported():
         return "AMX"
     if torch.cpu._is_avx512_bf16_supported():
@@ -45,6 +53,8 @@ def native_bf16() -> str | None:
 def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
     """What `dtype="auto"` means on `on`, and why: bf16 on a CPU that computes it natively (scripts/bench_cpu.py:
     docs/speed.md), fp32 on other CPUs and, until measured there, on GPUs."""
+    import torch
+
     if on.type != "cpu":
         return torch.float32, f"fp32 on {on.type}: bf16 is not yet measured there"
     isa = native_bf16()
@@ -56,6 +66,8 @@ def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
 def dtype(value: str | torch.dtype | None, on: torch.device, name: str = "dtype") -> torch.dtype:
     """The diffusion model's precision: a torch dtype, fp32/bf16/fp16, or "auto" (`auto_dtype`). fp16 is refused
     on a CPU, where torch emulates it (the embedded model took 62 s in fp16 against 1.05 s in fp32)."""
+    import torch
+
     if value is None:
         return torch.float32
     if isinstance(value, str) and value.lower() == "auto":
@@ -64,8 +76,8 @@ def dtype(value: str | torch.dtype | None, on: torch.device, name: str = "dtype"
         key = _DTYPE_NAMES.get(value.lower().removeprefix("torch."), value.lower())
         if key not in DTYPES:
             raise UserError(f"{name} {value!r}: choose one of {', '.join(DTYPES)} or auto")
-        value = DTYPES[key]
-    if value not in DTYPES.values():
+        value = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[key])
+    if value not in (torch.float32, torch.bfloat16, torch.float16):
         raise UserError(f"{name} {value}: choose one of {', '.join(DTYPES)}")
     if value == torch.float16 and on.type == "cpu":
         raise UserError(f"{name} fp16 on a CPU is emulated and dozens of times slower than fp32; use bf16 or fp32")
@@ -121,7 +133,8 @@ def frames(value, name: str = "frames"):
     """(T, H, W, 3) RGB frames -> uint8: uint8 as they are, floats in [0, 1] scaled to 0-255 (not taken as black)."""
     import numpy as np
 
-    if isinstance(value, torch.Tensor):  # any device or dtype (bf16 has no numpy counterpart)
+    torch = sys.modules.get("torch")  # a tensor can only come from a loaded torch
+    if torch is not None and isinstance(value, torch.Tensor):  # any device or dtype (bf16 has no numpy counterpart)
         value = value.detach().cpu()
         value = (value if value.dtype == torch.uint8 else value.double()).numpy()
     try:

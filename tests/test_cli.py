@@ -481,6 +481,23 @@ def test_console_script_bad_input_has_no_traceback(tmp_path):
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
 
 
+def test_help_and_a_mistyped_command_answer_without_importing_torch():
+    """Importing torch takes about 1 s: the command line's help and its argument errors must not wait for it."""
+    probe = (
+        "import sys\n"
+        "from rewas.cli import main\n"
+        "for argv in (['generate', 'v.mp4', '--bogus'], ['train', 'phi', '--help'], ['--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, 2), e.code\n"
+        "print(sorted(m for m in ('torch', 'rewas.pipeline') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_info_text(capsys):
     code, out, _ = run(["info", "debug"], capsys)
     assert code == 0 and "unet" in out and "adapter" in out
