@@ -289,6 +289,9 @@ class SamplerConfig:
     steps: int = 200
     guidance: float = 3.0
     eta: float = 1.0
+    # True (the release): the unconditional branch has an all-zero energy hint, so guidance amplifies the energy
+    # control along with the prompt. False: both branches have the hint and guidance steers the prompt alone.
+    guide_energy: bool = True
 
 
 FORMAT_VERSION = (

@@ -382,8 +382,8 @@ class ReWaSPipeline:
         """eps(x_t (B, z, W, F), t, hint (B, z, W, F), rows=None, negative_rows=None) with CFG; `rows` (B, D) gives
         each window its own prompt embedding (windows of several clips), else all have `text`; `negative_rows` the
         same for `negative`. The unconditional branch has the negative prompt (the empty prompt, unless one is
-        given) AND an all-zero energy latent. control_scale multiplies the adapter's residuals (0: the adapter is
-        not run, text-to-audio only)."""
+        given) and an all-zero energy latent (the hint itself where the sampler config's guide_energy is False).
+        control_scale multiplies the adapter's residuals (0: the adapter is not run, text-to-audio only)."""
 
         def eps(
             x: torch.Tensor,
@@ -400,7 +400,7 @@ class ReWaSPipeline:
                 x_in = torch.cat([x, x])
                 uncond = negative.expand(b, -1) if negative_rows is None else negative_rows
                 text_in = torch.cat([uncond, cond])
-                hint_in = torch.cat([torch.zeros_like(hint), hint])
+                hint_in = torch.cat([torch.zeros_like(hint) if self.config.sampler.guide_energy else hint, hint])
             text_in, hint_in = text_in.to(self.dtype), hint_in.to(self.dtype)
             t_in = t.reshape(1).expand(x_in.shape[0]).to(self.device)
             control = None

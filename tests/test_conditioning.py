@@ -94,6 +94,20 @@ def test_cfg_is_the_unconditional_branch_plus_guidance_times_the_difference(debu
 
 
 @torch.no_grad()
+def test_without_energy_guidance_the_unconditional_branch_keeps_the_hint(debug_pipe, inputs, monkeypatch):
+    """SamplerConfig.guide_energy=False: guidance steers the prompt alone (both branches have the hint)."""
+    import dataclasses
+
+    x, t, cond, empty, hint = inputs
+    sampler = dataclasses.replace(debug_pipe.config.sampler, guide_energy=False)
+    monkeypatch.setattr(debug_pipe, "config", dataclasses.replace(debug_pipe.config, sampler=sampler))
+    c, u = branch(debug_pipe, x, t, cond, hint), branch(debug_pipe, x, t, empty, hint)
+    torch.testing.assert_close(debug_pipe.denoiser(cond, empty, 3.0)(x, t, hint), u + 3 * (c - u), atol=1e-4, rtol=1e-4)
+    released = branch(debug_pipe, x, t, empty, torch.zeros_like(hint))
+    assert rel(released + 3 * (c - released), u + 3 * (c - u)) > 1e-2  # the release's branch is far from it
+
+
+@torch.no_grad()
 def test_control_scale_scales_the_adapter_residuals(debug_pipe, inputs, monkeypatch):
     x, t, cond, empty, hint = inputs
     for s in (0.5, 2.0):
