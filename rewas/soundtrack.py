@@ -333,6 +333,7 @@ class SoundtrackResult:
     sample_rate: int
     duration: float
     master_db: float  # the gain the whole mix took to stay under full scale (0: none)
+    sounds: list[np.ndarray]  # (N,) float32 per layer: its sound as the model made it, before gain and pan
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -402,8 +403,9 @@ def render(
     timings["sampling and decoding"] = results[0].timings.get("diffusion", 0.0)
     timings["total"] = time.perf_counter() - t_start
     return SoundtrackResult(
-        mixed, stems, [r.energy for r in results], pans, tracks, done, rate, info.duration, master_db, timings
-    )
+        mixed, stems, [r.energy for r in results], pans, tracks, done, rate, info.duration, master_db,
+        [r.waveform for r in results], timings,
+    )  # fmt: skip
 
 
 def write_stems(folder: str | os.PathLike, result: SoundtrackResult, audio) -> list[str]:

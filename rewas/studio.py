@@ -85,6 +85,8 @@ class MixLayer:
     source: str  # where its curve comes from, as the page says it
     mute: bool = False
     solo: bool = False
+    heard: np.ndarray | None = None  # its own energy per mel frame in the last mix it was heard in
+    heard_in: int | None = None  # that mix's number
 
     def row(self, number: int) -> list:
         layer = self.layer
@@ -121,6 +123,7 @@ class Session:
     edits: list[Edit] = field(default_factory=list)
     takes: list[Take] = field(default_factory=list)
     shown: Take | None = None  # the take whose energy the curve editor shows
+    shown_layer: int | None = None  # else the layer (from 1) whose energy in its last mix the editor shows
     audio: AudioConfig | None = None  # the model's, kept so that edits never touch the model
     energy: dict = field(default_factory=dict)  # the curve's source as soundtrack.Layer fields ({}: phi, whole frame)
     corners: list = field(default_factory=list)  # the points clicked on the frame, (x, y) fractions, the last two
@@ -346,7 +349,9 @@ class Studio:
         """Layer `number` (from 1) becomes the prompt, curve and edits being edited."""
         index = self._layer_index(session, number)
         layer = self._layer(session, prompt, negative_prompt, gain_db, pan)
-        session.layers[index] = dataclasses.replace(session.layers[index], layer=layer, source=session.source)
+        session.layers[index] = dataclasses.replace(
+            session.layers[index], layer=layer, source=session.source, heard=None, heard_in=None
+        )  # what an earlier mix made of it is no longer this layer's sound
         return session
 
     def select_layer(self, session: Session, number: int) -> tuple[Session, object]:
@@ -363,6 +368,7 @@ class Studio:
         if "region" in energy:
             session.corners = [energy["region"].box[:2], energy["region"].box[2:]]
         session.edits = list(mixed.layer.edits)
+        session.shown, session.shown_layer = None, index + 1  # the editor shows its sound in the last mix
         return session, mixed.layer
 
     def mix_layer(self, session: Session, number: int, mute: bool, solo: bool) -> Session:
@@ -373,6 +379,7 @@ class Studio:
     def remove_layer(self, session: Session, number: int) -> Session:
         index = self._layer_index(session, number)
         session.layers = session.layers[:index] + session.layers[index + 1 :]
+        session.shown_layer = None
         return session
 
     def generate_mix(
@@ -382,15 +389,16 @@ class Studio:
         """The layers that are heard (solo ones if any, else all not muted) sampled together and mixed in stereo:
         the muxed mix, its WAV, each stem and curve, and the soundtrack file, in the session's folder."""
         from .audio import write_wav
-        from .energy import write_csv
+        from .energy import waveform_energy, write_csv
         from .files import atomic_path
         from .frames import probe
         from .mux import mux
         from .soundtrack import Soundtrack, render, stem_names, write_soundtrack
 
         self._need_clip(session)
-        soloed = [m for m in session.layers if m.solo]
-        heard = [m.layer for m in (soloed or [m for m in session.layers if not m.mute])]
+        soloed = [i for i, m in enumerate(session.layers) if m.solo]
+        playing = soloed or [i for i, m in enumerate(session.layers) if not m.mute]
+        heard = [session.layers[i].layer for i in playing]
         if not heard:
             raise UserError("add a layer first (or un-mute one)")
         seed = self._seed(seed)
@@ -424,6 +432,9 @@ class Studio:
             for path in written:
                 Path(path).unlink(missing_ok=True)
             raise
+        for i, sound in zip(playing, result.sounds):  # each layer's own energy, for the editor's green line
+            energy = waveform_energy(sound, pipe.config.audio).numpy()
+            session.layers[i] = dataclasses.replace(session.layers[i], heard=energy, heard_in=number)
         mix = Mix(number, written[0], written[1:], time.monotonic() - start, len(heard))
         session.mixes = [*session.mixes, mix]
         for old in session.mixes[:-MAX_TAKES]:
@@ -504,7 +515,7 @@ class Studio:
         edited = self.curve(session)
         base = session.timeline.curve[0, :frames].numpy()
         idx = np.unique(np.linspace(0, frames - 1, min(frames, MAX_POINTS)).round().astype(int))
-        heard = session.shown.heard if session.shown is not None else None
+        heard, heard_of = self._heard(session)
         heard = None if heard is None else np.pad(heard, (0, max(0, frames - len(heard))), mode="edge")[:frames]
         tops = [np.max(base), np.max(edited), edits_mod.SILENCE + 1] + ([np.max(heard)] if heard is not None else [])
         top = float(max(tops))
@@ -519,7 +530,19 @@ class Studio:
             "source": session.source,
             "heard": [] if heard is None else [round(float(v), 3) for v in heard[idx]],
             "take": session.shown.number if session.shown is not None else None,
+            "heard_of": heard_of,  # what the green line is: "take 2", "layer 1 in mix 3"
         }
+
+    @staticmethod
+    def _heard(session: Session) -> tuple[np.ndarray | None, str | None]:
+        """The energy the editor draws over the curve, and whose it is: the take shown, else the picked layer's
+        own sound in the last mix it was heard in."""
+        if session.shown is not None:
+            return session.shown.heard, f"take {session.shown.number}"
+        number = session.shown_layer
+        if number is not None and 0 < number <= len(session.layers) and session.layers[number - 1].heard is not None:
+            return session.layers[number - 1].heard, f"layer {number} in mix {session.layers[number - 1].heard_in}"
+        return None, None
 
     # ------------------------------------------------------------------------------------------- takes
 
@@ -579,7 +602,7 @@ class Studio:
             source, str(video), f"{stem}.wav", f"{stem}.csv", time.monotonic() - start,
             waveform_energy(result.waveform, pipe.config.audio).numpy(),
         )  # fmt: skip
-        session.shown = take
+        session.shown, session.shown_layer = take, None
         session.takes = [*session.takes, take]
         for old in session.takes[:-MAX_TAKES]:
             old.delete()
@@ -591,7 +614,7 @@ class Studio:
         for take in session.takes:
             if take.number == number:
                 session.edits = list(take.edits)
-                session.shown = take
+                session.shown, session.shown_layer = take, None
                 return session, take
         raise UserError(f"there is no take {number}")
 
@@ -981,8 +1004,8 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             """The layers heard, sampled together and mixed in stereo -> the mix, its WAV, stems, curves, file."""
             report = lambda f, d: progress(f, desc=d)  # noqa: E731
             mix = studio.generate_mix(s, seed, steps, guidance, report)
-            note = f"Mix {mix.number}: {mix.layers} layer(s), stereo, {mix.seconds:.1f} s."
-            return {session: s, result: mix.video, files: [mix.video, *mix.files], status: note}
+            note = f"Mix {mix.number}: {mix.layers} layer(s), stereo, {mix.seconds:.1f} s. Pick a layer to see it."
+            return {session: s, result: mix.video, files: [mix.video, *mix.files], status: note, curve: studio.view(s)}
 
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
         everything += [picture, box_text, layers_table, layer_no, gain, pan, follow, mute, solo]

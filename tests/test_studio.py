@@ -295,9 +295,19 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
     names = [Path(f).name for f in mix.files]
     assert names == ["mix001-seed3.wav", "mix001-seed3-01_a_ball.wav", "mix001-seed3-01_a_ball.csv",
                      "mix001-seed3-soundtrack.json"]  # fmt: skip
+    assert session.layers[0].heard_in == 1 and session.layers[1].heard is None  # the muted one was not heard
+    shown = studio.view(session)  # layer 1 is picked: its own sound in mix 1 is drawn over its curve
+    assert shown["heard_of"] == "layer 1 in mix 1" and len(shown["heard"]) == len(shown["curve"])
     session = studio.mix_layer(session, 2, mute=False, solo=False)
     mix = studio.generate_mix(session, seed=3, steps=2)
     mixed = sf.read(mix.files[0], dtype="float32")[0]
+    session, _ = studio.select_layer(session, 2)
+    from rewas.energy import waveform_energy
+
+    sound = render(studio.pipeline("debug"), session.video, read_soundtrack(mix.files[-1])).sounds[1]
+    heard = waveform_energy(sound, session.audio).numpy()
+    assert studio.view(session)["heard_of"] == "layer 2 in mix 2"
+    np.testing.assert_allclose(session.layers[1].heard, heard, atol=1e-5)  # before its gain and pan
     stems = [sf.read(f, dtype="float32")[0] for f in mix.files if f.endswith(".wav")][1:]
     assert mixed.shape[1] == 2 and len(stems) == 2
     np.testing.assert_allclose(mixed, stems[0] + stems[1], atol=1e-6)

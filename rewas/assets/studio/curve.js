@@ -81,7 +81,7 @@ function draw() {
     const edits = (v.edits || []).length ? v.edits.join(" · ") : "no edits";
     info.textContent = `energy (nats, silence ${v.floor.toFixed(1)}) from ${v.source || "?"} · ${edits} · ` +
       "drag across the curve to draw it; dashed: before the edits" +
-      (v.take ? `; green: what take ${v.take} sounds like` : "");
+      (v.heard_of ? `; green: what ${v.heard_of} sounds like` : "");
   }
 }
 
