@@ -69,3 +69,17 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a stub module in sys.modules without a spec, a broken parent package
         return False
+
+
+def lazy_names(package: str, where: dict[str, str]):
+    """A package's module `__getattr__` that imports each of its names (name -> the submodule holding it) on first
+    use and keeps it: `rewas --help` and argument errors then answer without importing torch (about 1 s)."""
+
+    def __getattr__(name: str):
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{where[name]}", package), name)
+        setattr(importlib.import_module(package), name, value)
+        return value
+
+    return __getattr__

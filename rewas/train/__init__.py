@@ -3,9 +3,8 @@ and the demo corpus (`corpus`). The sound-class classifier that `rewas train cla
 evaluation that uses it (`rewas.evaluate.embedders.ClassifierBundle`): training imports evaluation, never the
 reverse."""
 
-import importlib
+from .._optional import lazy_names
 
-# imported on first use: `rewas.train.recipe` (the command line's help) must not import torch
 _WHERE = {
     "CachedClips": "cache",
     "build_cache": "cache",
@@ -13,13 +12,5 @@ _WHERE = {
     "TrainConfig": "recipe",
     "train": "trainer",
 }
-
 __all__ = list(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)  # `rewas.train.recipe` (the CLI's help) must not import torch
