@@ -52,9 +52,11 @@ def native_bf16() -> str | None:
 
 def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
     """What `dtype="auto"` means on `on`, and why: bf16 on a CPU that computes it natively (scripts/bench_cpu.py:
-    docs/speed.md), fp32 on other CPUs and, until measured there, on GPUs."""
+    docs/speed.md), fp32 on other CPUs and on GPUs (on an H200 bf16 was no faster; elsewhere not yet measured)."""
     import torch
 
+    if on.type == "cuda":
+        return torch.float32, "fp32 on cuda: bf16 was no faster on an H200 (5 s clips, docs/speed.md)"
     if on.type != "cpu":
         return torch.float32, f"fp32 on {on.type}: bf16 is not yet measured there"
     isa = native_bf16()

@@ -149,6 +149,14 @@ def test_cpu_bench_script_puts_the_speed_paths_side_by_side():
     assert res.returncode == 0 and "`rewas generate` median" in res.stdout, res.stderr
 
 
+def test_gpu_bench_script_runs_where_there_is_no_gpu():
+    """scripts/bench_gpu.py (docs/speed.md's GPU table) runs on a CPU machine too, at debug size."""
+    bench = [sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--models", "debug", "--runs", "1"]
+    res = subprocess.run([*bench, "--seconds", "1", "--dtypes", "fp32"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "debug fp32: load" in res.stdout and "'diffusion'" in res.stdout, res.stdout
+
+
 def load_script(name: str):
     import importlib.util
 

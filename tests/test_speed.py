@@ -33,6 +33,8 @@ def test_auto_is_bf16_only_where_the_cpu_computes_it(monkeypatch, amx, avx512_bf
     why = validate.auto_dtype(cpu)[1]
     assert why.startswith("this CPU computes bf16 natively") == (expected == torch.bfloat16)
     assert ("(AMX)" in why) == amx
+    gpu = validate.auto_dtype(torch.device("cuda"))  # measured on an H200: bf16 no faster there
+    assert gpu[0] == torch.float32 and "no faster" in gpu[1]
 
 
 def test_the_cli_says_which_precision_and_why(clip, tmp_path, capsys, monkeypatch):
