@@ -19,6 +19,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,14 +372,30 @@ def render(
     ]
     info = check_duration(probe(video))
     timelines, tracks, timings = [], [], {}
-    for i, layer in enumerate(layers):
-        if progress is not None:
-            progress(f"layer {i + 1}/{len(layers)}: {layer.name or layer.prompt}")
+
+    def prepared(layer: Layer) -> tuple[object, Track | None, float]:
         t0 = time.perf_counter()
-        timeline, found = layer_timeline(pipe, video, layer, info)
-        timelines.append(timeline.edited(layer.edits, pipe.config.audio) if layer.edits else timeline)
-        tracks.append(found)
-        timings[f"layer {i + 1}"] = time.perf_counter() - t0
+        with torch.no_grad():  # grad mode is per thread
+            timeline, found = layer_timeline(pipe, video, layer, info)
+        return timeline, found, time.perf_counter() - t0
+
+    # each layer decodes the clip (a region twice: to track it, and for phi), mostly on one core: where there are
+    # cores to spare, the layers are prepared side by side (an H200's host: 2.2-3.2 s a region, docs/layers.md)
+    workers = min(len(layers), max(1, (os.cpu_count() or 1) // 4))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewas-layer") as pool:
+        futures = [pool.submit(prepared, layer) for layer in layers]
+        try:
+            for i, (layer, future) in enumerate(zip(layers, futures)):
+                if progress is not None:
+                    progress(f"layer {i + 1}/{len(layers)}: {layer.name or layer.prompt}")
+                timeline, found, seconds = future.result()
+                timelines.append(timeline.edited(layer.edits, pipe.config.audio) if layer.edits else timeline)
+                tracks.append(found)
+                timings[f"layer {i + 1}"] = seconds
+        except BaseException:  # a layer's error (or Ctrl+C): the layers not yet started are not prepared
+            for future in futures:
+                future.cancel()
+            raise
     results = pipe.generate_many(
         timelines,
         [layer.prompt for layer in layers],

@@ -107,7 +107,7 @@ def test_the_mix_is_the_sum_of_its_panned_stems_and_stays_under_full_scale():
     np.testing.assert_allclose(left, [1, np.sqrt(0.5), 0], atol=1e-12)
 
 
-def test_a_soundtrack_file_gives_the_same_audio_again(debug_pipe, media, tmp_path):
+def test_a_soundtrack_file_gives_the_same_audio_again(debug_pipe, media, tmp_path, monkeypatch):
     layers = [
         Layer("rain", level=-5.0, gain_db=-3, pan=-0.5),
         Layer("a dog", edits=(Edit("mute", 1.0, 2.0),), pan=0.7, seed=11),
@@ -119,6 +119,12 @@ def test_a_soundtrack_file_gives_the_same_audio_again(debug_pipe, media, tmp_pat
     again = render(debug_pipe, media["v25"], read_soundtrack(tmp_path / "s.json"), seed=99)
     assert np.array_equal(first.mix, again.mix) and first.mix.shape[1] == 2
     assert again.soundtrack == first.soundtrack
+    # where there are cores to spare the layers are prepared side by side: the same audio, the same errors
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    side_by_side = render(debug_pipe, media["v25"], read_soundtrack(tmp_path / "s.json"))
+    assert np.array_equal(side_by_side.mix, first.mix)
+    with pytest.raises(UserError, match="after the end of the clip"):
+        render(debug_pipe, media["v25"], [layers[0], Layer("a ball", region=Region((0.2, 0.2, 0.6, 0.7), at=99))])
 
 
 def test_layer_specs_and_files_are_read_strictly(tmp_path):
