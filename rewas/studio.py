@@ -51,6 +51,13 @@ def _box_label(region) -> str:
     return _box_text(region.box) + (f" at {region.at:g} s" if region.at else "")
 
 
+def _newest(kept: list) -> list:
+    """A session's takes (or mixes) with a new one: the newest MAX_TAKES; the older ones' files go."""
+    for old in kept[:-MAX_TAKES]:
+        old.delete()
+    return kept[-MAX_TAKES:]
+
+
 @dataclass
 class Take:
     number: int
@@ -398,8 +405,8 @@ class Studio:
         self._need_clip(session)
         soloed = [i for i, m in enumerate(session.layers) if m.solo]
         playing = soloed or [i for i, m in enumerate(session.layers) if not m.mute]
-        heard = [session.layers[i].layer for i in playing]
-        if not heard:
+        layers = [session.layers[i].layer for i in playing]
+        if not layers:
             raise UserError("add a layer first (or un-mute one)")
         seed = self._seed(seed)
         steps = self._steps(steps)
@@ -409,7 +416,7 @@ class Studio:
         stem = session.folder / f"mix{number:03d}-seed{seed}"
         written: list[str] = []
         try:
-            soundtrack = Soundtrack(tuple(heard), steps=steps, guidance=guidance, model=session.model)
+            soundtrack = Soundtrack(tuple(layers), steps=steps, guidance=guidance, model=session.model)
             result = render(pipe, session.video, soundtrack, seed=seed, callback=self._callback(start, progress))
             video = mux(session.video, result.mix, result.sample_rate, f"{stem}.mp4", probe(session.video))
             written.append(str(video))
@@ -435,11 +442,8 @@ class Studio:
         for i, sound in zip(playing, result.sounds):  # each layer's own energy, for the editor's green line
             energy = waveform_energy(sound, pipe.config.audio).numpy()
             session.layers[i] = dataclasses.replace(session.layers[i], heard=energy, heard_in=number)
-        mix = Mix(number, written[0], written[1:], time.monotonic() - start, len(heard))
-        session.mixes = [*session.mixes, mix]
-        for old in session.mixes[:-MAX_TAKES]:
-            old.delete()
-        session.mixes = session.mixes[-MAX_TAKES:]
+        mix = Mix(number, written[0], written[1:], time.monotonic() - start, len(layers))
+        session.mixes = _newest([*session.mixes, mix])
         return mix
 
     def _layer(self, session: Session, prompt, negative_prompt, gain_db, pan):
@@ -603,10 +607,7 @@ class Studio:
             waveform_energy(result.waveform, pipe.config.audio).numpy(),
         )  # fmt: skip
         session.shown, session.shown_layer = take, None
-        session.takes = [*session.takes, take]
-        for old in session.takes[:-MAX_TAKES]:
-            old.delete()
-        session.takes = session.takes[-MAX_TAKES:]
+        session.takes = _newest([*session.takes, take])
         return take
 
     def reopen(self, session: Session, number: int) -> tuple[Session, Take]:
@@ -1017,7 +1018,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         model.change(guarded(on_model), [video, session, model], api_name="switch_model", **model_job)
         use_ref.click(guarded(on_reference), [session, reference], api_name="use_reference", **model_job)
         use_video.click(guarded(on_video_curve), [session], api_name="use_video_energy", **model_job)
-        take_job = {**model_job, "show_progress_on": [result]}  # the progress bar where the take will play
+        take_job = {**model_job, "show_progress_on": [result]}  # the progress bar where the take (or mix) will play
         inputs = [session, prompt, negative, seed, steps, guidance]
         generate.click(guarded(on_generate), inputs, api_name="generate", **take_job)
         apply.click(guarded(on_range), [session, op, start, end, amount], api_name="edit_range", **edit_job)
@@ -1037,8 +1038,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         mute.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name="mix_layer", **edit_job)
         solo.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name=False, **edit_job)
         remove_layer.click(guarded(on_remove_layer), [session, layer_no], api_name="remove_layer", **edit_job)
-        mix_job = {**model_job, "show_progress_on": [result]}
-        make_mix.click(guarded(on_mix), [session, seed, steps, guidance], api_name="generate_mix", **mix_job)
+        make_mix.click(guarded(on_mix), [session, seed, steps, guidance], api_name="generate_mix", **take_job)
     app.queue(default_concurrency_limit=1, max_size=queue_size)
     return app
 
