@@ -6,6 +6,7 @@
     pip install "rewas[plot]"     rewas energy --plot
     pip install "rewas[ui]"       rewas ui (the studio page)
     pip install "rewas[layers]"   a layer's region (the tracker that follows it)
+    pip install "rewas[openvino]" --runtime openvino (large models on a CPU, rewas.runtime)
     pip install "rewas[dev]"      all of them, plus the test tools (what `make install` sets up)
 
 A missing one is the user's to fix, so it is a UserError (the CLI: one line, exit 2) that names the extra.
@@ -28,6 +29,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "plot": {"matplotlib": "matplotlib"},
     "ui": {"gradio": "gradio"},
     "layers": {"cv2": "opencv-python-headless"},
+    "openvino": {"openvino": "openvino"},
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -96,6 +97,29 @@ def _precision(args, device) -> object:
     return dtype
 
 
+class _SayHandler(logging.Handler):
+    """A library message as one line on stderr (whichever stderr is current: tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"rewas: {record.getMessage()}", file=sys.stderr)
+
+
+def _load(args, device, dtype):
+    """The model of --model on `device` in `dtype`, its networks on --runtime; with -v, which runtime and why."""
+    from .pipeline import ReWaSPipeline
+
+    log = logging.getLogger("rewas.runtime")  # a first use of OpenVINO converts the model: say so, it takes a while
+    log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    if not any(isinstance(h, _SayHandler) for h in log.handlers):
+        log.addHandler(_SayHandler())
+    pipe = ReWaSPipeline.from_pretrained(
+        args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype, runtime=args.runtime
+    )
+    if getattr(args, "verbose", False):
+        print(f"rewas: the video encoder and the denoiser on {pipe.runtime} ({pipe.runtime_reason})", file=sys.stderr)
+    return pipe
+
+
 def _device(name: str | None):
     from . import validate
 
@@ -135,7 +159,7 @@ def cmd_generate(args) -> None:
     from .files import atomic_path
     from .frames import probe
     from .mux import CONTAINERS, mux
-    from .pipeline import ReWaSPipeline, check_duration
+    from .pipeline import check_duration
 
     _check_suffix(args.output, tuple(CONTAINERS), "-o")
     _check_suffix(args.wav, (".wav",), "--wav")
@@ -158,7 +182,7 @@ def cmd_generate(args) -> None:
     device = _device(args.device)
     dtype = _precision(args, device)
 
-    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
+    pipe = _load(args, device, dtype)
     with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
 
         def progress(step: int, total: int) -> None:
@@ -207,7 +231,7 @@ def _generate_layers(args) -> None:
     from .files import atomic_path
     from .frames import probe
     from .mux import mux
-    from .pipeline import ReWaSPipeline, check_duration
+    from .pipeline import check_duration
 
     one_prompt = {
         "--prompt": args.prompt is not None,
@@ -242,7 +266,7 @@ def _generate_layers(args) -> None:
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     device = _device(args.device)
     dtype = _precision(args, device)
-    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
+    pipe = _load(args, device, dtype)
     with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
         result = st.render(
             pipe,
@@ -289,7 +313,6 @@ def cmd_batch(args) -> None:
     from tqdm import tqdm
 
     from . import batch, validate
-    from .pipeline import ReWaSPipeline
 
     _check_sampler_options(args)
     if args.prompt is not None:
@@ -326,7 +349,7 @@ def cmd_batch(args) -> None:
         energy=args.energy_out,
         batch_size=args.batch_size,
     )
-    pipe = ReWaSPipeline.from_pretrained(args.model, tokenizer_dir=args.tokenizer_dir, device=device, dtype=dtype)
+    pipe = _load(args, device, dtype)
     todo = batch.todo(items, outdir, rank=rank, world=world, overwrite=args.overwrite)
     prefetch = args.prefetch == "on" or (args.prefetch == "auto" and pipe.device.type != "cpu")
     with tqdm(total=len(todo), desc="batch", unit="item", file=sys.stderr, disable=args.quiet or rank != 0) as bar:
@@ -428,6 +451,7 @@ def cmd_ui(args) -> None:
         queue_size=args.queue,
         device=device,
         dtype=args.dtype,
+        runtime=args.runtime,
     )
 
 
@@ -671,6 +695,11 @@ def cmd_corpus(args) -> None:
     print(f"wrote {out / 'manifest.jsonl'} (+ train/val/test.jsonl{also})", file=sys.stderr)
 
 
+RUNTIME_CHOICES = ["auto", "torch", "openvino"]  # rewas.runtime.RUNTIMES (not imported here: it imports torch)
+RUNTIME_HELP = (
+    "where the video encoder and the denoiser run (default auto: OpenVINO for a large model, such as the paper's, on "
+    "a CPU when the [openvino] extra is installed, else PyTorch; -v says which)"
+)
 DTYPE_CHOICES = ["fp32", "bf16", "fp16", "auto"]
 DTYPE_HELP = (
     "precision of the diffusion model (default auto: bf16 where the CPU computes it natively, AVX512-BF16 or AMX, "
@@ -750,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
+    g.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.add_argument("-v", "--verbose", action="store_true", help="say the precision chosen and the stages' times")
     g.set_defaults(func=cmd_generate)
@@ -785,6 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--device", help="torch device (default: the rank's, else cuda if available, else cpu)")
     b.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
+    b.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.add_argument("-v", "--verbose", action="store_true", help="say the precision chosen")
     b.set_defaults(func=cmd_batch)
@@ -953,6 +984,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--queue", type=int, default=8, help="takes waiting at most; more are refused (default 8)")
     u.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     u.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
+    u.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     u.set_defaults(func=cmd_ui)
 
     k2 = sub.add_parser(

@@ -170,6 +170,9 @@ class ReWaSPipeline:
         self.dtype = torch.float32
         self.storage_dtype = torch.float32  # what the weights were stored in: save_pretrained keeps it
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}  # encode_text's
+        self.runtime = "torch"  # where the video encoder and the denoiser run: `use_runtime`
+        self._step = None  # the denoiser call compiled by another runtime
+        self.runtime_reason = "the default"  # why `runtime` was chosen (`rewas -v` says it)
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -188,14 +191,18 @@ class ReWaSPipeline:
         tokenizer_dir: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        runtime: str = "torch",
     ) -> ReWaSPipeline:
         """`default` (the trained model embedded in the package), a preset name (`debug`, `small`, `paper`: random
-        weights) or a folder written by `save_pretrained`."""
+        weights) or a folder written by `save_pretrained`. `runtime`: see `use_runtime`."""
         if _is_preset(name_or_dir):
             pipe = cls.from_config(PRESETS[str(name_or_dir)]())
         else:
             pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir)
-        return pipe.to(device or "cpu", dtype)
+        pipe.to(device or "cpu", dtype)
+        if runtime != "torch":
+            pipe.use_runtime(runtime)
+        return pipe
 
     @classmethod
     def _load_folder(cls, folder: Path, tokenizer_dir) -> ReWaSPipeline:
@@ -235,6 +242,10 @@ class ReWaSPipeline:
         `dtype`: by default what the loaded folder stored (fp16 for the embedded model, which loading upcasts, so
         that a save does not double its size), fp32 for a model built in memory."""
         dtype = self.storage_dtype if dtype is None else validate.dtype(dtype, torch.device("meta"), "dtype")
+        if any(self._released(name) for name in DIFFUSION):
+            raise UserError(
+                "this pipeline's weights were handed to OpenVINO (use_runtime): load the model again to save it"
+            )
         folder = Path(folder)
         with files.atomic_folder(folder) as tmp:  # a failed or killed save leaves no folder that looks whole
             for name in COMPONENTS:
@@ -258,11 +269,61 @@ class ReWaSPipeline:
         fp32/bf16/fp16); the VAE, vocoder, text encoder and phi stay fp32."""
         device = validate.device(device)
         dtype = validate.dtype(dtype, device)  # both checked before anything moves: a refused call moves nothing
+        gone = [name for name in DIFFUSION if self._released(name)]
+        if gone and device.type != "cpu":
+            raise UserError(
+                f"this pipeline's {' and '.join(gone)} run on OpenVINO, which freed their PyTorch weights: load the "
+                f"model again for {device}"
+            )
         self.device, self.dtype = device, dtype
         self._text_cache.clear()
         for name in COMPONENTS:
-            getattr(self, name).to(device=self.device, dtype=dtype if name in DIFFUSION else torch.float32)
+            to = {"device": self.device} if name not in gone else {}  # freed weights stay shapes without memory
+            getattr(self, name).to(**to, dtype=dtype if name in DIFFUSION else torch.float32)
+        if self.runtime != "torch":  # compiled for the old precision: again for the new one, or PyTorch off a CPU
+            self.use_runtime(self.runtime if device.type == "cpu" else "torch")
         return self
+
+    def use_runtime(self, runtime: str = "auto", keep_torch: bool = False) -> str:
+        """Run the video encoder (Motionformer) and the denoiser with `runtime` (`rewas.runtime`): torch, openvino
+        (a CPU, the [openvino] extra) or auto (openvino for a large model on a CPU when it is installed). Returns
+        why it was chosen. The first use of a model converts it for OpenVINO (about a minute for the paper's);
+        later ones load it from the cache (`rewas.runtime.cache_root`). OpenVINO holds its own copy of their
+        weights, so the PyTorch ones are freed (1.2 GB for the paper in bf16) unless `keep_torch`: such a
+        pipeline then stays on OpenVINO and on the CPU (load the model again for PyTorch or a GPU)."""
+        from . import runtime as runtime_mod
+
+        size = sum(p.numel() for m in (self.unet, self.adapter) for p in m.parameters())
+        chosen, why = runtime_mod.resolve(runtime, self.device, size)
+        encoder = self.video_encoder if hasattr(self.video_encoder, "segment_runner") else None
+        nets = [m for m in (self.unet, self.adapter, encoder) if m is not None]
+        if any(runtime_mod.released(m) for m in nets):
+            if chosen != "openvino":
+                raise UserError(
+                    "this pipeline's video encoder and denoiser run on OpenVINO, which freed their PyTorch weights: "
+                    "load the model again to run them with PyTorch"
+                )
+            self._step = self._step.with_dtype(self.dtype)
+            if encoder is not None:
+                encoder.segment_runner = encoder.segment_runner.with_dtype(self.dtype)
+        elif chosen == "openvino":
+            step = runtime_mod.compile_step(self.unet, self.adapter, self.dtype)
+            segment = runtime_mod.compile_video_encoder(encoder, self.dtype) if encoder is not None else None
+            self._step = step
+            if encoder is not None:
+                encoder.segment_runner = segment
+            if not keep_torch:
+                for module in nets:
+                    runtime_mod.release(module)
+        else:
+            self._step = None
+            if encoder is not None:
+                encoder.segment_runner = None
+        self.runtime, self.runtime_reason = chosen, why
+        return why
+
+    def _released(self, name: str) -> bool:
+        return any(p.is_meta for p in getattr(self, name).parameters())
 
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self.config)
@@ -403,6 +464,9 @@ class ReWaSPipeline:
                 hint_in = torch.cat([torch.zeros_like(hint) if self.config.sampler.guide_energy else hint, hint])
             text_in, hint_in = text_in.to(self.dtype), hint_in.to(self.dtype)
             t_in = t.reshape(1).expand(x_in.shape[0]).to(self.device)
+            if self._step is not None:  # control_scale 0 adds zero residuals: the same as no adapter
+                out = self._step(x_in, t_in, text_in, hint_in, control_scale)
+                return out if guidance == 1.0 else classifier_free_guidance(*out.chunk(2), guidance)
             control = None
             if control_scale != 0:
                 control = self.adapter(x_in, hint_in, t_in, text_in)

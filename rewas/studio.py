@@ -157,9 +157,11 @@ class Studio:
         job_seconds: float = 900.0,
         device: str | None = None,
         dtype: str = "auto",
+        runtime: str = "auto",
     ):
         self.models = list(dict.fromkeys(models))
         self.dtype = dtype  # the diffusion model's precision: fp32, bf16 or auto (validate.dtype)
+        self.runtime = runtime  # where its video encoder and denoiser run (rewas.runtime)
         self.max_video_seconds = max_video_seconds
         self.job_seconds = job_seconds
         self.device = device
@@ -188,7 +190,9 @@ class Studio:
                 # free the old one before the new one loads; a load that fails leaves no model, and the next
                 # request loads again (a name kept for a dropped model would hand out None)
                 self._pipe, self._pipe_name = None, None
-                self._pipe = ReWaSPipeline.from_pretrained(model, device=self.device, dtype=self.dtype)
+                self._pipe = ReWaSPipeline.from_pretrained(
+                    model, device=self.device, dtype=self.dtype, runtime=self.runtime
+                )
                 self._pipe_name = model
             return self._pipe
 
@@ -1076,6 +1080,7 @@ def launch(
     queue_size: int = 8,
     device: str | None = None,
     dtype: str = "auto",
+    runtime: str = "auto",
 ) -> None:
     """Serve the studio until interrupted (Ctrl+C or SIGTERM); every file it wrote is removed at the end."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing reported anywhere
@@ -1086,7 +1091,14 @@ def launch(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
     _bound_malloc_arenas()
-    studio = Studio(models, max_video_seconds=max_video_seconds, job_seconds=job_seconds, device=device, dtype=dtype)
+    studio = Studio(
+        models,
+        max_video_seconds=max_video_seconds,
+        job_seconds=job_seconds,
+        device=device,
+        dtype=dtype,
+        runtime=runtime,
+    )
     # gradio's cache (uploads, and a copy of every file it serves) inside the studio's folder, so that it goes
     # with it at the end; a GRADIO_TEMP_DIR the user set is theirs, and left alone
     own_cache = not os.environ.get("GRADIO_TEMP_DIR")

@@ -118,6 +118,7 @@ class VideoEncoder(nn.Module):
         self.spatial_attn_agg = SpatialAggregation(dim, cfg.agg_heads, cfg.agg_ff, cfg.norm_eps)
         for param in (self.cls_token, self.pos_embed, self.temp_embed):
             nn.init.trunc_normal_(param, std=0.02)
+        self.segment_runner = None  # `_encode` compiled by another runtime (rewas.runtime), for the CPU path
 
     @property
     def dtype(self) -> torch.dtype:
@@ -130,7 +131,8 @@ class VideoEncoder(nn.Module):
         # on a CPU one segment at a time: its 1,569 tokens' working set stays in the caches (bf16, 14 segments of a
         # 5 s clip, 2 cores: 0.75 s a segment against 1.1-1.6 s all at once), and activations stay small
         calls = x.split(1) if x.device.type == "cpu" else [x]
-        return torch.cat([self._encode(part) for part in calls]).reshape(b, s * (t // self.config.tubelet), -1)
+        encode = self.segment_runner if self.segment_runner is not None and x.device.type == "cpu" else self._encode
+        return torch.cat([encode(part) for part in calls]).reshape(b, s * (t // self.config.tubelet), -1)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, 3, H, W) -> (N * T', C)."""

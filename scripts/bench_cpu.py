@@ -3,6 +3,7 @@
     python scripts/bench_cpu.py                                   # the default model, fp32 and bf16, 5 runs each
     python scripts/bench_cpu.py --model paper --runs 1            # the paper model (random weights: same cost)
     python scripts/bench_cpu.py --paths fp32,bf16,fp32+compile    # torch.compile (inductor) on the UNet + adapter
+    python scripts/bench_cpu.py --model paper --paths fp32,bf16,bf16+openvino  # OpenVINO (the [openvino] extra)
     python scripts/bench_cpu.py --process --runs 5                # whole `rewas generate` processes, timed outside
 
 Each speed path runs in a worker process of its own, loaded and warmed up once; the workers then take turns, run by
@@ -64,6 +65,8 @@ def worker(args) -> int:
     if runtime == "compile":
         pipe.unet = torch.compile(pipe.unet, dynamic=False)
         pipe.adapter = torch.compile(pipe.adapter, dynamic=False)
+    elif runtime == "openvino":  # converted on first use (cached), compiled here: loading is not what is timed
+        pipe.use_runtime("openvino")
     elif runtime:
         raise SystemExit(f"unknown runtime {runtime!r}")
     clock: dict[str, float] = {}

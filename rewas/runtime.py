@@ -1,0 +1,262 @@
+"""Where the two heaviest networks run on a CPU: PyTorch, or OpenVINO (the [openvino] extra).
+
+With the paper model, a 5 s clip's time on a CPU is almost all the Motionformer video encoder (14 segments) and the
+denoiser (25 guided adapter + UNet calls). OpenVINO runs both faster than PyTorch eager on the CPUs measured
+(docs/speed.md): its kernels fuse the normalisations and activations into the matmuls and convolutions, which
+PyTorch runs one by one. Everything else (frames, phi, text, sampler, VAE, vocoder) stays in PyTorch.
+
+The networks are converted from our own modules (traced, in fp32) into OpenVINO's format once and kept in a cache
+folder, keyed by their weights, their config and the versions of rewas and OpenVINO: a conversion takes about 20 s
+for the paper model, loading a converted one about 2 s. Precision follows the pipeline's dtype (bf16 or fp32).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import __version__
+from ._optional import require
+from .errors import UserError
+
+RUNTIMES = ("auto", "torch", "openvino")
+# `auto` takes OpenVINO for a model at least this large (the paper's adapter + UNet: 490 M). The embedded model
+# (26 M) stays on PyTorch: for a short clip, importing and loading OpenVINO costs more than its faster steps save.
+AUTO_MIN_PARAMETERS = 100_000_000
+KEEP = 3  # converted models kept per kind (an older one is converted again if it is used again)
+NAMES = {"step": "adapter and UNet", "video_encoder": "video encoder"}
+FORMAT = 1  # bump when the converted graphs' inputs or outputs change: older cache entries are then not used
+
+
+def cache_root() -> Path:
+    """$REWAS_CACHE, else $XDG_CACHE_HOME/rewas, else ~/.cache/rewas."""
+    if os.environ.get("REWAS_CACHE"):
+        return Path(os.environ["REWAS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rewas"
+
+
+def installed() -> bool:
+    from ._optional import _installed
+
+    return _installed("openvino")
+
+
+def resolve(value: str, device: torch.device, parameters: int) -> tuple[str, str]:
+    """`value` (auto, torch, openvino) for a model whose adapter + UNet have `parameters` on `device` -> the runtime
+    and why. An explicit openvino that cannot run is a UserError."""
+    if value not in RUNTIMES:
+        raise UserError(f"runtime {value!r}: choose one of {', '.join(RUNTIMES)}")
+    if value == "torch":
+        return "torch", "--runtime torch"
+    if device.type != "cpu":
+        if value == "openvino":
+            raise UserError(
+                f"runtime openvino runs on a CPU, not on {device.type}: use --device cpu or --runtime torch"
+            )
+        return "torch", f"auto: torch on {device.type}"
+    if value == "openvino":
+        require("openvino", extra="openvino", for_="--runtime openvino")
+        return "openvino", "--runtime openvino"
+    if parameters < AUTO_MIN_PARAMETERS:
+        return "torch", f"auto: torch for a model of {parameters / 1e6:.0f} M parameters (OpenVINO from 100 M)"
+    if not installed():
+        return "torch", 'auto: torch (OpenVINO would be faster for this model: pip install "rewas[openvino]")'
+    return "openvino", f"auto: OpenVINO is installed and the model has {parameters / 1e6:.0f} M parameters"
+
+
+class _Step(nn.Module):
+    """One denoiser call: adapter residuals (scaled) into the UNet."""
+
+    def __init__(self, unet: nn.Module, adapter: nn.Module):
+        super().__init__()
+        self.unet, self.adapter = unet, adapter
+
+    def forward(self, x, t, text, hint, control_scale):
+        control = [c * control_scale for c in self.adapter(x, hint, t, text)]
+        return self.unet(x, t, text, control=control)
+
+
+class _Segment(nn.Module):
+    """The video encoder on one batch of segments (N, T, 3, H, W) -> (N * T', C)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x):
+        return self.encoder._encode(x)
+
+
+class CompiledNet:
+    """A converted network (`xml`) compiled for a precision, called with torch tensors; returns its first output as
+    a torch tensor of that precision. Each call has its own infer request: the studio and `rewas batch` call from
+    several threads."""
+
+    def __init__(self, xml: Path, inputs: int, dtype: torch.dtype):
+        self.xml, self.inputs, self.dtype = xml, inputs, dtype
+        self.compiled = _compile(xml, dtype)
+
+    def with_dtype(self, dtype: torch.dtype) -> CompiledNet:
+        """The same network compiled for another precision (its weights come from the converted file)."""
+        if not self.xml.is_file():
+            raise UserError(f"{self.xml.parent}: the converted model left the cache; load the model again")
+        return CompiledNet(self.xml, self.inputs, dtype)
+
+    def __call__(self, *tensors) -> torch.Tensor:
+        assert len(tensors) == self.inputs
+        inputs = [
+            (t if torch.is_tensor(t) else torch.tensor(t)).detach().to("cpu", torch.float32).contiguous().numpy()
+            for t in tensors
+        ]
+        out = self.compiled.create_infer_request().infer(inputs)[0]
+        return torch.from_numpy(out.copy()).to(self.dtype)
+
+
+def release(module: nn.Module) -> None:
+    """Free a module's weights (to the meta device: shapes and dtypes stay) once OpenVINO holds its own copy: the
+    paper's adapter, UNet and video encoder are 1.2 GB in bf16, which would otherwise be held twice."""
+    module.to("meta")
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps freed blocks of its heap for later; hand them back, or the freed weights stay resident."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl and others: no such library or call
+        pass
+
+
+def released(module: nn.Module) -> bool:
+    return any(p.is_meta for p in module.parameters())
+
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()  # two threads converting the same model would race for its cache folder
+
+
+def fingerprint(module: nn.Module, config: dict) -> str:
+    """A key for a network's converted form: its weights' bytes, its config and the versions that convert it."""
+    import openvino
+
+    h = hashlib.sha256(json.dumps([config, __version__, openvino.__version__, FORMAT], sort_keys=True).encode())
+    for name, t in module.state_dict().items():
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:24]
+
+
+def _convert(name: str, net: nn.Module, example: tuple, inputs: list, key: str, dtype: torch.dtype) -> Path:
+    """The network's converted model in the cache (converted now if it is not there yet) -> its .xml path."""
+    import openvino as ov
+
+    root = cache_root() / "openvino"
+    folder = root / f"{name}-{key}"
+    xml = folder / "model.xml"
+    with _lock:
+        if xml.is_file() and (folder / "model.bin").is_file():
+            xml.touch()  # recently used: kept by `_evict`
+            return xml
+        root.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "converting the %s for OpenVINO, once for these weights (the paper's: about a minute) into %s",
+            NAMES[name],
+            root,
+        )
+        fp32 = copy.deepcopy(net).float().eval()  # traced in fp32: precision is chosen when it is compiled
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
+            warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
+            model = ov.convert_model(fp32, example_input=tuple(e.float() for e in example))
+        for port, (shape, kind) in zip(model.inputs, inputs):
+            port.get_node().set_partial_shape(ov.PartialShape(shape))
+            port.get_node().set_element_type(kind)
+        model.validate_nodes_and_infer_types()
+        # bf16 weights are exact in fp16 (more mantissa bits) inside its range: half the file of fp32
+        small = dtype == torch.bfloat16 and all(p.abs().max() < 60000 for p in fp32.parameters() if p.numel())
+        del fp32
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        try:
+            ov.save_model(model, tmp / "model.xml", compress_to_fp16=small)
+            shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a killed conversion
+            tmp.rename(folder)  # whole or absent: another process never reads a half-written entry
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _evict(root, name)
+        return xml
+
+
+def _evict(root: Path, name: str) -> None:
+    """Keep the KEEP most recently used converted models of a kind (the paper's step is 1-2 GB on disk)."""
+    entries = sorted(root.glob(f"{name}-*/model.xml"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for xml in entries[KEEP:]:
+        shutil.rmtree(xml.parent, ignore_errors=True)
+
+
+def _compile(xml: Path, dtype: torch.dtype):
+    import openvino as ov
+
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+    }
+    core = ov.Core()
+    return core.compile_model(core.read_model(xml), "CPU", config)
+
+
+def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> CompiledNet:
+    """step(x (B, C, T, F), t (B,), text (B, D), hint (B, C, T, F), control_scale) -> eps (B, C, T, F), any B and T."""
+    import openvino as ov
+
+    cfg = unet.config
+    freq = adapter.input_hint_block[1].in_features
+    mult = 2 ** (len(cfg.channel_mult) - 1)
+    example = (
+        torch.zeros(2, cfg.in_channels, 8 * mult, freq),
+        torch.tensor([500.0, 500.0]),
+        torch.zeros(2, cfg.film_dim),
+        torch.zeros(2, cfg.in_channels, 8 * mult, freq),
+        torch.tensor(1.0),
+    )
+    inputs = [
+        ([-1, cfg.in_channels, -1, freq], ov.Type.f32),
+        ([-1], ov.Type.f32),  # the sampler's whole timesteps: exact in f32
+        ([-1, cfg.film_dim], ov.Type.f32),
+        ([-1, cfg.in_channels, -1, freq], ov.Type.f32),
+        ([], ov.Type.f32),
+    ]
+    step = _Step(unet, adapter)
+    key = fingerprint(step, {"unet": dataclasses.asdict(cfg), "freq": freq})
+    xml = _convert("step", step, example, inputs, key, dtype)
+    return CompiledNet(xml, len(inputs), dtype)
+
+
+def compile_video_encoder(encoder: nn.Module, dtype: torch.dtype) -> CompiledNet:
+    """encode(segments (N, T, 3, H, W)) -> (N * T', C), as `VideoEncoder._encode`."""
+    import openvino as ov
+
+    cfg = encoder.config
+    example = (torch.zeros(1, cfg.num_frames, 3, cfg.img_size, cfg.img_size),)
+    inputs = [([-1, cfg.num_frames, 3, cfg.img_size, cfg.img_size], ov.Type.f32)]
+    wrapped = _Segment(encoder)
+    xml = _convert("video_encoder", wrapped, example, inputs, fingerprint(wrapped, dataclasses.asdict(cfg)), dtype)
+    return CompiledNet(xml, 1, dtype)

@@ -1,0 +1,152 @@
+"""OpenVINO as the runtime of the video encoder and the denoiser on a CPU (issue 28): its quality guard against
+PyTorch fp32 (a whole sampling's final latent, the paper-size video encoder's features), its cache of converted
+models, what `auto` chooses and says, and the command line."""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import numpy as np
+import openvino  # the [openvino] extra, in what `make install` sets up: a missing install fails here, not skips
+import pytest
+import torch
+
+from rewas import ReWaSPipeline, runtime, samples
+from rewas._optional import MissingExtraError
+from rewas.cli import main
+from rewas.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("REWAS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "openvino"
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _live_outputs(pipe: ReWaSPipeline) -> ReWaSPipeline:
+    """Random weights whose zero-initialised output layers are not zero: otherwise every path gives the same latent."""
+    with torch.no_grad():
+        for module in (pipe.unet, pipe.adapter):
+            for p in module.parameters():
+                if p.dim() > 1 and not p.any():
+                    p.normal_(0, 0.02)
+    return pipe
+
+
+def test_openvino_stays_near_torch_fp32_through_a_whole_sampling():
+    """The small preset (the paper's kinds of part, smaller), 5 steps with CFG: OpenVINO fp32 is PyTorch fp32 to
+    float precision; OpenVINO bf16 within the bound that PyTorch bf16 is held to (tests/test_speed.py)."""
+    pipe = _live_outputs(ReWaSPipeline.from_pretrained("small"))
+    ask = {"energy": np.linspace(-8, -3, 200), "prompt": "a ball", "seed": 1, "steps": 5}
+    reference = pipe(**ask).latent
+    fast = copy.deepcopy(pipe)
+    assert "openvino" in fast.use_runtime("openvino") and fast.runtime == "openvino"
+    assert _rel(fast(**ask).latent, reference) < 1e-4
+    fast.to("cpu", "bf16")  # compiled again for the new precision
+    assert fast.runtime == "openvino" and fast.dtype == torch.bfloat16
+    assert 0 < _rel(fast(**ask).latent, reference) < 0.05
+
+
+def test_openvino_video_encoder_at_the_papers_size():
+    from rewas.config import paper
+    from rewas.video_encoder import build_video_encoder
+
+    torch.manual_seed(0)
+    encoder = build_video_encoder(paper().video_encoder).eval()
+    segments = torch.rand(1, 2, 16, 3, 224, 224) * 2 - 1
+    with torch.no_grad():
+        reference = encoder(segments)
+        for dtype, bound in ((torch.float32, 1e-4), (torch.bfloat16, 0.02)):
+            low = copy.deepcopy(encoder).to(dtype)
+            low.segment_runner = runtime.compile_video_encoder(low, dtype)
+            out = low(segments.to(dtype))
+            assert out.shape == reference.shape and out.dtype == dtype
+            assert _rel(out, reference) < bound, (dtype, _rel(out, reference))
+
+
+def test_converted_models_are_cached_by_their_weights(cache, monkeypatch):
+    pipe = ReWaSPipeline.from_pretrained("debug")
+    pipe.use_runtime("openvino")
+    (first,) = cache.glob("step-*/model.xml")
+    convert = openvino.convert_model
+
+    def refused(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(openvino, "convert_model", refused)
+    again = ReWaSPipeline.from_pretrained("debug")
+    again.use_runtime("openvino", keep_torch=True)  # same weights: from the cache
+    assert again.runtime == "openvino"
+    monkeypatch.setattr(openvino, "convert_model", convert)
+    monkeypatch.setattr(runtime, "KEEP", 1)
+    with torch.no_grad():
+        again.unet.out[-1].bias.add_(0.5)  # other weights: converted anew, and the older entry goes
+    again.use_runtime("openvino", keep_torch=True)
+    (entry,) = cache.glob("step-*/model.xml")  # the older one evicted, no half-written folder left
+    assert entry != first and not list(cache.glob(".*"))
+    channels, _, freq = pipe.config.latent_shape
+    x = torch.randn(2, channels, 16, freq)
+    t, text = torch.tensor([10, 10]), torch.randn(2, pipe.config.unet.film_dim)
+    with torch.no_grad():
+        torch_out = again.unet(x, t, text, control=again.adapter(x, x, t, text))
+    assert _rel(again._step(x, t, text, x, 1.0), torch_out) < 1e-5  # the new weights, not the cached old ones
+
+
+def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.resolve("auto", cpu, 26_000_000)[0] == "torch"  # the embedded model
+    assert runtime.resolve("auto", cpu, 490_000_000) == (
+        "openvino",
+        "auto: OpenVINO is installed and the model has 490 M parameters",
+    )
+    assert runtime.resolve("auto", cuda, 490_000_000)[0] == "torch"
+    assert runtime.resolve("torch", cpu, 490_000_000)[0] == "torch"
+    with pytest.raises(UserError, match="runs on a CPU"):
+        runtime.resolve("openvino", cuda, 1)
+    with pytest.raises(UserError, match="choose one of"):
+        runtime.resolve("tensorrt", cpu, 1)
+    monkeypatch.setattr(runtime, "installed", lambda: False)
+    chosen, why = runtime.resolve("auto", cpu, 490_000_000)
+    assert chosen == "torch" and 'pip install "rewas[openvino]"' in why
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: an explicit request says how to get it
+    with pytest.raises(MissingExtraError, match=r"--runtime openvino needs the \[openvino\] extra"):
+        runtime.resolve("openvino", cpu, 1)
+
+
+def test_the_cli_takes_and_says_the_runtime(tmp_path, capsys):
+    clip = tmp_path / "ball.mp4"
+    samples.write_video(clip, samples.bouncing_ball_frames(), 1.0, 25)
+    args = ["generate", str(clip), "--prompt", "a ball", "--model", "debug", "--steps", "2", "--seed", "0", "-q", "-v"]
+    assert main([*args, "-o", str(tmp_path / "a.mp4"), "--runtime", "openvino", "--dtype", "fp32"]) == 0
+    assert "the video encoder and the denoiser on openvino (--runtime openvino)" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "b.mp4"), "--dtype", "fp32"]) == 0
+    assert "on torch (auto: torch for a model of" in capsys.readouterr().err
+    assert (tmp_path / "a.mp4").stat().st_size > 0 and (tmp_path / "b.mp4").stat().st_size > 0
+    with pytest.raises(SystemExit) as e:
+        main([*args, "-o", str(tmp_path / "c.mp4"), "--runtime", "tensorrt"])
+    assert e.value.code == 2 and not (tmp_path / "c.mp4").exists()
+
+
+def test_openvino_frees_the_torch_weights_and_refuses_what_needs_them(tmp_path, monkeypatch):
+    pipe = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
+    assert all(p.is_meta for m in (pipe.unet, pipe.adapter) for p in m.parameters())
+    ask = {"energy": np.linspace(-8, -3, 100), "prompt": "a ball", "seed": 0, "steps": 2}
+    fp32 = pipe(**ask).waveform
+    pipe.to("cpu", "bf16")  # compiled again from the converted file: no weights needed
+    assert pipe.runtime == "openvino" and pipe._step.dtype == torch.bfloat16
+    assert np.isfinite(pipe(**ask).waveform).all()
+    assert np.isfinite(fp32).all() and np.abs(fp32).max() > 0
+    with pytest.raises(UserError, match="load the model again to run them with PyTorch"):
+        pipe.use_runtime("torch")
+    with pytest.raises(UserError, match="load the model again to save it"):
+        pipe.save_pretrained(tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    monkeypatch.setattr("rewas.validate.device", lambda value, name="device": torch.device("cuda"))
+    with pytest.raises(UserError, match="load the model again for cuda"):
+        pipe.to("cuda")
+    assert pipe.device.type == "cpu" and pipe.runtime == "openvino"
