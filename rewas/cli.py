@@ -485,9 +485,12 @@ def cmd_info(args) -> None:
     import torch
 
     from . import validate
+    from .runtime import resolve
 
     dtype, why = validate.auto_dtype(torch.device("cpu"))
     print(f"  on this machine's CPU, --dtype auto runs it in {str(dtype).removeprefix('torch.')} ({why})")
+    where, why = resolve("auto", torch.device("cpu"), counts["unet"] + counts["adapter"])
+    print(f"  and --runtime auto its video encoder and denoiser on {where} ({why})")
 
 
 def cmd_evaluate(args) -> None:

@@ -33,8 +33,8 @@ from ._optional import require
 from .errors import UserError
 
 RUNTIMES = ("auto", "torch", "openvino")
-# `auto` takes OpenVINO for a model at least this large (the paper's adapter + UNet: 490 M). The embedded model
-# (26 M) stays on PyTorch: for a short clip, importing and loading OpenVINO costs more than its faster steps save.
+# `auto` takes OpenVINO for a model at least this large (the paper's adapter + UNet: 598 M). The embedded model
+# (15 M) stays on PyTorch: for a short clip, importing and loading OpenVINO costs more than its faster steps save.
 AUTO_MIN_PARAMETERS = 100_000_000
 KEEP = 3  # converted models kept per kind (an older one is converted again if it is used again)
 NAMES = {"step": "adapter and UNet", "video_encoder": "video encoder"}

@@ -130,6 +130,8 @@ def test_the_cli_takes_and_says_the_runtime(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([*args, "-o", str(tmp_path / "c.mp4"), "--runtime", "tensorrt"])
     assert e.value.code == 2 and not (tmp_path / "c.mp4").exists()
+    assert main(["info", "paper"]) == 0
+    assert "--runtime auto its video encoder and denoiser on openvino (auto: OpenVINO" in capsys.readouterr().out
 
 
 def test_openvino_frees_the_torch_weights_and_refuses_what_needs_them(tmp_path, monkeypatch):
