@@ -440,6 +440,10 @@ def cmd_ui(args) -> None:
         raise UserError("--queue must be at least 1")
     device = None if args.device is None else str(_device(args.device))
     _precision(args, device or str(_device(None)))  # a bad --dtype (fp16 on a CPU) fails here, in one line
+    if args.runtime == "openvino":  # likewise: not at the first take, once the page is up
+        from .runtime import resolve
+
+        resolve("openvino", _device(device), 0)  # on a CPU, with the extra installed
     print(f"rewas studio: http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
     launch(
         models,

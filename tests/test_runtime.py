@@ -152,3 +152,13 @@ def test_openvino_frees_the_torch_weights_and_refuses_what_needs_them(tmp_path, 
     with pytest.raises(UserError, match="load the model again for cuda"):
         pipe.to("cuda")
     assert pipe.device.type == "cpu" and pipe.runtime == "openvino"
+
+
+def test_the_studio_takes_the_runtime_and_refuses_one_it_cannot_run_before_it_starts(monkeypatch, capsys):
+    launched = []
+    monkeypatch.setattr("rewas.studio.launch", lambda *args, **kwargs: launched.append(kwargs))
+    assert main(["ui", "--runtime", "openvino"]) == 0
+    assert launched[-1]["runtime"] == "openvino"
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert main(["ui", "--runtime", "openvino"]) == 2
+    assert "--runtime openvino needs the [openvino] extra" in capsys.readouterr().err and len(launched) == 1
