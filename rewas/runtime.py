@@ -6,8 +6,8 @@ denoiser (25 guided adapter + UNet calls). OpenVINO runs both faster than PyTorc
 PyTorch runs one by one. Everything else (frames, phi, text, sampler, VAE, vocoder) stays in PyTorch.
 
 The networks are converted from our own modules (traced, in fp32) into OpenVINO's format once and kept in a cache
-folder, keyed by their weights, their config and the versions of rewas and OpenVINO: a conversion takes about 20 s
-for the paper model, loading a converted one about 2 s. Precision follows the pipeline's dtype (bf16 or fp32).
+folder, keyed by their weights, their config and the versions of rewas and OpenVINO: converting the paper model
+takes about 45 s, compiling a converted one about 2 s. Precision follows the pipeline's dtype (bf16 or fp32).
 """
 
 from __future__ import annotations
