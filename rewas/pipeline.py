@@ -200,8 +200,7 @@ class ReWaSPipeline:
         else:
             pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir)
         pipe.to(device or "cpu", dtype)
-        if runtime != "torch":
-            pipe.use_runtime(runtime)
+        pipe.use_runtime(runtime)
         return pipe
 
     @classmethod

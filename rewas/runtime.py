@@ -61,7 +61,7 @@ def resolve(value: str, device: torch.device, parameters: int) -> tuple[str, str
     if value not in RUNTIMES:
         raise UserError(f"runtime {value!r}: choose one of {', '.join(RUNTIMES)}")
     if value == "torch":
-        return "torch", "--runtime torch"
+        return "torch", "asked for"
     if device.type != "cpu":
         if value == "openvino":
             raise UserError(
@@ -70,7 +70,7 @@ def resolve(value: str, device: torch.device, parameters: int) -> tuple[str, str
         return "torch", f"auto: torch on {device.type}"
     if value == "openvino":
         require("openvino", extra="openvino", for_="--runtime openvino")
-        return "openvino", "--runtime openvino"
+        return "openvino", "asked for"
     if parameters < AUTO_MIN_PARAMETERS:
         return "torch", f"auto: torch for a model of {parameters / 1e6:.0f} M parameters (OpenVINO from 100 M)"
     if not installed():
