@@ -306,8 +306,15 @@ class ReWaSPipeline:
             if encoder is not None:
                 encoder.segment_runner = encoder.segment_runner.with_dtype(self.dtype)
         elif chosen == "openvino":
-            step = runtime_mod.compile_step(self.unet, self.adapter, self.dtype)
-            segment = runtime_mod.compile_video_encoder(encoder, self.dtype) if encoder is not None else None
+            try:
+                step = runtime_mod.compile_step(self.unet, self.adapter, self.dtype)
+                segment = runtime_mod.compile_video_encoder(encoder, self.dtype) if encoder is not None else None
+            except Exception as e:  # auto must never do worse than PyTorch: an OpenVINO that fails is left out
+                if runtime != "auto":
+                    raise
+                why = f"auto: OpenVINO failed ({one_line(e)}), so torch"
+                runtime_mod.log.warning("OpenVINO failed (%s): the model runs on PyTorch", one_line(e))
+                return self._use_torch(encoder, why)
             self._step = step
             if encoder is not None:
                 encoder.segment_runner = segment
@@ -315,10 +322,15 @@ class ReWaSPipeline:
                 for module in nets:
                     runtime_mod.release(module)
         else:
-            self._step = None
-            if encoder is not None:
-                encoder.segment_runner = None
+            return self._use_torch(encoder, why)
         self.runtime, self.runtime_reason = chosen, why
+        return why
+
+    def _use_torch(self, encoder, why: str) -> str:
+        self._step = None
+        if encoder is not None:
+            encoder.segment_runner = None
+        self.runtime, self.runtime_reason = "torch", why
         return why
 
     def _released(self, name: str) -> bool:

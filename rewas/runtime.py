@@ -175,31 +175,36 @@ def _convert(name: str, net: nn.Module, example: tuple, inputs: list, key: str, 
         if xml.is_file() and (folder / "model.bin").is_file():
             xml.touch()  # recently used: kept by `_evict`
             return xml
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        except OSError as e:
+            raise UserError(
+                f"{root}: cannot keep converted models there ({e.strerror}); set REWAS_CACHE elsewhere"
+            ) from None
         log.info(
             "converting the %s for OpenVINO, once for these weights (the paper's: about a minute) into %s",
             NAMES[name],
             root,
         )
-        fp32 = copy.deepcopy(net).float().eval()  # traced in fp32: precision is chosen when it is compiled
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
-            warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
-            model = ov.convert_model(fp32, example_input=tuple(e.float() for e in example))
-        for port, (shape, kind) in zip(model.inputs, inputs):
-            port.get_node().set_partial_shape(ov.PartialShape(shape))
-            port.get_node().set_element_type(kind)
-        model.validate_nodes_and_infer_types()
-        # bf16 weights are exact in fp16 (more mantissa bits) inside its range: half the file of fp32
-        small = dtype == torch.bfloat16 and all(p.abs().max() < 60000 for p in fp32.parameters() if p.numel())
-        del fp32
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
         try:
+            fp32 = copy.deepcopy(net).float().eval()  # traced in fp32: precision is chosen when it is compiled
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
+                warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
+                model = ov.convert_model(fp32, example_input=tuple(e.float() for e in example))
+            for port, (shape, kind) in zip(model.inputs, inputs):
+                port.get_node().set_partial_shape(ov.PartialShape(shape))
+                port.get_node().set_element_type(kind)
+            model.validate_nodes_and_infer_types()
+            # bf16 weights are exact in fp16 (more mantissa bits) inside its range: half the file of fp32
+            small = dtype == torch.bfloat16 and all(p.abs().max() < 60000 for p in fp32.parameters() if p.numel())
+            del fp32
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=small)
             shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a killed conversion
             tmp.rename(folder)  # whole or absent: another process never reads a half-written entry
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion leaves nothing behind
         _evict(root, name)
         return xml
 

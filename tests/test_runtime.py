@@ -162,3 +162,26 @@ def test_the_studio_takes_the_runtime_and_refuses_one_it_cannot_run_before_it_st
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert main(["ui", "--runtime", "openvino"]) == 2
     assert "--runtime openvino needs the [openvino] extra" in capsys.readouterr().err and len(launched) == 1
+
+
+def test_auto_falls_back_to_torch_when_openvino_fails_and_an_explicit_request_says_why(monkeypatch, cache, tmp_path):
+    monkeypatch.setattr(runtime, "AUTO_MIN_PARAMETERS", 0)  # auto would take OpenVINO for the debug model
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this op\nmore lines")
+
+    monkeypatch.setattr(runtime, "compile_step", broken)
+    pipe = ReWaSPipeline.from_pretrained("debug", runtime="auto")
+    assert pipe.runtime == "torch" and pipe.runtime_reason.startswith("auto: OpenVINO failed (no kernel for this op")
+    assert not any(p.is_meta for p in pipe.unet.parameters())  # nothing freed: it still generates on PyTorch
+    assert np.isfinite(pipe(energy=np.linspace(-8, -3, 100), prompt="a", seed=0, steps=1).waveform).all()
+    with pytest.raises(RuntimeError, match="no kernel"):
+        pipe.use_runtime("openvino")
+    assert pipe.runtime == "torch"
+    monkeypatch.undo()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("REWAS_CACHE", str(blocked))  # a cache that cannot be written: one line, no traceback
+    with pytest.raises(UserError, match="cannot keep converted models there"):
+        pipe.use_runtime("openvino")
+    assert pipe.runtime == "torch" and not any(p.is_meta for p in pipe.unet.parameters())
