@@ -12,7 +12,6 @@ takes about 45 s, compiling a converted one about 2 s. Precision follows the pip
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -187,8 +186,11 @@ def _convert(name: str, net: nn.Module, example: tuple, inputs: list, key: str, 
             NAMES[name],
             root,
         )
+        held = next(net.parameters()).dtype
         try:
-            fp32 = copy.deepcopy(net).float().eval()  # traced in fp32: precision is chosen when it is compiled
+            # traced in fp32 (precision is chosen when it is compiled), in place: a copy would hold the paper's
+            # weights three times over. bf16 -> fp32 -> bf16 gives back the same bits.
+            fp32 = net.float().eval()
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
@@ -199,11 +201,12 @@ def _convert(name: str, net: nn.Module, example: tuple, inputs: list, key: str, 
             model.validate_nodes_and_infer_types()
             # bf16 weights are exact in fp16 (more mantissa bits) inside its range: half the file of fp32
             small = dtype == torch.bfloat16 and all(p.abs().max() < 60000 for p in fp32.parameters() if p.numel())
-            del fp32
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=small)
+            del model
             shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a killed conversion
             tmp.rename(folder)  # whole or absent: another process never reads a half-written entry
         finally:
+            net.to(held)
             shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion leaves nothing behind
         _evict(root, name)
         return xml

@@ -185,3 +185,13 @@ def test_auto_falls_back_to_torch_when_openvino_fails_and_an_explicit_request_sa
     with pytest.raises(UserError, match="cannot keep converted models there"):
         pipe.use_runtime("openvino")
     assert pipe.runtime == "torch" and not any(p.is_meta for p in pipe.unet.parameters())
+
+
+def test_converting_in_place_gives_back_the_same_weights():
+    """The networks are traced in fp32 in place (a copy would hold the paper's weights three times over)."""
+    pipe = ReWaSPipeline.from_pretrained("debug", dtype="bf16")
+    nets = {"unet": pipe.unet, "adapter": pipe.adapter}
+    before = {f"{n}.{k}": v.clone() for n, m in nets.items() for k, v in m.state_dict().items()}
+    pipe.use_runtime("openvino", keep_torch=True)
+    after = {f"{n}.{k}": v for n, m in nets.items() for k, v in m.state_dict().items()}
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
