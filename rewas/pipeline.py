@@ -334,7 +334,9 @@ class ReWaSPipeline:
         return why
 
     def _released(self, name: str) -> bool:
-        return any(p.is_meta for p in getattr(self, name).parameters())
+        from .runtime import released
+
+        return released(getattr(self, name))
 
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self.config)
