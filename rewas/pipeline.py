@@ -319,8 +319,7 @@ class ReWaSPipeline:
             if encoder is not None:
                 encoder.segment_runner = segment
             if not keep_torch:
-                for module in nets:
-                    runtime_mod.release(module)
+                runtime_mod.release(*nets)
         else:
             return self._use_torch(encoder, why)
         self.runtime, self.runtime_reason = chosen, why

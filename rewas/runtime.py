@@ -105,18 +105,18 @@ class CompiledNet:
     a torch tensor of that precision. Each call has its own infer request: the studio and `rewas batch` call from
     several threads."""
 
-    def __init__(self, xml: Path, inputs: int, dtype: torch.dtype):
-        self.xml, self.inputs, self.dtype = xml, inputs, dtype
+    def __init__(self, xml: Path, dtype: torch.dtype):
+        self.xml, self.dtype = xml, dtype
         self.compiled = _compile(xml, dtype)
 
     def with_dtype(self, dtype: torch.dtype) -> CompiledNet:
         """The same network compiled for another precision (its weights come from the converted file)."""
         if not self.xml.is_file():
             raise UserError(f"{self.xml.parent}: the converted model left the cache; load the model again")
-        return CompiledNet(self.xml, self.inputs, dtype)
+        return CompiledNet(self.xml, dtype)
 
     def __call__(self, *tensors) -> torch.Tensor:
-        assert len(tensors) == self.inputs
+        assert len(tensors) == len(self.compiled.inputs)
         inputs = [
             (t if torch.is_tensor(t) else torch.tensor(t)).detach().to("cpu", torch.float32).contiguous().numpy()
             for t in tensors
@@ -125,10 +125,11 @@ class CompiledNet:
         return torch.from_numpy(out.copy()).to(self.dtype)
 
 
-def release(module: nn.Module) -> None:
-    """Free a module's weights (to the meta device: shapes and dtypes stay) once OpenVINO holds its own copy: the
+def release(*modules: nn.Module) -> None:
+    """Free modules' weights (to the meta device: shapes and dtypes stay) once OpenVINO holds its own copy: the
     paper's adapter, UNet and video encoder are 1.2 GB in bf16, which would otherwise be held twice."""
-    module.to("meta")
+    for module in modules:
+        module.to("meta")
     _return_freed_memory()
 
 
@@ -163,8 +164,9 @@ def fingerprint(module: nn.Module, config: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def _convert(name: str, net: nn.Module, example: tuple, inputs: list, key: str, dtype: torch.dtype) -> Path:
-    """The network's converted model in the cache (converted now if it is not there yet) -> its .xml path."""
+def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str, dtype: torch.dtype) -> Path:
+    """The network's converted model in the cache (converted now if it is not there yet) -> its .xml path. Its
+    inputs are f32 of `shapes` (-1: any size), whatever the example's sizes."""
     import openvino as ov
 
     root = cache_root() / "openvino"
@@ -195,9 +197,9 @@ def _convert(name: str, net: nn.Module, example: tuple, inputs: list, key: str, 
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
                 model = ov.convert_model(fp32, example_input=tuple(e.float() for e in example))
-            for port, (shape, kind) in zip(model.inputs, inputs):
+            for port, shape in zip(model.inputs, shapes):
                 port.get_node().set_partial_shape(ov.PartialShape(shape))
-                port.get_node().set_element_type(kind)
+                port.get_node().set_element_type(ov.Type.f32)
             model.validate_nodes_and_infer_types()
             # bf16 weights are exact in fp16 (more mantissa bits) inside its range: half the file of fp32
             small = dtype == torch.bfloat16 and all(p.abs().max() < 60000 for p in fp32.parameters() if p.numel())
@@ -233,8 +235,6 @@ def _compile(xml: Path, dtype: torch.dtype):
 
 def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> CompiledNet:
     """step(x (B, C, T, F), t (B,), text (B, D), hint (B, C, T, F), control_scale) -> eps (B, C, T, F), any B and T."""
-    import openvino as ov
-
     cfg = unet.config
     freq = adapter.input_hint_block[1].in_features
     mult = 2 ** (len(cfg.channel_mult) - 1)
@@ -245,26 +245,24 @@ def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> Com
         torch.zeros(2, cfg.in_channels, 8 * mult, freq),
         torch.tensor(1.0),
     )
-    inputs = [
-        ([-1, cfg.in_channels, -1, freq], ov.Type.f32),
-        ([-1], ov.Type.f32),  # the sampler's whole timesteps: exact in f32
-        ([-1, cfg.film_dim], ov.Type.f32),
-        ([-1, cfg.in_channels, -1, freq], ov.Type.f32),
-        ([], ov.Type.f32),
+    shapes = [
+        [-1, cfg.in_channels, -1, freq],
+        [-1],  # the sampler's whole timesteps: exact in f32
+        [-1, cfg.film_dim],
+        [-1, cfg.in_channels, -1, freq],
+        [],
     ]
     step = _Step(unet, adapter)
     key = fingerprint(step, {"unet": dataclasses.asdict(cfg), "freq": freq})
-    xml = _convert("step", step, example, inputs, key, dtype)
-    return CompiledNet(xml, len(inputs), dtype)
+    xml = _convert("step", step, example, shapes, key, dtype)
+    return CompiledNet(xml, dtype)
 
 
 def compile_video_encoder(encoder: nn.Module, dtype: torch.dtype) -> CompiledNet:
     """encode(segments (N, T, 3, H, W)) -> (N * T', C), as `VideoEncoder._encode`."""
-    import openvino as ov
-
     cfg = encoder.config
     example = (torch.zeros(1, cfg.num_frames, 3, cfg.img_size, cfg.img_size),)
-    inputs = [([-1, cfg.num_frames, 3, cfg.img_size, cfg.img_size], ov.Type.f32)]
+    shapes = [[-1, cfg.num_frames, 3, cfg.img_size, cfg.img_size]]
     wrapped = _Segment(encoder)
-    xml = _convert("video_encoder", wrapped, example, inputs, fingerprint(wrapped, dataclasses.asdict(cfg)), dtype)
-    return CompiledNet(xml, 1, dtype)
+    xml = _convert("video_encoder", wrapped, example, shapes, fingerprint(wrapped, dataclasses.asdict(cfg)), dtype)
+    return CompiledNet(xml, dtype)
