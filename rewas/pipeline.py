@@ -102,14 +102,16 @@ class GenerationResult:
     latent: torch.Tensor | None = field(default=None, repr=False)  # (1, z, L, F) the sampled latent, for analysis
 
 
-def build_components(config: ModelConfig) -> dict[str, torch.nn.Module]:
-    unet = UNet(config.unet)
+def build_components(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, torch.nn.Module]:
+    """Initialised in fp32 (the same weights whatever `dtype`), each DIFFUSION component then in `dtype` as soon as
+    it is built: the paper model all in fp32 at once would peak at 3.9 GB."""
+    unet = UNet(config.unet).to(dtype)
     return {
-        "video_encoder": build_video_encoder(config.video_encoder),
+        "video_encoder": build_video_encoder(config.video_encoder).to(dtype),
         "phi": Phi(config.phi),
         "text_encoder": build_text_encoder(config.text),
         "unet": unet,
-        "adapter": EnergyAdapter.from_unet(unet, config.latent_shape[2]),
+        "adapter": EnergyAdapter.from_unet(unet, config.latent_shape[2]),  # its copy of the UNet's in `dtype`
         "vae": VAE(config.vae),
         "vocoder": build_vocoder(config.vocoder, config.audio),
     }
@@ -177,11 +179,12 @@ class ReWaSPipeline:
     # ------------------------------------------------------------------------------------------- building
 
     @classmethod
-    def from_config(cls, config: ModelConfig, seed: int = 0) -> ReWaSPipeline:
-        """Random weights (paper initialisation: adapter copied from the UNet, zero convs at zero), reproducible."""
+    def from_config(cls, config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> ReWaSPipeline:
+        """Random weights (paper initialisation: adapter copied from the UNet, zero convs at zero), reproducible;
+        the same ones in any `dtype` (the video encoder, UNet and adapter's; call `.to()` after, as for any)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(config, build_components(config))
+            return cls(config, build_components(config, dtype))
 
     @classmethod
     def from_pretrained(
@@ -195,16 +198,17 @@ class ReWaSPipeline:
     ) -> ReWaSPipeline:
         """`default` (the trained model embedded in the package), a preset name (`debug`, `small`, `paper`: random
         weights) or a folder written by `save_pretrained`. `runtime`: see `use_runtime`."""
+        target = validate.dtype(dtype, validate.device(device or "cpu"))  # built in it: no fp32 copy of them all
         if _is_preset(name_or_dir):
-            pipe = cls.from_config(PRESETS[str(name_or_dir)]())
+            pipe = cls.from_config(PRESETS[str(name_or_dir)](), dtype=target)
         else:
-            pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir)
-        pipe.to(device or "cpu", dtype)
+            pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir, target)
+        pipe.to(device or "cpu", target)
         pipe.use_runtime(runtime)
         return pipe
 
     @classmethod
-    def _load_folder(cls, folder: Path, tokenizer_dir) -> ReWaSPipeline:
+    def _load_folder(cls, folder: Path, tokenizer_dir, dtype: torch.dtype = torch.float32) -> ReWaSPipeline:
         if not folder.is_dir():
             raise MissingFileError(f"{folder}: no such model folder (and not a preset: {', '.join(PRESETS)})")
         meta_path = folder / "config.json"
@@ -214,7 +218,7 @@ class ReWaSPipeline:
         config = _read_config(meta_path)
         with empty_weights():  # no random init, no double allocation: weights arrive with load_state_dict(assign=True)
             try:
-                components = build_components(config)
+                components = build_components(config, dtype)
             except (ValueError, AssertionError) as e:  # a config that passed its checks but builds no model
                 raise UserError(f"{meta_path}: describes a model that cannot be built ({one_line(e)})") from None
         stored = set()
@@ -228,6 +232,8 @@ class ReWaSPipeline:
             for t in (*module.parameters(), *module.buffers()):
                 if t.data_ptr() % 64:
                     t.data = t.data.clone()
+            if name in DIFFUSION:  # one component at a time in `dtype`: never all of them stored as fp32 at once
+                module.to(dtype)
         if isinstance(config.text, ClapTextConfig) and config.text.tokenizer != "bytes":
             tokenizer_dir = tokenizer_dir or folder / "tokenizer"
         components["text_encoder"].tokenizer = load_tokenizer(config.text, tokenizer_dir)

@@ -107,6 +107,19 @@ def test_bfloat16_on_cpu(debug_pipe, media):
     np.testing.assert_allclose(r16.energy, r32.energy, atol=2e-3)
 
 
+def test_a_model_loaded_in_bf16_has_the_weights_of_the_fp32_one_cast(debug_pipe, tmp_path):
+    """Loading in bf16 builds each component in it as it comes (the paper model never all in fp32 at once), with
+    the weights that loading in fp32 and casting gives: from a preset's random init and from a folder."""
+    folder = debug_pipe.save_pretrained(tmp_path / "model")
+    for source in ("debug", folder):
+        fp32 = ReWaSPipeline.from_pretrained(source).to("cpu", "bf16")
+        bf16 = ReWaSPipeline.from_pretrained(source, dtype="bf16")
+        for name in COMPONENTS:
+            a, b = getattr(fp32, name).state_dict(), getattr(bf16, name).state_dict()
+            assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+        assert bf16.unet.dtype == torch.bfloat16 and bf16.vae.scale_factor.dtype == torch.float32
+
+
 def test_control_scale_zero_runs_the_text_only_backbone(debug_pipe, monkeypatch):
     call = dict(energy=np.where(np.arange(200) % 100 < 20, -2.0, -9.0), prompt="x", steps=2, seed=1)
     _, full = generate(debug_pipe, **call)

@@ -154,6 +154,37 @@ def test_openvino_frees_the_torch_weights_and_refuses_what_needs_them(tmp_path, 
     assert pipe.device.type == "cpu" and pipe.runtime == "openvino"
 
 
+def _resident_kib(path: str) -> int:
+    """KiB of `path`'s mappings in this process's resident memory (Linux)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if "-" in head[0] and ":" not in head[0]:  # a mapping's first line: address range, perms, ..., path
+            inside = head[-1] == path
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_openvino_gives_back_the_pages_of_the_converted_weights_it_has_packed():
+    """OpenVINO reads the converted file while it packs its own copy of the weights for new input shapes; those
+    pages are then unmapped (the paper model's 880 MiB), and calls after that give the same outputs."""
+    pipe = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
+    path = str(pipe._step.xml.with_suffix(".bin"))
+    channels, _, freq = pipe.config.latent_shape
+    torch.manual_seed(0)
+    for length in (16, 32):  # a new length: packed again, given back again
+        x, t, text = (
+            torch.randn(2, channels, length, freq),
+            torch.tensor([10, 10]),
+            torch.randn(2, pipe.config.unet.film_dim),
+        )
+        first = pipe._step(x, t, text, x, 1.0)
+        assert _resident_kib(path) == 0
+        assert torch.equal(pipe._step(x, t, text, x, 1.0), first)
+
+
 def test_the_studio_takes_the_runtime_and_refuses_one_it_cannot_run_before_it_starts(monkeypatch, capsys):
     launched = []
     monkeypatch.setattr("rewas.studio.launch", lambda *args, **kwargs: launched.append(kwargs))
