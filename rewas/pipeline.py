@@ -179,12 +179,15 @@ class ReWaSPipeline:
     # ------------------------------------------------------------------------------------------- building
 
     @classmethod
-    def from_config(cls, config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> ReWaSPipeline:
-        """Random weights (paper initialisation: adapter copied from the UNet, zero convs at zero), reproducible;
-        the same ones in any `dtype` (the video encoder, UNet and adapter's; call `.to()` after, as for any)."""
+    def from_config(cls, config: ModelConfig, seed: int = 0, dtype: torch.dtype | str = torch.float32) -> ReWaSPipeline:
+        """Random weights (paper initialisation: adapter copied from the UNet, zero convs at zero), reproducible, on
+        the CPU; the same ones in any `dtype` of the diffusion model (as `.to()` gives)."""
+        dtype = validate.dtype(dtype, torch.device("meta"))  # the device it will run on is not known yet
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(config, build_components(config, dtype))
+            pipe = cls(config, build_components(config, dtype))
+        pipe.dtype = dtype
+        return pipe
 
     @classmethod
     def from_pretrained(

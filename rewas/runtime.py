@@ -107,9 +107,13 @@ class CompiledNet:
     several threads."""
 
     def __init__(self, xml: Path, dtype: torch.dtype):
+        import numpy as np
+
         self.xml, self.dtype = xml, dtype
-        self.weights = _map(xml.with_suffix(".bin"))
-        self.compiled = _compile(xml, self.weights, dtype)
+        weights = _map(xml.with_suffix(".bin"))
+        buffer = np.frombuffer(weights, np.uint8)  # while it lives, the mapping cannot be closed
+        self.compiled = _compile(xml, buffer, dtype)  # set first, so freed first: before the memory it reads
+        self._weights = (weights, buffer)
         self._shapes: set[tuple] = set()
 
     def with_dtype(self, dtype: torch.dtype) -> CompiledNet:
@@ -128,7 +132,7 @@ class CompiledNet:
         shapes = tuple(a.shape for a in inputs)
         if shapes not in self._shapes:  # OpenVINO has packed the weights for these shapes into its own memory
             self._shapes.add(shapes)
-            _drop_resident(self.weights)
+            _drop_resident(self._weights[0])
         return torch.from_numpy(out.copy()).to(self.dtype)
 
 
@@ -229,23 +233,25 @@ def _evict(root: Path, name: str) -> None:
 
 
 def _map(path: Path) -> mmap.mmap:
-    """The converted weights, mapped copy-on-write (OpenVINO's tensors must be writable; it never writes to its
-    weights: its own mapping of them is read-only). Mapped by us, not by OpenVINO, so that `_drop_resident` can give
-    back the pages it has read."""
+    """The converted weights, mapped copy-on-write: OpenVINO's tensors must be writable, though it never writes to
+    its weights (its own mapping of them is read-only). On a system that never overcommits memory, such a mapping
+    counts in full against the commit limit. Mapped by us, not by OpenVINO, so that `_drop_resident` can give back
+    the pages it has read."""
     with open(path, "rb") as f:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 
 
 def _drop_resident(weights: mmap.mmap) -> None:
     """Unmap the resident pages of the converted weights (they stay in the page cache; a later read maps them again).
-    OpenVINO reads them while it packs its own copy for new input shapes, then no more: without this the paper
-    model would hold 880 MiB of them in its resident memory for nothing (docs/speed.md)."""
+    In bf16, OpenVINO reads nearly all of them only while it packs its own copy for new input shapes: the paper
+    model held 880 MiB of them in its resident memory for nothing (docs/speed.md). In fp32 it computes with some of
+    them in place, and those come back at the next call."""
     if hasattr(mmap, "MADV_DONTNEED"):  # Linux and macOS; unwritten pages of a file mapping lose nothing by it
         weights.madvise(mmap.MADV_DONTNEED)
 
 
-def _compile(xml: Path, weights: mmap.mmap, dtype: torch.dtype):
-    import numpy as np
+def _compile(xml: Path, weights, dtype: torch.dtype):
+    """`weights`: the .bin file's bytes (a uint8 array), which the compiled model reads from while it lives."""
     import openvino as ov
 
     config = {
@@ -254,7 +260,7 @@ def _compile(xml: Path, weights: mmap.mmap, dtype: torch.dtype):
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
     }
     core = ov.Core()
-    model = core.read_model(xml.read_text(), ov.Tensor(np.frombuffer(weights, np.uint8), shared_memory=True))
+    model = core.read_model(xml.read_text(), ov.Tensor(weights, shared_memory=True))
     return core.compile_model(model, "CPU", config)
 
 

@@ -118,6 +118,8 @@ def test_a_model_loaded_in_bf16_has_the_weights_of_the_fp32_one_cast(debug_pipe,
             a, b = getattr(fp32, name).state_dict(), getattr(bf16, name).state_dict()
             assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
         assert bf16.unet.dtype == torch.bfloat16 and bf16.vae.scale_factor.dtype == torch.float32
+    built = ReWaSPipeline.from_config(debug_pipe.config, dtype="bf16")
+    assert built.dtype == torch.bfloat16 == built.adapter.dtype  # what it says it is: generate keeps it in bf16
 
 
 def test_control_scale_zero_runs_the_text_only_backbone(debug_pipe, monkeypatch):
