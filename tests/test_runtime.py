@@ -188,6 +188,29 @@ def test_openvino_gives_back_the_pages_of_the_converted_weights_it_has_packed():
             assert _resident_kib(path) <= 0.1 * Path(path).stat().st_size / 1024
 
 
+def test_a_compiled_net_called_from_several_threads_answers_each_as_alone():
+    """The studio and `rewas batch` call the compiled networks from several threads, each with its own request,
+    while new shapes are packed and their pages given back: every answer is the one a lone call gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
+    (channels, _, freq), film = pipe.config.latent_shape, pipe.config.unet.film_dim
+    generator = torch.Generator().manual_seed(0)
+    asks = [
+        (
+            torch.randn(b, channels, length, freq, generator=generator),
+            torch.full((b,), 10 * i),
+            torch.randn(b, film, generator=generator),
+        )
+        for i, (b, length) in enumerate([(2, 16), (1, 32), (4, 16), (2, 48)] * 3)
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda a: pipe._step(a[0], a[1], a[2], a[0], 1.0), asks))
+    alone = ReWaSPipeline.from_pretrained("debug", runtime="openvino")._step  # fresh: packs each shape anew
+    for (x, t, text), out in zip(asks, together):
+        assert torch.equal(out, alone(x, t, text, x, 1.0))
+
+
 def test_the_studio_takes_the_runtime_and_refuses_one_it_cannot_run_before_it_starts(monkeypatch, capsys):
     launched = []
     monkeypatch.setattr("rewas.studio.launch", lambda *args, **kwargs: launched.append(kwargs))
