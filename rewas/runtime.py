@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from . import __version__
 from ._optional import require
-from .errors import UserError
+from .errors import UserError, one_line
 
 RUNTIMES = ("auto", "torch", "openvino")
 # `auto` takes OpenVINO for a model at least this large (the paper's adapter + UNet: 598 M). The embedded model
@@ -285,8 +285,7 @@ def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> Com
     ]
     step = _Step(unet, adapter)
     key = fingerprint(step, {"unet": dataclasses.asdict(cfg), "freq": freq})
-    xml = _convert("step", step, example, shapes, key, dtype)
-    return CompiledNet(xml, dtype)
+    return _compiled("step", step, example, shapes, key, dtype)
 
 
 def compile_video_encoder(encoder: nn.Module, dtype: torch.dtype) -> CompiledNet:
@@ -295,5 +294,18 @@ def compile_video_encoder(encoder: nn.Module, dtype: torch.dtype) -> CompiledNet
     example = (torch.zeros(1, cfg.num_frames, 3, cfg.img_size, cfg.img_size),)
     shapes = [[-1, cfg.num_frames, 3, cfg.img_size, cfg.img_size]]
     wrapped = _Segment(encoder)
-    xml = _convert("video_encoder", wrapped, example, shapes, fingerprint(wrapped, dataclasses.asdict(cfg)), dtype)
-    return CompiledNet(xml, dtype)
+    return _compiled("video_encoder", wrapped, example, shapes, fingerprint(wrapped, dataclasses.asdict(cfg)), dtype)
+
+
+def _compiled(name: str, net: nn.Module, example: tuple, shapes: list, key: str, dtype: torch.dtype) -> CompiledNet:
+    """The network compiled from its cache entry, converted first if there is none. An entry that cannot be read (a
+    file cut short or changed outside rewas: a whole entry is renamed into place) is converted again, once."""
+    xml = _convert(name, net, example, shapes, key, dtype)
+    try:
+        return CompiledNet(xml, dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        log.warning(
+            "the cached %s in %s cannot be read (%s): converting it again", NAMES[name], xml.parent, one_line(e)
+        )
+        shutil.rmtree(xml.parent, ignore_errors=True)
+        return CompiledNet(_convert(name, net, example, shapes, key, dtype), dtype)

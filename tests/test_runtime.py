@@ -98,6 +98,18 @@ def test_converted_models_are_cached_by_their_weights(cache, monkeypatch):
     assert _rel(again._step(x, t, text, x, 1.0), torch_out) < 1e-5  # the new weights, not the cached old ones
 
 
+def test_a_cache_entry_that_cannot_be_read_is_converted_again(cache, caplog):
+    ask = {"energy": np.linspace(-8, -3, 100), "prompt": "a ball", "seed": 0, "steps": 2}
+    first = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
+    expected = first(**ask).waveform
+    (weights,) = cache.glob("step-*/model.bin")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short outside rewas
+    with caplog.at_level("WARNING", logger="rewas.runtime"):
+        again = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
+    assert "cannot be read" in caplog.text and "converting it again" in caplog.text
+    assert weights.stat().st_size > 0 and np.array_equal(again(**ask).waveform, expected)
+
+
 def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert runtime.resolve("auto", cpu, 26_000_000)[0] == "torch"  # the embedded model
