@@ -101,6 +101,10 @@ class _Segment(nn.Module):
         return self.encoder._encode(x)
 
 
+class UnreadableEntry(Exception):
+    """A cache entry whose files OpenVINO cannot read."""
+
+
 class CompiledNet:
     """A converted network (`xml`) compiled for a precision, called with torch tensors; returns its first output as
     a torch tensor of that precision. Each call has its own infer request: the studio and `rewas batch` call from
@@ -110,17 +114,22 @@ class CompiledNet:
         import numpy as np
 
         self.xml, self.dtype = xml, dtype
-        weights = _map(xml.with_suffix(".bin"))
-        buffer = np.frombuffer(weights, np.uint8)  # while it lives, the mapping cannot be closed
-        self.compiled = _compile(xml, buffer, dtype)  # set first, so freed first: before the memory it reads
+        try:
+            weights = _map(xml.with_suffix(".bin"))
+            buffer = np.frombuffer(weights, np.uint8)  # while it lives, the mapping cannot be closed
+            model = _read(xml, buffer)
+        except (OSError, ValueError, RuntimeError) as e:  # missing, empty, cut short, not OpenVINO's
+            raise UnreadableEntry(f"{xml.parent}: {one_line(e)}") from e
+        self.compiled = _compile(model, dtype)  # set first, so freed first: before the memory it reads
         self._weights = (weights, buffer)
         self._shapes: set[tuple] = set()
 
     def with_dtype(self, dtype: torch.dtype) -> CompiledNet:
         """The same network compiled for another precision (its weights come from the converted file)."""
-        if not self.xml.is_file():
-            raise UserError(f"{self.xml.parent}: the converted model left the cache; load the model again")
-        return CompiledNet(self.xml, dtype)
+        try:
+            return CompiledNet(self.xml, dtype)
+        except UnreadableEntry as e:  # left the cache, or changed there: its PyTorch weights were freed
+            raise UserError(f"the converted model cannot be read any more ({e}); load the model again") from None
 
     def __call__(self, *tensors) -> torch.Tensor:
         assert len(tensors) == len(self.compiled.inputs)
@@ -250,8 +259,15 @@ def _drop_resident(weights: mmap.mmap) -> None:
         weights.madvise(mmap.MADV_DONTNEED)
 
 
-def _compile(xml: Path, weights, dtype: torch.dtype):
-    """`weights`: the .bin file's bytes (a uint8 array), which the compiled model reads from while it lives."""
+def _read(xml: Path, weights):
+    """The converted model, its constants in `weights` (the .bin file's bytes as a uint8 array, which the compiled
+    model reads from while it lives)."""
+    import openvino as ov
+
+    return ov.Core().read_model(xml.read_text(), ov.Tensor(weights, shared_memory=True))
+
+
+def _compile(model, dtype: torch.dtype):
     import openvino as ov
 
     config = {
@@ -259,9 +275,7 @@ def _compile(xml: Path, weights, dtype: torch.dtype):
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
     }
-    core = ov.Core()
-    model = core.read_model(xml.read_text(), ov.Tensor(weights, shared_memory=True))
-    return core.compile_model(model, "CPU", config)
+    return ov.Core().compile_model(model, "CPU", config)
 
 
 def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> CompiledNet:
@@ -303,9 +317,7 @@ def _compiled(name: str, net: nn.Module, example: tuple, shapes: list, key: str,
     xml = _convert(name, net, example, shapes, key, dtype)
     try:
         return CompiledNet(xml, dtype)
-    except (OSError, ValueError, RuntimeError) as e:
-        log.warning(
-            "the cached %s in %s cannot be read (%s): converting it again", NAMES[name], xml.parent, one_line(e)
-        )
+    except UnreadableEntry as e:
+        log.warning("the cached %s cannot be read (%s): converting it again", NAMES[name], e)
         shutil.rmtree(xml.parent, ignore_errors=True)
         return CompiledNet(_convert(name, net, example, shapes, key, dtype), dtype)

@@ -108,6 +108,9 @@ def test_a_cache_entry_that_cannot_be_read_is_converted_again(cache, caplog):
         again = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
     assert "cannot be read" in caplog.text and "converting it again" in caplog.text
     assert weights.stat().st_size > 0 and np.array_equal(again(**ask).waveform, expected)
+    weights.unlink()  # its PyTorch weights freed, a model compiled again for another dtype needs the file
+    with pytest.raises(UserError, match="cannot be read any more .* load the model again"):
+        again.to("cpu", "bf16")
 
 
 def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
