@@ -609,7 +609,10 @@ class ReWaSPipeline:
     def sampler_settings(self, steps, guidance, scheduler, eta, control_scale, batch_size, device, dtype) -> dict:
         """The sampler settings of a call, defaults filled in and checked (bad ones are the user's error)."""
         if device is not None or dtype is not None:
-            self.to(device or self.device, dtype or self.dtype)
+            device = validate.device(device) if device is not None else self.device
+            dtype = validate.dtype(dtype, device) if dtype is not None else self.dtype
+            if (device, dtype) != (self.device, self.dtype):  # where it is already: nothing compiled or encoded again
+                self.to(device, dtype)
         cfg = self.config.sampler
         steps = cfg.steps if steps is None else steps
         guidance = cfg.guidance if guidance is None else guidance

@@ -226,6 +226,16 @@ def test_a_compiled_net_called_from_several_threads_answers_each_as_alone():
         assert torch.equal(out, alone(x, t, text, x, 1.0))
 
 
+def test_a_call_that_names_where_the_pipeline_already_is_compiles_nothing_again():
+    pipe = ReWaSPipeline.from_pretrained("debug", runtime="openvino")
+    step, ask = pipe._step, {"energy": np.linspace(-8, -3, 100), "prompt": "a ball", "seed": 0, "steps": 2}
+    first = pipe(**ask, device="cpu", dtype="fp32").waveform
+    assert pipe._step is step and len(pipe._text_cache) == 1  # not compiled again, the prompt's embedding kept
+    assert np.array_equal(pipe(**ask, device="cpu").waveform, first) and pipe._step is step
+    pipe(**ask, dtype="bf16")  # another precision: compiled for it
+    assert pipe._step is not step and pipe._step.dtype == torch.bfloat16
+
+
 def test_the_studio_takes_the_runtime_and_refuses_one_it_cannot_run_before_it_starts(monkeypatch, capsys):
     launched = []
     monkeypatch.setattr("rewas.studio.launch", lambda *args, **kwargs: launched.append(kwargs))
