@@ -17,6 +17,10 @@ from .config import AudioConfig
 from .errors import MediaError
 from .frames import first_frame_time, open_container, video_streams
 
+# below this a stream's sample rate is a damaged header's, not audio's: a 16 KB WAV that says 1 Hz would decode to
+# 2.2 hours at 16 kHz (1.7 GB, tests/test_fuzz.py). Telephone audio is 8 kHz; old formats go down to 4 kHz.
+MIN_SAMPLE_RATE = 1000
+
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """First audio stream of `path` -> (N,) float32 mono at `sample_rate` (PyAV's resampler: any rate, any layout).
@@ -30,6 +34,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
         if not container.streams.audio:
             raise MediaError(f"{os.fspath(path)}: has no audio stream")
         stream = container.streams.audio[0]
+        rate = getattr(stream.codec_context, "sample_rate", None)  # no codec context: no decoder, refused below
+        if rate and rate < MIN_SAMPLE_RATE:
+            raise MediaError(
+                f"{os.fspath(path)}: an audio stream of {rate} Hz is not audio (a damaged header?); re-encode it "
+                "with FFmpeg"
+            )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks, start = [], None
         try:

@@ -301,6 +301,20 @@ def test_timestamps_that_lie_are_refused(tmp_path, clip):
         probe(tmp_path / "liar.mp4")
 
 
+def test_a_sample_rate_that_lies_is_refused(tmp_path, wav):
+    """A WAV whose header says 1 Hz: before, its 0.5 s of samples were read as 8,000 s and resampled to 16 kHz
+    (1.7 GB, 3.7 s)."""
+    from rewas.audio import load_audio
+    from rewas.errors import MediaError
+
+    data = bytearray(wav.read_bytes())
+    rate = data.find(b"fmt ") + 8 + 4
+    data[rate : rate + 4] = (1).to_bytes(4, "little")
+    (tmp_path / "liar.wav").write_bytes(bytes(data))
+    with pytest.raises(MediaError, match="an audio stream of 1 Hz is not audio"):
+        load_audio(tmp_path / "liar.wav")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def memory_bound():
     """The whole module (thousands of hostile inputs) stays within a memory bound: its own peak, after the peak of
