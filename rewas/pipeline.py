@@ -201,12 +201,13 @@ class ReWaSPipeline:
     ) -> ReWaSPipeline:
         """`default` (the trained model embedded in the package), a preset name (`debug`, `small`, `paper`: random
         weights) or a folder written by `save_pretrained`. `runtime`: see `use_runtime`."""
-        target = validate.dtype(dtype, validate.device(device or "cpu"))  # built in it: no fp32 copy of them all
+        device = validate.device(device or "cpu")
+        target = validate.dtype(dtype, device)  # built in it: no fp32 copy of them all
         if _is_preset(name_or_dir):
             pipe = cls.from_config(PRESETS[str(name_or_dir)](), dtype=target)
         else:
             pipe = cls._load_folder(_model_dir(name_or_dir), tokenizer_dir, target)
-        pipe.to(device or "cpu", target)
+        pipe.to(device, target)
         pipe.use_runtime(runtime)
         return pipe
 
@@ -221,7 +222,7 @@ class ReWaSPipeline:
         config = _read_config(meta_path)
         with empty_weights():  # no random init, no double allocation: weights arrive with load_state_dict(assign=True)
             try:
-                components = build_components(config, dtype)
+                components = build_components(config)  # empty: each takes its file's dtype, then `dtype` below
             except (ValueError, AssertionError) as e:  # a config that passed its checks but builds no model
                 raise UserError(f"{meta_path}: describes a model that cannot be built ({one_line(e)})") from None
         stored = set()
