@@ -5,9 +5,10 @@ denoiser (25 guided adapter + UNet calls). OpenVINO runs both faster than PyTorc
 (docs/speed.md): its kernels fuse the normalisations and activations into the matmuls and convolutions, which
 PyTorch runs one by one. Everything else (frames, phi, text, sampler, VAE, vocoder) stays in PyTorch.
 
-The networks are converted from our own modules (traced, in fp32) into OpenVINO's format once and kept in a cache
-folder, keyed by their weights, their config and the versions of rewas and OpenVINO: converting the paper model
-takes about 45 s, compiling a converted one about 2 s. Precision follows the pipeline's dtype (bf16 or fp32).
+The networks are converted from our own modules (traced in their dtype, made to compute in f32 from fp16 weights)
+into OpenVINO's format once and kept in a cache folder, keyed by their weights, their config and the versions of
+rewas and OpenVINO: converting the paper model takes about 45 s, compiling a converted one about 2 s. Precision
+follows the pipeline's dtype (bf16 or fp32).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ RUNTIMES = ("auto", "torch", "openvino")
 AUTO_MIN_PARAMETERS = 100_000_000
 KEEP = 3  # converted models kept per kind (an older one is converted again if it is used again)
 NAMES = {"step": "adapter and UNet", "video_encoder": "video encoder"}
-FORMAT = 1  # bump when the converted graphs' inputs or outputs change: older cache entries are then not used
+DECOMPRESS = "rewas_decompress:"  # the fp16 weights' casts to f32, marked after saving
+FORMAT = 2  # bump when the converted graphs' inputs or outputs change: older cache entries are then not used
 
 
 def cache_root() -> Path:
@@ -184,9 +186,9 @@ def fingerprint(module: nn.Module, config: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str, dtype: torch.dtype) -> Path:
+def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) -> Path:
     """The network's converted model in the cache (converted now if it is not there yet) -> its .xml path. Its
-    inputs are f32 of `shapes` (-1: any size), whatever the example's sizes."""
+    inputs are f32 of `shapes` (-1: any size), whatever the example's sizes and dtypes."""
     import openvino as ov
 
     root = cache_root() / "openvino"
@@ -208,30 +210,70 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str, 
             NAMES[name],
             root,
         )
-        held = next(net.parameters()).dtype
         try:
-            # traced in fp32 (precision is chosen when it is compiled), in place: a copy would hold the paper's
-            # weights three times over. bf16 -> fp32 -> bf16 gives back the same bits.
-            fp32 = net.float().eval()
+            # traced in the weights' own dtype: the paper's bf16 networks cast to fp32 for it held 5.1 GB at peak
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
-                model = ov.convert_model(fp32, example_input=tuple(e.float() for e in example))
+                model = ov.convert_model(net.eval(), example_input=example)
             for port, shape in zip(model.inputs, shapes):
                 port.get_node().set_partial_shape(ov.PartialShape(shape))
-                port.get_node().set_element_type(ov.Type.f32)
-            model.validate_nodes_and_infer_types()
-            # bf16 weights are exact in fp16 (more mantissa bits) inside its range: half the file of fp32
-            small = dtype == torch.bfloat16 and all(p.abs().max() < 60000 for p in fp32.parameters() if p.numel())
-            ov.save_model(model, tmp / "model.xml", compress_to_fp16=small)
+            _compute_in_f32(model)
+            ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)  # an fp32 model stays fp32
+            _mark_decompression(tmp / "model.xml")
             del model
             shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a killed conversion
             tmp.rename(folder)  # whole or absent: another process never reads a half-written entry
         finally:
-            net.to(held)
             shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion leaves nothing behind
         _evict(root, name)
         return xml
+
+
+def _compute_in_f32(model) -> None:
+    """Make a graph traced in bf16 compute in f32, as if it had been traced in fp32, its weights stored in fp16: the
+    form OpenVINO's own fp16 compression gives, half the file of fp32. Compiled for bf16, OpenVINO packs them into
+    its own copy and reads the file no more; compiled for f32, it computes in f32 (2e-6 from PyTorch fp32).
+    Measured against a graph left in bf16: that one computed with 65% of the file in place (resident again at
+    every call), kept bf16 when compiled for f32 (0.012 from PyTorch fp32), and bf16 weights marked for
+    decompression were unpacked to f32 copies (3 GB more for the paper model)."""
+    import numpy as np
+    import openvino as ov
+
+    ops = model.get_ordered_ops()
+    for i in range(len(ops)):
+        op, ops[i] = ops[i], None  # a replaced weight is freed as soon as it is replaced, not after the loop
+        kind, out = op.get_type_name(), op.get_output_element_type(0) if op.get_output_size() else None
+        if kind == "Constant" and out == ov.Type.bf16:
+            bits = op.get_data().view(np.uint16)  # OpenVINO hands bf16 data over as float16-typed bits
+            values = (bits.astype(np.uint32) << 16).view(np.float32)
+            if np.abs(values).max(initial=0) < 65504:  # inside fp16's range: exact, but for values under 6e-5
+                wide = ov.opset13.convert(ov.opset13.constant(values.astype(np.float16)), "f32")
+                wide.set_friendly_name(f"{DECOMPRESS}{op.get_friendly_name()}")
+            else:
+                wide = ov.opset13.constant(values)
+            for user in list(op.output(0).get_target_inputs()):
+                user.replace_source_output(wide.output(0))
+        elif kind == "Convert" and out == ov.Type.bf16:  # the model's own casts to its dtype
+            op.set_destination_type(ov.Type.f32)
+        elif kind == "Parameter":
+            op.set_element_type(ov.Type.f32)
+    model.validate_nodes_and_infer_types()
+
+
+def _mark_decompression(xml: Path) -> None:
+    """Mark `_compute_in_f32`'s fp16 -> f32 casts in the saved graph as OpenVINO's own fp16 compression does
+    (the rt_info attribute "decompression"): Python cannot set that attribute, and without it OpenVINO folds the
+    casts when it compiles, holding f32 copies of the weights (3 GB more for the paper model)."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(xml)
+    for layer in tree.getroot().iter("layer"):
+        if layer.get("type") == "Convert" and layer.get("name", "").startswith(DECOMPRESS):
+            info = ET.Element("rt_info")
+            ET.SubElement(info, "attribute", name="decompression", version="0")
+            layer.insert(1, info)  # after <data>, as OpenVINO writes it
+    tree.write(xml, encoding="utf-8", xml_declaration=True)
 
 
 def _evict(root: Path, name: str) -> None:
@@ -283,11 +325,12 @@ def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> Com
     cfg = unet.config
     freq = adapter.input_hint_block[1].in_features
     mult = 2 ** (len(cfg.channel_mult) - 1)
+    held = next(unet.parameters()).dtype
     example = (
-        torch.zeros(2, cfg.in_channels, 8 * mult, freq),
+        torch.zeros(2, cfg.in_channels, 8 * mult, freq, dtype=held),
         torch.tensor([500.0, 500.0]),
-        torch.zeros(2, cfg.film_dim),
-        torch.zeros(2, cfg.in_channels, 8 * mult, freq),
+        torch.zeros(2, cfg.film_dim, dtype=held),
+        torch.zeros(2, cfg.in_channels, 8 * mult, freq, dtype=held),
         torch.tensor(1.0),
     )
     shapes = [
@@ -305,7 +348,8 @@ def compile_step(unet: nn.Module, adapter: nn.Module, dtype: torch.dtype) -> Com
 def compile_video_encoder(encoder: nn.Module, dtype: torch.dtype) -> CompiledNet:
     """encode(segments (N, T, 3, H, W)) -> (N * T', C), as `VideoEncoder._encode`."""
     cfg = encoder.config
-    example = (torch.zeros(1, cfg.num_frames, 3, cfg.img_size, cfg.img_size),)
+    held = next(encoder.parameters()).dtype
+    example = (torch.zeros(1, cfg.num_frames, 3, cfg.img_size, cfg.img_size, dtype=held),)
     shapes = [[-1, cfg.num_frames, 3, cfg.img_size, cfg.img_size]]
     wrapped = _Segment(encoder)
     return _compiled("video_encoder", wrapped, example, shapes, fingerprint(wrapped, dataclasses.asdict(cfg)), dtype)
@@ -314,10 +358,10 @@ def compile_video_encoder(encoder: nn.Module, dtype: torch.dtype) -> CompiledNet
 def _compiled(name: str, net: nn.Module, example: tuple, shapes: list, key: str, dtype: torch.dtype) -> CompiledNet:
     """The network compiled from its cache entry, converted first if there is none. An entry that cannot be read (a
     file cut short or changed outside rewas: a whole entry is renamed into place) is converted again, once."""
-    xml = _convert(name, net, example, shapes, key, dtype)
+    xml = _convert(name, net, example, shapes, key)
     try:
         return CompiledNet(xml, dtype)
     except UnreadableEntry as e:
         log.warning("the cached %s cannot be read (%s): converting it again", NAMES[name], e)
         shutil.rmtree(xml.parent, ignore_errors=True)
-        return CompiledNet(_convert(name, net, example, shapes, key, dtype), dtype)
+        return CompiledNet(_convert(name, net, example, shapes, key), dtype)
