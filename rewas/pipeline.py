@@ -284,13 +284,25 @@ class ReWaSPipeline:
                 f"this pipeline's {' and '.join(gone)} run on OpenVINO, which freed their PyTorch weights: load the "
                 f"model again for {device}"
             )
+        encoder = self.video_encoder if getattr(self.video_encoder, "segment_runner", None) is not None else None
+        if gone:  # compiled again from the converted files before anything moves: a failure leaves it as it was
+            step = self._step.with_dtype(dtype)
+            segment = encoder.segment_runner.with_dtype(dtype) if encoder is not None else None
         self.device, self.dtype = device, dtype
         self._text_cache.clear()
         for name in COMPONENTS:
             to = {"device": self.device} if name not in gone else {}  # freed weights stay shapes without memory
             getattr(self, name).to(**to, dtype=dtype if name in DIFFUSION else torch.float32)
-        if self.runtime != "torch":  # compiled for the old precision: again for the new one, or PyTorch off a CPU
-            self.use_runtime(self.runtime if device.type == "cpu" else "torch")
+        if gone:
+            self._step = step
+            if encoder is not None:
+                encoder.segment_runner = segment
+        elif self.runtime != "torch":  # compiled for the old precision: again for the new one, or PyTorch off a CPU
+            try:
+                self.use_runtime(self.runtime if device.type == "cpu" else "torch")
+            except BaseException:  # its PyTorch weights are there, moved: they run it, not the old compiled nets
+                self._use_torch(encoder, "OpenVINO failed to compile for the new precision")
+                raise
         return self
 
     def use_runtime(self, runtime: str = "auto", keep_torch: bool = False) -> str:

@@ -39,7 +39,7 @@ RUNTIMES = ("auto", "torch", "openvino")
 AUTO_MIN_PARAMETERS = 100_000_000
 KEEP = 3  # converted models kept per kind (an older one is converted again if it is used again)
 NAMES = {"step": "adapter and UNet", "video_encoder": "video encoder"}
-DECOMPRESS = "rewas_decompress:"  # the fp16 weights' casts to f32, marked after saving
+FP16, DECOMPRESS = "rewas_fp16:", "rewas_decompress:"  # bf16 weights stored as fp16 after saving, and their casts
 FORMAT = 2  # bump when the converted graphs' inputs or outputs change: older cache entries are then not used
 
 
@@ -211,7 +211,7 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
             root,
         )
         try:
-            # traced in the weights' own dtype: the paper's bf16 networks cast to fp32 for it held 5.1 GB at peak
+            # traced in the weights' own dtype, not cast to fp32 for it: the paper's peak 3.8 GB instead of 5.1 GB
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
@@ -220,7 +220,7 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
                 port.get_node().set_partial_shape(ov.PartialShape(shape))
             _compute_in_f32(model)
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)  # an fp32 model stays fp32
-            _mark_decompression(tmp / "model.xml")
+            _store_fp16(tmp / "model.xml")
             del model
             shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a killed conversion
             tmp.rename(folder)  # whole or absent: another process never reads a half-written entry
@@ -231,8 +231,9 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
 
 
 def _compute_in_f32(model) -> None:
-    """Make a graph traced in bf16 compute in f32, as if it had been traced in fp32, its weights stored in fp16: the
-    form OpenVINO's own fp16 compression gives, half the file of fp32. Compiled for bf16, OpenVINO packs them into
+    """Make a graph traced in bf16 compute in f32, as if it had been traced in fp32. Its bf16 weights are left as
+    they are (shared with PyTorch's: no copy), each behind a cast to f32; `_store_fp16` then stores them in fp16
+    in the saved files, the form OpenVINO's own fp16 compression gives. Compiled for bf16, OpenVINO packs them into
     its own copy and reads the file no more; compiled for f32, it computes in f32 (2e-6 from PyTorch fp32).
     Measured against a graph left in bf16: that one computed with 65% of the file in place (resident again at
     every call), kept bf16 when compiled for f32 (0.012 from PyTorch fp32), and bf16 weights marked for
@@ -240,19 +241,17 @@ def _compute_in_f32(model) -> None:
     import numpy as np
     import openvino as ov
 
-    ops = model.get_ordered_ops()
-    for i in range(len(ops)):
-        op, ops[i] = ops[i], None  # a replaced weight is freed as soon as it is replaced, not after the loop
+    for op in model.get_ordered_ops():
         kind, out = op.get_type_name(), op.get_output_element_type(0) if op.get_output_size() else None
         if kind == "Constant" and out == ov.Type.bf16:
+            users = list(op.output(0).get_target_inputs())
+            wide = ov.opset13.convert(op, "f32")
             bits = op.get_data().view(np.uint16)  # OpenVINO hands bf16 data over as float16-typed bits
-            values = (bits.astype(np.uint32) << 16).view(np.float32)
-            if np.abs(values).max(initial=0) < 65504:  # inside fp16's range: exact, but for values under 6e-5
-                wide = ov.opset13.convert(ov.opset13.constant(values.astype(np.float16)), "f32")
-                wide.set_friendly_name(f"{DECOMPRESS}{op.get_friendly_name()}")
-            else:
-                wide = ov.opset13.constant(values)
-            for user in list(op.output(0).get_target_inputs()):
+            if np.abs((bits.astype(np.uint32) << 16).view(np.float32)).max(initial=0) < 65504:  # fp16's range
+                name = op.get_friendly_name()
+                op.set_friendly_name(f"{FP16}{name}")
+                wide.set_friendly_name(f"{DECOMPRESS}{name}")
+            for user in users:  # outside fp16's range: folded into f32 when compiled
                 user.replace_source_output(wide.output(0))
         elif kind == "Convert" and out == ov.Type.bf16:  # the model's own casts to its dtype
             op.set_destination_type(ov.Type.f32)
@@ -261,18 +260,41 @@ def _compute_in_f32(model) -> None:
     model.validate_nodes_and_infer_types()
 
 
-def _mark_decompression(xml: Path) -> None:
-    """Mark `_compute_in_f32`'s fp16 -> f32 casts in the saved graph as OpenVINO's own fp16 compression does
-    (the rt_info attribute "decompression"): Python cannot set that attribute, and without it OpenVINO folds the
-    casts when it compiles, holding f32 copies of the weights (3 GB more for the paper model)."""
+def _store_fp16(xml: Path) -> None:
+    """In a saved graph, store the weights `_compute_in_f32` named in fp16 (same size as bf16, so in place in the
+    .bin, one at a time: converting them in memory held 0.9 GB more for the paper model; exact but for values
+    under 6e-5), and mark their casts to f32 as OpenVINO's own fp16 compression does (the rt_info attribute
+    "decompression", which Python cannot set; without it OpenVINO folds the casts when it compiles, holding f32
+    copies of the weights)."""
     import xml.etree.ElementTree as ET
 
+    import numpy as np
+
     tree = ET.parse(xml)
+    regions: dict[tuple[int, int], set[bool]] = {}  # (offset, size) in the .bin -> named or not (saving dedups)
     for layer in tree.getroot().iter("layer"):
-        if layer.get("type") == "Convert" and layer.get("name", "").startswith(DECOMPRESS):
+        name, kind = layer.get("name", ""), layer.get("type")
+        if kind == "Const":
+            data, named = layer.find("data"), name.startswith(FP16)
+            regions.setdefault((int(data.get("offset")), int(data.get("size"))), set()).add(named)
+            if named:
+                data.set("element_type", "f16")
+                layer.find("output/port").set("precision", "FP16")
+        elif kind == "Convert" and name.startswith(DECOMPRESS):
+            layer.find("input/port").set("precision", "FP16")
             info = ET.Element("rt_info")
             ET.SubElement(info, "attribute", name="decompression", version="0")
             layer.insert(1, info)  # after <data>, as OpenVINO writes it
+    spans = sorted((offset, offset + size, named) for (offset, size), kinds in regions.items() for named in kinds)
+    for (_, end, named), (start, _, other) in zip(spans, spans[1:]):
+        if start < end and named != other:  # bytes shared by a weight to convert and one to keep
+            raise RuntimeError(f"{xml}: a weight's bytes are shared with a constant of another kind")
+    with open(xml.with_suffix(".bin"), "r+b") as f:
+        for offset, size in sorted(key for key, kinds in regions.items() if True in kinds):
+            f.seek(offset)
+            bits = np.frombuffer(f.read(size), np.uint16)
+            f.seek(offset)
+            f.write((bits.astype(np.uint32) << 16).view(np.float32).astype(np.float16).tobytes())
     tree.write(xml, encoding="utf-8", xml_declaration=True)
 
 

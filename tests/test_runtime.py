@@ -112,6 +112,8 @@ def test_a_cache_entry_that_cannot_be_read_is_converted_again(cache, caplog):
     weights.unlink()  # its PyTorch weights freed, a model compiled again for another dtype needs the file
     with pytest.raises(UserError, match="cannot be read any more .* load the model again"):
         again.to("cpu", "bf16")
+    assert again.dtype == torch.float32 and again._step.dtype == torch.float32  # refused: nothing moved
+    assert np.array_equal(again(**ask).waveform, expected)  # its compiled nets still map the unlinked file
 
 
 def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
