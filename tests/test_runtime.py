@@ -272,6 +272,23 @@ def test_auto_falls_back_to_torch_when_openvino_fails_and_an_explicit_request_sa
     assert pipe.runtime == "torch" and not any(p.is_meta for p in pipe.unet.parameters())
 
 
+def test_a_move_whose_compile_fails_leaves_a_pipeline_that_runs_what_it_says(monkeypatch):
+    """`to()` a new precision on OpenVINO with PyTorch weights kept: a compile that fails leaves it on PyTorch in
+    the new dtype (before, its old compiled networks kept running under the new dtype's name)."""
+    pipe = ReWaSPipeline.from_pretrained("debug")
+    pipe.use_runtime("openvino", keep_torch=True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(runtime, "compile_step", broken)
+    with pytest.raises(RuntimeError, match="no kernel"):
+        pipe.to("cpu", "bf16")
+    assert pipe.runtime == "torch" and pipe._step is None and pipe.dtype == torch.bfloat16
+    assert next(pipe.unet.parameters()).dtype == torch.bfloat16
+    assert np.isfinite(pipe(energy=np.linspace(-8, -3, 100), prompt="a", seed=0, steps=1).waveform).all()
+
+
 def test_a_bf16_model_converted_computes_in_f32_when_asked_from_fp16_weights(cache):
     """A bf16 model is traced in bf16 (casting it to fp32 for that held the paper's weights twice more): its graph
     is made to compute in f32 from fp16 weights marked for decompression, as OpenVINO's own fp16 compression
