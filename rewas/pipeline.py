@@ -308,7 +308,7 @@ class ReWaSPipeline:
     def use_runtime(self, runtime: str = "auto", keep_torch: bool = False) -> str:
         """Run the video encoder (Motionformer) and the denoiser with `runtime` (`rewas.runtime`): torch, openvino
         (a CPU, the [openvino] extra) or auto (openvino for a large model on a CPU when it is installed). Returns
-        why it was chosen. The first use of a model converts it for OpenVINO (about a minute for the paper's);
+        why it was chosen. The first use of a model converts it for OpenVINO (about 30 s for the paper's);
         later ones load it from the cache (`rewas.runtime.cache_root`). OpenVINO holds its own copy of their
         weights, so the PyTorch ones are freed (1.2 GB for the paper in bf16) unless `keep_torch`: such a
         pipeline then stays on OpenVINO and on the CPU (load the model again for PyTorch or a GPU)."""
