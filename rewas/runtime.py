@@ -40,7 +40,7 @@ AUTO_MIN_PARAMETERS = 100_000_000
 KEEP = 3  # converted models kept per kind (an older one is converted again if it is used again)
 NAMES = {"step": "adapter and UNet", "video_encoder": "video encoder"}
 FP16, DECOMPRESS = "rewas_fp16:", "rewas_decompress:"  # bf16 weights stored as fp16 after saving, and their casts
-FORMAT = 2  # bump when the converted graphs' inputs or outputs change: older cache entries are then not used
+FORMAT = 2  # bump when what an entry holds changes (its graph's inputs, outputs or weights' form): older ones go unused
 
 
 def cache_root() -> Path:
@@ -206,12 +206,12 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
                 f"{root}: cannot keep converted models there ({e.strerror}); set REWAS_CACHE elsewhere"
             ) from None
         log.info(
-            "converting the %s for OpenVINO, once for these weights (the paper's: about 20 s) into %s",
+            "converting the %s for OpenVINO, once for these weights (the paper's two: about 30 s) into %s",
             NAMES[name],
             root,
         )
         try:
-            # traced in the weights' own dtype, not cast to fp32 for it: the paper's peak 3.8 GB instead of 5.1 GB
+            # traced in the weights' own dtype: cast to fp32 for it, the paper's weights were held twice more
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
@@ -247,9 +247,8 @@ def _compute_in_f32(model) -> None:
     they are (shared with PyTorch's: no copy), each behind a cast to f32; `_store_fp16` then stores them in fp16
     in the saved files, the form OpenVINO's own fp16 compression gives. Compiled for bf16, OpenVINO packs them into
     its own copy and reads the file no more; compiled for f32, it computes in f32 (2e-6 from PyTorch fp32).
-    Measured against a graph left in bf16: that one computed with 65% of the file in place (resident again at
-    every call), kept bf16 when compiled for f32 (0.012 from PyTorch fp32), and bf16 weights marked for
-    decompression were unpacked to f32 copies (3 GB more for the paper model)."""
+    Simpler forms do worse (docs/speed.md, Converting): a graph left in bf16 computes with the file in place and
+    stays bf16 when compiled for f32; bf16 weights marked for decompression are unpacked into f32 copies."""
     import numpy as np
     import openvino as ov
 
@@ -259,11 +258,11 @@ def _compute_in_f32(model) -> None:
             users = list(op.output(0).get_target_inputs())
             wide = ov.opset13.convert(op, "f32")
             bits = op.get_data().view(np.uint16)  # OpenVINO hands bf16 data over as float16-typed bits
-            if np.abs((bits.astype(np.uint32) << 16).view(np.float32)).max(initial=0) < 65504:  # fp16's range
+            if np.abs(_bf16_values(bits)).max(initial=0) < 65504:  # else a plain cast, folded into f32 when compiled
                 name = op.get_friendly_name()
                 op.set_friendly_name(f"{FP16}{name}")
                 wide.set_friendly_name(f"{DECOMPRESS}{name}")
-            for user in users:  # outside fp16's range: folded into f32 when compiled
+            for user in users:
                 user.replace_source_output(wide.output(0))
         elif kind == "Convert" and out == ov.Type.bf16:  # the model's own casts to its dtype
             op.set_destination_type(ov.Type.f32)
@@ -306,8 +305,15 @@ def _store_fp16(xml: Path) -> None:
             f.seek(offset)
             bits = np.frombuffer(f.read(size), np.uint16)
             f.seek(offset)
-            f.write((bits.astype(np.uint32) << 16).view(np.float32).astype(np.float16).tobytes())
+            f.write(_bf16_values(bits).astype(np.float16).tobytes())
     tree.write(xml, encoding="utf-8", xml_declaration=True)
+
+
+def _bf16_values(bits):
+    """bf16 bit patterns (uint16 array) -> their values as float32 (exact: bf16 is float32's upper half)."""
+    import numpy as np
+
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def _evict(root: Path, name: str) -> None:
