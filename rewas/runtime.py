@@ -215,7 +215,7 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
-                model = ov.convert_model(_decoder(net.eval(), example))
+                model = ov.convert_model(**_source(net.eval(), example))
             for port, shape in zip(model.inputs, shapes):
                 port.get_node().set_partial_shape(ov.PartialShape(shape))
             _compute_in_f32(model)
@@ -230,16 +230,20 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
         return xml
 
 
-def _decoder(net: nn.Module, example: tuple):
-    """What OpenVINO converts `net` from: its own TorchScript decoder, tracing without `torch.jit.trace`'s check,
-    which traces the network twice more to compare (12 of the paper model's 42 s of converting). The network
-    itself, traced by OpenVINO with the check, where that decoder takes no tracing options (older OpenVINO)."""
+def _source(net: nn.Module, example: tuple) -> dict:
+    """`ov.convert_model`'s arguments for `net`: OpenVINO's own TorchScript decoder, tracing without
+    `torch.jit.trace`'s check, which traces the network twice more to compare (12 of the paper model's 42 s of
+    converting); where that decoder takes no tracing options (older OpenVINO), the network and its example, which
+    OpenVINO traces with the check."""
+    import inspect
+
     try:
         from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
-
-        return TorchScriptPythonDecoder(net, example_input=example, trace_kwargs={"check_trace": False})
-    except (ImportError, TypeError):
-        return net
+    except ImportError:
+        return {"input_model": net, "example_input": example}
+    if "trace_kwargs" not in inspect.signature(TorchScriptPythonDecoder).parameters:
+        return {"input_model": net, "example_input": example}
+    return {"input_model": TorchScriptPythonDecoder(net, example_input=example, trace_kwargs={"check_trace": False})}
 
 
 def _compute_in_f32(model) -> None:

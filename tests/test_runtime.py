@@ -310,6 +310,29 @@ def test_a_bf16_model_converted_computes_in_f32_when_asked_from_fp16_weights(cac
     assert _rel(pipe._step(x, t, text, x, 1.0), reference) < 1e-4
 
 
+def test_an_openvino_without_its_decoder_converts_by_tracing_the_network(cache, monkeypatch):
+    """Where OpenVINO's TorchScript decoder takes no tracing options (older OpenVINO), the network and its example go
+    to `convert_model`, which traces it (with `torch.jit.trace`'s check): the same outputs as the decoder's."""
+    from openvino.frontend.pytorch import ts_decoder
+
+    class Older(ts_decoder.TorchScriptPythonDecoder):  # the signature before `trace_kwargs`
+        def __init__(self, pt_module, graph_element=None, example_input=None, alias_db=None, shared_memory=True,
+                     skip_freeze=False, constant_cache=None, module_extensions=None):  # fmt: skip
+            super().__init__(
+                pt_module, graph_element, example_input, alias_db, shared_memory, skip_freeze, constant_cache,
+                module_extensions,
+            )  # fmt: skip
+
+    pipe = ReWaSPipeline.from_pretrained("debug", dtype="bf16")
+    channels, _, freq = pipe.config.latent_shape
+    x, t, text = torch.randn(2, channels, 16, freq), torch.tensor([10, 10]), torch.randn(2, pipe.config.unet.film_dim)
+    expected = runtime.compile_step(pipe.unet, pipe.adapter, torch.bfloat16)(x, t, text, x, 1.0)
+    monkeypatch.setattr(ts_decoder, "TorchScriptPythonDecoder", Older)
+    monkeypatch.setenv("REWAS_CACHE", str(cache.parent.parent / "other"))  # converted anew
+    assert set(runtime._source(pipe.unet, ())) == {"input_model", "example_input"}
+    assert torch.equal(runtime.compile_step(pipe.unet, pipe.adapter, torch.bfloat16)(x, t, text, x, 1.0), expected)
+
+
 def test_converting_gives_back_the_same_weights():
     """Converting traces the networks as they are and leaves their weights untouched (PyTorch falls back on them)."""
     pipe = ReWaSPipeline.from_pretrained("debug", dtype="bf16")
