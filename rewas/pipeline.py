@@ -175,6 +175,7 @@ class ReWaSPipeline:
         self.runtime = "torch"  # where the video encoder and the denoiser run: `use_runtime`
         self._step = None  # the denoiser call compiled by another runtime
         self.runtime_reason = "the default"  # why `runtime` was chosen (`rewas -v` says it)
+        self._runtime_request = ("torch", False)  # what `use_runtime` was asked: `to()` asks it again
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -297,9 +298,13 @@ class ReWaSPipeline:
             self._step = step
             if encoder is not None:
                 encoder.segment_runner = segment
-        elif self.runtime != "torch":  # compiled for the old precision: again for the new one, or PyTorch off a CPU
+        elif self._runtime_request[0] != "torch":  # chosen again for the new precision and device
+            runtime, keep_torch = self._runtime_request
             try:
-                self.use_runtime(self.runtime if device.type == "cpu" else "torch")
+                if runtime == "openvino" and device.type != "cpu":
+                    self._use_torch(encoder, f"openvino was asked for; torch on {device.type}")
+                else:
+                    self._choose_runtime(runtime, keep_torch)
             except BaseException:  # its PyTorch weights are there, moved: they run it, not the old compiled nets
                 self._use_torch(encoder, "OpenVINO failed to compile for the new precision")
                 raise
@@ -311,7 +316,13 @@ class ReWaSPipeline:
         why it was chosen. The first use of a model converts it for OpenVINO (about 30 s for the paper's);
         later ones load it from the cache (`rewas.runtime.cache_root`). OpenVINO holds its own copy of their
         weights, so the PyTorch ones are freed (1.2 GB for the paper in bf16) unless `keep_torch`: such a
-        pipeline then stays on OpenVINO and on the CPU (load the model again for PyTorch or a GPU)."""
+        pipeline then stays on OpenVINO and on the CPU (load the model again for PyTorch or a GPU). `to()` chooses
+        again with the same arguments."""
+        why = self._choose_runtime(runtime, keep_torch)
+        self._runtime_request = (runtime, keep_torch)
+        return why
+
+    def _choose_runtime(self, runtime: str, keep_torch: bool) -> str:
         from . import runtime as runtime_mod
 
         size = sum(p.numel() for m in (self.unet, self.adapter) for p in m.parameters())

@@ -262,7 +262,7 @@ def _compute_in_f32(model) -> None:
             users = list(op.output(0).get_target_inputs())
             wide = ov.opset13.convert(op, "f32")
             bits = op.get_data().view(np.uint16)  # OpenVINO hands bf16 data over as float16-typed bits
-            if np.abs(_bf16_values(bits)).max(initial=0) < 65504:  # else a plain cast, folded into f32 when compiled
+            if _fits_fp16(_bf16_values(bits)):  # else a plain cast, folded into f32 when compiled
                 name = op.get_friendly_name()
                 op.set_friendly_name(f"{FP16}{name}")
                 wide.set_friendly_name(f"{DECOMPRESS}{name}")
@@ -278,9 +278,9 @@ def _compute_in_f32(model) -> None:
 def _store_fp16(xml: Path) -> None:
     """In a saved graph, store the weights `_compute_in_f32` named in fp16 (same size as bf16, so in place in the
     .bin, one at a time: converting them in memory held 0.9 GB more for the paper model; exact but for values
-    under 6e-5), and mark their casts to f32 as OpenVINO's own fp16 compression does (the rt_info attribute
-    "decompression", which Python cannot set; without it OpenVINO folds the casts when it compiles, holding f32
-    copies of the weights)."""
+    under 2^-17, see `_fits_fp16`), and mark their casts to f32 as OpenVINO's own fp16 compression does (the
+    rt_info attribute "decompression", which Python cannot set; without it OpenVINO folds the casts when it
+    compiles, holding f32 copies of the weights)."""
     import xml.etree.ElementTree as ET
 
     import numpy as np
@@ -300,17 +300,48 @@ def _store_fp16(xml: Path) -> None:
             info = ET.Element("rt_info")
             ET.SubElement(info, "attribute", name="decompression", version="0")
             layer.insert(1, info)  # after <data>, as OpenVINO writes it
-    spans = sorted((offset, offset + size, named) for (offset, size), kinds in regions.items() for named in kinds)
-    for (_, end, named), (start, _, other) in zip(spans, spans[1:]):
-        if start < end and named != other:  # bytes shared by a weight to convert and one to keep
-            raise RuntimeError(f"{xml}: a weight's bytes are shared with a constant of another kind")
+    convert = sorted(key for key, kinds in regions.items() if True in kinds)
     with open(xml.with_suffix(".bin"), "r+b") as f:
-        for offset, size in sorted(key for key, kinds in regions.items() if True in kinds):
+        shared = _shared(regions)  # saving stores equal bytes once: a zero bias may share a zero buffer's bytes
+        for offset, size in shared & set(convert):  # rewritten, they would change the other constant too
+            f.seek(offset)
+            bits = np.frombuffer(f.read(size), np.uint16)
+            if _bf16_values(bits).astype(np.float16).view(np.uint16).tobytes() != bits.tobytes():
+                raise RuntimeError(f"{xml}: a weight's bytes are shared with another constant")
+        for offset, size in convert:
             f.seek(offset)
             bits = np.frombuffer(f.read(size), np.uint16)
             f.seek(offset)
             f.write(_bf16_values(bits).astype(np.float16).tobytes())
     tree.write(xml, encoding="utf-8", xml_declaration=True)
+
+
+def _shared(regions: dict[tuple[int, int], set[bool]]) -> set[tuple[int, int]]:
+    """The regions ((offset, size) in a .bin -> whether each constant stored there is to convert) whose bytes another
+    constant also reads: one of another kind at the same place, or any constant at an overlapping one."""
+    shared = {key for key, kinds in regions.items() if len(kinds) > 1}
+    active: list[tuple[int, int]] = []  # the regions before this one that it may overlap
+    for offset, size in sorted(regions):
+        active = [key for key in active if key[0] + key[1] > offset]
+        if active:
+            shared |= {*active, (offset, size)}
+        active.append((offset, size))
+    return shared
+
+
+def _fits_fp16(values) -> bool:
+    """Whether a weight (float32 values of bf16 ones) is stored in fp16, by OpenVINO's own rule for its fp16
+    compression (`check_f16_compression`): kept in f32 where 75% or more of its values would lose precision (fp16
+    subnormals below 2^-17 drop bf16's low bits; under 2^-24 they vanish), so a weight of tiny values stays exact.
+    Stricter than that rule on large values: one beyond fp16's range keeps the weight in f32 (OpenVINO clamps)."""
+    import numpy as np
+
+    magnitude = np.abs(values)
+    if magnitude.max(initial=0) > 65504:
+        return False
+    tiny = values[(magnitude < 2**-14) & (values != 0)]  # above that, fp16 holds every bf16 value exactly
+    lost = np.abs(tiny.astype(np.float16).astype(np.float32) - tiny) > 1e-4 * np.abs(tiny)
+    return np.count_nonzero(lost) < 0.75 * values.size
 
 
 def _bf16_values(bits):

@@ -13,6 +13,7 @@ import numpy as np
 import openvino  # the [openvino] extra, in what `make install` sets up: a missing install fails here, not skips
 import pytest
 import torch
+import torch.nn as nn
 
 from rewas import ReWaSPipeline, runtime, samples
 from rewas._optional import MissingExtraError
@@ -341,3 +342,81 @@ def test_converting_gives_back_the_same_weights():
     pipe.use_runtime("openvino", keep_torch=True)
     after = {f"{n}.{k}": v for n, m in nets.items() for k, v in m.state_dict().items()}
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+class _Weights(nn.Module):
+    """One weight of each kind the conversion treats apart: ordinary (stored in fp16), tiny (fp16 would drop their
+    low bits: kept), beyond fp16's range (kept), zero (stored in fp16), and an f32 buffer (`same`: its bytes)."""
+
+    def __init__(self, same: str = "zeros"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.normal = nn.Parameter(torch.randn(64, 64) * 0.1)
+        self.tiny = nn.Parameter(torch.randn(64, 64) * 1e-6)
+        self.big = nn.Parameter(torch.randn(64, 64) * 0.1)
+        self.zero = nn.Parameter(torch.zeros(64))
+        with torch.no_grad():
+            self.big[0, 0] = 1e6
+        self.to(torch.bfloat16)
+        buffer = self.normal.detach()[0].clone().view(torch.float32) if same == "weight" else torch.zeros(32)
+        self.register_buffer("buffer", buffer)  # 128 bytes, as `zero`'s and `normal[0]`'s: saving may share them
+
+    def forward(self, x):
+        rows = (x @ self.normal + self.zero, x @ self.tiny, x @ self.big, x @ self.normal[:1].T)
+        return torch.cat([r.float() for r in rows] + [self.buffer.expand(x.shape[0], 32)], 1)
+
+
+def _kinds(xml: Path) -> dict[str, str]:
+    layers = ElementTree.parse(xml).getroot().iter("layer")
+    return {x.get("name"): x.find("data").get("element_type") for x in layers if x.get("type") == "Const"}
+
+
+def test_weights_fp16_cannot_hold_stay_exact_and_zeros_may_share_bytes_with_a_buffer():
+    """A bf16 weight is stored in fp16 unless OpenVINO's own rule for its fp16 compression keeps it: 75% of its
+    values would lose bits (before: all stored, 1.6% off for weights of about 1e-6), or one is beyond fp16's range.
+    A zero bias whose bytes saving shares with a zero f32 buffer converts (before: refused as shared bytes)."""
+    net = _Weights()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        reference = copy.deepcopy(net).float()(x)
+    xml = runtime._convert("step", net, (x.to(torch.bfloat16),), [[-1, 64]], "weights")
+    kinds = list(_kinds(xml).values())
+    assert kinds.count("f16") == 3 and kinds.count("bf16") == 2  # normal, its first row and zero; tiny and big
+    out = runtime.CompiledNet(xml, torch.float32)(x)
+    for part in torch.split(torch.arange(out.shape[1]), [64, 64, 64, 1, 32]):
+        assert torch.allclose(out[:, part], reference[:, part], rtol=1e-5, atol=0), part[0]
+
+
+def test_a_weight_whose_bytes_another_constant_shares_is_not_rewritten():
+    """Saving stores equal bytes once: rewritten as fp16, a bf16 weight would change an f32 constant that shares
+    its bytes. Such a conversion fails (and `auto` runs on PyTorch) rather than answer wrong."""
+    net = _Weights(same="weight")
+    with pytest.raises(RuntimeError, match="shared with another constant"):
+        runtime._convert("step", net, (torch.randn(4, 64, dtype=torch.bfloat16),), [[-1, 64]], "shared")
+    assert runtime._shared({(0, 8): {True}, (8, 4): {True, False}, (12, 8): {True}, (16, 2): {False}}) == {
+        (8, 4),
+        (12, 8),
+        (16, 2),
+    }
+
+
+def test_a_move_asks_for_the_runtime_again_as_it_was_asked(monkeypatch):
+    """`to()` chooses the runtime again with `use_runtime`'s arguments (before: `keep_torch` was forgotten, so the
+    first move freed the PyTorch weights, and `auto` was taken for openvino, so a failed compile raised)."""
+    pipe = ReWaSPipeline.from_pretrained("debug")
+    pipe.use_runtime("openvino", keep_torch=True)
+    pipe.to("cpu", "bf16")
+    assert pipe.runtime == "openvino" and not runtime.released(pipe.unet)
+    assert next(pipe.unet.parameters()).dtype == torch.bfloat16
+
+    monkeypatch.setattr(runtime, "AUTO_MIN_PARAMETERS", 0)
+    pipe.use_runtime("auto", keep_torch=True)
+    assert pipe.runtime == "openvino"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(runtime, "compile_step", broken)
+    pipe.to("cpu", "fp32")  # auto falls back to PyTorch, as it does when first asked
+    assert pipe.runtime == "torch" and "OpenVINO failed" in pipe.runtime_reason
+    assert np.isfinite(pipe(energy=np.linspace(-8, -3, 100), prompt="a", seed=0, steps=1).waveform).all()
