@@ -17,6 +17,7 @@ import av
 import numpy as np
 import torch
 
+from ._optional import require
 from .config import VideoConfig
 from .errors import MediaError  # noqa: F401  (re-exported: frames.MediaError predates errors.py)
 from .files import check_input_file
@@ -232,20 +233,42 @@ def iter_region_frames(
 ) -> Iterator[np.ndarray]:
     """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, each frame k the square `squares[k]` = (left, top, side)
     of the picture (fractions of its width, height and short side) resized to the model's input: what the video
-    encoder sees of a region. The picture is decoded just large enough for the square to keep the model's
-    resolution (at most its own size)."""
+    encoder sees of a region."""
+    return (views[0] for views in iter_views(path, cfg, [squares], info))
+
+
+def iter_views(
+    path: str | os.PathLike, cfg: VideoConfig, views: list[np.ndarray | None], info: VideoInfo | None = None
+) -> Iterator[np.ndarray]:
+    """Several views of one clip from one decoding: yield (V, crop, crop, 3) uint8 RGB at cfg.fps, view v of frame
+    k being what `iter_frames` gives (`views[v]` None: the whole picture) or `iter_region_frames` (`views[v]` a
+    (T, 3) array of squares). The picture is converted once per frame for all the whole views, as `iter_frames`
+    does, and once for all the squares, just large enough for the smallest to keep the model's resolution (at most
+    the picture's own size); each square is cut from it and resized with OpenCV (the layers extra)."""
     info = info or probe(path)
+    squares = [v for v in views if v is not None]
+    cv2 = require("cv2", extra="layers", for_="a region of the picture") if squares else None
+    side = min(float(np.max(s[:, 2])) for s in squares) if squares else 1.0
     short_px = min(info.width, info.height)
-    side = float(np.max(squares[:, 2])) if len(squares) else 1.0
     work = min(short_px, max(cfg.crop, math.ceil(cfg.crop / max(side, 1e-3))))
     width, height = _resize_dims(info.width, info.height, work)
-    convert = lambda frame: _rgb(frame, *_stored_dims(frame, width, height))  # noqa: E731
-    for k, image in enumerate(_resampled(path, cfg.fps, info, convert)):
-        left, top, s = squares[min(k, len(squares) - 1)]
-        h, w = image.shape[:2]
-        px = max(1, round(s * min(h, w)))
-        x, y = min(max(0, round(left * w)), w - px), min(max(0, round(top * h)), h - px)
-        yield crop_frame(image[y : y + px, x : x + px], cfg.crop, cfg.crop)
+
+    def convert(frame: av.VideoFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        whole = _to_rgb(frame, cfg.resize_short, cfg.crop) if len(squares) < len(views) else None
+        return whole, (_rgb(frame, *_stored_dims(frame, width, height)) if squares else None)
+
+    for k, (whole, picture) in enumerate(_resampled(path, cfg.fps, info, convert)):
+        out = np.empty((len(views), cfg.crop, cfg.crop, 3), np.uint8)
+        for v, view in enumerate(views):
+            if view is None:
+                out[v] = whole
+                continue
+            left, top, s = view[min(k, len(view) - 1)]
+            h, w = picture.shape[:2]
+            px = max(1, round(s * min(h, w)))
+            x, y = min(max(0, round(left * w)), w - px), min(max(0, round(top * h)), h - px)
+            out[v] = cv2.resize(picture[y : y + px, x : x + px], (cfg.crop, cfg.crop), interpolation=cv2.INTER_AREA)
+        yield out
 
 
 def normalize(frames: np.ndarray | torch.Tensor, cfg: VideoConfig = VideoConfig()) -> torch.Tensor:

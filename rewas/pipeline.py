@@ -150,6 +150,11 @@ def empty_weights():
             setattr(m, n, fn)
 
 
+def decode_batch(device: torch.device, batch_size: int) -> int:
+    """How many clips of one length step 7 decodes in one call on `device`."""
+    return 1 if device.type == "cpu" else batch_size
+
+
 @contextmanager
 def _timer(timings: dict, key: str):
     start = time.perf_counter()
@@ -378,21 +383,28 @@ class ReWaSPipeline:
     def predict_energy(self, window_frames: np.ndarray, text: torch.Tensor | None = None) -> torch.Tensor:
         """(T, 224, 224, 3) uint8 frames of one window -> (1, window_frames) energy curve (phi, smoothed, resized).
         text: (1, D) the prompt's embedding (`phi_text`), for a phi that reads it."""
+        return self._energies(window_frames, [text])[0]
+
+    def _energies(self, window_frames: np.ndarray, texts: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        """`predict_energy` for several prompts on one window: the video encoder runs once."""
         cfg = self.config
         segs = frames_mod.segments(frames_mod.normalize(window_frames, cfg.video), cfg.video)  # (S, 16, 3, 224, 224)
-        feats = self.video_encoder(segs[None].to(self.device))  # (1, S*8, C)
-        if text is None and cfg.phi.text_dim:
-            text = self.phi_text("")
-        tokens = self.phi(feats.float(), text).float().cpu()  # (1, S*8)
-        if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
-            curve = energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
-        else:
-            times = energy_mod.model_token_times(cfg, segs.shape[0])
-            curve = energy_mod.curve_from_timed_tokens(
-                tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy
-            )
-        # an energy cannot leave the log-mel's range; a phi trained towards silence's floor can step past it
-        return curve.clamp(*energy_mod.log_mel_range(cfg.audio))
+        feats = self.video_encoder(segs[None].to(self.device)).float()  # (1, S*8, C)
+        curves = []
+        for text in texts:
+            if text is None and cfg.phi.text_dim:
+                text = self.phi_text("")
+            tokens = self.phi(feats, text).float().cpu()  # (1, S*8)
+            if cfg.energy.timeline == "uniform":  # the release: tokens spread evenly over the window
+                curve = energy_mod.curve_from_tokens(tokens, cfg.audio.window_frames, cfg.energy)  # (1, 512)
+            else:
+                times = energy_mod.model_token_times(cfg, segs.shape[0])
+                curve = energy_mod.curve_from_timed_tokens(
+                    tokens, times, cfg.audio.window_frames, cfg.audio.frame_rate, cfg.energy
+                )
+            # an energy cannot leave the log-mel's range; a phi trained towards silence's floor can step past it
+            curves.append(curve.clamp(*energy_mod.log_mel_range(cfg.audio)))
+        return curves
 
     def phi_text(self, prompt: str) -> torch.Tensor | None:
         """The prompt's embedding as phi reads it, (1, D); None for a phi that sees the video alone (the paper)."""
@@ -709,13 +721,26 @@ class ReWaSPipeline:
         for clock in timings:
             clock["diffusion"] = time.perf_counter() - start  # shared by the clips sampled together
 
-        # 7. latent -> mel -> waveform, cut to each video's length
+        # 7. latent -> mel -> waveform, cut to each video's length; off a CPU, clips of one length (a soundtrack's
+        # layers) are decoded together, `batch_size` at a time: there the small decoders' calls cost launches, not
+        # arithmetic. A CPU decodes one at a time, in less memory and no more time.
+        latents = [latent[:, :, m : m + t.length] for latent, m, t in zip(latents, margins, timelines)]
+        waveforms: list[np.ndarray] = [np.zeros(0, np.float32)] * len(latents)
+        lengths: dict[int, list[int]] = {}
+        for i, latent in enumerate(latents):
+            lengths.setdefault(latent.shape[2], []).append(i)
+        size = decode_batch(self.device, settings["batch_size"])
+        for group in lengths.values():
+            for first in range(0, len(group), size):
+                together = group[first : first + size]
+                start = time.perf_counter()
+                batch = torch.cat([latents[i] for i in together]) if len(together) > 1 else latents[together[0]]
+                decoded = self.decode(batch).float().cpu().numpy()
+                for row, i in enumerate(together):
+                    waveforms[i] = decoded[row, : timelines[i].samples].copy()
+                    timings[i]["decode"] = time.perf_counter() - start  # shared by the clips decoded together
         results = []
-        for timeline, latent, margin, seed, clock in zip(timelines, latents, margins, seeds, timings):
-            latent = latent[:, :, margin : margin + timeline.length]
-            with _timer(clock, "decode"):
-                waveform = self.decode(latent)[0, : timeline.samples]
-                waveform = waveform.float().cpu().numpy()
+        for timeline, latent, waveform, seed, clock in zip(timelines, latents, waveforms, seeds, timings):
             if len(waveform) < timeline.samples:
                 waveform = np.pad(waveform, (0, timeline.samples - len(waveform)))
             if timeline.muted is not None:  # what the edits silenced is silent, whatever the model made of it
@@ -760,9 +785,7 @@ class ReWaSPipeline:
         with _timer(timings, "frames"):
             frame_iter, duration = self._frame_source(video, frames, energy, region)
         d = cfg.vae.downsample
-        samples = round(duration * cfg.audio.sample_rate)
-        length = self.timeline_length(samples)
-        starts = window_starts(length, cfg.latent_shape[1], round(MIN_OVERLAP_S * self.latent_rate))
+        samples, length, starts = self._layout(duration)
         # 3. the energy curve over the whole timeline, (1, L * 4): phi on each window as the frames stream past
         with _timer(timings, "energy"):
             if energy is not None:
@@ -771,10 +794,59 @@ class ReWaSPipeline:
         if energy is None:
             with _timer(timings, "text"):
                 text = self.phi_text(prompt)
-            curve = self._predict_timeline(frame_iter, starts, length, timings, text)
+            views = (frame[None] for frame in frame_iter)  # (1, crop, crop, 3): one view
+            curve = self._predict_timelines(views, starts, length, timings, [[text]])[0]
         read = prompt if energy is None and cfg.phi.text_dim else None  # what phi's curve depends on
         timeline = Timeline(duration, samples, length, curve[:, : length * d].float(), timings, prompt=read)
         return timeline.edited(edits, cfg.audio) if edits else timeline
+
+    def prepare_many(
+        self, video: str | os.PathLike, prompts: Sequence[str], regions: Sequence[np.ndarray | None]
+    ) -> list[Timeline]:
+        """`prepare(video, prompt=prompts[i], region=regions[i])` for each i, from one decoding of the video (a
+        soundtrack's layers): each region is cut from one conversion of the picture, and the video encoder sees
+        the whole picture once for all the prompts that read it (an equal curve, up to the float rounding of the
+        squares' resizing: OpenCV's, where `prepare` has PyAV's)."""
+        cfg, timings = self.config, {}
+        if not isinstance(video, (str, os.PathLike)):
+            raise UserError(f"video must be a path (a str or os.PathLike), not {type(video).__name__}")
+        if len(prompts) != len(regions) or not prompts:
+            raise UserError("give one region (or None: the whole picture) per prompt, and at least one prompt")
+        prompts = [validate.prompt(p, f"prompts[{i}]", required=False) for i, p in enumerate(prompts)]
+        squares = [validate.squares(r, f"regions[{i}]") if r is not None else None for i, r in enumerate(regions)]
+        views: list[np.ndarray | None] = []  # the whole picture once, however many prompts read it
+        view_of, whole = [], None  # each prompt's view; the whole picture's
+        for square in squares:
+            if square is None and whole is not None:
+                view_of.append(whole)
+                continue
+            whole = len(views) if square is None else whole
+            view_of.append(len(views))
+            views.append(square)
+        with _timer(timings, "frames"):
+            info = check_duration(frames_mod.probe(video))
+            frame_iter = frames_mod.iter_views(video, cfg.video, views, info)
+        samples, length, starts = self._layout(info.duration)
+        with _timer(timings, "text"):
+            texts = [self.phi_text(p) for p in prompts]
+        asked = [[texts[i] for i in range(len(prompts)) if view_of[i] == v] for v in range(len(views))]
+        curves = iter(self._predict_timelines(frame_iter, starts, length, timings, asked))
+        by_view = [[next(curves) for _ in texts_of] for texts_of in asked]
+        end = length * cfg.vae.downsample
+        out = []
+        for i, prompt in enumerate(prompts):
+            curve = by_view[view_of[i]].pop(0)[:, :end].float()
+            read = prompt if cfg.phi.text_dim else None  # what phi's curve depends on
+            out.append(Timeline(info.duration, samples, length, curve, dict(timings), prompt=read))
+        return out
+
+    def _layout(self, duration: float) -> tuple[int, int, list[int]]:
+        """A clip of `duration` s -> (samples of its soundtrack, latent frames L of its timeline, the starts of
+        the fixed windows that cover it for all but sampling)."""
+        samples = round(duration * self.config.audio.sample_rate)
+        length = self.timeline_length(samples)
+        overlap = round(MIN_OVERLAP_S * self.latent_rate)
+        return samples, length, window_starts(length, self.config.latent_shape[1], overlap)
 
     def _check_timeline(self, timeline: Timeline, prompt: str) -> None:
         """A prepared timeline whose curve phi predicted for another prompt than the one it is sampled with gets
@@ -789,24 +861,27 @@ class ReWaSPipeline:
                 stacklevel=3,
             )
 
-    def _predict_timeline(
-        self, frame_iter, starts: list[int], length: int, timings: dict, text: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """phi's energy over the whole timeline, (1, L * 4): one window of frames at a time (decoded lazily), the
-        windows' curves crossfaded where they overlap."""
+    def _predict_timelines(
+        self, views, starts: list[int], length: int, timings: dict, texts: list[list[torch.Tensor | None]]
+    ) -> list[torch.Tensor]:
+        """phi's energy over the whole timeline, (1, L * 4), for each prompt embedding of `texts[v]` on view v of
+        `views` ((V, crop, crop, 3) frames, decoded lazily), one window at a time, the windows' curves crossfaded
+        where they overlap: view 0's curves first, in the order of their texts, then view 1's, ..."""
         cfg = self.config
         to_video = cfg.video.fps / self.latent_rate  # video frames per latent frame (1 for the paper)
         win_frames = round(cfg.audio.window_seconds * cfg.video.fps)
         video_starts = [round(s * to_video) for s in starts]
-        windows = frames_mod.iter_windows(frame_iter, video_starts, win_frames)
-        curves = []
+        windows = frames_mod.iter_windows(views, video_starts, win_frames)
+        curves: list[list[torch.Tensor]] = [[] for texts_of in texts for _ in texts_of]
         for _ in starts:
             with _timer(timings, "frames"):
-                window_frames = next(windows)
+                window = next(windows)  # (T, V, crop, crop, 3)
             with _timer(timings, "energy"):
-                curves.append(self.predict_energy(window_frames, text))  # (1, 512)
+                found = [c for v, of in enumerate(texts) for c in self._energies(np.ascontiguousarray(window[:, v]), of)]
+            for mine, curve in zip(curves, found):
+                mine.append(curve)  # (1, 512)
         d = cfg.vae.downsample
-        return blend(curves, [s * d for s in starts], length * d)
+        return [blend(mine, [s * d for s in starts], length * d) for mine in curves]
 
     def _frame_source(self, video, frames, energy, region=None):
         """-> (iterator of preprocessed uint8 frames or None, duration in seconds)."""

@@ -19,7 +19,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 from . import edits as edits_mod
 from . import validate
 from .errors import UserError, one_line
-from .tracking import Region, Track, parse_box, track
+from .tracking import Region, Track, parse_box, track, track_many
 
 FORMAT = "rewas-soundtrack"
 SOURCES = ("region", "level", "energy_from", "energy_in")  # a layer has at most one; none: phi on the whole picture
@@ -371,31 +370,33 @@ def render(
         for i, layer in enumerate(soundtrack.layers)
     ]
     info = check_duration(probe(video))
-    timelines, tracks, timings = [], [], {}
-
-    def prepared(layer: Layer) -> tuple[object, Track | None, float]:
-        t0 = time.perf_counter()
-        with torch.no_grad():  # grad mode is per thread
-            timeline, found = layer_timeline(pipe, video, layer, info)
-        return timeline, found, time.perf_counter() - t0
-
-    # each layer decodes the clip (a region twice: to track it, and for phi), mostly on one core: where there are
-    # cores to spare, the layers are prepared side by side (an H200's host: 2.2-3.2 s a region, docs/layers.md)
-    workers = min(len(layers), max(1, (os.cpu_count() or 1) // 4))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewas-layer") as pool:
-        futures = [pool.submit(prepared, layer) for layer in layers]
-        try:
-            for i, (layer, future) in enumerate(zip(layers, futures)):
-                if progress is not None:
-                    progress(f"layer {i + 1}/{len(layers)}: {layer.name or layer.prompt}")
-                timeline, found, seconds = future.result()
-                timelines.append(timeline.edited(layer.edits, pipe.config.audio) if layer.edits else timeline)
-                tracks.append(found)
-                timings[f"layer {i + 1}"] = seconds
-        except BaseException:  # a layer's error (or Ctrl+C): the layers not yet started are not prepared
-            for future in futures:
-                future.cancel()
-            raise
+    say = progress or (lambda message: None)
+    # the layers whose curve phi makes from the video share one decoding of it: their regions are tracked in one
+    # pass, then phi sees each one's view (the whole picture, or its region's squares) in another (docs/layers.md)
+    heard = [i for i, layer in enumerate(layers) if _reads_video(layer)]
+    regions = [i for i in heard if layers[i].region is not None]
+    tracks: list[Track | None] = [None] * len(layers)
+    timelines: list = [None] * len(layers)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if regions:
+            say(f"tracking {len(regions)} region{'s' * (len(regions) > 1)}")
+            found = track_many(video, [layers[i].region for i in regions], pipe.config.video.fps, info)
+            for i, one in zip(regions, found):
+                tracks[i] = one
+        timings["tracking"] = time.perf_counter() - t0
+        if heard:
+            say(f"phi on the video for {len(heard)} layer{'s' * (len(heard) > 1)}")
+            squares = [tracks[i].squares() if tracks[i] is not None else None for i in heard]
+            for i, timeline in zip(heard, pipe.prepare_many(video, [layers[i].prompt for i in heard], squares)):
+                timelines[i] = timeline
+        for i, layer in enumerate(layers):
+            if timelines[i] is None:
+                say(f"layer {i + 1}/{len(layers)}: {layer.name or layer.prompt}")
+                timelines[i] = layer_timeline(pipe, video, layer, info)[0]
+    timelines = [t.edited(layer.edits, pipe.config.audio) if layer.edits else t for t, layer in zip(timelines, layers)]
+    timings["curves"] = time.perf_counter() - t0 - timings["tracking"]
     results = pipe.generate_many(
         timelines,
         [layer.prompt for layer in layers],
@@ -460,6 +461,11 @@ def layer_timeline(pipe, video, layer: Layer, info=None):
     elif layer.energy_in is not None:
         energy = read_csv(layer.energy_in)
     return pipe.prepare(video, energy=energy, prompt=layer.prompt, region=region), found
+
+
+def _reads_video(layer: Layer) -> bool:
+    """Whether phi makes the layer's curve from the video (the whole picture or its region)."""
+    return all(source is None for source in (layer.level, layer.energy_from, layer.energy_in))
 
 
 def _pan(layer: Layer, found: Track | None) -> float | np.ndarray:

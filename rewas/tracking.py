@@ -185,40 +185,67 @@ class TemplateTracker:
         return ok, np.array([self.centre[0] - w / 2, self.centre[1] - h / 2, w, h])
 
 
-def _follow(cv2, first: np.ndarray, box, frames) -> tuple[list[np.ndarray], list[bool]]:
-    """Boxes (x, y, w, h) in pixels and found flags, one per frame of `frames`, from `box` on `first`."""
-    tracker = TemplateTracker(cv2, first, box)
-    boxes, found = [], []
-    for image in frames:
-        ok, b = tracker.update(image)
-        boxes.append(b)
-        found.append(ok)
-    return boxes, found
-
-
 def track(video: str | os.PathLike, region: Region, fps: float, info: VideoInfo | None = None) -> Track:
     """Follow `region` through `video` at `fps` (the model's frame rate): forwards from the frame it was drawn on
     to the end, and backwards to the start. Only the frames before that one are held in memory."""
-    from .frames import iter_whole_frames, probe  # decoding (and torch) only when a region is followed
+    return track_many(video, [region], fps, info)[0]
+
+
+def track_many(
+    video: str | os.PathLike, regions: list[Region], fps: float, info: VideoInfo | None = None
+) -> list[Track]:
+    """`track` for several regions of one clip, from one decoding: the picture is converted once per frame, at the
+    size the region with the smallest box needs; each other region's tracker sees it resized to its own size
+    (OpenCV). The frames before the latest drawing time are held in memory, for the backward passes."""
+    from .frames import _resize_dims, iter_whole_frames, probe  # decoding (and torch) only when regions are followed
 
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
     info = info or probe(video)
+    for region in regions:
+        if region.at > info.duration:
+            raise UserError(f"region: drawn at {region.at:g} s, after the end of the clip ({info.duration:.2f} s)")
     total = info.num_frames(fps)
-    at = min(total - 1, round(region.at * fps))
-    short = _tracking_short(region, info)
-    if region.at > info.duration:
-        raise UserError(f"region: drawn at {region.at:g} s, after the end of the clip ({info.duration:.2f} s)")
-    frames = iter_whole_frames(video, fps, short, info)
-    before = [next(frames) for _ in range(at)]  # for the backward pass
-    first = next(frames)
-    h, w = first.shape[:2]
-    left, top, right, bottom = region.box
-    box_px = np.array([left * w, top * h, (right - left) * w, (bottom - top) * h])
-    after, found_after = _follow(cv2, first, box_px, frames)
-    behind, found_behind = _follow(cv2, first, box_px, reversed(before))
-    boxes = np.array([*reversed(behind), box_px, *after], dtype=np.float64)
-    found = np.array([*reversed(found_behind), True, *found_after])
-    fractions = np.stack(
-        [boxes[:, 0] / w, boxes[:, 1] / h, (boxes[:, 0] + boxes[:, 2]) / w, (boxes[:, 1] + boxes[:, 3]) / h], 1
-    )
-    return Track(np.clip(fractions, 0, 1), found, info.width, info.height, fps)
+    ats = [min(total - 1, round(region.at * fps)) for region in regions]
+    shorts = [_tracking_short(region, info) for region in regions]
+    sizes = [_resize_dims(info.width, info.height, short) for short in shorts]
+    largest = max(shorts)
+
+    def seen(image: np.ndarray, i: int) -> np.ndarray:
+        """The frame as region i's tracker sees it."""
+        if shorts[i] == largest:
+            return image
+        return cv2.resize(image, sizes[i], interpolation=cv2.INTER_AREA)
+
+    before: list[np.ndarray] = []  # the frames before the latest drawing time, for the backward passes
+    firsts: list[np.ndarray] = [np.zeros(0)] * len(regions)  # each region's frame as drawn on
+    forwards: list[TemplateTracker | None] = [None] * len(regions)
+    boxes: list[list[np.ndarray]] = [[] for _ in regions]  # from the drawing time on
+    found: list[list[bool]] = [[] for _ in regions]
+    for k, image in enumerate(iter_whole_frames(video, fps, largest, info)):
+        if k < max(ats):
+            before.append(image)
+        for i, (region, at) in enumerate(zip(regions, ats)):
+            if k == at:
+                firsts[i] = seen(image, i)
+                h, w = firsts[i].shape[:2]
+                left, top, right, bottom = region.box
+                box = np.array([left * w, top * h, (right - left) * w, (bottom - top) * h])
+                forwards[i] = TemplateTracker(cv2, firsts[i], box)
+                boxes[i].append(box)
+                found[i].append(True)
+            elif k > at:
+                ok, box = forwards[i].update(seen(image, i))
+                boxes[i].append(box)
+                found[i].append(ok)
+    tracks = []
+    for i, at in enumerate(ats):
+        backwards = TemplateTracker(cv2, firsts[i], boxes[i][0])
+        behind = [backwards.update(seen(image, i)) for image in reversed(before[:at])]
+        px = np.array([*(box for _, box in reversed(behind)), *boxes[i]], dtype=np.float64)
+        seen_at = np.array([*(ok for ok, _ in reversed(behind)), *found[i]])
+        h, w = firsts[i].shape[:2]
+        fractions = np.stack(
+            [px[:, 0] / w, px[:, 1] / h, (px[:, 0] + px[:, 2]) / w, (px[:, 1] + px[:, 3]) / h], 1
+        )  # fmt: skip
+        tracks.append(Track(np.clip(fractions, 0, 1), seen_at, info.width, info.height, fps))
+    return tracks

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from conftest import run_cli
 
-from rewas import samples
+from rewas import samples, tracking
 from rewas.edits import Edit
 from rewas.errors import UserError
 from rewas.mix import mix, pan_gains, place
@@ -91,6 +91,63 @@ def test_a_region_layer_follows_its_own_object_and_sits_on_its_side(default_pipe
         left, right = (float(np.sum(result.stems[k][:, c].astype(np.float64) ** 2)) for c in (0, 1))
         louder = 10 * np.log10(left / right) * (1 if k == 0 else -1)
         assert louder >= 6.0, (k, louder)
+
+
+def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, two_balls, monkeypatch):
+    """Two regions and the whole picture: their regions are tracked in one pass and phi sees all three views in a
+    second (before: five passes, a region's squares converted twice). The curves are those of each layer alone:
+    the whole picture's exactly, a region's up to the resampling of its squares, and each track as `track`'s."""
+    from rewas import frames
+
+    path, frame_fn, _ = two_balls
+    boxes = ball_boxes(frame_fn(0.0))
+    regions = [Region(boxes[0]), Region((0.05, 0.05, 0.95, 0.95), at=2.0)]  # a small box and a large one
+    alone = [track(path, region, 25.0) for region in regions]
+    passes = []
+    stream = frames._resampled  # one pass through the clip's frames (`probe` reads its first frame apart)
+
+    def counted(*args):
+        passes.append(1)  # once the pass starts
+        yield from stream(*args)
+
+    monkeypatch.setattr(frames, "_resampled", counted)
+    many = tracking.track_many(path, regions, 25.0)
+    assert len(passes) == 1
+    assert np.array_equal(many[0].boxes, alone[0].boxes)  # the small box sets the size: its own frames
+    assert np.abs(many[1].boxes - alone[1].boxes).max() < 0.02 and (many[1].found == alone[1].found).mean() > 0.9
+    squares = [alone[0].squares(), None, alone[1].squares(), None]
+    prompts = [PROMPT, PROMPT, PROMPT, "a dog barking"]
+    together = default_pipe.prepare_many(path, prompts, squares)
+    assert len(passes) == 2
+    for prompt, square, timeline in zip(prompts, squares, together):
+        own = default_pipe.prepare(path, prompt=prompt, region=square)
+        assert timeline.length == own.length and timeline.prompt == own.prompt
+        if square is None or square is squares[0]:  # the whole picture; the smallest square sets the size
+            assert torch.equal(timeline.curve, own.curve)
+        else:
+            assert float((timeline.curve - own.curve).abs().mean()) < 0.05
+    passes.clear()
+    layers = [Layer(PROMPT, region=regions[0]), Layer(PROMPT), Layer("rain", level=-5.0)]
+    layers.append(Layer("a car", region=regions[1]))
+    render(default_pipe, path, Soundtrack(tuple(layers), steps=1), seed=0)
+    assert len(passes) == 2
+
+
+def test_clips_of_one_length_decoded_together_give_what_each_gives_alone(debug_pipe, media, monkeypatch):
+    """Off a CPU, a soundtrack's layers (clips of one length) go through the VAE and the vocoder in one call."""
+    from rewas import pipeline
+
+    timelines = [debug_pipe.prepare(media["v25"], prompt=p) for p in ("a", "b", "c")]
+    run = dict(steps=2, batch_size=2)
+    alone = debug_pipe.generate_many(timelines, ["a", "b", "c"], [1, 2, 3], **run)
+    calls = []
+    decode = debug_pipe.decode
+    monkeypatch.setattr(pipeline, "decode_batch", lambda device, batch_size: batch_size)
+    monkeypatch.setattr(debug_pipe, "decode", lambda latent: calls.append(latent.shape[0]) or decode(latent))
+    together = debug_pipe.generate_many(timelines, ["a", "b", "c"], [1, 2, 3], **run)
+    assert calls == [2, 1]
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(b.waveform, a.waveform, rtol=0, atol=1e-5)
 
 
 def test_the_mix_is_the_sum_of_its_panned_stems_and_stays_under_full_scale():
