@@ -223,9 +223,22 @@ def iter_whole_frames(
 ) -> Iterator[np.ndarray]:
     """Yield the whole picture, (H, W, 3) uint8 RGB with its short side resized to `short` (no crop), at `fps`:
     what a tracker follows a region on."""
+    return (pictures[0] for pictures in iter_pictures(path, fps, [short], info))
+
+
+def iter_pictures(
+    path: str | os.PathLike, fps: float, shorts: list[int], info: VideoInfo | None = None
+) -> Iterator[list[np.ndarray]]:
+    """`iter_whole_frames` at several sizes from one decoding: yield one picture per entry of `shorts` (each size
+    converted once per frame, so a picture is the same whatever other sizes it is decoded with)."""
     info = info or probe(path)
-    width, height = _resize_dims(info.width, info.height, short)
-    return _resampled(path, fps, info, lambda frame: _rgb(frame, *_stored_dims(frame, width, height)))
+    sizes = {short: _resize_dims(info.width, info.height, short) for short in shorts}
+
+    def convert(frame: av.VideoFrame) -> list[np.ndarray]:
+        pictures = {short: _rgb(frame, *_stored_dims(frame, *size)) for short, size in sizes.items()}
+        return [pictures[short] for short in shorts]
+
+    return _resampled(path, fps, info, convert)
 
 
 def iter_region_frames(
@@ -241,34 +254,46 @@ def iter_views(
     path: str | os.PathLike, cfg: VideoConfig, views: list[np.ndarray | None], info: VideoInfo | None = None
 ) -> Iterator[np.ndarray]:
     """Several views of one clip from one decoding: yield (V, crop, crop, 3) uint8 RGB at cfg.fps, view v of frame
-    k being what `iter_frames` gives (`views[v]` None: the whole picture) or `iter_region_frames` (`views[v]` a
-    (T, 3) array of squares). The picture is converted once per frame for all the whole views, as `iter_frames`
-    does, and once for all the squares, just large enough for the smallest to keep the model's resolution (at most
-    the picture's own size); each square is cut from it and resized with OpenCV (the layers extra)."""
+    k being what `iter_frames` gives (`views[v]` None: the whole picture) or the square `views[v][k]` = (left, top,
+    side) of the picture (fractions of its width, height and short side) resized to the model's input (`views[v]`
+    a (T, 3) array): what the video encoder sees of a region. For a region the picture is converted just large
+    enough for its square to keep the model's resolution (at most its own size), the square cut from it and
+    resized with OpenCV (the layers extra). Each size is converted once per frame, so a view is the same whatever
+    other views it is decoded with."""
     info = info or probe(path)
-    squares = [v for v in views if v is not None]
-    cv2 = require("cv2", extra="layers", for_="a region of the picture") if squares else None
-    side = min(float(np.max(s[:, 2])) for s in squares) if squares else 1.0
-    short_px = min(info.width, info.height)
-    work = min(short_px, max(cfg.crop, math.ceil(cfg.crop / max(side, 1e-3))))
-    width, height = _resize_dims(info.width, info.height, work)
+    sizes = [None if view is None else _region_size(view, cfg, info) for view in views]
+    cv2 = require("cv2", extra="layers", for_="a region of the picture") if any(sizes) else None
 
-    def convert(frame: av.VideoFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
-        whole = _to_rgb(frame, cfg.resize_short, cfg.crop) if len(squares) < len(views) else None
-        return whole, (_rgb(frame, *_stored_dims(frame, width, height)) if squares else None)
+    def convert(frame: av.VideoFrame) -> dict:
+        """This frame at each size the views need (None: the whole picture's crop)."""
+        out = {}
+        for size in set(sizes):
+            out[size] = (
+                _to_rgb(frame, cfg.resize_short, cfg.crop) if size is None else _rgb(frame, *_stored_dims(frame, *size))
+            )
+        return out
 
-    for k, (whole, picture) in enumerate(_resampled(path, cfg.fps, info, convert)):
+    for k, pictures in enumerate(_resampled(path, cfg.fps, info, convert)):
         out = np.empty((len(views), cfg.crop, cfg.crop, 3), np.uint8)
-        for v, view in enumerate(views):
+        for v, (view, size) in enumerate(zip(views, sizes)):
             if view is None:
-                out[v] = whole
+                out[v] = pictures[None]
                 continue
+            picture = pictures[size]
             left, top, s = view[min(k, len(view) - 1)]
             h, w = picture.shape[:2]
             px = max(1, round(s * min(h, w)))
             x, y = min(max(0, round(left * w)), w - px), min(max(0, round(top * h)), h - px)
             out[v] = cv2.resize(picture[y : y + px, x : x + px], (cfg.crop, cfg.crop), interpolation=cv2.INTER_AREA)
         yield out
+
+
+def _region_size(squares: np.ndarray, cfg: VideoConfig, info: VideoInfo) -> tuple[int, int]:
+    """The (width, height) a picture is converted to for a region's squares: its largest square keeps the model's
+    resolution, at most the picture's own size."""
+    side = float(np.max(squares[:, 2])) if len(squares) else 1.0
+    work = min(min(info.width, info.height), max(cfg.crop, math.ceil(cfg.crop / max(side, 1e-3))))
+    return _resize_dims(info.width, info.height, work)
 
 
 def normalize(frames: np.ndarray | torch.Tensor, cfg: VideoConfig = VideoConfig()) -> torch.Tensor:

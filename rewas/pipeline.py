@@ -877,7 +877,7 @@ class ReWaSPipeline:
             with _timer(timings, "frames"):
                 window = next(windows)  # (T, V, crop, crop, 3)
             with _timer(timings, "energy"):
-                found = [c for v, of in enumerate(texts) for c in self._energies(np.ascontiguousarray(window[:, v]), of)]
+                found = [c for v, of in enumerate(texts) for c in self._energies(window[:, v].copy(), of)]
             for mine, curve in zip(curves, found):
                 mine.append(curve)  # (1, 512)
         d = cfg.vae.downsample

@@ -397,6 +397,7 @@ def render(
                 timelines[i] = layer_timeline(pipe, video, layer, info)[0]
     timelines = [t.edited(layer.edits, pipe.config.audio) if layer.edits else t for t, layer in zip(timelines, layers)]
     timings["curves"] = time.perf_counter() - t0 - timings["tracking"]
+    t0 = time.perf_counter()
     results = pipe.generate_many(
         timelines,
         [layer.prompt for layer in layers],
@@ -410,6 +411,8 @@ def render(
         batch_size=batch_size,
         callback=callback,
     )
+    timings["sampling"] = results[0].timings.get("diffusion", 0.0)  # every layer's windows together
+    timings["decoding"] = time.perf_counter() - t0 - timings["sampling"]  # with the prompts and hints
     rate = pipe.config.audio.sample_rate
     samples = len(results[0].waveform)
     fps = pipe.config.video.fps
@@ -418,7 +421,6 @@ def render(
     mixed, stems, master_db = mix(placed)
     settings = pipe.sampler_settings(*(getattr(soundtrack, k) for k in SAMPLER_KEYS), batch_size, None, None)
     done = dataclasses.replace(soundtrack, layers=tuple(layers), **{k: settings[k] for k in SAMPLER_KEYS})
-    timings["sampling and decoding"] = results[0].timings.get("diffusion", 0.0)
     timings["total"] = time.perf_counter() - t_start
     return SoundtrackResult(
         mixed, stems, [r.energy for r in results], pans, tracks, done, rate, info.duration, master_db,

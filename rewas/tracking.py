@@ -194,10 +194,10 @@ def track(video: str | os.PathLike, region: Region, fps: float, info: VideoInfo 
 def track_many(
     video: str | os.PathLike, regions: list[Region], fps: float, info: VideoInfo | None = None
 ) -> list[Track]:
-    """`track` for several regions of one clip, from one decoding: the picture is converted once per frame, at the
-    size the region with the smallest box needs; each other region's tracker sees it resized to its own size
-    (OpenCV). The frames before the latest drawing time are held in memory, for the backward passes."""
-    from .frames import _resize_dims, iter_whole_frames, probe  # decoding (and torch) only when regions are followed
+    """`track` for several regions of one clip, from one decoding (each region's tracker sees the picture at its own
+    size, as `track` gives it: a region is followed the same whatever others are). The frames before the latest
+    drawing time are held in memory, for the backward passes."""
+    from .frames import iter_pictures, probe  # decoding (and torch) only when regions are followed
 
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
     info = info or probe(video)
@@ -207,26 +207,17 @@ def track_many(
     total = info.num_frames(fps)
     ats = [min(total - 1, round(region.at * fps)) for region in regions]
     shorts = [_tracking_short(region, info) for region in regions]
-    sizes = [_resize_dims(info.width, info.height, short) for short in shorts]
-    largest = max(shorts)
-
-    def seen(image: np.ndarray, i: int) -> np.ndarray:
-        """The frame as region i's tracker sees it."""
-        if shorts[i] == largest:
-            return image
-        return cv2.resize(image, sizes[i], interpolation=cv2.INTER_AREA)
-
-    before: list[np.ndarray] = []  # the frames before the latest drawing time, for the backward passes
+    before: list[list[np.ndarray]] = []  # the frames before the latest drawing time, for the backward passes
     firsts: list[np.ndarray] = [np.zeros(0)] * len(regions)  # each region's frame as drawn on
     forwards: list[TemplateTracker | None] = [None] * len(regions)
     boxes: list[list[np.ndarray]] = [[] for _ in regions]  # from the drawing time on
     found: list[list[bool]] = [[] for _ in regions]
-    for k, image in enumerate(iter_whole_frames(video, fps, largest, info)):
+    for k, pictures in enumerate(iter_pictures(video, fps, shorts, info)):
         if k < max(ats):
-            before.append(image)
+            before.append([p if k < at else None for p, at in zip(pictures, ats)])  # each region's own
         for i, (region, at) in enumerate(zip(regions, ats)):
             if k == at:
-                firsts[i] = seen(image, i)
+                firsts[i] = pictures[i]
                 h, w = firsts[i].shape[:2]
                 left, top, right, bottom = region.box
                 box = np.array([left * w, top * h, (right - left) * w, (bottom - top) * h])
@@ -234,13 +225,13 @@ def track_many(
                 boxes[i].append(box)
                 found[i].append(True)
             elif k > at:
-                ok, box = forwards[i].update(seen(image, i))
+                ok, box = forwards[i].update(pictures[i])
                 boxes[i].append(box)
                 found[i].append(ok)
     tracks = []
     for i, at in enumerate(ats):
         backwards = TemplateTracker(cv2, firsts[i], boxes[i][0])
-        behind = [backwards.update(seen(image, i)) for image in reversed(before[:at])]
+        behind = [backwards.update(pictures[i]) for pictures in reversed(before[:at])]
         px = np.array([*(box for _, box in reversed(behind)), *boxes[i]], dtype=np.float64)
         seen_at = np.array([*(ok for ok, _ in reversed(behind)), *found[i]])
         h, w = firsts[i].shape[:2]

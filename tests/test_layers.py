@@ -95,8 +95,8 @@ def test_a_region_layer_follows_its_own_object_and_sits_on_its_side(default_pipe
 
 def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, two_balls, monkeypatch):
     """Two regions and the whole picture: their regions are tracked in one pass and phi sees all three views in a
-    second (before: five passes, a region's squares converted twice). The curves are those of each layer alone:
-    the whole picture's exactly, a region's up to the resampling of its squares, and each track as `track`'s."""
+    second (before: five passes, a region's squares converted twice). Each track and each curve is the one its
+    layer gets alone: a layer sounds the same whatever other layers the soundtrack has."""
     from rewas import frames
 
     path, frame_fn, _ = two_balls
@@ -113,8 +113,8 @@ def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, t
     monkeypatch.setattr(frames, "_resampled", counted)
     many = tracking.track_many(path, regions, 25.0)
     assert len(passes) == 1
-    assert np.array_equal(many[0].boxes, alone[0].boxes)  # the small box sets the size: its own frames
-    assert np.abs(many[1].boxes - alone[1].boxes).max() < 0.02 and (many[1].found == alone[1].found).mean() > 0.9
+    for a, b in zip(many, alone):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.found, b.found)
     squares = [alone[0].squares(), None, alone[1].squares(), None]
     prompts = [PROMPT, PROMPT, PROMPT, "a dog barking"]
     together = default_pipe.prepare_many(path, prompts, squares)
@@ -122,10 +122,7 @@ def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, t
     for prompt, square, timeline in zip(prompts, squares, together):
         own = default_pipe.prepare(path, prompt=prompt, region=square)
         assert timeline.length == own.length and timeline.prompt == own.prompt
-        if square is None or square is squares[0]:  # the whole picture; the smallest square sets the size
-            assert torch.equal(timeline.curve, own.curve)
-        else:
-            assert float((timeline.curve - own.curve).abs().mean()) < 0.05
+        assert torch.equal(timeline.curve, own.curve)
     passes.clear()
     layers = [Layer(PROMPT, region=regions[0]), Layer(PROMPT), Layer("rain", level=-5.0)]
     layers.append(Layer("a car", region=regions[1]))
@@ -164,7 +161,7 @@ def test_the_mix_is_the_sum_of_its_panned_stems_and_stays_under_full_scale():
     np.testing.assert_allclose(left, [1, np.sqrt(0.5), 0], atol=1e-12)
 
 
-def test_a_soundtrack_file_gives_the_same_audio_again(debug_pipe, media, tmp_path, monkeypatch):
+def test_a_soundtrack_file_gives_the_same_audio_again(debug_pipe, media, tmp_path):
     layers = [
         Layer("rain", level=-5.0, gain_db=-3, pan=-0.5),
         Layer("a dog", edits=(Edit("mute", 1.0, 2.0),), pan=0.7, seed=11),
@@ -176,10 +173,6 @@ def test_a_soundtrack_file_gives_the_same_audio_again(debug_pipe, media, tmp_pat
     again = render(debug_pipe, media["v25"], read_soundtrack(tmp_path / "s.json"), seed=99)
     assert np.array_equal(first.mix, again.mix) and first.mix.shape[1] == 2
     assert again.soundtrack == first.soundtrack
-    # where there are cores to spare the layers are prepared side by side: the same audio, the same errors
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
-    side_by_side = render(debug_pipe, media["v25"], read_soundtrack(tmp_path / "s.json"))
-    assert np.array_equal(side_by_side.mix, first.mix)
     with pytest.raises(UserError, match="after the end of the clip"):
         render(debug_pipe, media["v25"], [layers[0], Layer("a ball", region=Region((0.2, 0.2, 0.6, 0.7), at=99))])
 
