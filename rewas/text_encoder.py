@@ -87,16 +87,24 @@ def load_tokenizer(cfg: TextEncoderConfig, directory: str | os.PathLike | None =
     raise UserError(f"unknown tokenizer kind {cfg.tokenizer!r}")
 
 
+def _embedding(rows: int, dim: int, padding_idx: int | None, device) -> nn.Embedding:
+    """nn.Embedding; on the meta device given its (empty) table: initialising one there imports torch._dynamo,
+    0.8 s of a generation."""
+    if device is None or torch.device(device).type != "meta":
+        return nn.Embedding(rows, dim, padding_idx=padding_idx, device=device)
+    return nn.Embedding(rows, dim, padding_idx=padding_idx, _weight=torch.empty(rows, dim, device="meta"))
+
+
 class _Embeddings(nn.Module):
-    def __init__(self, cfg: ClapTextConfig, type_vocab: int, roberta_positions: bool):
+    def __init__(self, cfg: ClapTextConfig, type_vocab: int, roberta_positions: bool, device=None):
         super().__init__()
         pad = PAD if roberta_positions else 0
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=pad)
-        self.position_embeddings = nn.Embedding(
-            cfg.max_positions, cfg.hidden_size, padding_idx=PAD if roberta_positions else None
+        self.word_embeddings = _embedding(cfg.vocab_size, cfg.hidden_size, pad, device)
+        self.position_embeddings = _embedding(
+            cfg.max_positions, cfg.hidden_size, PAD if roberta_positions else None, device
         )
-        self.token_type_embeddings = nn.Embedding(type_vocab, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.token_type_embeddings = _embedding(type_vocab, cfg.hidden_size, None, device)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, device=device)
         self.roberta_positions = roberta_positions
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -109,26 +117,26 @@ class _Embeddings(nn.Module):
 
 
 class _SelfAttention(nn.Module):
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, device=None):
         super().__init__()
-        self.query, self.key, self.value = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.query, self.key, self.value = (nn.Linear(hidden, hidden, device=device) for _ in range(3))
 
 
 class _DenseNorm(nn.Module):
-    def __init__(self, d_in: int, d_out: int, eps: float):
+    def __init__(self, d_in: int, d_out: int, eps: float, device=None):
         super().__init__()
-        self.dense = nn.Linear(d_in, d_out)
-        self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
+        self.dense = nn.Linear(d_in, d_out, device=device)
+        self.LayerNorm = nn.LayerNorm(d_out, eps=eps, device=device)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dense(x) + residual)
 
 
 class _Attention(nn.Module):
-    def __init__(self, cfg: ClapTextConfig):
+    def __init__(self, cfg: ClapTextConfig, device=None):
         super().__init__()
-        self.self = _SelfAttention(cfg.hidden_size)
-        self.output = _DenseNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps)
+        self.self = _SelfAttention(cfg.hidden_size, device)
+        self.output = _DenseNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps, device)
         self.heads = cfg.num_heads
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -141,12 +149,12 @@ class _Attention(nn.Module):
 
 
 class _Layer(nn.Module):
-    def __init__(self, cfg: ClapTextConfig):
+    def __init__(self, cfg: ClapTextConfig, device=None):
         super().__init__()
-        self.attention = _Attention(cfg)
+        self.attention = _Attention(cfg, device)
         self.intermediate = nn.Module()
-        self.intermediate.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.output = _DenseNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps)
+        self.intermediate.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size, device=device)
+        self.output = _DenseNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, device)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         x = self.attention(x, bias)
@@ -155,15 +163,16 @@ class _Layer(nn.Module):
 
 class Roberta(nn.Module):
     """RoBERTa encoder + pooler: (B, L) ids, mask -> (B, hidden) pooled output. With `type_vocab=2,
-    roberta_positions=False` it is BERT (as in MiniLM), with transformers' parameter names either way."""
+    roberta_positions=False` it is BERT (as in MiniLM), with transformers' parameter names either way. `device`
+    "meta": built without memory or initialisation, for weights loaded with `load_state_dict(assign=True)`."""
 
-    def __init__(self, cfg: ClapTextConfig, type_vocab: int = 1, roberta_positions: bool = True):
+    def __init__(self, cfg: ClapTextConfig, type_vocab: int = 1, roberta_positions: bool = True, device=None):
         super().__init__()
-        self.embeddings = _Embeddings(cfg, type_vocab, roberta_positions)
+        self.embeddings = _Embeddings(cfg, type_vocab, roberta_positions, device)
         self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(_Layer(cfg) for _ in range(cfg.num_layers))
+        self.encoder.layer = nn.ModuleList(_Layer(cfg, device) for _ in range(cfg.num_layers))
         self.pooler = nn.Module()
-        self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, device=device)
 
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L) ids, mask -> (B, L, hidden) last hidden states."""
@@ -260,9 +269,11 @@ class SentenceEncoder(nn.Module):
         from tokenizers import Tokenizer
 
         path = get_model_path()
-        bert = Roberta(MINILM, type_vocab=2, roberta_positions=False)
+        # built on the meta device (its random initialisation cost 0.1 s of every generation), then given the file's
+        # weights: a per-module device, where a global patch of the initialisers would reach other threads' models
+        bert = Roberta(MINILM, type_vocab=2, roberta_positions=False, device="meta")
         state = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.endswith("position_ids")}
-        bert.load_state_dict(state, strict=True)
+        bert.load_state_dict(state, strict=True, assign=True)
         bert.eval().requires_grad_(False)
         for fn in self._apply_fns:  # device/dtype moves made before the first use
             bert._apply(fn)

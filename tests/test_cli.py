@@ -501,3 +501,18 @@ def test_help_and_a_mistyped_command_answer_without_importing_torch():
 def test_info_text(capsys):
     code, out, _ = run(["info", "debug"], capsys)
     assert code == 0 and "unet" in out and "adapter" in out
+
+
+def test_a_generation_with_the_default_model_imports_no_compiler(media, tmp_path):
+    """`rewas generate` on the default model never imports torch._dynamo (0.8 s here): building its text encoder on
+    the meta device once did, through an nn.Embedding's initialisation there."""
+    probe = (
+        "import sys\n"
+        "from rewas.cli import main\n"
+        f"code = main(['generate', {str(media['v25'])!r}, '--prompt', 'a ball', '--steps', '1', '-q', '-o',"
+        f" {str(tmp_path / 'out.mp4')!r}])\n"
+        "print(code, 'torch._dynamo' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "0 False"
