@@ -385,6 +385,13 @@ class ReWaSPipeline:
         text: (1, D) the prompt's embedding (`phi_text`), for a phi that reads it."""
         return self._energies(window_frames, [text])[0]
 
+    def _view_energies(self, window_frames: np.ndarray, texts: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        """One view's window -> its curve for each prompt: through `predict_energy` for one (the stage a caller may
+        replace, as tests do to stand in for phi), else the video encoder once for all."""
+        if len(texts) == 1:
+            return [self.predict_energy(window_frames, texts[0])]
+        return self._energies(window_frames, texts)
+
     def _energies(self, window_frames: np.ndarray, texts: list[torch.Tensor | None]) -> list[torch.Tensor]:
         """`predict_energy` for several prompts on one window: the video encoder runs once."""
         cfg = self.config
@@ -721,24 +728,9 @@ class ReWaSPipeline:
         for clock in timings:
             clock["diffusion"] = time.perf_counter() - start  # shared by the clips sampled together
 
-        # 7. latent -> mel -> waveform, cut to each video's length; off a CPU, clips of one length (a soundtrack's
-        # layers) are decoded together, `batch_size` at a time: there the small decoders' calls cost launches, not
-        # arithmetic. A CPU decodes one at a time, in less memory and no more time.
+        # 7. latent -> mel -> waveform, cut to each video's length
         latents = [latent[:, :, m : m + t.length] for latent, m, t in zip(latents, margins, timelines)]
-        waveforms: list[np.ndarray] = [np.zeros(0, np.float32)] * len(latents)
-        lengths: dict[int, list[int]] = {}
-        for i, latent in enumerate(latents):
-            lengths.setdefault(latent.shape[2], []).append(i)
-        size = decode_batch(self.device, settings["batch_size"])
-        for group in lengths.values():
-            for first in range(0, len(group), size):
-                together = group[first : first + size]
-                start = time.perf_counter()
-                batch = torch.cat([latents[i] for i in together]) if len(together) > 1 else latents[together[0]]
-                decoded = self.decode(batch).float().cpu().numpy()
-                for row, i in enumerate(together):
-                    waveforms[i] = decoded[row, : timelines[i].samples].copy()
-                    timings[i]["decode"] = time.perf_counter() - start  # shared by the clips decoded together
+        waveforms = self._decode_all(latents, [t.samples for t in timelines], timings, settings["batch_size"])
         results = []
         for timeline, latent, waveform, seed, clock in zip(timelines, latents, waveforms, seeds, timings):
             if len(waveform) < timeline.samples:
@@ -752,6 +744,29 @@ class ReWaSPipeline:
                 GenerationResult(waveform, rate, energy_out, timeline.duration, seed, clock, latent.float().cpu())
             )
         return results
+
+    def _decode_all(self, latents: list[torch.Tensor], samples: list[int], timings: list[dict], batch_size: int):
+        """Latents (1, z, L_i, F) -> waveforms (samples_i,) as numpy. Off a CPU, those of one length (a soundtrack's
+        layers, clips of one length in `rewas batch`) are decoded `batch_size` at a time: there the small
+        decoders' calls cost launches, not arithmetic; a CPU decodes one at a time, in less memory and no more
+        time. Each clip's "decode" timing is its share of its call."""
+        waveforms: list[np.ndarray] = [np.zeros(0, np.float32)] * len(latents)
+        lengths: dict[int, list[int]] = {}
+        for i, latent in enumerate(latents):
+            lengths.setdefault(latent.shape[2], []).append(i)
+        size = decode_batch(self.device, batch_size)
+        for group in lengths.values():
+            for first in range(0, len(group), size):
+                together = group[first : first + size]
+                start = time.perf_counter()
+                batch = torch.cat([latents[i] for i in together]) if len(together) > 1 else latents[together[0]]
+                decoded = self.decode(batch).float().cpu().numpy()
+                for row, i in enumerate(together):
+                    waveforms[i] = decoded[row, : samples[i]].copy()
+                share = (time.perf_counter() - start) / len(together)
+                for i in together:
+                    timings[i]["decode"] = share
+        return waveforms
 
     def prepare(
         self,
@@ -769,7 +784,8 @@ class ReWaSPipeline:
         next clip while the current one is sampled. A phi that reads the prompt (`PhiConfig.text_dim`) is given
         `prompt`: pass the one the clip will be generated with. `region`: (T, 3) squares (left, top, side) of the
         video's picture, one per frame at the model's rate, that phi sees instead of the whole frame
-        (`rewas.tracking.Track.squares`: one object's part of the picture)."""
+        (`rewas.tracking.Track.squares`: one object's part of the picture; resized with OpenCV, the layers
+        extra)."""
         cfg, timings = self.config, {}
         prompt = validate.prompt(prompt, required=False)
         edits = validate.edits(edits)
@@ -801,12 +817,15 @@ class ReWaSPipeline:
         return timeline.edited(edits, cfg.audio) if edits else timeline
 
     def prepare_many(
-        self, video: str | os.PathLike, prompts: Sequence[str], regions: Sequence[np.ndarray | None]
+        self,
+        video: str | os.PathLike,
+        prompts: Sequence[str],
+        regions: Sequence[np.ndarray | None],
+        info: frames_mod.VideoInfo | None = None,
     ) -> list[Timeline]:
-        """`prepare(video, prompt=prompts[i], region=regions[i])` for each i, from one decoding of the video (a
-        soundtrack's layers): each region is cut from one conversion of the picture, and the video encoder sees
-        the whole picture once for all the prompts that read it (an equal curve, up to the float rounding of the
-        squares' resizing: OpenCV's, where `prepare` has PyAV's)."""
+        """`prepare(video, prompt=prompts[i], region=regions[i])` for each i, the same curves, from one decoding of
+        the video (a soundtrack's layers; `info`: its `frames.probe`, if known): the video encoder sees the whole
+        picture once for all the prompts that read it."""
         cfg, timings = self.config, {}
         if not isinstance(video, (str, os.PathLike)):
             raise UserError(f"video must be a path (a str or os.PathLike), not {type(video).__name__}")
@@ -824,7 +843,7 @@ class ReWaSPipeline:
             view_of.append(len(views))
             views.append(square)
         with _timer(timings, "frames"):
-            info = check_duration(frames_mod.probe(video))
+            info = check_duration(info or frames_mod.probe(video))
             frame_iter = frames_mod.iter_views(video, cfg.video, views, info)
         samples, length, starts = self._layout(info.duration)
         with _timer(timings, "text"):
@@ -877,7 +896,7 @@ class ReWaSPipeline:
             with _timer(timings, "frames"):
                 window = next(windows)  # (T, V, crop, crop, 3)
             with _timer(timings, "energy"):
-                found = [c for v, of in enumerate(texts) for c in self._energies(window[:, v].copy(), of)]
+                found = [c for v, of in enumerate(texts) for c in self._view_energies(window[:, v].copy(), of)]
             for mine, curve in zip(curves, found):
                 mine.append(curve)  # (1, 512)
         d = cfg.vae.downsample

@@ -348,7 +348,8 @@ def render(
     progress: Callable[[str], None] | None = None,
 ) -> SoundtrackResult:
     """Every layer of `soundtrack` over `video`, sampled together, mixed in stereo. A layer without its own seed
-    gets `seed` + its index (`seed`: a fresh one when None). `progress(message)` hears of each layer's curve."""
+    gets `seed` + its index (`seed`: a fresh one when None). `progress(message)` hears what is being prepared:
+    the regions' tracking, phi on the video, and each other layer's curve."""
     import time
 
     import torch
@@ -389,7 +390,8 @@ def render(
         if heard:
             say(f"phi on the video for {len(heard)} layer{'s' * (len(heard) > 1)}")
             squares = [tracks[i].squares() if tracks[i] is not None else None for i in heard]
-            for i, timeline in zip(heard, pipe.prepare_many(video, [layers[i].prompt for i in heard], squares)):
+            prepared = pipe.prepare_many(video, [layers[i].prompt for i in heard], squares, info=info)
+            for i, timeline in zip(heard, prepared):
                 timelines[i] = timeline
         for i, layer in enumerate(layers):
             if timelines[i] is None:
@@ -397,7 +399,6 @@ def render(
                 timelines[i] = layer_timeline(pipe, video, layer, info)[0]
     timelines = [t.edited(layer.edits, pipe.config.audio) if layer.edits else t for t, layer in zip(timelines, layers)]
     timings["curves"] = time.perf_counter() - t0 - timings["tracking"]
-    t0 = time.perf_counter()
     results = pipe.generate_many(
         timelines,
         [layer.prompt for layer in layers],
@@ -412,7 +413,7 @@ def render(
         callback=callback,
     )
     timings["sampling"] = results[0].timings.get("diffusion", 0.0)  # every layer's windows together
-    timings["decoding"] = time.perf_counter() - t0 - timings["sampling"]  # with the prompts and hints
+    timings["decoding"] = sum(r.timings.get("decode", 0.0) for r in results)  # each layer's share
     rate = pipe.config.audio.sample_rate
     samples = len(results[0].waveform)
     fps = pipe.config.video.fps

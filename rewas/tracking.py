@@ -195,25 +195,30 @@ def track_many(
     video: str | os.PathLike, regions: list[Region], fps: float, info: VideoInfo | None = None
 ) -> list[Track]:
     """`track` for several regions of one clip, from one decoding (each region's tracker sees the picture at its own
-    size, as `track` gives it: a region is followed the same whatever others are). The frames before the latest
-    drawing time are held in memory, for the backward passes."""
+    size, as `track` gives it: a region is followed the same whatever others are). Each region's frames before its
+    drawing time are held in memory for its backward pass, all regions' at once: a box drawn late in a long clip
+    costs that region's tracking frames up to then (about 30 MB a second of clip at the largest tracking size)."""
+    if not regions:
+        return []
     from .frames import iter_pictures, probe  # decoding (and torch) only when regions are followed
 
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
     info = info or probe(video)
-    for region in regions:
+    for i, region in enumerate(regions):
         if region.at > info.duration:
-            raise UserError(f"region: drawn at {region.at:g} s, after the end of the clip ({info.duration:.2f} s)")
+            which = f"region {i + 1} of {len(regions)}" if len(regions) > 1 else "region"
+            raise UserError(f"{which}: drawn at {region.at:g} s, after the end of the clip ({info.duration:.2f} s)")
     total = info.num_frames(fps)
     ats = [min(total - 1, round(region.at * fps)) for region in regions]
     shorts = [_tracking_short(region, info) for region in regions]
-    before: list[list[np.ndarray]] = []  # the frames before the latest drawing time, for the backward passes
+    before: list[list[np.ndarray | None]] = []  # per frame, each region's picture while before its drawing time
+    last = max(ats)
     firsts: list[np.ndarray] = [np.zeros(0)] * len(regions)  # each region's frame as drawn on
     forwards: list[TemplateTracker | None] = [None] * len(regions)
     boxes: list[list[np.ndarray]] = [[] for _ in regions]  # from the drawing time on
     found: list[list[bool]] = [[] for _ in regions]
     for k, pictures in enumerate(iter_pictures(video, fps, shorts, info)):
-        if k < max(ats):
+        if k < last:
             before.append([p if k < at else None for p, at in zip(pictures, ats)])  # each region's own
         for i, (region, at) in enumerate(zip(regions, ats)):
             if k == at:
@@ -232,6 +237,8 @@ def track_many(
     for i, at in enumerate(ats):
         backwards = TemplateTracker(cv2, firsts[i], boxes[i][0])
         behind = [backwards.update(pictures[i]) for pictures in reversed(before[:at])]
+        for pictures in before:  # its frames are done with
+            pictures[i] = None
         px = np.array([*(box for _, box in reversed(behind)), *boxes[i]], dtype=np.float64)
         seen_at = np.array([*(ok for ok, _ in reversed(behind)), *found[i]])
         h, w = firsts[i].shape[:2]

@@ -6,23 +6,23 @@ Re-record only when a change is meant to alter the audio, and say so in its comm
 
 PyTorch's CPU kernels are chosen per processor (oneDNN's blocking follows the caches and the instruction set), so
 the samples are exact only on the kind of processor that recorded them (tests/data/reference_generation.json holds
-its description). Elsewhere they must agree to 1e-3 of their norm: an Intel Xeon with AMX and the AMD EPYC that
-first recorded them differ by 1.2e-4 (the waveforms) and 1e-7 (the curves), where a change of the method moves a
-waveform by far more (another seed: 1.08).
-"""
+its description). Elsewhere the waveforms must agree to 1e-3 of their norm and the curves to 1e-5: an Intel Xeon
+with AMX and the AMD EPYC that first recorded them differ by 1.2e-4 and 1e-7, where a change of the method moves a
+waveform by far more (another seed: 1.08)."""
 
 from __future__ import annotations
 
 import json
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference_generation.npz"
 MACHINE = REFERENCE.with_suffix(".json")  # the processor and PyTorch that recorded it
-AGREE = 1e-3  # on another processor: each output within this much of its norm
+AGREE = {"waveform": 1e-3, "energy": 1e-5}  # on another processor: each output within this much of its norm
 PROMPT = "a ball bouncing on a wooden floor"
 RUNS = {  # name -> generation options; DDIM with eta 1 draws noise at every step, DPM-Solver++ is the default
     "ddim": dict(scheduler="ddim", steps=6, eta=1.0),
@@ -88,6 +88,10 @@ def test_the_default_model_generates_the_recorded_audio(tmp_path):
     expected = np.load(REFERENCE)
     assert sorted(got) == sorted(expected.files)
     exact = json.loads(MACHINE.read_text()) == _machine()
+    if not exact:
+        warnings.warn(
+            f"{REFERENCE.name} was recorded on another processor or PyTorch: compared within tolerances", stacklevel=1
+        )
     for key in expected.files:
         assert got[key].shape == expected[key].shape, f"{key}: shape {got[key].shape}, not {expected[key].shape}"
         diff = float(np.abs(got[key] - expected[key]).max())
@@ -95,7 +99,8 @@ def test_the_default_model_generates_the_recorded_audio(tmp_path):
             assert np.array_equal(got[key], expected[key]), f"{key}: max |diff| {diff} on the recording's processor"
         else:
             off = float(np.linalg.norm(got[key] - expected[key]) / np.linalg.norm(expected[key]))
-            assert off <= AGREE, f"{key}: {off:.2e} of its norm off (max |diff| {diff}) on another processor"
+            bound = AGREE[key.rsplit("_", 1)[1]]
+            assert off <= bound, f"{key}: {off:.2e} of its norm off (max |diff| {diff}) on another processor"
 
 
 if __name__ == "__main__":
