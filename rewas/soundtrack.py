@@ -348,8 +348,8 @@ def render(
     progress: Callable[[str], None] | None = None,
 ) -> SoundtrackResult:
     """Every layer of `soundtrack` over `video`, sampled together, mixed in stereo. A layer without its own seed
-    gets `seed` + its index (`seed`: a fresh one when None). `progress(message)` hears what is being prepared:
-    the regions' tracking, phi on the video, and each other layer's curve."""
+    gets `seed` + its index (`seed`: a fresh one when None). `progress(message)` hears what is being done: the
+    regions' tracking, phi on the video, each other layer's curve, then the sampling."""
     import time
 
     import torch
@@ -399,6 +399,7 @@ def render(
                 timelines[i] = layer_timeline(pipe, video, layer, info)[0]
     timelines = [t.edited(layer.edits, pipe.config.audio) if layer.edits else t for t, layer in zip(timelines, layers)]
     timings["curves"] = time.perf_counter() - t0 - timings["tracking"]
+    say(f"sampling {len(layers)} layer{'s' * (len(layers) > 1)} together")
     results = pipe.generate_many(
         timelines,
         [layer.prompt for layer in layers],

@@ -126,8 +126,11 @@ def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, t
     passes.clear()
     layers = [Layer(PROMPT, region=regions[0]), Layer(PROMPT), Layer("rain", level=-5.0)]
     layers.append(Layer("a car", region=regions[1]))
-    render(default_pipe, path, Soundtrack(tuple(layers), steps=1), seed=0)
+    said = []
+    render(default_pipe, path, Soundtrack(tuple(layers), steps=1), seed=0, progress=said.append)
     assert len(passes) == 2
+    said_then = ["tracking 2 regions", "phi on the video for 3 layers", "layer 3/4: rain"]
+    assert said == [*said_then, "sampling 4 layers together"]
 
 
 def test_clips_of_one_length_decoded_together_give_what_each_gives_alone(debug_pipe, media, monkeypatch):
