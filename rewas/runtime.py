@@ -300,19 +300,17 @@ def _store_fp16(xml: Path) -> None:
             info = ET.Element("rt_info")
             ET.SubElement(info, "attribute", name="decompression", version="0")
             layer.insert(1, info)  # after <data>, as OpenVINO writes it
-    convert = sorted(key for key, kinds in regions.items() if True in kinds)
+    shared = _shared(regions)  # saving stores equal bytes once: a zero bias may share a zero buffer's bytes
     with open(xml.with_suffix(".bin"), "r+b") as f:
-        shared = _shared(regions)  # saving stores equal bytes once: a zero bias may share a zero buffer's bytes
-        for offset, size in shared & set(convert):  # rewritten, they would change the other constant too
+        for offset, size in sorted(key for key, kinds in regions.items() if True in kinds):
             f.seek(offset)
-            bits = np.frombuffer(f.read(size), np.uint16)
-            if _bf16_values(bits).astype(np.float16).view(np.uint16).tobytes() != bits.tobytes():
+            bits = f.read(size)
+            half = _bf16_values(np.frombuffer(bits, np.uint16)).astype(np.float16).tobytes()
+            if (offset, size) in shared and half != bits:  # rewritten, they would change the other constant too
+                # the files being written are in a temporary folder, discarded whole when converting fails
                 raise RuntimeError(f"{xml}: a weight's bytes are shared with another constant")
-        for offset, size in convert:
             f.seek(offset)
-            bits = np.frombuffer(f.read(size), np.uint16)
-            f.seek(offset)
-            f.write(_bf16_values(bits).astype(np.float16).tobytes())
+            f.write(half)
     tree.write(xml, encoding="utf-8", xml_declaration=True)
 
 
