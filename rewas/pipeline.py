@@ -811,7 +811,7 @@ class ReWaSPipeline:
             with _timer(timings, "text"):
                 text = self.phi_text(prompt)
             views = (frame[None] for frame in frame_iter)  # (1, crop, crop, 3): one view
-            curve = self._predict_timelines(views, starts, length, timings, [[text]])[0]
+            curve = self._predict_timelines(views, starts, length, timings, [text], [0])[0]
         read = prompt if energy is None and cfg.phi.text_dim else None  # what phi's curve depends on
         timeline = Timeline(duration, samples, length, curve[:, : length * d].float(), timings, prompt=read)
         return timeline.edited(edits, cfg.audio) if edits else timeline
@@ -848,15 +848,12 @@ class ReWaSPipeline:
         samples, length, starts = self._layout(info.duration)
         with _timer(timings, "text"):
             texts = [self.phi_text(p) for p in prompts]
-        asked = [[texts[i] for i in range(len(prompts)) if view_of[i] == v] for v in range(len(views))]
-        curves = iter(self._predict_timelines(frame_iter, starts, length, timings, asked))
-        by_view = [[next(curves) for _ in texts_of] for texts_of in asked]
+        curves = self._predict_timelines(frame_iter, starts, length, timings, texts, view_of)
         end = length * cfg.vae.downsample
         out = []
-        for i, prompt in enumerate(prompts):
-            curve = by_view[view_of[i]].pop(0)[:, :end].float()
+        for prompt, curve in zip(prompts, curves):
             read = prompt if cfg.phi.text_dim else None  # what phi's curve depends on
-            out.append(Timeline(info.duration, samples, length, curve, dict(timings), prompt=read))
+            out.append(Timeline(info.duration, samples, length, curve[:, :end].float(), dict(timings), prompt=read))
         return out
 
     def _layout(self, duration: float) -> tuple[int, int, list[int]]:
@@ -881,24 +878,27 @@ class ReWaSPipeline:
             )
 
     def _predict_timelines(
-        self, views, starts: list[int], length: int, timings: dict, texts: list[list[torch.Tensor | None]]
+        self, views, starts: list[int], length: int, timings: dict, texts: list, view_of: list[int]
     ) -> list[torch.Tensor]:
-        """phi's energy over the whole timeline, (1, L * 4), for each prompt embedding of `texts[v]` on view v of
-        `views` ((V, crop, crop, 3) frames, decoded lazily), one window at a time, the windows' curves crossfaded
-        where they overlap: view 0's curves first, in the order of their texts, then view 1's, ..."""
+        """phi's energy over the whole timeline, (1, L * 4), for each prompt embedding `texts[i]` on view
+        `view_of[i]` of `views` ((V, crop, crop, 3) frames, decoded lazily), one window at a time, the windows'
+        curves crossfaded where they overlap."""
         cfg = self.config
         to_video = cfg.video.fps / self.latent_rate  # video frames per latent frame (1 for the paper)
         win_frames = round(cfg.audio.window_seconds * cfg.video.fps)
         video_starts = [round(s * to_video) for s in starts]
         windows = frames_mod.iter_windows(views, video_starts, win_frames)
-        curves: list[list[torch.Tensor]] = [[] for texts_of in texts for _ in texts_of]
+        readers: dict[int, list[int]] = {}  # view -> the prompts that read it
+        for i, v in enumerate(view_of):
+            readers.setdefault(v, []).append(i)
+        curves: list[list[torch.Tensor]] = [[] for _ in texts]
         for _ in starts:
             with _timer(timings, "frames"):
                 window = next(windows)  # (T, V, crop, crop, 3)
             with _timer(timings, "energy"):
-                found = [c for v, of in enumerate(texts) for c in self._view_energies(window[:, v].copy(), of)]
-            for mine, curve in zip(curves, found):
-                mine.append(curve)  # (1, 512)
+                for v, prompts in readers.items():
+                    for i, curve in zip(prompts, self._view_energies(window[:, v], [texts[i] for i in prompts])):
+                        curves[i].append(curve)  # (1, 512)
         d = cfg.vae.downsample
         return [blend(mine, [s * d for s in starts], length * d) for mine in curves]
 
