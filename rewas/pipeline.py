@@ -193,6 +193,7 @@ class ReWaSPipeline:
             torch.manual_seed(seed)
             pipe = cls(config, build_components(config, dtype))
         pipe.dtype = dtype
+        pipe._arrange()
         return pipe
 
     @classmethod
@@ -313,6 +314,8 @@ class ReWaSPipeline:
             except BaseException:  # its PyTorch weights are there, moved: they run it, not the old compiled nets
                 self._use_torch(encoder, "OpenVINO failed to compile for the new precision")
                 raise
+        else:
+            self._arrange()
         return self
 
     def use_runtime(self, runtime: str = "auto", keep_torch: bool = False) -> str:
@@ -368,7 +371,20 @@ class ReWaSPipeline:
         if encoder is not None:
             encoder.segment_runner = None
         self.runtime, self.runtime_reason = "torch", why
+        self._arrange()
         return why
+
+    def _arrange(self, channels_last: bool | None = None) -> None:
+        """The UNet's and adapter's convolution weights in channels-last layout where PyTorch runs them faster so
+        (`validate.channels_last`: one guided step of the default model in bf16 on an AMX CPU took 55 against
+        72 ms), else in the default layout. Only the layout changes, not the values; the activations follow the
+        weights' layout."""
+        if channels_last is None:
+            channels_last = validate.channels_last(self.device, self.dtype)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        for name in ("unet", "adapter"):
+            if not self._released(name):
+                getattr(self, name).to(memory_format=layout)
 
     def _released(self, name: str) -> bool:
         from .runtime import released

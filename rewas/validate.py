@@ -65,6 +65,15 @@ def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
     return torch.float32, "this CPU has no native bf16 (no AVX512-BF16 or AMX), where fp32 is faster"
 
 
+def channels_last(on: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the denoiser's convolutions are faster with channels-last weights on `on` in `dtype`: in bf16 on an
+    AMX CPU, where oneDNN's kernels take that layout (docs/speed.md). fp32 there, and bf16 on an AVX512-BF16 CPU
+    without AMX (the paper's UNet), were no faster; GPUs are not measured."""
+    import torch
+
+    return on.type == "cpu" and dtype == torch.bfloat16 and native_bf16() == "AMX"
+
+
 def dtype(value: str | torch.dtype | None, on: torch.device, name: str = "dtype") -> torch.dtype:
     """The diffusion model's precision: a torch dtype, fp32/bf16/fp16, or "auto" (`auto_dtype`). fp16 is refused
     on a CPU, where torch emulates it (the embedded model took 62 s in fp16 against 1.05 s in fp32)."""

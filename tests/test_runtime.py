@@ -240,6 +240,24 @@ def test_a_call_that_names_where_the_pipeline_already_is_compiles_nothing_again(
     assert pipe._step is not step and pipe._step.dtype == torch.bfloat16
 
 
+def test_channels_last_weights_convert_as_the_default_layout_does(tmp_path, monkeypatch):
+    """On an AMX CPU in bf16 PyTorch runs the denoiser with channels-last weights (tests/test_speed.py). Converted
+    as they are, the fp16 rewrite read their bytes in the wrong order and the network gave NaNs."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    pipe = _live_outputs(ReWaSPipeline.from_pretrained("debug", dtype="bf16"))
+    ask = {"energy": np.linspace(-8, -3, 100), "prompt": "a ball", "seed": 0, "steps": 2}
+    plain = copy.deepcopy(pipe)
+    plain._arrange(channels_last=False)
+    assert pipe.unet.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setenv("REWAS_CACHE", str(tmp_path / "first"))
+    assert pipe.use_runtime("openvino", keep_torch=True) == "asked for"
+    monkeypatch.setenv("REWAS_CACHE", str(tmp_path / "second"))
+    assert plain.use_runtime("openvino", keep_torch=True) == "asked for"
+    assert torch.equal(pipe(**ask).latent, plain(**ask).latent)
+    pipe.use_runtime("torch")  # PyTorch again: channels-last again
+    assert pipe.unet.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_the_studio_takes_the_runtime_and_refuses_one_it_cannot_run_before_it_starts(monkeypatch, capsys):
     launched = []
     monkeypatch.setattr("rewas.studio.launch", lambda *args, **kwargs: launched.append(kwargs))
