@@ -193,7 +193,6 @@ class ReWaSPipeline:
             torch.manual_seed(seed)
             pipe = cls(config, build_components(config, dtype))
         pipe.dtype = dtype
-        pipe._arrange()
         return pipe
 
     @classmethod
@@ -314,8 +313,6 @@ class ReWaSPipeline:
             except BaseException:  # its PyTorch weights are there, moved: they run it, not the old compiled nets
                 self._use_torch(encoder, "OpenVINO failed to compile for the new precision")
                 raise
-        else:
-            self._arrange()
         return self
 
     def use_runtime(self, runtime: str = "auto", keep_torch: bool = False) -> str:
@@ -371,14 +368,16 @@ class ReWaSPipeline:
         if encoder is not None:
             encoder.segment_runner = None
         self.runtime, self.runtime_reason = "torch", why
-        self._arrange()
         return why
 
     def _arrange(self, channels_last: bool | None = None) -> None:
         """The UNet's and adapter's convolution weights in channels-last layout where PyTorch runs them faster so
         (`validate.channels_last`: one guided step of the default model in bf16 on an AMX CPU took 55 against
         72 ms), else in the default layout. Only the layout changes, not the values; the activations follow the
-        weights' layout."""
+        weights' layout. Done when PyTorch's denoiser is made (`denoiser`), for the device and dtype of that
+        moment: a model that goes to OpenVINO is never laid out for PyTorch first (converting takes the default
+        layout), and one that comes back from it, or whose conversion failed, is laid out again; when the layout
+        is already right, nothing is copied."""
         if channels_last is None:
             channels_last = validate.channels_last(self.device, self.dtype)
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -525,6 +524,8 @@ class ReWaSPipeline:
         same for `negative`. The unconditional branch has the negative prompt (the empty prompt, unless one is
         given) and an all-zero energy latent (the hint itself where the sampler config's guide_energy is False).
         control_scale multiplies the adapter's residuals (0: the adapter is not run, text-to-audio only)."""
+        if self._step is None:
+            self._arrange()
 
         def eps(
             x: torch.Tensor,

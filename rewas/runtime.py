@@ -215,7 +215,8 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read in Python: kept dynamic below
                 warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO traces with torch.jit (docs/speed.md)
-                # the fp16 rewrite below reads each weight's bytes in the default layout (channels-last: NaNs)
+                # OpenVINO's conversion misreads bf16 weights held channels-last (the network gave NaNs; fp32 ones
+                # convert exactly), so it gets them in the default layout; PyTorch lays them out again when it runs
                 net.to(memory_format=torch.contiguous_format)
                 model = ov.convert_model(**_source(net.eval(), example))
             for port, shape in zip(model.inputs, shapes):

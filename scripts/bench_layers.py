@@ -44,11 +44,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--model", default="default")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu, as the CLI's)")
     p.add_argument("--dtype", default="auto", help="the diffusion model's precision (default: auto, as the CLI's)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[None], help="denoiser batch sizes to compare")
     args = p.parse_args()
     torch.set_grad_enabled(False)
-    pipe = ReWaSPipeline.from_pretrained(args.model, dtype=args.dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = ReWaSPipeline.from_pretrained(args.model, device=device, dtype=args.dtype)
     frame_fn = samples.two_objects_frames(LEFT, RIGHT)
     left, right = boxes(frame_fn(0.0))
     prompt = "a rubber ball bouncing on a wooden floor"
@@ -72,8 +74,8 @@ def main() -> int:
                 many.append(time.perf_counter() - start)
             a, b = statistics.median(one), statistics.median(many)
             print(
-                f"{pipe.dtype}, batch size {batch_size or 'default'}: 1 layer {a:.2f} s, 3 layers {b:.2f} s "
-                f"(medians of {args.runs}), ratio {b / a:.2f}"
+                f"{pipe.device.type}, {pipe.dtype}, batch size {batch_size or 'default'}: 1 layer {a:.2f} s, "
+                f"3 layers {b:.2f} s (medians of {args.runs}), ratio {b / a:.2f}"
             )
             print("  3 layers, last run: " + ", ".join(f"{k} {v:.2f} s" for k, v in last.timings.items()))
     return 0

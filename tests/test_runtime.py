@@ -242,19 +242,20 @@ def test_a_call_that_names_where_the_pipeline_already_is_compiles_nothing_again(
 
 def test_channels_last_weights_convert_as_the_default_layout_does(tmp_path, monkeypatch):
     """On an AMX CPU in bf16 PyTorch runs the denoiser with channels-last weights (tests/test_speed.py). Converted
-    as they are, the fp16 rewrite read their bytes in the wrong order and the network gave NaNs."""
+    as they were, OpenVINO misread them and the network gave NaNs."""
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     pipe = _live_outputs(ReWaSPipeline.from_pretrained("debug", dtype="bf16"))
     ask = {"energy": np.linspace(-8, -3, 100), "prompt": "a ball", "seed": 0, "steps": 2}
     plain = copy.deepcopy(pipe)
-    plain._arrange(channels_last=False)
+    pipe._arrange()  # as PyTorch ran it
     assert pipe.unet.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     monkeypatch.setenv("REWAS_CACHE", str(tmp_path / "first"))
     assert pipe.use_runtime("openvino", keep_torch=True) == "asked for"
     monkeypatch.setenv("REWAS_CACHE", str(tmp_path / "second"))
     assert plain.use_runtime("openvino", keep_torch=True) == "asked for"
     assert torch.equal(pipe(**ask).latent, plain(**ask).latent)
-    pipe.use_runtime("torch")  # PyTorch again: channels-last again
+    pipe.use_runtime("torch")  # PyTorch again: channels-last again once it runs
+    pipe(**ask)
     assert pipe.unet.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
