@@ -370,7 +370,7 @@ class ReWaSPipeline:
         self.runtime, self.runtime_reason = "torch", why
         return why
 
-    def _arrange(self, channels_last: bool | None = None) -> None:
+    def _arrange(self) -> None:
         """The UNet's and adapter's convolution weights in channels-last layout where PyTorch runs them faster so
         (`validate.channels_last`: one guided step of the default model in bf16 on an AMX CPU took 55 against
         72 ms), else in the default layout. Only the layout changes, not the values; the activations follow the
@@ -378,9 +378,7 @@ class ReWaSPipeline:
         moment: a model that goes to OpenVINO is never laid out for PyTorch first (converting takes the default
         layout), and one that comes back from it, or whose conversion failed, is laid out again; when the layout
         is already right, nothing is copied."""
-        if channels_last is None:
-            channels_last = validate.channels_last(self.device, self.dtype)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
+        layout = torch.channels_last if validate.channels_last(self.device, self.dtype) else torch.contiguous_format
         for name in ("unet", "adapter"):
             if not self._released(name):
                 getattr(self, name).to(memory_format=layout)
