@@ -29,6 +29,8 @@ TRACK_SHORT_RANGE = (96, 480)  # the tracking frames' short side, at least and a
 FOLLOW_S = 1.0  # the square follows the object's path averaged over this long
 SPREAD_PERCENTILE = 95  # the square holds the object's motion around that path this often
 MARGIN = 1.5  # the square's side, at least this many times the box's larger side
+COLOUR_LEVELS = 16  # per channel, for the colours that tell the object in a box from what is around it
+OBJECT_RATIO = 4.0  # a colour is the object's where it is this many times as frequent inside the box as around it
 
 
 @dataclass(frozen=True)
@@ -127,30 +129,82 @@ def _tracking_short(region: Region, info: VideoInfo) -> int:  # noqa: F821
     return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(box, 1e-3))))))
 
 
+def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The object in a box drawn on `image` (x, y, w, h pixels), as its own tighter box, or None when nothing in it
+    stands out. The object's colours are those far more frequent inside the box than in a ring just around it (or,
+    for a box as large as the picture, on its border); its pixels' largest connected part, with a margin, is the
+    object. A loose box is mostly background, and matching all of it lets the background decide where it goes: a
+    box drawn around a ball on a plain wall or over half the picture slid across the frame."""
+    cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
+
+    height, width = image.shape[:2]
+    x, y, w, h = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    ring = max(3, round(0.25 * min(x1 - x0, y1 - y0)))
+    rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
+    levels = COLOUR_LEVELS
+    bins = image[..., :3].astype(np.int32) * levels // 256  # (H, W, 3) a colour bin per channel
+    around = np.ones((ry1 - ry0, rx1 - rx0), bool)
+    around[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = False
+    outside = bins[ry0:ry1, rx0:rx1][around]
+    inside = bins[y0:y1, x0:x1]
+    if len(outside) == 0:  # the box is the whole picture: what surrounds the object is on its border
+        border = np.ones(inside.shape[:2], bool)
+        border[1:-1, 1:-1] = False
+        outside = inside[border]
+
+    def frequency(colours: np.ndarray) -> np.ndarray:  # (N, 3) bins -> share of each colour, neighbours pooled
+        codes = (colours[:, 0] * levels + colours[:, 1]) * levels + colours[:, 2]
+        counts = np.bincount(codes, minlength=levels**3).reshape((levels,) * 3).astype(np.float64)
+        padded, pooled = np.pad(counts, 1), np.zeros_like(counts)
+        for i, j, k in np.ndindex(3, 3, 3):  # a colour counts for its neighbours: noise moves it by a bin
+            pooled += padded[i : i + levels, j : j + levels, k : k + levels]
+        return pooled / len(colours)
+
+    own = frequency(inside.reshape(-1, 3)) > OBJECT_RATIO * frequency(outside)
+    mask = own[inside[..., 0], inside[..., 1], inside[..., 2]].astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return None
+    left, top, bw, bh, area = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+    if area < max(6, 0.002 * (x1 - x0) * (y1 - y0)):  # specks of noise are not an object
+        return None
+    pad = max(2, round(0.25 * max(bw, bh)))
+    ox0, oy0 = max(x0, x0 + left - pad), max(y0, y0 + top - pad)
+    ox1, oy1 = min(x1, x0 + left + bw + pad), min(y1, y0 + top + bh + pad)
+    return np.array([ox0, oy0, ox1 - ox0, oy1 - oy0], dtype=np.float64)
+
+
 class TemplateTracker:
     """The object found again in every frame by normalised cross-correlation (OpenCV's matchTemplate, in colour)
-    with its appearance: the box as drawn, and a copy that follows slow changes of it (blended in where the match
-    is sure). The search looks first around where the object's last motion would take it, then, if nothing
+    with its appearance: the object's own box in the box as drawn (`object_box`; the whole box when nothing in it
+    stands out), and a copy that follows slow changes of it (blended in where the match is sure). The drawn box
+    moves with it. The search looks first around where the object's last motion would take it, then, if nothing
     matches there (a bounce reverses it), more widely around where it was. Nothing matching: the object is lost
     for that frame, and the box stays.
 
-    Measured on two balls that fall, bounce and drift (12 tracks, tests/test_layers.py): the centre within 4.1%
-    of the picture's height of the true one on every frame (median 0.3%), about 0.15 ms a frame. OpenCV's MIL
-    tracker lagged the falling ball by up to 16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it
-    to the floor's edge."""
+    Measured on two balls that fall, bounce and drift (tests/test_layers.py, docs/layers.md): boxes drawn tight or
+    loose, up to half the picture, stay on their ball, about 0.15 ms a frame. OpenCV's MIL tracker lagged the
+    falling ball by up to 16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it to the floor's edge."""
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
 
     def __init__(self, cv2, image: np.ndarray, box: np.ndarray):
         self.cv2 = cv2
-        x, y, w, h = (int(round(v)) for v in box)
+        drawn = np.asarray(box, dtype=np.float64)
+        found = object_box(image, drawn)
+        x, y, w, h = (int(round(v)) for v in (drawn if found is None else found))
         self.size = (max(2, w), max(2, h))
         self.anchor = image[y : y + self.size[1], x : x + self.size[0]].astype(np.float32)
         self.size = (self.anchor.shape[1], self.anchor.shape[0])
         self.template = self.anchor.copy()
         self.centre = np.array([x + self.size[0] / 2, y + self.size[1] / 2])
         self.velocity = np.zeros(2)
+        self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
+        self.drawn_size = drawn[2:]
 
     def _match(self, image: np.ndarray, centre: np.ndarray, reach: float) -> tuple[float, np.ndarray]:
         w, h = self.size
@@ -181,8 +235,7 @@ class TemplateTracker:
                 patch = image[y : y + self.size[1], x : x + self.size[0]]
                 if x >= 0 and y >= 0 and patch.shape == self.template.shape:
                     self.template = (1 - self.BLEND) * self.template + self.BLEND * patch
-        w, h = self.size
-        return ok, np.array([self.centre[0] - w / 2, self.centre[1] - h / 2, w, h])
+        return ok, np.array([*(self.centre + self.offset), *self.drawn_size])
 
 
 def track(video: str | os.PathLike, region: Region, fps: float, info: VideoInfo | None = None) -> Track:
