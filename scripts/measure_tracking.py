@@ -129,8 +129,8 @@ def main() -> int:
                 events.append(ball.make(rng, ball.params(rng), SECONDS)[1])
             plain = samples.two_objects_frames(*events)
             for kind, frame_fn in (("plain", plain), ("filmed", filmed(plain, seed))):
-                path = Path(tmp) / f"{kind}_{seed}.mp4"
-                samples.write_video(path, frame_fn, SECONDS, FPS)
+                path = Path(tmp) / f"{kind}_{seed}.mkv"  # lossless: x264 did not encode the noise the same twice
+                samples.write_video(path, frame_fn, SECONDS, FPS, codec="ffv1")
                 measure(path, plain, results[kind])  # the truth comes from the plain frames
     for kind, s in results.items():
         error = np.concatenate(s["error"])
