@@ -2,6 +2,7 @@
 
     python scripts/measure_tracking.py              # 3 clips x 2 balls, plain and filmed, every kind of box
     python scripts/measure_tracking.py --clips 1    # quicker
+    python scripts/measure_tracking.py --sound      # also each ball's layer on the default model (docs/layers.md)
 
 The clips are `samples.two_objects_frames`, 8 s: two balls, one in each half, each landing at the onsets of its
 own corpus ball sound (seeds 0, 1, 2, as tests/test_layers.py and docs/layers.md use), on the corpus's plain
@@ -18,6 +19,12 @@ Boxes, for each ball:
 Printed per clip kind: the worst and median error of the tight boxes, the tracks whose error ever passed the
 ball's radius (8.3% of the height), the smallest share of frames in which a loose box held its ball, and the
 loose boxes whose centre crossed to the other half.
+
+With --sound, each plain clip also gets a soundtrack of two layers on the embedded default model (fp32, seed 0,
+prompt "a rubber ball bouncing on a wooden floor"), one per ball, with the ball's tight box (2% margin, drawn at
+0 s) and then with its half of the picture. Printed per layer, over the clips: the Pearson r of the layer's curve
+and of its stem's energy with each ball's true curve (the control curve of the ball's own sound), and how much
+louder its stem is on its ball's side.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ LOOSE = [
     (0.1, 0.1, 0.4, 0.9),
 ]  # the left ball's; mirrored for the right
 RADIUS = 1 / 12  # the balls' radius, a fraction of the height
+PROMPT = "a rubber ball bouncing on a wooden floor"
 
 
 def balls(frame: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -113,25 +121,62 @@ def measure(path: Path, frame_fn, stats: dict) -> None:
             stats["loose"] += 1
 
 
+def measure_sound(pipe, path: Path, frame_fn, wavs: list[np.ndarray], rows: dict) -> None:
+    import torch
+
+    from rewas.energy import control_target, waveform_energy
+    from rewas.soundtrack import Layer, render
+
+    truth = [control_target(waveform_energy(torch.from_numpy(w))[None], pipe.config)[0].numpy() for w in wavs]
+    drawn = balls(frame_fn(0.0))
+    kinds = {
+        "tight": [tuple(np.clip(box + np.array([-0.02, -0.02, 0.02, 0.02]), 0, 1)) for _, box in drawn],
+        "half": [(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)],
+    }
+    for kind, boxes in kinds.items():
+        layers = [Layer(PROMPT, region=Region(box), name=side) for box, side in zip(boxes, ("left", "right"))]
+        result = render(pipe, path, layers, seed=0)
+        n = min(len(result.curves[0]), len(truth[0]))
+        for k, side in enumerate(("left", "right")):
+            heard = waveform_energy(torch.from_numpy(result.stems[k].sum(1)))[None].numpy()[0, :n]
+            row = []
+            for curve in (result.curves[k][:n], heard):
+                row += [float(np.corrcoef(curve, truth[j][:n])[0, 1]) for j in (k, 1 - k)]
+            power = [float(np.sum(result.stems[k][:, c].astype(np.float64) ** 2)) for c in (0, 1)]
+            row.append(10 * np.log10(power[0] / power[1]) * (1 if k == 0 else -1))
+            rows.setdefault((kind, side), []).append(row)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=3, help="clips (seeds 0, 1, ... of the ball sounds)")
+    parser.add_argument("--sound", action="store_true", help="also each ball's layer on the default model")
     args = parser.parse_args()
+    pipe = None
+    if args.sound:
+        from rewas import ReWaSPipeline
+
+        pipe = ReWaSPipeline.from_pretrained("default")
+    sound: dict = {}
     ball = next(c for c in CLASSES if c.name == "ball_bounce")
     results = {
         kind: {"error": [], "lost": 0, "tight": 0, "held": [], "crossed": 0, "loose": 0} for kind in ("plain", "filmed")
     }
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.clips):
-            events = []
+            events, wavs = [], []
             for k in range(2):
                 rng = np.random.default_rng([seed, k, 5])
-                events.append(ball.make(rng, ball.params(rng), SECONDS)[1])
+                wav, onsets = ball.make(rng, ball.params(rng), SECONDS)
+                events.append(onsets)
+                wavs.append(np.asarray(wav, np.float32))
             plain = samples.two_objects_frames(*events)
             for kind, frame_fn in (("plain", plain), ("filmed", filmed(plain, seed))):
                 path = Path(tmp) / f"{kind}_{seed}.mkv"  # lossless: x264 did not encode the noise the same twice
                 samples.write_video(path, frame_fn, SECONDS, FPS, codec="ffv1")
                 measure(path, plain, results[kind])  # the truth comes from the plain frames
+                if pipe is not None and kind == "plain":
+                    measure_sound(pipe, path, plain, wavs, sound)
     for kind, s in results.items():
         error = np.concatenate(s["error"])
         print(
@@ -140,6 +185,11 @@ def main() -> int:
             f"{100 * min(s['held']):.0f}-{100 * statistics.median(s['held']):.0f}% of frames (worst-median), "
             f"crossed to the other half {s['crossed']}"
         )
+    if sound:
+        print("box, layer | curve r, own ball | other ball | stem energy r, own | other | own side louder (dB)")
+        for (kind, side), rows in sound.items():
+            spans = [f"{min(v):.2f} to {max(v):.2f}" for v in zip(*rows)]
+            print(f"{kind}, {side} | " + " | ".join(spans))
     return 0
 
 
