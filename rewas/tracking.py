@@ -187,8 +187,8 @@ class TemplateTracker:
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
     tight or loose, up to half the picture, stay on their ball, on a plain background and on a textured one filmed
-    with shake and noise (worst error 4.3% of the picture). OpenCV's MIL tracker lagged the
-    falling ball by up to 16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it to the floor's edge."""
+    with shake and noise (worst error 4.3% of the picture). OpenCV's MIL tracker lagged the falling ball by up to
+    16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it to the floor's edge."""
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
