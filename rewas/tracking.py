@@ -130,30 +130,34 @@ def _tracking_short(region: Region, info: VideoInfo) -> int:  # noqa: F821
 
 
 def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-    """The object in a box drawn on `image` (x, y, w, h pixels), as its own tighter box, or None when nothing in it
-    stands out. The object's colours are those far more frequent inside the box than in a ring just around it (or,
-    for a box as large as the picture, on its border); its pixels' largest connected part, with a margin, is the
-    object. A loose box is mostly background, and matching all of it lets the background decide where it goes: a
-    box drawn around a ball on a plain wall or over half the picture slid across the frame."""
+    """The object in a box drawn on an RGB `image` (x, y, w, h pixels), as its own tighter box, or None when nothing
+    in it stands out. The object's colours are those far more frequent inside the box than in a ring just around it
+    (where the picture's edges cut the ring, a band along the box's own edge stands in); its pixels' largest
+    connected part, with a margin, is the object. A loose box is mostly background, and matching all of it lets the
+    background decide where it goes: a box drawn around a ball on a plain wall or over half the picture slid across
+    the frame."""
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
     height, width = image.shape[:2]
-    x, y, w, h = (int(round(v)) for v in box)
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    x, y, w, h = box
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     ring = max(3, round(0.25 * min(x1 - x0, y1 - y0)))
     rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
-    bins = image[..., :3].astype(np.int32) * levels // 256  # (H, W, 3) a colour bin per channel
-    around = np.ones((ry1 - ry0, rx1 - rx0), bool)
-    around[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = False
-    outside = bins[ry0:ry1, rx0:rx1][around]
-    inside = bins[y0:y1, x0:x1]
-    if len(outside) == 0:  # the box is the whole picture: what surrounds the object is on its border
-        border = np.ones(inside.shape[:2], bool)
-        border[1:-1, 1:-1] = False
-        outside = inside[border]
+    bins = image[ry0:ry1, rx0:rx1, :3].astype(np.int32) * levels // 256  # a colour bin per channel (RGB pictures)
+    inner = np.zeros((ry1 - ry0, rx1 - rx0), bool)
+    inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
+    inside = bins[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
+    outside = bins[~inner]
+    full = (x1 - x0 + 2 * ring) * (y1 - y0 + 2 * ring) - (x1 - x0) * (y1 - y0)
+    if len(outside) < full:  # the picture's edges cut the ring: the box's own edge stands in for what is missing
+        band = max(1, ring // 4)
+        edge = np.ones(inside.shape[:2], bool)
+        edge[band:-band, band:-band] = False
+        outside = np.concatenate([outside, inside[edge]])
 
     def frequency(colours: np.ndarray) -> np.ndarray:  # (N, 3) bins -> share of each colour, neighbours pooled
         codes = (colours[:, 0] * levels + colours[:, 1]) * levels + colours[:, 2]
@@ -186,9 +190,9 @@ class TemplateTracker:
     Nothing matching: the object is lost for that frame, and the box stays.
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
-    tight or loose, up to half the picture, stay on their ball, on a plain background and on a textured one filmed
-    with shake and noise (worst error 4.3% of the picture). OpenCV's MIL tracker lagged the falling ball by up to
-    16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it to the floor's edge."""
+    tight or loose, up to half the picture (both halves alike), stay on their ball, on a plain background and on a
+    textured one filmed with shake and noise (worst error 4.3% of the picture). OpenCV's MIL tracker lagged the
+    falling ball by up to 16% at 20 ms a frame; Median Flow on Lucas-Kanade points lost it to the floor's edge."""
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
@@ -198,6 +202,7 @@ class TemplateTracker:
         drawn = np.asarray(box, dtype=np.float64)
         found = object_box(image, drawn)
         x, y, w, h = (int(round(v)) for v in (drawn if found is None else found))
+        x, y = min(x, image.shape[1] - 2), min(y, image.shape[0] - 2)  # a box on the last pixel keeps 2 of them
         self.size = (max(2, w), max(2, h))
         self.anchor = image[y : y + self.size[1], x : x + self.size[0]].astype(np.float32)
         self.size = (self.anchor.shape[1], self.anchor.shape[0])

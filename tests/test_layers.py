@@ -76,7 +76,7 @@ def test_the_tracker_keeps_the_box_on_each_moving_ball_forwards_and_backwards(tw
 def test_a_loose_box_or_half_the_picture_stays_on_its_ball(two_balls):
     """A box drawn around where the ball moves, or over its half of the picture, is mostly plain background: it is
     followed by the ball in it (`tracking.object_box`), not by the background, which matched anywhere (such boxes
-    slid across the picture: 13 of 18 crossed to the other ball's half, scripts/measure_tracking.py)."""
+    slid across the picture: 12 of 18 crossed to the other ball's half, scripts/measure_tracking.py)."""
     path, frame_fn, _ = two_balls
     for k in range(2):
         truth = np.array([ball_centres(frame_fn(i / 25))[k] for i in range(200)])
