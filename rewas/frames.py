@@ -241,6 +241,22 @@ def iter_pictures(
     return _resampled(path, fps, info, convert)
 
 
+def pictures_at(
+    path: str | os.PathLike, fps: float, indices: list[int], short: int, info: VideoInfo | None = None
+) -> dict[int, np.ndarray]:
+    """The pictures `iter_whole_frames` gives at frames `indices` (at `fps`, short side `short`), and only those:
+    the others are decoded, not converted, and decoding stops after the last."""
+    info = info or probe(path)
+    size = _resize_dims(info.width, info.height, short)
+    wanted, out = set(indices), {}
+    for k, frame in enumerate(_resampled(path, fps, info, lambda frame: frame)):
+        if k in wanted:
+            out[k] = _rgb(frame, *_stored_dims(frame, *size))
+        if len(out) == len(wanted):
+            break
+    return out
+
+
 def iter_region_frames(
     path: str | os.PathLike, cfg: VideoConfig, squares: np.ndarray, info: VideoInfo | None = None
 ) -> Iterator[np.ndarray]:

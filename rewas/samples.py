@@ -126,12 +126,14 @@ def two_objects_frames(
     right_impacts: Sequence[float],
     size: tuple[int, int] = (160, 320),
     drift: float = 0.06,
+    radius: int | None = None,
 ) -> Callable[[float], np.ndarray]:
     """Two balls, one in each half of the picture, each landing on the floor at its own impact times and drifting
-    sideways by `drift` of the width (period 6 s): per-object sound, tracked."""
+    sideways by `drift` of the width (period 6 s): per-object sound, tracked. The balls' radius in pixels is
+    `radius`, or 1/12 of the height."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
-    radius = max(4, h // 12)
+    radius = max(4, h // 12) if radius is None else radius
     colours = ((230, 70, 60), (60, 190, 230))
 
     def frame(t: float) -> np.ndarray:

@@ -1,8 +1,9 @@
 """① A region of the picture, followed through the clip: what a layer's video features and pan see of one object.
 
-    box drawn on the frame at `at` s ─► found again in each frame (OpenCV's template matching), forwards to
-    the end and backwards to the start, on the whole picture at a small size ─► a box per frame (T, 4) ─► its
-    smoothed path ─► the square the video encoder is given per frame (T, 3), and the pan that follows it (T,)
+    box drawn on the frame at `at` s ─► the object in it, found again in each frame (OpenCV's template
+    matching), forwards to the end and backwards to the start, on the whole picture at a small size; a box with
+    no object in it stays ─► a box per frame (T, 4) ─► its smoothed path ─► the square the video encoder is
+    given per frame (T, 3), and the pan that follows it (T,)
 
 The square follows the object's slow travel (its centre averaged over `follow_s`) and is wide enough to hold the
 object's own faster motion around it: a tracked ball that bounces stays in view and keeps bouncing in its square,
@@ -24,7 +25,7 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .frames import VideoInfo
 
-TRACK_BOX_PX = 32  # the box's larger side in the frames the tracker sees: enough detail, little work
+TRACK_BOX_PX = 32  # the object's larger side in the frames the tracker sees: enough detail, little work
 TRACK_SHORT_RANGE = (96, 480)  # the tracking frames' short side, at least and at most
 FOLLOW_S = 1.0  # the square follows the object's path averaged over this long
 SPREAD_PERCENTILE = 95  # the square holds the object's motion around that path this often
@@ -120,13 +121,21 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
-def _tracking_short(region: Region, info: VideoInfo) -> int:  # noqa: F821
-    """The short side of the frames the tracker sees: the box's larger side becomes about TRACK_BOX_PX."""
+def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray | None = None) -> int:  # noqa: F821
+    """The short side of the frames the tracker sees: the larger side of the object in the box becomes about
+    TRACK_BOX_PX, where `picture` (the frame the box was drawn on, at any size) shows one (`object_box`), else the
+    box's own. At the box's scale a small object was a speck: a ball of 1/64 of the height in a box drawn with margins
+    of 15% was 3 px there, and the box lost it (scripts/measure_tracking.py --radius)."""
     short = min(info.width, info.height)
     left, top, right, bottom = region.box
-    box = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
+    size = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
+    if picture is not None:
+        h, w = picture.shape[:2]
+        found = object_box(picture, np.array([left * w, top * h, (right - left) * w, (bottom - top) * h]))
+        if found is not None:
+            size = max(found[2:]) / min(h, w)
     lo, hi = TRACK_SHORT_RANGE
-    return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(box, 1e-3))))))
+    return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(size, 1e-3))))))
 
 
 def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -183,11 +192,11 @@ def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
 
 class TemplateTracker:
     """The object found again in every frame by normalised cross-correlation (OpenCV's matchTemplate, in colour)
-    with its appearance: the object's own box in the box as drawn (`object_box`; the whole box when nothing in it
-    stands out), and a copy that follows slow changes of it (blended in where the match is sure). The drawn box
-    moves with it. The search looks around where the object's last motion would take it and, unless the match
-    there is sure, more widely around where it was (a bounce reverses it; a weak match may be the background).
-    Nothing matching: the object is lost for that frame, and the box stays.
+    with its appearance: the object's own box in the box as drawn (`object_box`), and a copy that follows slow
+    changes of it (blended in where the match is sure). The drawn box moves with it. The search looks around where
+    the object's last motion would take it and, unless the match there is sure, more widely around where it was (a
+    bounce reverses it; a weak match may be the background). Nothing matching: the object is lost for that frame,
+    and the box stays.
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
     tight or loose, up to half the picture (both halves alike), stay on their ball, on a plain background and on a
@@ -197,11 +206,10 @@ class TemplateTracker:
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
 
-    def __init__(self, cv2, image: np.ndarray, box: np.ndarray):
+    def __init__(self, cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray):
         self.cv2 = cv2
         drawn = np.asarray(box, dtype=np.float64)
-        found = object_box(image, drawn)
-        x, y, w, h = (int(round(v)) for v in (drawn if found is None else found))
+        x, y, w, h = (int(round(v)) for v in target)
         x, y = min(x, image.shape[1] - 2), min(y, image.shape[0] - 2)  # a box on the last pixel keeps 2 of them
         self.size = (max(2, w), max(2, h))
         self.anchor = image[y : y + self.size[1], x : x + self.size[0]].astype(np.float32)
@@ -209,14 +217,17 @@ class TemplateTracker:
         self.template = self.anchor.copy()
         self.centre = np.array([x + self.size[0] / 2, y + self.size[1] / 2])
         self.velocity = np.zeros(2)
+        self.missed = 0  # frames since the object was last found
+        self.fastest = np.zeros(2)  # its largest move in a frame so far, x and y pixels
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
 
-    def _match(self, image: np.ndarray, centre: np.ndarray, reach: float) -> tuple[float, np.ndarray]:
+    def _match(self, image: np.ndarray, centre: np.ndarray, reach: np.ndarray) -> tuple[float, np.ndarray]:
+        """The best match within `reach` (x, y pixels) of `centre`: its score and centre."""
         w, h = self.size
         height, width = image.shape[:2]
-        x0, y0 = (int(max(0, c - reach * s)) for c, s in zip(centre, (w, h)))
-        x1, y1 = int(min(width, centre[0] + reach * w)), int(min(height, centre[1] + reach * h))
+        x0, y0 = (int(max(0, c - r)) for c, r in zip(centre, reach))
+        x1, y1 = int(min(width, centre[0] + reach[0])), int(min(height, centre[1] + reach[1]))
         area = image[y0:y1, x0:x1]
         if area.shape[0] < h or area.shape[1] < w:
             return -1.0, centre
@@ -230,20 +241,47 @@ class TemplateTracker:
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
         image = image.astype(np.float32)
-        score, centre = self._match(image, self.centre + self.velocity, 1.5)
+        size = np.array(self.size, dtype=np.float64)
+        score, centre = self._match(image, self.centre + self.velocity, 1.5 * size)
         if score < self.SURE:  # a weak match where the motion led may be the background: look wider too
-            wide, where = self._match(image, self.centre, 3.0)
+            # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
+            # a frame: the reach grows with the fastest it has moved, and with each frame it is not found
+            reach = (3 + self.missed) * size + 2 * self.fastest
+            wide, where = self._match(image, self.centre, reach)
             if wide > score:
                 score, centre = wide, where
         ok = score >= self.FOUND
+        self.missed = 0 if ok else self.missed + 1
         if ok:
             self.velocity, self.centre = centre - self.centre, centre
+            self.fastest = np.maximum(self.fastest, np.abs(self.velocity))
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
                 patch = image[y : y + self.size[1], x : x + self.size[0]]
                 if x >= 0 and y >= 0 and patch.shape == self.template.shape:
                     self.template = (1 - self.BLEND) * self.template + self.BLEND * patch
         return ok, np.array([*(self.centre + self.offset), *self.drawn_size])
+
+
+class FixedBox:
+    """A box with nothing in it that stands out from what is around it: a part of the picture, not an object, and it
+    stays where it was drawn. Followed like an object, its plain or evenly textured background matched as well a
+    little way off, and such boxes slid by up to 80% of the picture (scripts/measure_tracking.py). A camera that
+    follows its subject keeps it in the same part of the picture, which a fixed box then holds; a still camera's
+    box holds the same part of the scene."""
+
+    def __init__(self, box: np.ndarray):
+        self.box = np.asarray(box, dtype=np.float64)
+
+    def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
+        return True, self.box
+
+
+def follower(cv2, image: np.ndarray, box: np.ndarray) -> TemplateTracker | FixedBox:
+    """What follows a box (x, y, w, h pixels) drawn on `image`: the object in it where something in it stands out
+    (`object_box`), else nothing (the box stays)."""
+    target = object_box(image, np.asarray(box, dtype=np.float64))
+    return FixedBox(box) if target is None else TemplateTracker(cv2, image, box, target)
 
 
 def track(video: str | os.PathLike, region: Region, fps: float, info: VideoInfo | None = None) -> Track:
@@ -261,7 +299,7 @@ def track_many(
     costs that region's tracking frames up to then (about 30 MB a second of clip at the largest tracking size)."""
     if not regions:
         return []
-    from .frames import iter_pictures, probe  # decoding (and torch) only when regions are followed
+    from .frames import iter_pictures, pictures_at, probe  # decoding (and torch) only when regions are followed
 
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
     info = info or probe(video)
@@ -271,11 +309,12 @@ def track_many(
             raise UserError(f"{which}: drawn at {region.at:g} s, after the end of the clip ({info.duration:.2f} s)")
     total = info.num_frames(fps)
     ats = [min(total - 1, round(region.at * fps)) for region in regions]
-    shorts = [_tracking_short(region, info) for region in regions]
+    drawn_on = pictures_at(video, fps, ats, min(info.width, info.height, TRACK_SHORT_RANGE[1]), info)
+    shorts = [_tracking_short(region, info, drawn_on[at]) for region, at in zip(regions, ats)]
     before: list[list[np.ndarray | None]] = []  # per frame, each region's picture while before its drawing time
     last = max(ats)
     firsts: list[np.ndarray] = [np.zeros(0)] * len(regions)  # each region's frame as drawn on
-    forwards: list[TemplateTracker | None] = [None] * len(regions)
+    forwards: list[TemplateTracker | FixedBox | None] = [None] * len(regions)
     boxes: list[list[np.ndarray]] = [[] for _ in regions]  # from the drawing time on
     found: list[list[bool]] = [[] for _ in regions]
     for k, pictures in enumerate(iter_pictures(video, fps, shorts, info)):
@@ -287,7 +326,7 @@ def track_many(
                 h, w = firsts[i].shape[:2]
                 left, top, right, bottom = region.box
                 box = np.array([left * w, top * h, (right - left) * w, (bottom - top) * h])
-                forwards[i] = TemplateTracker(cv2, firsts[i], box)
+                forwards[i] = follower(cv2, firsts[i], box)
                 boxes[i].append(box)
                 found[i].append(True)
             elif k > at:
@@ -296,7 +335,7 @@ def track_many(
                 found[i].append(ok)
     tracks = []
     for i, at in enumerate(ats):
-        backwards = TemplateTracker(cv2, firsts[i], boxes[i][0])
+        backwards = follower(cv2, firsts[i], boxes[i][0])
         behind = [backwards.update(pictures[i]) for pictures in reversed(before[:at])]
         for pictures in before:  # its frames are done with
             pictures[i] = None

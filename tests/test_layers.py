@@ -95,6 +95,36 @@ def test_a_loose_box_or_half_the_picture_stays_on_its_ball(two_balls):
             assert (x < 0.5).all() if k == 0 else (x > 0.5).all(), (k, box, x.min(), x.max())
 
 
+def test_a_small_ball_in_a_loose_box_stays_in_it(tmp_path):
+    """Balls of 1/64 of the height, in boxes over their half of the picture or a little less: the box holds its
+    ball on every frame and stays on its half. At the box's tracking size the ball was a speck, and the box, followed
+    as a whole, slid off it (11 of 18 such boxes crossed to the other half, scripts/measure_tracking.py)."""
+    frame_fn = samples.two_objects_frames([0.6, 1.5, 2.4, 3.1], [1.0, 2.0, 2.8], size=(320, 640), radius=5)
+    path = tmp_path / "small.mkv"
+    samples.write_video(path, frame_fn, 4.0, 25, codec="ffv1")
+    truth = np.array([ball_centres(frame_fn(i / 25)) for i in range(100)])  # (T, 2 balls, 2)
+    for k in range(2):
+        for box in [(0.0, 0.0, 0.5, 1.0), (0.05, 0.05, 0.45, 0.95)]:
+            box = box if k == 0 else (1 - box[2], box[1], 1 - box[0], box[3])
+            b, ball = track(path, Region(box), 25.0).boxes, truth[:, k]
+            held = (b[:, 0] <= ball[:, 0]) & (ball[:, 0] <= b[:, 2]) & (b[:, 1] <= ball[:, 1]) & (ball[:, 1] <= b[:, 3])
+            assert held.all(), (k, box, held.mean())
+            x = (b[:, 0] + b[:, 2]) / 2
+            assert (x < 0.5).all() if k == 0 else (x > 0.5).all(), (k, box, x.min(), x.max())
+
+
+def test_a_box_with_no_object_in_it_stays_where_it_was_drawn(two_balls):
+    """A box on the floor, on empty background, or where a ball will pass later holds nothing that stands out: it
+    is a part of the picture, and stays. Followed like an object, its plain background matched as well a little way
+    off, and such boxes slid by 0.3-0.58 of the picture (the balls passing through them took them along)."""
+    path, _, _ = two_balls
+    for box in [(0.05, 0.7, 0.45, 1.0), (0.0, 0.6, 0.2, 1.0), (0.3, 0.3, 0.5, 0.6), (0.6, 0.5, 0.95, 0.9)]:
+        for at in (0.0, 4.0):
+            found = track(path, Region(box, at=at), 25.0)
+            assert np.abs(found.boxes - np.array(box)).max() < 1e-9, (box, at)
+            assert found.found.all()
+
+
 def test_the_object_in_a_box_is_what_stands_out_from_around_it(two_balls):
     _, frame_fn, _ = two_balls
     frame = frame_fn(0.0)
@@ -132,8 +162,10 @@ def test_a_region_layer_follows_its_own_object_and_sits_on_its_side(default_pipe
 
 def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, two_balls, monkeypatch):
     """Two regions and the whole picture: their regions are tracked in one pass and phi sees all three views in a
-    second (before: five passes, a region's squares converted twice). Each track and each curve is the one its
-    layer gets alone: a layer sounds the same whatever other layers the soundtrack has."""
+    second (before: five passes, a region's squares converted twice). Before those, the clip is decoded up to the
+    last frame a box was drawn on, and only those frames converted, to see how large the objects in the boxes are.
+    Each track and each curve is the one its layer gets alone: a layer sounds the same whatever other layers the
+    soundtrack has."""
     from rewas import frames
 
     path, frame_fn, _ = two_balls
@@ -144,18 +176,20 @@ def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, t
     stream = frames._resampled  # one pass through the clip's frames (`probe` reads its first frame apart)
 
     def counted(*args):
-        passes.append(1)  # once the pass starts
-        yield from stream(*args)
+        passes.append(0)  # once the pass starts; then the frames it gives
+        for item in stream(*args):
+            passes[-1] += 1
+            yield item
 
     monkeypatch.setattr(frames, "_resampled", counted)
     many = tracking.track_many(path, regions, 25.0)
-    assert len(passes) == 1
+    assert passes == [51, 200]  # to the box drawn at 2 s, then the whole clip
     for a, b in zip(many, alone):
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.found, b.found)
     squares = [alone[0].squares(), None, alone[1].squares(), None]
     prompts = [PROMPT, PROMPT, PROMPT, "a dog barking"]
     together = default_pipe.prepare_many(path, prompts, squares)
-    assert len(passes) == 2
+    assert passes == [51, 200, 200]
     for prompt, square, timeline in zip(prompts, squares, together):
         own = default_pipe.prepare(path, prompt=prompt, region=square)
         assert timeline.length == own.length and timeline.prompt == own.prompt
@@ -165,7 +199,7 @@ def test_a_soundtrack_decodes_its_clip_twice_whatever_its_layers(default_pipe, t
     layers.append(Layer("a car", region=regions[1]))
     said = []
     render(default_pipe, path, Soundtrack(tuple(layers), steps=1), seed=0, progress=said.append)
-    assert len(passes) == 2
+    assert passes == [51, 200, 200]
     said_then = ["tracking 2 regions", "phi on the video for 3 layers", "layer 3/4: rain"]
     assert said == [*said_then, "sampling 4 layers together"]
 
