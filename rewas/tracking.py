@@ -245,21 +245,22 @@ class TemplateTracker:
         score, centre = self._match(image, self.centre + self.velocity, 1.5 * size)
         if score < self.SURE:  # a weak match where the motion led may be the background: look wider too
             # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
-            # a frame: the reach grows with the fastest it has moved, and with each frame it is not found
-            reach = (3 + self.missed) * size + 2 * self.fastest
+            # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
+            # an object that left the picture would be taken for anything that looks like it)
+            reach = (3 + min(self.missed, 2)) * size + 2 * self.fastest
             wide, where = self._match(image, self.centre, reach)
             if wide > score:
                 score, centre = wide, where
         ok = score >= self.FOUND
-        self.missed = 0 if ok else self.missed + 1
         if ok:
-            self.velocity, self.centre = centre - self.centre, centre
+            self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
             self.fastest = np.maximum(self.fastest, np.abs(self.velocity))
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
                 patch = image[y : y + self.size[1], x : x + self.size[0]]
                 if x >= 0 and y >= 0 and patch.shape == self.template.shape:
                     self.template = (1 - self.BLEND) * self.template + self.BLEND * patch
+        self.missed = 0 if ok else self.missed + 1
         return ok, np.array([*(self.centre + self.offset), *self.drawn_size])
 
 
@@ -271,16 +272,17 @@ class FixedBox:
     box holds the same part of the scene."""
 
     def __init__(self, box: np.ndarray):
-        self.box = np.asarray(box, dtype=np.float64)
+        self.box = np.array(box, dtype=np.float64)
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
-        return True, self.box
+        return True, self.box.copy()
 
 
 def follower(cv2, image: np.ndarray, box: np.ndarray) -> TemplateTracker | FixedBox:
     """What follows a box (x, y, w, h pixels) drawn on `image`: the object in it where something in it stands out
     (`object_box`), else nothing (the box stays)."""
-    target = object_box(image, np.asarray(box, dtype=np.float64))
+    box = np.asarray(box, dtype=np.float64)
+    target = object_box(image, box)
     return FixedBox(box) if target is None else TemplateTracker(cv2, image, box, target)
 
 
