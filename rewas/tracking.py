@@ -84,6 +84,7 @@ class Track:
     width: int  # the picture as displayed, pixels
     height: int
     fps: float
+    fixed: bool = False  # nothing in the box stood out from around it: it stays where it was drawn (`FixedBox`)
 
     def centres(self) -> np.ndarray:
         """(T, 2) box centres, fractions of the width and height."""
@@ -347,5 +348,6 @@ def track_many(
         fractions = np.stack(
             [px[:, 0] / w, px[:, 1] / h, (px[:, 0] + px[:, 2]) / w, (px[:, 1] + px[:, 3]) / h], 1
         )  # fmt: skip
-        tracks.append(Track(np.clip(fractions, 0, 1), seen_at, info.width, info.height, fps))
+        fixed = isinstance(forwards[i], FixedBox)
+        tracks.append(Track(np.clip(fractions, 0, 1), seen_at, info.width, info.height, fps, fixed))
     return tracks

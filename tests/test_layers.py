@@ -68,7 +68,7 @@ def test_the_tracker_keeps_the_box_on_each_moving_ball_forwards_and_backwards(tw
         found = track(path, region, 25.0)
         truth = np.array([ball_centres(frame_fn(i / 25))[k] for i in range(len(found.boxes))])
         error = np.abs(found.centres() - truth)
-        assert len(found.boxes) == 200 and found.found.mean() > 0.9
+        assert len(found.boxes) == 200 and found.found.mean() > 0.9 and not found.fixed
         assert error.max() < 0.08, error.max()  # the ball's radius is 0.083 of the height
         assert np.median(error) < 0.01
 
@@ -145,7 +145,7 @@ def test_a_box_with_no_object_in_it_stays_where_it_was_drawn(two_balls):
         for at in (0.0, 4.0):
             found = track(path, Region(box, at=at), 25.0)
             assert np.abs(found.boxes - np.array(box)).max() < 1e-9, (box, at)
-            assert found.found.all()
+            assert found.found.all() and found.fixed
 
 
 def test_the_object_in_a_box_is_what_stands_out_from_around_it(two_balls):
