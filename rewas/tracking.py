@@ -132,11 +132,17 @@ def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray | None 
     size = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
     if picture is not None:
         h, w = picture.shape[:2]
-        found = object_box(picture, np.array([left * w, top * h, (right - left) * w, (bottom - top) * h]))
+        found = object_box(picture, _pixels(region.box, w, h))
         if found is not None:
             size = max(found[2:]) / min(h, w)
     lo, hi = TRACK_SHORT_RANGE
     return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(size, 1e-3))))))
+
+
+def _pixels(box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
+    """A box as fractions (left, top, right, bottom) -> pixels (x, y, w, h) of a width x height picture."""
+    left, top, right, bottom = box
+    return np.array([left * width, top * height, (right - left) * width, (bottom - top) * height])
 
 
 def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -279,11 +285,9 @@ class FixedBox:
         return True, self.box.copy()
 
 
-def follower(cv2, image: np.ndarray, box: np.ndarray) -> TemplateTracker | FixedBox:
-    """What follows a box (x, y, w, h pixels) drawn on `image`: the object in it where something in it stands out
-    (`object_box`), else nothing (the box stays)."""
-    box = np.asarray(box, dtype=np.float64)
-    target = object_box(image, box)
+def follower(cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray | None) -> TemplateTracker | FixedBox:
+    """What follows a box (x, y, w, h pixels) drawn on `image`: the object in it, `target` (`object_box`), or where
+    nothing in it stands out (None), nothing (the box stays)."""
     return FixedBox(box) if target is None else TemplateTracker(cv2, image, box, target)
 
 
@@ -318,6 +322,7 @@ def track_many(
     last = max(ats)
     firsts: list[np.ndarray] = [np.zeros(0)] * len(regions)  # each region's frame as drawn on
     forwards: list[TemplateTracker | FixedBox | None] = [None] * len(regions)
+    targets: list[np.ndarray | None] = [None] * len(regions)  # each region's object on its frame (both passes')
     boxes: list[list[np.ndarray]] = [[] for _ in regions]  # from the drawing time on
     found: list[list[bool]] = [[] for _ in regions]
     for k, pictures in enumerate(iter_pictures(video, fps, shorts, info)):
@@ -327,9 +332,9 @@ def track_many(
             if k == at:
                 firsts[i] = pictures[i]
                 h, w = firsts[i].shape[:2]
-                left, top, right, bottom = region.box
-                box = np.array([left * w, top * h, (right - left) * w, (bottom - top) * h])
-                forwards[i] = follower(cv2, firsts[i], box)
+                box = _pixels(region.box, w, h)
+                targets[i] = object_box(firsts[i], box)
+                forwards[i] = follower(cv2, firsts[i], box, targets[i])
                 boxes[i].append(box)
                 found[i].append(True)
             elif k > at:
@@ -338,7 +343,7 @@ def track_many(
                 found[i].append(ok)
     tracks = []
     for i, at in enumerate(ats):
-        backwards = follower(cv2, firsts[i], boxes[i][0])
+        backwards = follower(cv2, firsts[i], boxes[i][0], targets[i])
         behind = [backwards.update(pictures[i]) for pictures in reversed(before[:at])]
         for pictures in before:  # its frames are done with
             pictures[i] = None
@@ -348,6 +353,6 @@ def track_many(
         fractions = np.stack(
             [px[:, 0] / w, px[:, 1] / h, (px[:, 0] + px[:, 2]) / w, (px[:, 1] + px[:, 3]) / h], 1
         )  # fmt: skip
-        fixed = isinstance(forwards[i], FixedBox)
+        fixed = targets[i] is None
         tracks.append(Track(np.clip(fractions, 0, 1), seen_at, info.width, info.height, fps, fixed))
     return tracks
