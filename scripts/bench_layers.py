@@ -64,10 +64,10 @@ def main() -> int:
         samples.write_video(video, frame_fn, args.seconds, 25)
         pipe(video, prompt=prompt, seed=0)  # warm-up: first-call costs fall on neither side
         for batch_size in args.batch_sizes:
-            one, many, last = [], [], None
+            one, many, alone, last = [], [], None, None
             for run in range(args.runs):
                 start = time.perf_counter()
-                pipe(video, prompt=prompt, seed=run, batch_size=batch_size)
+                alone = pipe(video, prompt=prompt, seed=run, batch_size=batch_size)
                 one.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 last = render(pipe, video, three, seed=run, batch_size=batch_size)
@@ -77,6 +77,7 @@ def main() -> int:
                 f"{pipe.device.type}, {pipe.dtype}, batch size {batch_size or 'default'}: 1 layer {a:.2f} s, "
                 f"3 layers {b:.2f} s (medians of {args.runs}), ratio {b / a:.2f}"
             )
+            print("  1 layer, last run: " + ", ".join(f"{k} {v:.2f} s" for k, v in alone.timings.items()))
             print("  3 layers, last run: " + ", ".join(f"{k} {v:.2f} s" for k, v in last.timings.items()))
     return 0
 
