@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -325,28 +326,43 @@ def track_many(
     targets: list[np.ndarray | None] = [None] * len(regions)  # each region's object on its frame (both passes')
     boxes: list[list[np.ndarray]] = [[] for _ in regions]  # from the drawing time on
     found: list[list[bool]] = [[] for _ in regions]
-    for k, pictures in enumerate(iter_pictures(video, fps, shorts, info)):
-        if k < last:
-            before.append([p if k < at else None for p, at in zip(pictures, ats)])  # each region's own
-        for i, (region, at) in enumerate(zip(regions, ats)):
-            if k == at:
-                firsts[i] = pictures[i]
-                h, w = firsts[i].shape[:2]
-                box = _pixels(region.box, w, h)
-                targets[i] = object_box(firsts[i], box)
-                forwards[i] = follower(cv2, firsts[i], box, targets[i])
-                boxes[i].append(box)
-                found[i].append(True)
-            elif k > at:
-                ok, box = forwards[i].update(pictures[i])
+    # the regions' trackers are apart from each other: where there are cores, they follow their objects side by side
+    # (OpenCV's matching releases the GIL)
+    workers = min(len(regions), os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="rewas-track") if workers > 1 else None
+    run = pool.map if pool is not None else map
+    try:
+        for k, pictures in enumerate(iter_pictures(video, fps, shorts, info)):
+            if k < last:
+                before.append([p if k < at else None for p, at in zip(pictures, ats)])  # each region's own
+            for i, (region, at) in enumerate(zip(regions, ats)):
+                if k == at:
+                    firsts[i] = pictures[i]
+                    h, w = firsts[i].shape[:2]
+                    box = _pixels(region.box, w, h)
+                    targets[i] = object_box(firsts[i], box)
+                    forwards[i] = follower(cv2, firsts[i], box, targets[i])
+                    boxes[i].append(box)
+                    found[i].append(True)
+            moving = [i for i, at in enumerate(ats) if k > at]
+            updates = run(lambda i, picture: forwards[i].update(picture), moving, [pictures[i] for i in moving])
+            for i, (ok, box) in zip(moving, updates):
                 boxes[i].append(box)
                 found[i].append(ok)
+
+        def backwards(i: int) -> list[tuple[bool, np.ndarray]]:
+            follow = follower(cv2, firsts[i], boxes[i][0], targets[i])
+            behind = [follow.update(pictures[i]) for pictures in reversed(before[: ats[i]])]
+            for pictures in before:  # its frames are done with
+                pictures[i] = None
+            return behind
+
+        behinds = list(run(backwards, range(len(regions))))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     tracks = []
-    for i, at in enumerate(ats):
-        backwards = follower(cv2, firsts[i], boxes[i][0], targets[i])
-        behind = [backwards.update(pictures[i]) for pictures in reversed(before[:at])]
-        for pictures in before:  # its frames are done with
-            pictures[i] = None
+    for i, behind in enumerate(behinds):
         px = np.array([*(box for _, box in reversed(behind)), *boxes[i]], dtype=np.float64)
         seen_at = np.array([*(ok for ok, _ in reversed(behind)), *found[i]])
         h, w = firsts[i].shape[:2]

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from .._optional import require
 from ..audio import load_audio
@@ -49,11 +50,11 @@ def native_frames_bgr(path: str | os.PathLike, cutoff: float = AV_ALIGN_CUTOFF_S
             raise MediaError(f"{os.fspath(path)}: has no video stream")
         stream = streams[0]
         fps = float(stream.guessed_rate or stream.average_rate or 25)
-        frames = []
+        frames, scaler = [], VideoReformatter()  # one for all frames: to_ndarray(format=) set one up per frame
         for frame in container.decode(stream):
             if len(frames) > fps * cutoff:
                 break
-            frames.append(frame.to_ndarray(format="bgr24"))
+            frames.append(scaler.reformat(frame, format="bgr24").to_ndarray())
     if len(frames) < 2:
         raise MediaError(f"{os.fspath(path)}: AV-Align needs at least two frames")
     return frames, fps
