@@ -92,3 +92,19 @@ def test_iter_windows_streams_with_overlap_and_padding():
         w[:, 0, 0, 0].tolist() for w in iter_windows((np.full((1, 1, 3), i, np.uint8) for i in range(10)), [0, 6], 3)
     ]
     assert gaps == [[0, 1, 2], [6, 7, 8]]
+
+
+@pytest.mark.parametrize("name", ["v25", "mpeg4_avi"])
+def test_a_scaler_kept_per_size_converts_as_pyav_does_frame_by_frame(media, name):
+    """A decoding pass keeps one scaler per picture size (setting one up for every frame cost most of a small
+    conversion); sizes taken in turn on every frame still give each exactly PyAV's own conversion of that frame."""
+    import av
+
+    from rewas.frames import _Converter
+
+    convert = _Converter()
+    with av.open(str(media[name])) as container:
+        for frame in container.decode(video=0):
+            for width, height in [(64, 48), (130, 98), (64, 48), (320, 240)]:
+                theirs = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                assert np.array_equal(convert.rgb(frame, width, height), theirs.to_ndarray())
