@@ -292,11 +292,9 @@ def _generate_layers(args) -> None:
         )
         for i, track in enumerate(result.tracks):
             if track is not None and track.fixed:
-                print(
-                    f"rewas: layer {i + 1}: nothing in its region's box stands out from around it, so the box stays "
-                    "where it was drawn (draw it around the whole object for the box to follow it)",
-                    file=sys.stderr,
-                )
+                from .tracking import FIXED_NOTE
+
+                print(f"rewas: layer {i + 1}'s region: {FIXED_NOTE}", file=sys.stderr)
     if args.verbose:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if k != "total")
         print(f"rewas: stages: {stages}", file=sys.stderr)

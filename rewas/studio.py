@@ -103,6 +103,9 @@ class MixLayer:
         return [number, layer.prompt, self.source, edits, f"{layer.gain_db:+.1f} dB", pan, flags]
 
 
+FIXED_SOURCE = " (it stays where it was drawn)"  # a region's source, where nothing in its box stands out
+
+
 @dataclass
 class Mix:
     number: int
@@ -325,24 +328,28 @@ class Studio:
         if box is None:
             raise UserError("click two corners of a box around an object on the picture first")
         region = Region(box, float(at or 0.0))
-        return self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", prompt)
+        session, found = self._use_energy(session, {"region": region}, f"the region {_box_label(region)}", prompt)
+        if found.fixed:  # the page says why (tracking.FIXED_NOTE), and the layer list's source keeps it
+            session.source += FIXED_SOURCE
+        return session
 
     def use_level(self, session: Session, level: float) -> Session:
         """A flat curve at `level` nats: an ambience's."""
         self._need_clip(session)
         if level is None or not math.isfinite(float(level)):
             raise UserError("give the flat level in nats, e.g. -6")
-        return self._use_energy(session, {"level": float(level)}, f"a flat level of {float(level):g} nats")
+        return self._use_energy(session, {"level": float(level)}, f"a flat level of {float(level):g} nats")[0]
 
-    def _use_energy(self, session: Session, energy: dict, source: str, prompt: str = "") -> Session:
-        """The curve of a layer whose energy is `energy` (Layer fields) as the session's, before its edits."""
+    def _use_energy(self, session: Session, energy: dict, source: str, prompt: str = ""):
+        """The curve of a layer whose energy is `energy` (Layer fields) as the session's, before its edits ->
+        (the session, its region's Track or None)."""
         from .soundtrack import Layer, layer_timeline
 
         pipe = self.pipeline(session.model)
         layer = Layer(prompt or "a layer", **energy)
-        session.timeline = layer_timeline(pipe, session.video, layer)[0]
+        session.timeline, found = layer_timeline(pipe, session.video, layer)
         session.source, session.energy = source, energy
-        return session
+        return session, found
 
     def add_layer(
         self, session: Session, prompt: str, negative_prompt: str = "", gain_db: float = 0.0, pan: float | None = None
@@ -963,7 +970,13 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         def on_region(s, box, at, prompt):
             """The curve of the object in `box` ("left,top,right,bottom", fractions of the picture; clicked on it or
             typed) drawn at `at` seconds: phi on its tracked square of the picture, for `prompt`."""
-            return edited(studio.use_region(studio.set_box(s, box), at, prompt or ""))
+            from .tracking import FIXED_NOTE
+
+            s = studio.use_region(studio.set_box(s, box), at, prompt or "")
+            out = edited(s)
+            if s.source.endswith(FIXED_SOURCE):
+                out[status] += f" {FIXED_NOTE[0].upper()}{FIXED_NOTE[1:]}."
+            return out
 
         def on_level(s, level):
             """A flat curve at `level` nats (an ambience)."""

@@ -26,6 +26,10 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .frames import VideoInfo
 
+FIXED_NOTE = (  # what a user is told of a region whose box stays (`FixedBox`), in the CLI and the studio
+    "nothing in the box stands out from around it, so the box stays where it was drawn (draw it around the whole "
+    "object for it to follow the object)"
+)
 TRACK_BOX_PX = 32  # the object's larger side in the frames the tracker sees: enough detail, little work
 TRACK_SHORT_RANGE = (96, 480)  # the tracking frames' short side, at least and at most
 FOLLOW_S = 1.0  # the square follows the object's path averaged over this long
