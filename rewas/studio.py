@@ -103,7 +103,7 @@ class MixLayer:
         return [number, layer.prompt, self.source, edits, f"{layer.gain_db:+.1f} dB", pan, flags]
 
 
-FIXED_SOURCE = " (it stays where it was drawn)"  # a region's source, where nothing in its box stands out
+FIXED_SOURCE = " (stays put)"  # a region's source, where nothing in its box stands out
 
 
 @dataclass

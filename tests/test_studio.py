@@ -278,7 +278,7 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
     assert studio.box(session) == (0.18, 0.16, 0.32, 0.36)
     assert (studio.frame(session)[58, 130:231] == (255, 220, 0)).all()  # the box is drawn on the picture
     empty = studio.use_region(studio.set_box(session, "0.6,0.02,0.9,0.2"))  # the plain wall above the balls
-    assert empty.source == "the region 0.60,0.02,0.90,0.20 (it stays where it was drawn)"  # nothing in it stands out
+    assert empty.source == "the region 0.60,0.02,0.90,0.20 (stays put)"  # nothing in it stands out
     session = studio.use_region(studio.set_box(session, "0.18,0.16,0.32,0.36"))
     assert session.source == "the region 0.18,0.16,0.32,0.36"
     session = studio.range_edit(session, "mute", 2.5, 3.0, None)
