@@ -290,10 +290,10 @@ def _generate_layers(args) -> None:
             f"and soundtrack.json in {stems}; {result.timings['total']:.1f} s)",
             file=sys.stderr,
         )
+        from .tracking import FIXED_NOTE
+
         for i, track in enumerate(result.tracks):
             if track is not None and track.fixed:
-                from .tracking import FIXED_NOTE
-
                 print(f"rewas: layer {i + 1}'s region: {FIXED_NOTE}", file=sys.stderr)
     if args.verbose:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if k != "total")

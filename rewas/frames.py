@@ -165,9 +165,9 @@ def _resize_dims(width: int, height: int, short: int) -> tuple[int, int]:
 
 class _Converter:
     """Decoded frames -> (H, W, 3) uint8 RGB as displayed, at any of several sizes: resized (bicubic) as stored,
-    then rotated by the display matrix. One per decoding pass: it keeps a scaler per size, where `frame.reformat`
-    set one up for every frame (0.4 ms each on a 2-core Xeon, most of a 320 x 160 conversion; the pixels are the
-    same)."""
+    then rotated by the display matrix. One per decoding pass, keeping a scaler per size: setting one up for each
+    frame (what `frame.reformat` does) was most of the cost of converting a small frame (docs/speed.md#on-a-gpu).
+    A scaler sets itself up again when the frames it is given change size or format, so that needs no key here."""
 
     def __init__(self):
         self._scalers: dict[tuple[int, int], VideoReformatter] = {}
@@ -191,10 +191,25 @@ class _Converter:
         return np.ascontiguousarray(image[top : top + crop, left : left + crop])
 
 
+def crop_frames(images: Iterable[np.ndarray], short: int, crop: int) -> Iterator[np.ndarray]:
+    """(H, W, 3) uint8 RGB arrays -> (crop, crop, 3) each, with the same resampling as decoded frames."""
+    converter = _Converter()
+    for image in images:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24")
+        yield converter.crop(frame, short, crop)
+
+
 def crop_frame(image: np.ndarray, short: int, crop: int) -> np.ndarray:
-    """(H, W, 3) uint8 RGB array -> (crop, crop, 3), with the same resampling as decoded frames."""
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24")
-    return _Converter().crop(frame, short, crop)
+    """`crop_frames` of one array."""
+    return next(crop_frames([image], short, crop))
+
+
+def arrays(decoded: Iterable[av.VideoFrame], format: str = "rgb24") -> Iterator[np.ndarray]:
+    """Decoded frames -> arrays in `format`, at their own size, through one scaler (`to_ndarray(format=)` sets one up
+    for each frame)."""
+    scaler = VideoReformatter()
+    for frame in decoded:
+        yield scaler.reformat(frame, format=format).to_ndarray()
 
 
 def _resampled(path: str | os.PathLike, fps: float, info: VideoInfo | None, convert) -> Iterator[np.ndarray]:
@@ -223,8 +238,8 @@ def iter_frames(path: str | os.PathLike, cfg: VideoConfig, info: VideoInfo | Non
     """Yield (crop, crop, 3) uint8 RGB frames at cfg.fps, `info.num_frames(cfg.fps)` of them, in order. `cfg` is
     the model's (`pipe.config.video`): the paper and the default model read different sizes and rates, and no
     default would be right for both."""
-    convert = _Converter()
-    return _resampled(path, cfg.fps, info, lambda frame: convert.crop(frame, cfg.resize_short, cfg.crop))
+    converter = _Converter()
+    return _resampled(path, cfg.fps, info, lambda frame: converter.crop(frame, cfg.resize_short, cfg.crop))
 
 
 def _stored_dims(frame: av.VideoFrame, width: int, height: int) -> tuple[int, int]:

@@ -926,7 +926,7 @@ class ReWaSPipeline:
                 return frames_mod.iter_region_frames(video, cfg, validate.squares(region)), info.duration
             return frames_mod.iter_frames(video, cfg, info), info.duration
         if frames is not None:
-            return (frames_mod.crop_frame(f, cfg.resize_short, cfg.crop) for f in frames), frames.shape[0] / cfg.fps
+            return frames_mod.crop_frames(frames, cfg.resize_short, cfg.crop), frames.shape[0] / cfg.fps
         if energy is not None:
             length = len(energy[0]) if isinstance(energy, tuple) else len(energy)
             times = energy[0] if isinstance(energy, tuple) else None

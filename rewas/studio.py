@@ -340,9 +340,9 @@ class Studio:
             raise UserError("give the flat level in nats, e.g. -6")
         return self._use_energy(session, {"level": float(level)}, f"a flat level of {float(level):g} nats")[0]
 
-    def _use_energy(self, session: Session, energy: dict, source: str, prompt: str = ""):
+    def _use_energy(self, session: Session, energy: dict, source: str, prompt: str = "") -> tuple[Session, object]:
         """The curve of a layer whose energy is `energy` (Layer fields) as the session's, before its edits ->
-        (the session, its region's Track or None)."""
+        (the session, its region's tracking.Track or None)."""
         from .soundtrack import Layer, layer_timeline
 
         pipe = self.pipeline(session.model)

@@ -332,7 +332,8 @@ def track_many(
     found: list[list[bool]] = [[] for _ in regions]
     # the regions' trackers are apart from each other: where there are cores, they follow their objects side by side
     # (OpenCV's matching releases the GIL)
-    workers = min(len(regions), os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(len(regions), cores)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="rewas-track") if workers > 1 else None
     run = pool.map if pool is not None else map
     try:

@@ -6,7 +6,7 @@
 The clip is `samples.two_objects_frames` (two balls landing at their own times). "1 layer" is the whole picture
 with one prompt, as `rewas generate --prompt`; "3 layers" is each ball's region (tracked) and a flat ambience, as
 `rewas generate --layer ... --layer ... --layer ...`. Runs alternate between the two so that the machine's drift
-falls on both. Prints the median seconds of each, their ratio, and the stages of the last 3-layer run.
+falls on both. Prints the median seconds of each, their ratio, and the stages of the last run of each.
 """
 
 from __future__ import annotations

@@ -94,17 +94,38 @@ def test_iter_windows_streams_with_overlap_and_padding():
     assert gaps == [[0, 1, 2], [6, 7, 8]]
 
 
-@pytest.mark.parametrize("name", ["v25", "mpeg4_avi"])
+@pytest.mark.parametrize("name", ["v25", "mpeg4_avi", "rotated"])
 def test_a_scaler_kept_per_size_converts_as_pyav_does_frame_by_frame(media, name):
     """A decoding pass keeps one scaler per picture size (setting one up for every frame cost most of a small
-    conversion); sizes taken in turn on every frame still give each exactly PyAV's own conversion of that frame."""
+    conversion); sizes taken in turn on every frame still give each exactly PyAV's own conversion of that frame,
+    turned as the display matrix says."""
     import av
 
     from rewas.frames import _Converter
 
-    convert = _Converter()
+    converter = _Converter()
     with av.open(str(media[name])) as container:
         for frame in container.decode(video=0):
+            turns = int(frame.rotation or 0) % 360 // 90
             for width, height in [(64, 48), (130, 98), (64, 48), (320, 240)]:
                 theirs = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
-                assert np.array_equal(convert.rgb(frame, width, height), theirs.to_ndarray())
+                assert np.array_equal(converter.rgb(frame, width, height), np.rot90(theirs.to_ndarray(), k=turns))
+
+
+def test_a_kept_scaler_follows_frames_that_change_size_or_format():
+    """A stream may change its picture size or pixel format midway: a kept scaler sets itself up again, so the
+    sizes alone key the scalers and `arrays` needs one for the whole clip."""
+    import av
+
+    from rewas.frames import _Converter, arrays
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for (h, w), fmt in [((48, 64), "yuv420p"), ((90, 160), "yuv420p"), ((90, 160), "rgb24"), ((48, 64), "yuv444p")]:
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
+        frames.append(frame.reformat(format=fmt))
+    converter = _Converter()
+    for frame, array in zip(frames, arrays(frames, "bgr24")):
+        assert np.array_equal(array, frame.to_ndarray(format="bgr24"))
+        theirs = frame.reformat(width=40, height=30, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        assert np.array_equal(converter.rgb(frame, 40, 30), theirs)

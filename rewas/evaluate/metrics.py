@@ -13,14 +13,13 @@ import os
 
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
 
 from .._optional import require
 from ..audio import load_audio
 from ..config import AudioConfig
 from ..energy import waveform_energy
 from ..errors import MediaError
-from ..frames import open_container, video_streams
+from ..frames import arrays, open_container, video_streams
 
 # ------------------------------------------------------------------------------------------------ energy MAE
 
@@ -50,11 +49,11 @@ def native_frames_bgr(path: str | os.PathLike, cutoff: float = AV_ALIGN_CUTOFF_S
             raise MediaError(f"{os.fspath(path)}: has no video stream")
         stream = streams[0]
         fps = float(stream.guessed_rate or stream.average_rate or 25)
-        frames, scaler = [], VideoReformatter()  # one for all frames: to_ndarray(format=) set one up per frame
-        for frame in container.decode(stream):
+        frames = []
+        for frame in arrays(container.decode(stream), "bgr24"):
             if len(frames) > fps * cutoff:
                 break
-            frames.append(scaler.reformat(frame, format="bgr24").to_ndarray())
+            frames.append(frame)
     if len(frames) < 2:
         raise MediaError(f"{os.fspath(path)}: AV-Align needs at least two frames")
     return frames, fps

@@ -759,11 +759,11 @@ def build_corpus(
 def film(video: str | os.PathLike, out: str | os.PathLike, seed: int) -> Path:
     """`video` filmed again through `real_camera` (its own size and FPS; `seed` draws the camera) -> `out`."""
     import av
-    from av.video.reformatter import VideoReformatter
 
-    scaler = VideoReformatter()  # one for the clip: to_ndarray(format=) sets one up per frame
+    from ..frames import arrays
+
     with av.open(str(video)) as container:
-        frames = [scaler.reformat(f, format="rgb24").to_ndarray() for f in container.decode(video=0)]
+        frames = list(arrays(container.decode(video=0)))
     duration = len(frames) / FPS
     clip = lambda t: frames[min(len(frames) - 1, int(round(t * FPS)))]  # noqa: E731
     samples.write_video(out, real_camera(clip, seed, duration), duration, FPS)
