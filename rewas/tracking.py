@@ -357,6 +357,8 @@ def track_many(
 
         def backwards(i: int) -> list[tuple[bool, np.ndarray]]:
             follow = follower(cv2, firsts[i], boxes[i][0], targets[i])
+            if isinstance(follow, TemplateTracker):  # how fast the object moves, as the forward pass saw it
+                follow.fastest = forwards[i].fastest.copy()
             behind = [follow.update(pictures[i]) for pictures in reversed(before[: ats[i]])]
             for pictures in before:  # its frames are done with
                 pictures[i] = None
