@@ -217,6 +217,7 @@ class TemplateTracker:
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
+    START_FRAMES, START_REACH = 2, 0.25  # the wider search's reach in its first frames: a share of the short side
 
     def __init__(self, cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray):
         self.cv2 = cv2
@@ -231,6 +232,7 @@ class TemplateTracker:
         self.velocity = np.zeros(2)
         self.missed = 0  # frames since the object was last found
         self.fastest = np.zeros(2)  # its largest move in a frame so far, x and y pixels
+        self.updates = 0  # frames followed
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
 
@@ -252,6 +254,7 @@ class TemplateTracker:
         return float(best), np.array([x0 + bx + w / 2, y0 + by + h / 2])
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
+        self.updates += 1
         image = image.astype(np.float32)
         size = np.array(self.size, dtype=np.float64)
         score, centre = self._match(image, self.centre + self.velocity, 1.5 * size)
@@ -260,6 +263,10 @@ class TemplateTracker:
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
             # an object that left the picture would be taken for anything that looks like it)
             reach = (3 + min(self.missed, 2)) * size + 2 * self.fastest
+            if self.updates <= self.START_FRAMES and not self.fastest.any():
+                # nothing is known of its speed yet, and an object boxed as it takes off can be gone several of its
+                # sizes by the next frame (a small ball leaving the floor)
+                reach = np.maximum(reach, self.START_REACH * min(image.shape[:2]))
             wide, where = self._match(image, self.centre, reach)
             if wide > score:
                 score, centre = wide, where
