@@ -217,7 +217,7 @@ class TemplateTracker:
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
-    START_FRAMES, START_REACH = 2, 0.25  # the wider search's reach in its first frames: a share of the short side
+    START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
     def __init__(self, cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray):
         self.cv2 = cv2
@@ -233,6 +233,7 @@ class TemplateTracker:
         self.missed = 0  # frames since the object was last found
         self.fastest = np.zeros(2)  # its largest move in a frame so far, x and y pixels
         self.updates = 0  # frames followed
+        self.start_speed = np.zeros(2)  # `fastest` over its first START_FRAMES frames: how it moved when drawn
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
 
@@ -263,10 +264,6 @@ class TemplateTracker:
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
             # an object that left the picture would be taken for anything that looks like it)
             reach = (3 + min(self.missed, 2)) * size + 2 * self.fastest
-            if self.updates <= self.START_FRAMES and not self.fastest.any():
-                # nothing is known of its speed yet, and an object boxed as it takes off can be gone several of its
-                # sizes by the next frame (a small ball leaving the floor)
-                reach = np.maximum(reach, self.START_REACH * min(image.shape[:2]))
             wide, where = self._match(image, self.centre, reach)
             if wide > score:
                 score, centre = wide, where
@@ -274,6 +271,8 @@ class TemplateTracker:
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
             self.fastest = np.maximum(self.fastest, np.abs(self.velocity))
+        if self.updates <= self.START_FRAMES:
+            self.start_speed = self.fastest.copy()
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
                 patch = image[y : y + self.size[1], x : x + self.size[0]]
@@ -364,8 +363,11 @@ def track_many(
 
         def backwards(i: int) -> list[tuple[bool, np.ndarray]]:
             follow = follower(cv2, firsts[i], boxes[i][0], targets[i])
-            if isinstance(follow, TemplateTracker):  # how fast the object moves, as the forward pass saw it
-                follow.fastest = forwards[i].fastest.copy()
+            if isinstance(follow, TemplateTracker):
+                # starting from rest, it lost a small ball that had landed just before the box was drawn (several of
+                # its sizes off on the frame before); how the object moved just after is the best guess of how it
+                # moved just before, and only that: its fastest move later on would widen the whole pass's search
+                follow.fastest = forwards[i].start_speed.copy()
             behind = [follow.update(pictures[i]) for pictures in reversed(before[: ats[i]])]
             for pictures in before:  # its frames are done with
                 pictures[i] = None

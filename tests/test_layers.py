@@ -129,28 +129,25 @@ def test_a_box_drawn_as_a_small_ball_lands_holds_it_on_the_frame_before(tmp_path
     assert error.max() < 0.05, (error.argmax(), error.max())
 
 
-def test_a_small_ball_boxed_as_it_flies_off_is_caught_on_the_next_frame(tmp_path):
-    """A ball of 4 px radius already flying at 40 px a frame when its box is drawn: nothing is known of its speed,
-    and it is over 3 of its sizes away on the next frame. The wider search reaches a quarter of the picture in the
-    first frames (it reached 3 of the ball's sizes, and the box stayed behind for good)."""
+def test_a_ball_hidden_on_the_first_frame_is_not_taken_for_its_twin_further_off(tmp_path):
+    """A still ball, half hidden on the frame after its box is drawn, with a twin 60 px off (0.19 of the picture's
+    short side): the box holds, and is on its own ball again once it shows. A search that reached a quarter of the
+    picture in a pass's first frames, for objects already moving fast when boxed, took the twin here for good."""
     h, w = 320, 640
-
-    def x_at(t: float) -> float:  # 40 px a frame, to and fro between 20 and 620
-        phase = (t * 25 * 40) % 1200
-        return 20 + (phase if phase < 600 else 1200 - phase)
-
     yy, xx = np.mgrid[0:h, 0:w]
 
     def frame(t: float) -> np.ndarray:
         image = np.full((h, w, 3), (200, 190, 170), np.uint8)
-        image[(xx - x_at(t)) ** 2 + (yy - 160) ** 2 < 4**2] = (230, 70, 60)
+        image[(xx - 300) ** 2 + (yy - 160) ** 2 < 5**2] = (230, 70, 60)
+        if 0.02 < t < 0.06:  # a hand over the ball's left half on frame 1
+            image[150:170, 286:300] = (90, 80, 70)
+        image[(xx - 240) ** 2 + (yy - 160) ** 2 < 5**2] = (230, 70, 60)
         return image
 
-    path = tmp_path / "flying.mkv"
-    samples.write_video(path, frame, 2.0, 25, codec="ffv1")
-    found = track(path, Region((10 / w, 150 / h, 30 / w, 170 / h)), 25.0)
-    error = np.abs(found.centres()[:, 0] - np.array([x_at(i / 25) / w for i in range(50)]))
-    assert error.max() < 0.05, (error.argmax(), error.max())
+    path = tmp_path / "hidden.mkv"
+    samples.write_video(path, frame, 1.0, 25, codec="ffv1")
+    x = track(path, Region((290 / w, 150 / h, 310 / w, 170 / h)), 25.0).centres()[:, 0] * w
+    assert np.abs(x - 300).max() < 3, x
 
 
 def test_an_object_that_leaves_the_picture_is_not_taken_for_its_twin(tmp_path):
