@@ -271,13 +271,13 @@ class TemplateTracker:
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
             self.fastest = np.maximum(self.fastest, np.abs(self.velocity))
-        if self.updates <= self.START_FRAMES:
-            self.start_speed = self.fastest.copy()
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
                 patch = image[y : y + self.size[1], x : x + self.size[0]]
                 if x >= 0 and y >= 0 and patch.shape == self.template.shape:
                     self.template = (1 - self.BLEND) * self.template + self.BLEND * patch
+        if self.updates <= self.START_FRAMES:
+            self.start_speed = self.fastest.copy()
         self.missed = 0 if ok else self.missed + 1
         return ok, np.array([*(self.centre + self.offset), *self.drawn_size])
 
