@@ -199,11 +199,6 @@ def crop_frames(images: Iterable[np.ndarray], short: int, crop: int) -> Iterator
         yield converter.crop(frame, short, crop)
 
 
-def crop_frame(image: np.ndarray, short: int, crop: int) -> np.ndarray:
-    """`crop_frames` of one array."""
-    return next(crop_frames([image], short, crop))
-
-
 def arrays(decoded: Iterable[av.VideoFrame], format: str = "rgb24") -> Iterator[np.ndarray]:
     """Decoded frames -> arrays in `format`, at their own size, through one scaler (`to_ndarray(format=)` sets one up
     for each frame)."""
