@@ -127,7 +127,7 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
-def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray | None = None) -> int:  # noqa: F821
+def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray) -> int:  # noqa: F821
     """The short side of the frames the tracker sees: the larger side of the object in the box becomes about
     TRACK_BOX_PX, where `picture` (the frame the box was drawn on, at any size) shows one (`object_box`), else the
     box's own. At the box's scale a small object was a speck: a ball of 1/64 of the height in a box drawn with margins
@@ -135,11 +135,10 @@ def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray | None 
     short = min(info.width, info.height)
     left, top, right, bottom = region.box
     size = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
-    if picture is not None:
-        h, w = picture.shape[:2]
-        found = object_box(picture, _pixels(region.box, w, h))
-        if found is not None:
-            size = max(found[2:]) / min(h, w)
+    h, w = picture.shape[:2]
+    found = object_box(picture, _pixels(region.box, w, h))
+    if found is not None:
+        size = max(found[2:]) / min(h, w)
     lo, hi = TRACK_SHORT_RANGE
     return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(size, 1e-3))))))
 

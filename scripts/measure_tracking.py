@@ -62,7 +62,6 @@ EMPTY = [
     (0.0, 0.0, 0.1, 0.2),
 ]
 FAR = 0.05  # a track this far off its ball (fractions of the width and height) has lost it, whatever its size
-RADIUS = 1 / 12  # the balls' radius, a fraction of the height (at the default size and radius)
 PROMPT = "a rubber ball bouncing on a wooden floor"
 
 
@@ -109,7 +108,9 @@ def filmed(frame_fn, seed: int):
     return frame
 
 
-def measure(path: Path, frame_fn, stats: dict, radius: float = RADIUS) -> None:
+def measure(path: Path, frame_fn, stats: dict, radius: float) -> None:
+    """Every kind of box on the clip at `path`, against the balls of `frame_fn` (their radius a fraction of the
+    height: a track further off than that has left its ball) -> `stats`."""
     truth = [balls(frame_fn(i / FPS)) for i in range(round(SECONDS * FPS))]
     for k in range(2):
         centres = np.array([frame_balls[k][0] for frame_balls in truth])
