@@ -172,6 +172,39 @@ def test_an_object_that_leaves_the_picture_is_not_taken_for_its_twin(tmp_path):
     assert abs(x[190] - (-80 + 60 * 2.6) / w) < 0.03  # back on its own ball
 
 
+def test_the_tracker_follows_an_object_whose_look_changes_slowly(tmp_path, monkeypatch):
+    """A ball that turns from red to green over 6 s while it travels, boxed on the first frame and on the last: the
+    box stays on it both ways, because the template blends in its look wherever the match is sure. Matched by its
+    first look alone (the blend off, or, as a7fb24f mended, only over the first frames), it was lost after 3 s and
+    the box held 0.37 of the picture behind."""
+    h, w = 160, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    red, green = np.array([230, 60, 60]), np.array([60, 230, 60])
+
+    def centre(t: float) -> tuple[float, float]:
+        return 40 + 40 * t, 80 + 20 * np.sin(1.5 * t)
+
+    def frame(t: float) -> np.ndarray:
+        image = np.full((h, w, 3), 128, np.uint8)
+        x, y = centre(t)
+        image[(xx - x) ** 2 + (yy - y) ** 2 < 12**2] = np.round(red + (green - red) * t / 6).astype(np.uint8)
+        return image
+
+    path = tmp_path / "look.mkv"
+    samples.write_video(path, frame, 6.0, 25, codec="ffv1")
+    truth = np.array([centre(i / 25) for i in range(150)]) / [w, h]
+
+    def worst(at: float) -> float:
+        x, y = centre(at)
+        found = track(path, Region(((x - 16) / w, (y - 16) / h, (x + 16) / w, (y + 16) / h), at=at), 25.0)
+        return float(np.abs(found.centres() - truth).max())
+
+    for at in (0.0, 5.96):
+        assert worst(at) < 0.02, at
+    monkeypatch.setattr(tracking.TemplateTracker, "BLEND", 0.0)  # the same clip tells the two apart
+    assert worst(0.0) > 0.2
+
+
 def test_a_box_with_no_object_in_it_stays_where_it_was_drawn(two_balls):
     """A box on the floor, on empty background, or where a ball will pass later holds nothing that stands out: it
     is a part of the picture, and stays. Followed like an object, its plain background matched as well a little way
