@@ -149,6 +149,43 @@ def two_objects_frames(
     return frame
 
 
+BUS_PARTS = {  # parts of `bus_frames`' bus, (left, top, right, bottom) pixels at 640 x 320 with the bus at x = 0
+    "window": (20, 110, 65, 160),  # the first of its 5 windows, alike and 55 px apart, with some paint around it
+    "door": (225, 155, 270, 230),  # half the door and the paint beside it
+    "logo": (20, 170, 110, 200),  # the red stripe along its side
+    "side": (80, 160, 180, 225),  # paint, the stripe's end and the bottom of a window
+    "paint": (120, 200, 180, 225),  # plain paint and nothing else
+}
+
+
+def bus_frames(speed: float = 45.0, start: float = 20.0) -> Callable[[float], np.ndarray]:
+    """A bus, half the picture wide, driving left to right across a plain sky and grass at `speed` px/s from x =
+    `start` (640 x 320): a large object whose parts (`BUS_PARTS`) a region's box may be drawn on."""
+    h, w = 320, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def frame(t: float) -> np.ndarray:
+        image = np.full((h, w, 3), (150, 180, 210), np.uint8)
+        image[240:] = (90, 110, 70)
+        x0, y0 = int(round(start + speed * t)), 100
+
+        def paint(left: int, top: int, right: int, bottom: int, colour: tuple[int, int, int]) -> None:
+            a, b = max(0, x0 + left), min(w, x0 + right)
+            if b > a:
+                image[y0 + top : y0 + bottom, a:b] = colour
+
+        paint(0, 0, 300, 130, (200, 160, 40))
+        for k in range(5):
+            paint(20 + 55 * k, 15, 60 + 55 * k, 55, (60, 80, 110))
+        paint(250, 60, 285, 125, (120, 60, 30))
+        paint(30, 80, 120, 95, (180, 40, 40))
+        for cx in (60, 240):
+            image[(xx - x0 - cx) ** 2 + (yy - y0 - 135) ** 2 < 20**2] = (30, 30, 30)
+        return image
+
+    return frame
+
+
 def impact_curve(impacts: Sequence[float], frames: int, frame_rate: float = 100.0, decay: float = 0.08) -> np.ndarray:
     """(frames,) the loudness an impact sound would have at each frame: 1 at each impact, decaying over `decay` s."""
     t = np.arange(frames) / frame_rate

@@ -37,6 +37,12 @@ SPREAD_PERCENTILE = 95  # the square holds the object's motion around that path 
 MARGIN = 1.5  # the square's side, at least this many times the box's larger side
 COLOUR_LEVELS = 16  # per channel, for the colours that tell the object in a box from what is around it
 OBJECT_RATIO = 4.0  # a colour is the object's where it is this many times as frequent inside the box as around it
+HOLDING_SCALES = (3, 9, 27)  # how far around a box with no object in it the object it lies in is looked for
+HOLDING_SHARE = 0.5  # that object covers at least this share of the box
+HOLDING_RATIO = 16.0  # its colours are this many times as frequent in the picture around the box as around that
+HOLDING_MARGIN = 0.05  # of its larger side, around it
+THIN = 2.5  # a part whose pixels are this many times its length or fewer is a line, not an object
+AREA = 4  # cv2.CC_STAT_AREA: the column of a part's pixel count in OpenCV's stats
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray) -> int
     left, top, right, bottom = region.box
     size = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
     h, w = picture.shape[:2]
-    found = object_box(picture, _pixels(region.box, w, h))
+    found = target(picture, _pixels(region.box, w, h))
     if found is not None:
         size = max(found[2:]) / min(h, w)
     lo, hi = TRACK_SHORT_RANGE
@@ -156,6 +162,49 @@ def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     connected part, with a margin, is the object. A loose box is mostly background, and matching all of it lets the
     background decide where it goes: a box drawn around a ball on a plain wall or over half the picture slid across
     the frame."""
+    parts = _parts(image, box)
+    if parts is None:
+        return None
+    corner, stats, _ = parts
+    return _padded(corner, stats[1 + int(np.argmax(stats[1:, AREA]))], box, image.shape)
+
+
+def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The larger object a box (x, y, w, h pixels) was drawn inside, as its own box, or None: for a box on part of
+    something big (a bus's side, a plain stretch of its paint), where nothing stands out from the ring just around
+    it, which is the same object. The picture around the box is searched, 3, 9 and then 27 times the box's size, for
+    an object that stands out there (`object_box`'s colours) and covers most of the box."""
+    height, width = image.shape[:2]
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    for scale in HOLDING_SCALES:
+        around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
+        parts = _parts(image, around, HOLDING_RATIO)
+        if parts is not None:
+            corner, stats, labels = parts
+            x0, y0 = int(round(x)) - corner[0], int(round(y)) - corner[1]  # the drawn box in `labels`
+            inside = labels[max(0, y0) : max(0, y0 + int(round(h))), max(0, x0) : max(0, x0 + int(round(w)))]
+            counts = np.bincount(inside.ravel(), minlength=len(stats))[1:] * (stats[1:, AREA] > 0)  # no specks
+            if counts.size and counts.max() >= HOLDING_SHARE * inside.size:
+                # its own edges are what it is matched by: a margin as wide as a small object's would be mostly
+                # background, and a template near the picture's size cannot be followed to its edges
+                return _padded(corner, stats[1 + int(np.argmax(counts))], around, image.shape, HOLDING_MARGIN)
+        if scale * w >= width and scale * h >= height:  # the whole picture was searched
+            break
+    return None
+
+
+def target(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """What a box (x, y, w, h pixels) drawn on `image` follows: the object in it (`object_box`), else the larger
+    object it lies in (`holding_object`); None where neither stands out (the box stays: `FixedBox`)."""
+    found = object_box(image, box)
+    return found if found is not None else holding_object(image, box)
+
+
+def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO):
+    """The connected parts of what stands out in `box` (x, y, w, h pixels, clipped to the picture) from a ring
+    around it: ((x0, y0) of the clipped box, OpenCV's stats per part (row 0 the rest), the labels (H, W) over the
+    box), or None when nothing does."""
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
     height, width = image.shape[:2]
@@ -187,15 +236,33 @@ def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
             pooled += padded[i : i + levels, j : j + levels, k : k + levels]
         return pooled / len(colours)
 
-    own = frequency(inside.reshape(-1, 3)) > OBJECT_RATIO * frequency(outside)
+    own = frequency(inside.reshape(-1, 3)) > ratio * frequency(outside)
     mask = own[inside[..., 0], inside[..., 1], inside[..., 2]].astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count < 2:
         return None
-    left, top, bw, bh, area = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
-    if area < max(6, 0.002 * (x1 - x0) * (y1 - y0)):  # specks of noise are not an object
+    area = stats[1:, AREA]
+    small = area < max(6, 0.002 * (x1 - x0) * (y1 - y0))  # specks of noise are not objects
+    # nor is a line a pixel or two wide: where a blurred edge between two colours runs through the box, the colours
+    # between them are in it and not around it (half a bus's door, boxed, gave a sliver of its edge, 5 x 14 px)
+    small |= area < THIN * stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
+    if small.all():
         return None
-    pad = max(2, round(0.25 * max(bw, bh)))
+    stats[1:, AREA][small] = 0
+    return (x0, y0), stats, labels
+
+
+def _padded(
+    corner: tuple[int, int], part: np.ndarray, box: np.ndarray, shape: tuple[int, ...], margin: float = 0.25
+) -> np.ndarray:
+    """One of `_parts`' parts with a margin of `margin` times its larger side, inside the box it was found in:
+    (x, y, w, h) pixels."""
+    height, width = shape[:2]
+    x0, y0 = corner
+    x1 = min(width, int(round(box[0] + box[2])))
+    y1 = min(height, int(round(box[1] + box[3])))
+    left, top, bw, bh = (int(v) for v in part[:4])
+    pad = max(2, round(margin * max(bw, bh)))
     ox0, oy0 = max(x0, x0 + left - pad), max(y0, y0 + top - pad)
     ox1, oy1 = min(x1, x0 + left + bw + pad), min(y1, y0 + top + bh + pad)
     return np.array([ox0, oy0, ox1 - ox0, oy1 - oy0], dtype=np.float64)
@@ -216,6 +283,7 @@ class TemplateTracker:
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
+    TIE = 0.03  # matches within this of the best score are as good as it: the nearest of them is taken
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
     def __init__(self, cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray):
@@ -250,8 +318,19 @@ class TemplateTracker:
             cv2.matchTemplate(area, self.anchor, cv2.TM_CCOEFF_NORMED),
             cv2.matchTemplate(area, self.template, cv2.TM_CCOEFF_NORMED),
         )
+        # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
+        # looks: without that, noise picked a neighbouring window, the move it made became the next frame's
+        # prediction, and the box hopped along the row a window per frame. Only near-ties: weighing every match
+        # down by its distance lost small balls that bounce faster than the prediction (8 of 48 tracks over 5% off)
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
-        return float(best), np.array([x0 + bx + w / 2, y0 + by + h / 2])
+        others = scores.copy()  # another object's match, not the best one's own slope: half a template off or more
+        others[max(0, by - (h - 1) // 2) : by + h // 2 + 1, max(0, bx - (w - 1) // 2) : bx + w // 2 + 1] = -1
+        if cv2.minMaxLoc(others)[1] >= best - self.TIE:
+            ys, xs = np.nonzero((others >= best - self.TIE) & (others == cv2.dilate(others, np.ones((3, 3), np.uint8))))
+            ys, xs = np.append(ys, by), np.append(xs, bx)
+            near = np.argmin((xs + x0 + w / 2 - centre[0]) ** 2 + (ys + y0 + h / 2 - centre[1]) ** 2)
+            by, bx = ys[near], xs[near]
+        return float(scores[by, bx]), np.array([x0 + bx + w / 2, y0 + by + h / 2])
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
         self.updates += 1
@@ -350,7 +429,7 @@ def track_many(
                     firsts[i] = pictures[i]
                     h, w = firsts[i].shape[:2]
                     box = _pixels(region.box, w, h)
-                    targets[i] = object_box(firsts[i], box)
+                    targets[i] = target(firsts[i], box)
                     forwards[i] = follower(cv2, firsts[i], box, targets[i])
                     boxes[i].append(box)
                     found[i].append(True)

@@ -4,6 +4,7 @@
     python scripts/measure_tracking.py --clips 1    # quicker
     python scripts/measure_tracking.py --sound      # also each ball's layer on the default model (docs/layers.md)
     python scripts/measure_tracking.py --size 320x640 --radius 5   # small balls in a larger picture
+    python scripts/measure_tracking.py --bus        # boxes on parts of a large object, and on the scenery
 
 The clips are `samples.two_objects_frames`, 8 s: two balls, one in each half, each landing at the onsets of its
 own corpus ball sound (seeds 0, 1, 2, as tests/test_layers.py and docs/layers.md use), on the corpus's plain
@@ -23,6 +24,13 @@ box held its ball, and the loose boxes whose centre crossed to the other half. A
 ball in them when drawn (0 s and 4 s): on the floor, on the background beside the balls, where a ball passes later.
 They should stay where they are drawn (a camera's shake may move them a little): printed, those that moved by over
 2% of the picture, and the largest move.
+
+With --bus, the clips are instead `samples.bus_frames`, 6 s: a bus half the picture wide drives across a plain sky
+and grass, plain and filmed (seeds 0, 1, ...). A box is drawn on each of `samples.BUS_PARTS` (a window of a row of
+5 alike, half the door, the stripe on its side, paint with a little of both, plain paint) at 0 s and at 3 s; the
+error is its centre's distance from that part's true centre. Boxes on the sky and the grass should stay where they
+are drawn. Printed per clip kind: the worst and median error of the parts' tracks, those off by over 5%, those
+that stayed where drawn (`Track.fixed`), and how far the scenery's boxes moved.
 
 With --sound, each plain clip also gets a soundtrack of two layers on the embedded default model (fp32, seed 0,
 prompt "a rubber ball bouncing on a wooden floor"), one per ball, with the ball's tight box (2% margin, drawn at
@@ -142,6 +150,57 @@ def measure(path: Path, frame_fn, stats: dict, radius: float) -> None:
             stats["empty"] += 1
 
 
+SCENERY = [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320, 560 / 640, 310 / 320)]  # sky, grass
+BUS_SECONDS, BUS_AT = 6.0, (0.0, 3.0)
+
+
+def measure_bus(path: Path, speed: float, start: float, stats: dict) -> None:
+    """Boxes on each of the bus's parts and on the scenery, on the clip at `path` -> `stats`."""
+    frames = round(BUS_SECONDS * FPS)
+    for left, top, right, bottom in samples.BUS_PARTS.values():
+        for at in BUS_AT:
+            x = start + speed * at
+            box = ((left + x) / 640, top / 320, (right + x) / 640, bottom / 320)
+            found = track(path, Region(box, at=at), FPS)
+            truth = np.stack(
+                [
+                    ((left + right) / 2 + start + speed * np.arange(frames) / FPS) / 640,
+                    np.full(frames, (top + bottom) / 2 / 320),
+                ],
+                1,
+            )
+            error = np.abs(found.centres() - truth).max(axis=1)
+            stats["error"].append(error)
+            stats["far"] += int(error.max() > FAR)
+            stats["fixed"] += int(found.fixed)
+            stats["parts"] += 1
+    for box in SCENERY:
+        for at in BUS_AT:
+            stats["moved"].append(float(np.abs(track(path, Region(box, at=at), FPS).boxes - np.array(box)).max()))
+
+
+def bus(clips: int) -> None:
+    speed, start = 45.0, 20.0
+    plain = samples.bus_frames(speed, start)
+    results = {kind: {"error": [], "far": 0, "fixed": 0, "parts": 0, "moved": []} for kind in ("plain", "filmed")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(clips):
+            for kind, frame_fn in (("plain", plain), ("filmed", filmed(plain, seed))):
+                if kind == "plain" and seed > 0:
+                    continue  # the same clip again
+                path = Path(tmp) / f"bus_{kind}_{seed}.mkv"
+                samples.write_video(path, frame_fn, BUS_SECONDS, FPS, codec="ffv1")
+                measure_bus(path, speed, start, results[kind])
+    for kind, s in results.items():
+        error = np.concatenate(s["error"])
+        print(
+            f"{kind}: parts of the bus (x{s['parts']}): error worst {error.max():.3f}, median {np.median(error):.4f}, "
+            f"off by over {FAR:g}: {s['far']}, stayed where drawn {s['fixed']}; "
+            f"scenery (x{len(s['moved'])}): moved by over 2% {sum(m > 0.02 for m in s['moved'])}, "
+            f"the most {max(s['moved']):.3f}"
+        )
+
+
 def _inside(point: np.ndarray, box: tuple[float, ...], margin: float) -> bool:
     return box[0] - margin <= point[0] <= box[2] + margin and box[1] - margin <= point[1] <= box[3] + margin
 
@@ -178,7 +237,11 @@ def main() -> int:
     parser.add_argument("--sound", action="store_true", help="also each ball's layer on the default model")
     parser.add_argument("--size", default="160x320", help="the picture's HEIGHTxWIDTH in pixels (default 160x320)")
     parser.add_argument("--radius", type=int, help="the balls' radius in pixels (default 1/12 of the height)")
+    parser.add_argument("--bus", action="store_true", help="boxes on a large object's parts instead of the balls")
     args = parser.parse_args()
+    if args.bus:
+        bus(args.clips)
+        return 0
     size = tuple(int(v) for v in args.size.lower().split("x"))
     radius = (args.radius or max(4, size[0] // 12)) / size[0]
     pipe = None
