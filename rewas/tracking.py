@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .frames import VideoInfo
 
 FIXED_NOTE = (  # what a user is told of a region whose box stays (`FixedBox`), in the CLI and the studio
-    "nothing in the box stands out from around it, so the box stays where it was drawn (draw it around the whole "
-    "object for it to follow the object)"
+    "nothing in the box stands out from around it, nor from around an object it lies on, so the box stays where it "
+    "was drawn (draw it around the whole object for it to follow the object)"
 )
 TRACK_BOX_PX = 32  # the object's larger side in the frames the tracker sees: enough detail, little work
 TRACK_SHORT_RANGE = (96, 480)  # the tracking frames' short side, at least and at most

@@ -455,7 +455,7 @@ def test_cli_layers_write_a_stereo_video_stems_curves_and_a_file_that_reproduces
     code, err = run_cli([*args_again, "--soundtrack", stems / "soundtrack.json"], capsys)
     assert code == 0, err
     # the clip is black, with white flashes: nothing in the ball's box stands out, and the user is told it stays
-    assert "rewas: layer 1's region: nothing in the box stands out from around it, so the box stays" in err
+    assert "rewas: layer 1's region: nothing in the box stands out from around it, nor from around an object" in err
     assert "layer 2's region" not in err
     assert np.array_equal(sf.read(tmp_path / "a.wav", dtype="float32")[0], mixed)
 
