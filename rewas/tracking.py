@@ -270,7 +270,7 @@ def _padded(
 
 class TemplateTracker:
     """The object found again in every frame by normalised cross-correlation (OpenCV's matchTemplate, in colour)
-    with its appearance: the object's own box in the box as drawn (`object_box`), and a copy that follows slow
+    with its appearance: the object's own box on the frame it was drawn on (`target`), and a copy that follows slow
     changes of it (blended in where the match is sure). The drawn box moves with it. The search looks around where
     the object's last motion would take it and, unless the match there is sure, more widely around where it was (a
     bounce reverses it; a weak match may be the background). Nothing matching: the object is lost for that frame,
@@ -283,6 +283,9 @@ class TemplateTracker:
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
+    # the fastest move fades (by half in about 23 frames, 0.9 s at 25 fps): an object thrown and then at rest, hidden
+    # for a frame, was otherwise searched for as far as its throw reached, and its twin 120 px off taken for good
+    FASTEST_DECAY = 0.97
     TIE = 0.03  # matches within this of the best score are as good as it: the nearest of them is taken
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
@@ -298,7 +301,7 @@ class TemplateTracker:
         self.centre = np.array([x + self.size[0] / 2, y + self.size[1] / 2])
         self.velocity = np.zeros(2)
         self.missed = 0  # frames since the object was last found
-        self.fastest = np.zeros(2)  # its largest move in a frame so far, x and y pixels
+        self.fastest = np.zeros(2)  # its largest move in a frame lately (`FASTEST_DECAY`), x and y pixels
         self.updates = 0  # frames followed
         self.start_speed = np.zeros(2)  # `fastest` over its first START_FRAMES frames: how it moved when drawn
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
@@ -348,7 +351,7 @@ class TemplateTracker:
         ok = score >= self.FOUND
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
-            self.fastest = np.maximum(self.fastest, np.abs(self.velocity))
+            self.fastest = np.maximum(self.fastest * self.FASTEST_DECAY, np.abs(self.velocity))
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
                 patch = image[y : y + self.size[1], x : x + self.size[0]]
