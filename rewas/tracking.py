@@ -286,6 +286,9 @@ class TemplateTracker:
     # the fastest move fades (by half in about 23 frames, 0.9 s at 25 fps): an object thrown and then at rest, hidden
     # for a frame, was otherwise searched for as far as its throw reached, and its twin 120 px off taken for good
     FASTEST_DECAY = 0.97
+    VERY_SURE = 0.95  # a match this good is at the object's size: no other size is tried
+    SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
+    RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
     TIE = 0.03  # matches within this of the best score are as good as it: the nearest of them is taken
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
@@ -298,6 +301,9 @@ class TemplateTracker:
         self.anchor = image[y : y + self.size[1], x : x + self.size[0]].astype(np.float32)
         self.size = (self.anchor.shape[1], self.anchor.shape[0])
         self.template = self.anchor.copy()
+        self.first = self.anchor  # its look as drawn, at the size drawn: `anchor` is this at the object's scale
+        self.scale = 1.0  # the object's size now against its size when drawn
+        self.pending = None  # a scale the last check found better
         self.centre = np.array([x + self.size[0] / 2, y + self.size[1] / 2])
         self.velocity = np.zeros(2)
         self.missed = 0  # frames since the object was last found
@@ -307,9 +313,13 @@ class TemplateTracker:
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
 
-    def _match(self, image: np.ndarray, centre: np.ndarray, reach: np.ndarray) -> tuple[float, np.ndarray]:
-        """The best match within `reach` (x, y pixels) of `centre`: its score and centre."""
-        w, h = self.size
+    def _match(
+        self, image: np.ndarray, centre: np.ndarray, reach: np.ndarray, looks: tuple[np.ndarray, ...] | None = None
+    ) -> tuple[float, np.ndarray]:
+        """The best match within `reach` (x, y pixels) of `centre` of the object's two looks (`anchor`, `template`;
+        or `looks`, another size of them): its score and centre."""
+        looks = looks or (self.anchor, self.template)
+        h, w = looks[0].shape[:2]
         height, width = image.shape[:2]
         x0, y0 = (int(max(0, c - r)) for c, r in zip(centre, reach))
         x1, y1 = int(min(width, centre[0] + reach[0])), int(min(height, centre[1] + reach[1]))
@@ -317,10 +327,9 @@ class TemplateTracker:
         if area.shape[0] < h or area.shape[1] < w:
             return -1.0, centre
         cv2 = self.cv2
-        scores = np.maximum(
-            cv2.matchTemplate(area, self.anchor, cv2.TM_CCOEFF_NORMED),
-            cv2.matchTemplate(area, self.template, cv2.TM_CCOEFF_NORMED),
-        )
+        scores = cv2.matchTemplate(area, looks[0], cv2.TM_CCOEFF_NORMED)
+        for look in looks[1:]:
+            scores = np.maximum(scores, cv2.matchTemplate(area, look, cv2.TM_CCOEFF_NORMED))
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
         # looks: without that, noise picked a neighbouring window, the move it made became the next frame's
         # prediction, and the box hopped along the row a window per frame. Only near-ties: weighing every match
@@ -348,6 +357,10 @@ class TemplateTracker:
             wide, where = self._match(image, self.centre, reach)
             if wide > score:
                 score, centre = wide, where
+        # an object that comes nearer or goes away changes its size: every other frame where the match is less than
+        # very sure, a size a step larger and one smaller are tried (a sure match is the size it was)
+        if self.FOUND <= score < self.VERY_SURE and self.updates % self.RESCALE_EVERY == 0:
+            score, centre = self._rescale(image, score, centre)
         ok = score >= self.FOUND
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
@@ -360,7 +373,34 @@ class TemplateTracker:
         if self.updates <= self.START_FRAMES:
             self.start_speed = self.fastest.copy()
         self.missed = 0 if ok else self.missed + 1
-        return ok, np.array([*(self.centre + self.offset), *self.drawn_size])
+        return ok, np.array([*(self.centre + self.offset * self.scale), *(self.drawn_size * self.scale)])
+
+    def _rescale(self, image: np.ndarray, score: float, centre: np.ndarray) -> tuple[float, np.ndarray]:
+        """The object's recent look a step larger and a step smaller, matched around `centre`: a size that matches
+        better than `score` by `RESCALE_GAIN` at two checks in a row becomes the object's (its first look is made
+        that size too). Returns the score and centre of the size kept. Without it, a car that came nearer and grew
+        4 times over 4 s was lost once it had doubled, and its box held 0.29 of the picture behind."""
+        cv2 = self.cv2
+        h0, w0 = self.first.shape[:2]
+        best = None
+        for step in (self.SCALE_STEP, 1 / self.SCALE_STEP):
+            scale = self.scale * step
+            size = (max(4, round(w0 * scale)), max(4, round(h0 * scale)))
+            if not self.SCALES[0] <= scale <= self.SCALES[1] or size == self.size:
+                continue
+            # the recent look alone: matching the first look too doubled what the checks cost
+            look = cv2.resize(self.template, size, interpolation=cv2.INTER_AREA if step < 1 else cv2.INTER_LINEAR)
+            found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,))
+            if found > score + self.RESCALE_GAIN and (best is None or found > best[0]):
+                best = (found, where, scale, look)
+        if best is None or best[2] != self.pending:  # a size is taken once two checks in a row find it better
+            self.pending = None if best is None else best[2]
+            return score, centre
+        score, centre, self.scale, self.template = best
+        self.pending = None
+        self.size = (self.template.shape[1], self.template.shape[0])
+        self.anchor = cv2.resize(self.first, self.size, interpolation=cv2.INTER_AREA)
+        return score, centre
 
 
 class FixedBox:

@@ -198,6 +198,49 @@ def test_an_object_thrown_then_at_rest_is_not_taken_for_its_twin_when_hidden(tmp
     assert np.abs(rest() - 400).max() > 100
 
 
+def test_the_tracker_follows_a_car_that_comes_nearer_and_grows(tmp_path, monkeypatch):
+    """A car that comes nearer, growing from 48 to 192 px wide over 4 s as it drifts right, boxed on the first
+    frame, and the same clip backwards (a car going away, boxed on the last frame): the box stays on it both ways
+    and grows with it. Matched at the size it was drawn, it was lost once the car had doubled, and the box held
+    0.29 (0.32 backwards) of the picture behind."""
+    h, w = 320, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def car(t: float) -> tuple[float, float, float]:  # centre x, y and scale
+        return 150 + 60 * t, 170, 1 + 0.75 * t
+
+    def frame(t: float, backwards: bool = False) -> np.ndarray:
+        image = np.full((h, w, 3), (150, 180, 210), np.uint8)
+        image[220:] = (90, 110, 70)
+        cx, cy, s = car(4 - t if backwards else t)
+        for left, top, right, bottom, colour in [
+            (-20, -10, 20, 10, (200, 40, 40)),
+            (-12, -16, 12, -10, (200, 40, 40)),
+            (-10, -15, -2, -10, (60, 80, 110)),
+            (2, -15, 10, -10, (60, 80, 110)),
+        ]:
+            y0, y1 = round(cy + top * s), round(cy + bottom * s)
+            image[y0:y1, max(0, round(cx + left * s)) : max(0, round(cx + right * s))] = colour
+        for wheel in (-12, 12):
+            image[(xx - cx - wheel * s) ** 2 + (yy - cy - 10 * s) ** 2 < (5 * s) ** 2] = (30, 30, 30)
+        return image
+
+    def worst(path, at: float, backwards: bool) -> float:
+        cx, cy, s = car(4 - at if backwards else at)
+        box = ((cx - 24 * s) / w, (cy - 20 * s) / h, (cx + 24 * s) / w, (cy + 18 * s) / h)
+        found = track(path, Region(box, at=at), 25.0)
+        truth = np.array([car(4 - i / 25 if backwards else i / 25)[:2] for i in range(100)]) / [w, h]
+        return float(np.abs(found.centres() - truth).max())
+
+    paths = {}
+    for backwards in (False, True):
+        paths[backwards] = tmp_path / f"car_{backwards}.mkv"
+        samples.write_video(paths[backwards], lambda t, b=backwards: frame(t, b), 4.0, 25, codec="ffv1")
+        assert worst(paths[backwards], 3.96 if backwards else 0.0, backwards) < 0.05, backwards
+    monkeypatch.setattr(tracking.TemplateTracker, "SCALE_STEP", 1.0)  # no other size is tried
+    assert worst(paths[False], 0.0, False) > 0.2
+
+
 def test_the_tracker_follows_an_object_whose_look_changes_slowly(tmp_path, monkeypatch):
     """A ball that turns from red to green over 6 s while it travels, boxed on the first frame and on the last: the
     box stays on it both ways, because the template blends in its look wherever the match is sure. Matched by its
