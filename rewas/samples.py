@@ -153,7 +153,7 @@ BUS_PARTS = {  # parts of `bus_frames`' bus, (left, top, right, bottom) pixels a
     "window": (20, 110, 65, 160),  # the first of its 5 windows, alike and 55 px apart, with some paint around it
     "door": (225, 155, 270, 230),  # half the door and the paint beside it
     "logo": (20, 170, 110, 200),  # the red stripe along its side
-    "side": (80, 160, 180, 225),  # paint, the stripe's end and the bottom of a window
+    "side": (80, 160, 180, 225),  # paint and the stripe's end
     "paint": (120, 200, 180, 225),  # plain paint and nothing else
 }
 
@@ -184,6 +184,13 @@ def bus_frames(speed: float = 45.0, start: float = 20.0) -> Callable[[float], np
         return image
 
     return frame
+
+
+def bus_part(part: str, t: float, speed: float = 45.0, start: float = 20.0) -> np.ndarray:
+    """(left, top, right, bottom) pixels of one of `BUS_PARTS` at `t` s in `bus_frames(speed, start)`."""
+    left, top, right, bottom = BUS_PARTS[part]
+    x = start + speed * t
+    return np.array([left + x, top, right + x, bottom], dtype=np.float64)
 
 
 def impact_curve(impacts: Sequence[float], frames: int, frame_rate: float = 100.0, decay: float = 0.08) -> np.ndarray:

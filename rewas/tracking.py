@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .frames import VideoInfo
 
 FIXED_NOTE = (  # what a user is told of a region whose box stays (`FixedBox`), in the CLI and the studio
-    "nothing in the box stands out from around it, nor from around an object it lies on, so the box stays where it "
+    "nothing in the box stands out from around it, and it lies on no object that does, so the box stays where it "
     "was drawn (draw it around the whole object for it to follow the object)"
 )
 TRACK_BOX_PX = 32  # the object's larger side in the frames the tracker sees: enough detail, little work
@@ -41,7 +41,7 @@ HOLDING_SCALES = (3, 9, 27)  # how far around a box with no object in it the obj
 HOLDING_SHARE = 0.5  # that object covers at least this share of the box
 HOLDING_RATIO = 16.0  # its colours are this many times as frequent in the picture around the box as around that
 HOLDING_MARGIN = 0.05  # of its larger side, around it
-THIN = 2.5  # a part whose pixels are this many times its length or fewer is a line, not an object
+THIN = 2.5  # a part with fewer pixels than this many times its length is a line, not an object
 AREA = 4  # cv2.CC_STAT_AREA: the column of a part's pixel count in OpenCV's stats
 
 
@@ -95,7 +95,7 @@ class Track:
     width: int  # the picture as displayed, pixels
     height: int
     fps: float
-    fixed: bool = False  # nothing in the box stood out from around it: it stays where it was drawn (`FixedBox`)
+    fixed: bool = False  # no object in the box or under it stood out: it stays where it was drawn (`FixedBox`)
 
     def centres(self) -> np.ndarray:
         """(T, 2) box centres, fractions of the width and height."""
@@ -135,9 +135,10 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
 
 def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray) -> int:  # noqa: F821
     """The short side of the frames the tracker sees: the larger side of the object in the box becomes about
-    TRACK_BOX_PX, where `picture` (the frame the box was drawn on, at any size) shows one (`object_box`), else the
-    box's own. At the box's scale a small object was a speck: a ball of 1/64 of the height in a box drawn with margins
-    of 15% was 3 px there, and the box lost it (scripts/measure_tracking.py --radius)."""
+    TRACK_BOX_PX, where `picture` (the frame the box was drawn on, at any size) shows one (`target`: the object in
+    the box or the one it lies on), else the box's own. At the box's scale a small object was a speck: a ball of 1/64
+    of the height in a box drawn with margins of 15% was 3 px there, and the box lost it (scripts/measure_tracking.py
+    --radius)."""
     short = min(info.width, info.height)
     left, top, right, bottom = region.box
     size = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
@@ -173,24 +174,38 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     """The larger object a box (x, y, w, h pixels) was drawn inside, as its own box, or None: for a box on part of
     something big (a bus's side, a plain stretch of its paint), where nothing stands out from the ring just around
     it, which is the same object. The picture around the box is searched, 3, 9 and then 27 times the box's size, for
-    an object that stands out there (`object_box`'s colours) and covers most of the box."""
+    an object that stands out there (its colours `HOLDING_RATIO` times as frequent as in the ring around that area)
+    and covers at least half of the box. Where the picture's edges cut that ring, a band along the area's own edge
+    stands in, as for `object_box`; an object the picture's edge cuts has its colours in that band too, so it is
+    also looked for against what is left of the ring alone. What spans the picture (sky, floor) is no object."""
     height, width = image.shape[:2]
     x, y, w, h = box
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
     cx, cy = x + w / 2, y + h / 2
     for scale in HOLDING_SCALES:
         around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
-        parts = _parts(image, around, HOLDING_RATIO)
-        if parts is not None:
-            corner, stats, labels = parts
-            x0, y0 = int(round(x)) - corner[0], int(round(y)) - corner[1]  # the drawn box in `labels`
-            inside = labels[max(0, y0) : max(0, y0 + int(round(h))), max(0, x0) : max(0, x0 + int(round(w)))]
+        cut = around[0] < 0 or around[1] < 0 or around[0] + around[2] > width or around[1] + around[3] > height
+        for edge_band in (True, False) if cut else (True,):
+            parts = _parts(image, around, HOLDING_RATIO, edge_band)
+            if parts is None:
+                continue
+            (ax, ay), stats, labels = parts
+            inside = labels[y0 - ay : y1 - ay, x0 - ax : x1 - ax]  # the drawn box (inside `around`)
             counts = np.bincount(inside.ravel(), minlength=len(stats))[1:] * (stats[1:, AREA] > 0)  # no specks
-            if counts.size and counts.max() >= HOLDING_SHARE * inside.size:
-                # its own edges are what it is matched by: a margin as wide as a small object's would be mostly
-                # background, and a template near the picture's size cannot be followed to its edges
-                return _padded(corner, stats[1 + int(np.argmax(counts))], around, image.shape, HOLDING_MARGIN)
-        if scale * w >= width and scale * h >= height:  # the whole picture was searched
-            break
+            if not counts.size or counts.max() < HOLDING_SHARE * inside.size:
+                continue
+            part = stats[1 + int(np.argmax(counts))]
+            left, top, right, bottom = ax + part[0], ay + part[1], ax + part[0] + part[2], ay + part[1] + part[3]
+            if (left <= 0 and right >= width) or (top <= 0 and bottom >= height):
+                continue
+            # its own edges are what it is matched by: a margin as wide as a small object's would be mostly
+            # background, and a template near the picture's size cannot be followed to its edges
+            return _padded((ax, ay), part, around, image.shape, HOLDING_MARGIN)
+        if around[0] <= 0 and around[1] <= 0 and around[0] + around[2] >= width and around[1] + around[3] >= height:
+            break  # the whole picture was searched
     return None
 
 
@@ -201,10 +216,12 @@ def target(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     return found if found is not None else holding_object(image, box)
 
 
-def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO):
-    """The connected parts of what stands out in `box` (x, y, w, h pixels, clipped to the picture) from a ring
-    around it: ((x0, y0) of the clipped box, OpenCV's stats per part (row 0 the rest), the labels (H, W) over the
-    box), or None when nothing does."""
+def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge_band: bool = True):
+    """The connected parts of what stands out in `box` (x, y, w, h pixels, clipped to the picture) from a ring around it
+    (colours `ratio` times as frequent inside; where the picture's edges cut the ring, a band along the box's own
+    edge stands in, with `edge_band`, else what is left of the ring must be a tenth of it): ((x0, y0) of the clipped
+    box, OpenCV's stats per part (row 0 the rest; specks and lines have their AREA set to 0: not objects), the labels
+    (H, W) over the box), or None when nothing does."""
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
     height, width = image.shape[:2]
@@ -222,11 +239,14 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO):
     inside = bins[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
     outside = bins[~inner]
     full = (x1 - x0 + 2 * ring) * (y1 - y0 + 2 * ring) - (x1 - x0) * (y1 - y0)
-    if len(outside) < full:  # the picture's edges cut the ring: the box's own edge stands in for what is missing
+    if len(outside) < full and edge_band:  # the picture's edges cut the ring: the box's edge stands in for it
         band = max(1, ring // 4)
         edge = np.ones(inside.shape[:2], bool)
         edge[band:-band, band:-band] = False
         outside = np.concatenate([outside, inside[edge]])
+
+    if len(outside) < 0.1 * full:  # too little of a ring to tell what stands out from
+        return None
 
     def frequency(colours: np.ndarray) -> np.ndarray:  # (N, 3) bins -> share of each colour, neighbours pooled
         codes = (colours[:, 0] * levels + colours[:, 1]) * levels + colours[:, 2]
@@ -283,8 +303,9 @@ class TemplateTracker:
 
     SURE, FOUND = 0.8, 0.5  # match scores: blend the appearance in; the object is there
     BLEND = 0.1
-    # the fastest move fades (by half in about 23 frames, 0.9 s at 25 fps): an object thrown and then at rest, hidden
-    # for a frame, was otherwise searched for as far as its throw reached, and its twin 120 px off taken for good
+    # the fastest move fades on each frame the object is found (by half in about 23 frames, 0.9 s at 25 fps): an
+    # object thrown and then at rest, hidden for a frame, was otherwise searched for as far as its throw reached, and
+    # its twin 120 px off taken for good
     FASTEST_DECAY = 0.97
     VERY_SURE = 0.95  # a match this good is at the object's size: no other size is tried
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
@@ -292,10 +313,10 @@ class TemplateTracker:
     TIE = 0.03  # matches within this of the best score are as good as it: the nearest of them is taken
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
-    def __init__(self, cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray):
+    def __init__(self, cv2, image: np.ndarray, box: np.ndarray, found: np.ndarray):
         self.cv2 = cv2
         drawn = np.asarray(box, dtype=np.float64)
-        x, y, w, h = (int(round(v)) for v in target)
+        x, y, w, h = (int(round(v)) for v in found)
         x, y = min(x, image.shape[1] - 2), min(y, image.shape[0] - 2)  # a box on the last pixel keeps 2 of them
         self.size = (max(2, w), max(2, h))
         self.anchor = image[y : y + self.size[1], x : x + self.size[0]].astype(np.float32)
@@ -336,9 +357,11 @@ class TemplateTracker:
         # down by its distance lost small balls that bounce faster than the prediction (8 of 48 tracks over 5% off)
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
         others = scores.copy()  # another object's match, not the best one's own slope: half a template off or more
-        others[max(0, by - (h - 1) // 2) : by + h // 2 + 1, max(0, bx - (w - 1) // 2) : bx + w // 2 + 1] = -1
-        if cv2.minMaxLoc(others)[1] >= best - self.TIE:
-            ys, xs = np.nonzero((others >= best - self.TIE) & (others == cv2.dilate(others, np.ones((3, 3), np.uint8))))
+        ry, rx = (h - 1) // 2, (w - 1) // 2
+        others[max(0, by - ry) : by + ry + 1, max(0, bx - rx) : bx + rx + 1] = -1
+        if cv2.minMaxLoc(others)[1] >= best - self.TIE:  # peaks of the scores themselves, not of the masked copy
+            peaks = scores == cv2.dilate(scores, np.ones((3, 3), np.uint8))
+            ys, xs = np.nonzero(peaks & (others >= best - self.TIE))
             ys, xs = np.append(ys, by), np.append(xs, bx)
             near = np.argmin((xs + x0 + w / 2 - centre[0]) ** 2 + (ys + y0 + h / 2 - centre[1]) ** 2)
             by, bx = ys[near], xs[near]
@@ -417,10 +440,10 @@ class FixedBox:
         return True, self.box.copy()
 
 
-def follower(cv2, image: np.ndarray, box: np.ndarray, target: np.ndarray | None) -> TemplateTracker | FixedBox:
-    """What follows a box (x, y, w, h pixels) drawn on `image`: the object in it, `target` (`object_box`), or where
-    nothing in it stands out (None), nothing (the box stays)."""
-    return FixedBox(box) if target is None else TemplateTracker(cv2, image, box, target)
+def follower(cv2, image: np.ndarray, box: np.ndarray, found: np.ndarray | None) -> TemplateTracker | FixedBox:
+    """What follows a box (x, y, w, h pixels) drawn on `image`: the object `found` (`target`: the object in it or the
+    one it lies on), or where there is none (None), nothing (the box stays)."""
+    return FixedBox(box) if found is None else TemplateTracker(cv2, image, box, found)
 
 
 def track(video: str | os.PathLike, region: Region, fps: float, info: VideoInfo | None = None) -> Track:

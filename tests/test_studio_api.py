@@ -101,7 +101,7 @@ def test_layers_through_the_api(server, tmp_path):
     assert sf.read(next(f for f in out[7] if f.endswith("mix001-seed5.wav")))[0].shape == (32000, 2)
     message = client.predict("0.6,0.02,0.9,0.2", 0, "", api_name="/use_region")[STATUS]  # the plain wall
     assert message.endswith("on the region 0.60,0.02,0.90,0.20 (stays put). Nothing in the box stands out from "
-                            "around it, nor from around an object it lies on, so the box stays where it was drawn "
+                            "around it, and it lies on no object that does, so the box stays where it was drawn "
                             "(draw it around the whole object for it to follow the object)."), message  # fmt: skip
     message = client.predict("0.5,0.2,0.1", 0, "", api_name="/use_region")[STATUS]
     assert message.startswith("⚠️ box '0.5,0.2,0.1': give left,top,right,bottom"), message
