@@ -359,7 +359,8 @@ class TemplateTracker:
         others = scores.copy()  # another object's match, not the best one's own slope: half a template off or more
         ry, rx = (h - 1) // 2, (w - 1) // 2
         others[max(0, by - ry) : by + ry + 1, max(0, bx - rx) : bx + rx + 1] = -1
-        if cv2.minMaxLoc(others)[1] >= best - self.TIE:  # peaks of the scores themselves, not of the masked copy
+        # peaks of the scores themselves: the masked copy's border makes false peaks on the best match's own slope
+        if cv2.minMaxLoc(others)[1] >= best - self.TIE:
             peaks = scores == cv2.dilate(scores, np.ones((3, 3), np.uint8))
             ys, xs = np.nonzero(peaks & (others >= best - self.TIE))
             ys, xs = np.append(ys, by), np.append(xs, bx)
@@ -382,8 +383,11 @@ class TemplateTracker:
                 score, centre = wide, where
         # an object that comes nearer or goes away changes its size: every other frame where the match is less than
         # very sure, a size a step larger and one smaller are tried (a sure match is the size it was)
-        if self.FOUND <= score < self.VERY_SURE and self.updates % self.RESCALE_EVERY == 0:
-            score, centre = self._rescale(image, score, centre)
+        if self.updates % self.RESCALE_EVERY == 0:
+            if self.FOUND <= score < self.VERY_SURE:
+                score, centre = self._rescale(image, score, centre)
+            else:  # "two checks in a row": a check skipped breaks the row
+                self.pending = None
         ok = score >= self.FOUND
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
@@ -399,31 +403,38 @@ class TemplateTracker:
         return ok, np.array([*(self.centre + self.offset * self.scale), *(self.drawn_size * self.scale)])
 
     def _rescale(self, image: np.ndarray, score: float, centre: np.ndarray) -> tuple[float, np.ndarray]:
-        """The object's recent look a step larger and a step smaller, matched around `centre`: a size that matches
-        better than `score` by `RESCALE_GAIN` at two checks in a row becomes the object's (its first look is made
-        that size too). Returns the score and centre of the size kept. Without it, a car that came nearer and grew
-        4 times over 4 s was lost once it had doubled, and its box held 0.29 of the picture behind."""
+        """The object's first look at its size now and a step larger and smaller, matched around `centre`: a size
+        that matches better than the one now by `RESCALE_GAIN` at two checks in a row becomes the object's (its
+        recent look is made that size too). Returns the score and centre of the size kept. Without it, a car that
+        came nearer and grew 4 times over 4 s was lost once it had doubled, and its box held 0.29 of the picture
+        behind. The first look, not the recent one: the recent look blends in the object as it is found, zoomed
+        in as it grows, so at its old size it kept matching about as well, and the box grew only 0.64 of the way."""
         cv2 = self.cv2
         h0, w0 = self.first.shape[:2]
+        reach = 0.75 * np.array(self.size, dtype=np.float64) + 2
+        base, _ = self._match(image, centre, reach, (self.anchor,))
         best = None
         for step in (self.SCALE_STEP, 1 / self.SCALE_STEP):
             scale = self.scale * step
-            size = (max(4, round(w0 * scale)), max(4, round(h0 * scale)))
-            if not self.SCALES[0] <= scale <= self.SCALES[1] or size == self.size:
+            size = (round(w0 * scale), round(h0 * scale))
+            # a size that does not move the way the step goes (rounding, tiny looks) is no other size
+            if not self.SCALES[0] <= scale <= self.SCALES[1] or min(size) < 2:
                 continue
-            # the recent look alone: matching the first look too doubled what the checks cost
-            look = cv2.resize(self.template, size, interpolation=cv2.INTER_AREA if step < 1 else cv2.INTER_LINEAR)
+            if (step > 1) != (size[0] * size[1] > self.size[0] * self.size[1]) or size == self.size:
+                continue
+            look = cv2.resize(self.first, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,))
-            if found > score + self.RESCALE_GAIN and (best is None or found > best[0]):
+            if found > base + self.RESCALE_GAIN and (best is None or found > best[0]):
                 best = (found, where, scale, look)
         if best is None or best[2] != self.pending:  # a size is taken once two checks in a row find it better
             self.pending = None if best is None else best[2]
             return score, centre
-        score, centre, self.scale, self.template = best
+        _, centre, self.scale, self.anchor = best
         self.pending = None
-        self.size = (self.template.shape[1], self.template.shape[0])
-        self.anchor = cv2.resize(self.first, self.size, interpolation=cv2.INTER_AREA)
-        return score, centre
+        self.size = (self.anchor.shape[1], self.anchor.shape[0])
+        grow = self.size[0] * self.size[1] > self.template.shape[0] * self.template.shape[1]
+        self.template = cv2.resize(self.template, self.size, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
+        return self._match(image, centre, 0.75 * np.array(self.size, dtype=np.float64) + 2)  # both looks, this size
 
 
 class FixedBox:
