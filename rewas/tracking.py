@@ -166,8 +166,8 @@ def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     parts = _parts(image, box)
     if parts is None:
         return None
-    corner, stats, _ = parts
-    return _padded(corner, stats[1 + int(np.argmax(stats[1:, AREA]))], box, image.shape)
+    _, stats, _ = parts
+    return _padded(stats[1 + int(np.argmax(stats[1:, AREA]))], box, image.shape)
 
 
 def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -179,11 +179,11 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     stands in, as for `object_box`; an object the picture's edge cuts has its colours in that band too, so it is
     also looked for against what is left of the ring alone. What spans the picture (sky, floor) is no object."""
     height, width = image.shape[:2]
-    x, y, w, h = box
-    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
-    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
-    if x1 - x0 < 2 or y1 - y0 < 2:
+    drawn = _clipped(box, image.shape)
+    if drawn is None:
         return None
+    x0, y0, x1, y1 = drawn
+    x, y, w, h = box
     cx, cy = x + w / 2, y + h / 2
     for scale in HOLDING_SCALES:
         around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
@@ -203,7 +203,7 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
                 continue
             # its own edges are what it is matched by: a margin as wide as a small object's would be mostly
             # background, and a template near the picture's size cannot be followed to its edges
-            return _padded((ax, ay), part, around, image.shape, HOLDING_MARGIN)
+            return _padded(part, around, image.shape, HOLDING_MARGIN)
         if around[0] <= 0 and around[1] <= 0 and around[0] + around[2] >= width and around[1] + around[3] >= height:
             break  # the whole picture was searched
     return None
@@ -225,11 +225,10 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
     height, width = image.shape[:2]
-    x, y, w, h = box
-    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
-    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
-    if x1 - x0 < 2 or y1 - y0 < 2:
+    clipped = _clipped(box, image.shape)
+    if clipped is None:
         return None
+    x0, y0, x1, y1 = clipped
     ring = max(3, round(0.25 * min(x1 - x0, y1 - y0)))
     rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
@@ -272,15 +271,20 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     return (x0, y0), stats, labels
 
 
-def _padded(
-    corner: tuple[int, int], part: np.ndarray, box: np.ndarray, shape: tuple[int, ...], margin: float = 0.25
-) -> np.ndarray:
+def _clipped(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """A box (x, y, w, h pixels) as whole pixels inside a picture of `shape`: (x0, y0, x1, y1), or None where less
+    than 2 x 2 of it is inside."""
+    height, width = shape[:2]
+    x, y, w, h = box
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    return None if x1 - x0 < 2 or y1 - y0 < 2 else (x0, y0, x1, y1)
+
+
+def _padded(part: np.ndarray, box: np.ndarray, shape: tuple[int, ...], margin: float = 0.25) -> np.ndarray:
     """One of `_parts`' parts with a margin of `margin` times its larger side, inside the box it was found in:
     (x, y, w, h) pixels."""
-    height, width = shape[:2]
-    x0, y0 = corner
-    x1 = min(width, int(round(box[0] + box[2])))
-    y1 = min(height, int(round(box[1] + box[3])))
+    x0, y0, x1, y1 = _clipped(box, shape)  # as `_parts` found it in
     left, top, bw, bh = (int(v) for v in part[:4])
     pad = max(2, round(margin * max(bw, bh)))
     ox0, oy0 = max(x0, x0 + left - pad), max(y0, y0 + top - pad)
