@@ -158,6 +158,10 @@ BUS_PARTS = {  # parts of `bus_frames`' bus, (left, top, right, bottom) pixels a
 }
 
 
+# boxes on `bus_frames`' sky and grass, fractions of the picture, that the bus never crosses
+BUS_SCENERY = [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320, 560 / 640, 310 / 320)]
+
+
 def bus_frames(speed: float = 45.0, start: float = 20.0) -> Callable[[float], np.ndarray]:
     """A bus, half the picture wide, driving left to right across a plain sky and grass at `speed` px/s from x =
     `start` (640 x 320): a large object whose parts (`BUS_PARTS`) a region's box may be drawn on."""

@@ -151,7 +151,6 @@ def measure(path: Path, frame_fn, stats: dict, radius: float) -> None:
             stats["empty"] += 1
 
 
-SCENERY = [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320, 560 / 640, 310 / 320)]  # sky, grass
 BUS_SECONDS, BUS_AT = 6.0, (0.0, 3.0)
 BUS_STARTS = (20.0, -150.0)  # the bus all in the picture; coming in from the left edge
 
@@ -174,7 +173,7 @@ def measure_bus(path: Path, speed: float, start: float, stats: dict) -> None:
             stats["far"] += int(error.max() > FAR)
             stats["fixed"] += int(found.fixed)
             stats["parts"] += 1
-    for box in SCENERY:
+    for box in samples.BUS_SCENERY:
         for at in BUS_AT:
             stats["moved"].append(float(np.abs(track(path, Region(box, at=at), FPS).boxes - np.array(box)).max()))
 

@@ -313,7 +313,7 @@ def test_a_box_on_part_of_a_large_object_follows_the_object(tmp_path):
         for at in (0.0, 3.0):
             error, fixed = _bus_track(path, part, at)
             assert error < 0.02 and not fixed, (part, at, error)
-    for box in [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320, 560 / 640, 310 / 320)]:
+    for box in samples.BUS_SCENERY:
         found = track(path, Region(box, at=3.0), 25.0)
         assert found.fixed and np.abs(found.boxes - np.array(box)).max() < 1e-9, box
     # a bus the picture's left edge cuts is found too: the band along the search area's edge that stands in for its
