@@ -90,7 +90,9 @@ def parse_box(text: str) -> tuple[tuple[float, ...], float] | None:
 class Track:
     """A region followed through a clip at `fps`: one box per frame, fractions of the picture's width and height."""
 
-    boxes: np.ndarray  # (T, 4) left, top, right, bottom
+    # (T, 4) left, top, right, bottom; past 0 or 1 where the box, kept around its object as drawn, reaches past the
+    # picture's edge: clipped there, its centre (the pan) would move inwards of the object by half of what is cut
+    boxes: np.ndarray
     found: np.ndarray  # (T,) bool: the tracker saw the object (elsewhere its last box is held)
     width: int  # the picture as displayed, pixels
     height: int
@@ -98,8 +100,9 @@ class Track:
     fixed: bool = False  # no object in the box or under it stood out: it stays where it was drawn (`FixedBox`)
 
     def centres(self) -> np.ndarray:
-        """(T, 2) box centres, fractions of the width and height."""
-        return np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
+        """(T, 2) box centres, fractions of the width and height (inside the picture)."""
+        centres = np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
+        return np.clip(centres, 0, 1)
 
     def path(self, follow_s: float = FOLLOW_S) -> np.ndarray:
         """(T, 2) the centres averaged over `follow_s`: the object's travel without its own faster motion."""
@@ -133,12 +136,14 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
-def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray) -> int:  # noqa: F821
-    """The short side of the frames the tracker sees: the larger side of the object in the box becomes about
-    TRACK_BOX_PX, where `picture` (the frame the box was drawn on, at any size) shows one (`target`: the object in
-    the box or the one it lies on), else the box's own. At the box's scale a small object was a speck: a ball of 1/64
-    of the height in a box drawn with margins of 15% was 3 px there, and the box lost it (scripts/measure_tracking.py
-    --radius)."""
+def _object_and_short(region: Region, info: VideoInfo, picture: np.ndarray) -> tuple[np.ndarray | None, int]:  # noqa: F821
+    """What the region follows, found once on `picture` (the frame the box was drawn on, at up to the largest
+    tracking size; `target`: the object in the box or the one it lies on) as fractions (left, top, right, bottom), or
+    None; and the short side of the frames the tracker sees, where the object's larger side (else the box's) becomes
+    about TRACK_BOX_PX. At the box's scale a small object was a speck: a ball of 1/64 of the height in a box drawn
+    with margins of 15% was 3 px there, and the box lost it (scripts/measure_tracking.py --radius). Found once, and
+    scaled to the tracking frames: found again there, at a smaller size, the two could disagree (half a bus's door
+    gave the bus at one size and the door alone at the other)."""
     short = min(info.width, info.height)
     left, top, right, bottom = region.box
     size = max((right - left) * info.width, (bottom - top) * info.height) / short  # short-side units
@@ -146,8 +151,10 @@ def _tracking_short(region: Region, info: VideoInfo, picture: np.ndarray) -> int
     found = target(picture, _pixels(region.box, w, h))
     if found is not None:
         size = max(found[2:]) / min(h, w)
+        x, y, bw, bh = found
+        found = np.array([x / w, y / h, (x + bw) / w, (y + bh) / h])
     lo, hi = TRACK_SHORT_RANGE
-    return int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(size, 1e-3))))))
+    return found, int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(size, 1e-3))))))
 
 
 def _pixels(box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
@@ -487,7 +494,7 @@ def track_many(
     total = info.num_frames(fps)
     ats = [min(total - 1, round(region.at * fps)) for region in regions]
     drawn_on = pictures_at(video, fps, ats, min(info.width, info.height, TRACK_SHORT_RANGE[1]), info)
-    shorts = [_tracking_short(region, info, drawn_on[at]) for region, at in zip(regions, ats)]
+    objects, shorts = zip(*(_object_and_short(region, info, drawn_on[at]) for region, at in zip(regions, ats)))
     before: list[list[np.ndarray | None]] = []  # per frame, each region's picture while before its drawing time
     last = max(ats)
     firsts: list[np.ndarray] = [np.zeros(0)] * len(regions)  # each region's frame as drawn on
@@ -510,7 +517,7 @@ def track_many(
                     firsts[i] = pictures[i]
                     h, w = firsts[i].shape[:2]
                     box = _pixels(region.box, w, h)
-                    targets[i] = target(firsts[i], box)
+                    targets[i] = None if objects[i] is None else _pixels(objects[i], w, h)
                     forwards[i] = follower(cv2, firsts[i], box, targets[i])
                     boxes[i].append(box)
                     found[i].append(True)
@@ -545,5 +552,5 @@ def track_many(
             [px[:, 0] / w, px[:, 1] / h, (px[:, 0] + px[:, 2]) / w, (px[:, 1] + px[:, 3]) / h], 1
         )  # fmt: skip
         fixed = targets[i] is None
-        tracks.append(Track(np.clip(fractions, 0, 1), seen_at, info.width, info.height, fps, fixed))
+        tracks.append(Track(fractions, seen_at, info.width, info.height, fps, fixed))
     return tracks

@@ -150,6 +150,27 @@ def test_a_ball_hidden_on_the_first_frame_is_not_taken_for_its_twin_further_off(
     assert np.abs(x - 300).max() < 3, x
 
 
+def test_a_loose_box_that_reaches_past_the_edge_keeps_its_centre_on_the_object(tmp_path):
+    """A ball boxed loosely (80 px around its 24) rolls to 20 px from the picture's left edge: its box reaches 20 px
+    past the edge, and its centre, what the pan follows, stays on the ball. With the box clipped to the picture, the
+    centre moved inwards by half of what was cut (10 px)."""
+    h, w = 160, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def frame(t: float) -> np.ndarray:
+        image = np.full((h, w, 3), (200, 190, 170), np.uint8)
+        x = 100 - 40 * min(t, 2.0)
+        image[(xx - x) ** 2 + (yy - 80) ** 2 < 12**2] = (230, 70, 60)
+        return image
+
+    path = tmp_path / "edge.mkv"
+    samples.write_video(path, frame, 3.0, 25, codec="ffv1")
+    found = track(path, Region((60 / w, 40 / h, 140 / w, 120 / h)), 25.0)
+    assert found.boxes[-1, 0] < -10 / w  # past the edge
+    truth = 100 - 40 * np.minimum(np.arange(len(found.boxes)) / 25, 2.0)
+    assert np.abs(found.centres()[:, 0] * w - truth).max() < 2
+
+
 def test_an_object_that_leaves_the_picture_is_not_taken_for_its_twin(tmp_path):
     """A red ball rolls out of the picture on the left and comes back; its twin sways on the right. The box holds
     where its ball left, and picks it up again when it is back: the wider search that reaches for a fast object
