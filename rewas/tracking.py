@@ -136,7 +136,7 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
-def _object_and_short(region: Region, info: VideoInfo, picture: np.ndarray) -> tuple[np.ndarray | None, int]:  # noqa: F821
+def _object_and_short(region: Region, info: VideoInfo, picture: np.ndarray) -> tuple[np.ndarray | None, int]:
     """What the region follows, found once on `picture` (the frame the box was drawn on, at up to the largest
     tracking size; `target`: the object in the box or the one it lies on) as fractions (left, top, right, bottom), or
     None; and the short side of the frames the tracker sees, where the object's larger side (else the box's) becomes
@@ -321,7 +321,8 @@ class TemplateTracker:
     VERY_SURE = 0.95  # a match this good is at the object's size: no other size is tried
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
-    TIE = 0.03  # matches within this of the best score are as good as it: the nearest of them is taken
+    TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
+    VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
     def __init__(self, cv2, image: np.ndarray, box: np.ndarray, found: np.ndarray):
@@ -353,6 +354,17 @@ class TemplateTracker:
         looks = looks or (self.anchor, self.template)
         h, w = looks[0].shape[:2]
         height, width = image.shape[:2]
+        # an object the picture's edge cuts where it is looked for is matched by the part of its looks still in the
+        # picture, were it further out by its fastest move (it can be found further out than it is looked for): with
+        # its whole look, a bus driving out of the picture was lost as soon as any of it was out
+        cut = self._cut(centre, (w, h), (width, height), self.fastest + 2)
+        if cut is None:
+            return -1.0, centre
+        left, top, right, bottom = cut
+        if any(cut):
+            looks = tuple(look[top : h - bottom, left : w - right] for look in looks)
+        ox, oy = w / 2 - left, h / 2 - top  # the whole look's centre from the matched part's corner
+        h, w = looks[0].shape[:2]
         x0, y0 = (int(max(0, c - r)) for c, r in zip(centre, reach))
         x1, y1 = int(min(width, centre[0] + reach[0])), int(min(height, centre[1] + reach[1]))
         area = image[y0:y1, x0:x1]
@@ -375,9 +387,25 @@ class TemplateTracker:
             peaks = scores == cv2.dilate(scores, np.ones((3, 3), np.uint8))
             ys, xs = np.nonzero(peaks & (others >= best - self.TIE))
             ys, xs = np.append(ys, by), np.append(xs, bx)
-            near = np.argmin((xs + x0 + w / 2 - centre[0]) ** 2 + (ys + y0 + h / 2 - centre[1]) ** 2)
+            near = np.argmin((xs + x0 + ox - centre[0]) ** 2 + (ys + y0 + oy - centre[1]) ** 2)
             by, bx = ys[near], xs[near]
-        return float(scores[by, bx]), np.array([x0 + bx + w / 2, y0 + by + h / 2])
+        return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
+
+    def _cut(
+        self, centre: np.ndarray, size: tuple[int, int], picture: tuple[int, int], slack: np.ndarray | float = 0.0
+    ) -> tuple[int, ...] | None:
+        """The columns and rows (left, top, right, bottom) of a look `size` (w, h) that fall off a picture (width,
+        height) when it is centred up to `slack` (x, y pixels) further out than `centre`, or, where that would leave
+        less than `VISIBLE` of its width or height in the picture, centred on `centre`; None where even that would."""
+        for more in (np.broadcast_to(slack, 2), np.zeros(2)):
+            (left, right), (top, bottom) = (
+                (max(0, math.ceil(s / 2 - c + d)), max(0, math.ceil(c + d + s / 2 - n)))
+                for c, s, n, d in zip(centre, size, picture, more)
+            )
+            width, height = size[0] - left - right, size[1] - top - bottom
+            if min(width, height) >= 2 and width >= self.VISIBLE * size[0] and height >= self.VISIBLE * size[1]:
+                return left, top, right, bottom
+        return None
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
         self.updates += 1
@@ -395,7 +423,9 @@ class TemplateTracker:
         # an object that comes nearer or goes away changes its size: every other frame where the match is less than
         # very sure, a size a step larger and one smaller are tried (a sure match is the size it was)
         if self.updates % self.RESCALE_EVERY == 0:
-            if self.FOUND <= score < self.VERY_SURE:
+            # (not while the picture's edge cuts it: part of its look at two sizes is no measure of its size)
+            whole = self._cut(centre, self.size, image.shape[1::-1]) == (0, 0, 0, 0)
+            if self.FOUND <= score < self.VERY_SURE and whole:
                 score, centre = self._rescale(image, score, centre)
             else:  # "two checks in a row": a check skipped breaks the row
                 self.pending = None

@@ -151,7 +151,7 @@ def measure(path: Path, frame_fn, stats: dict, radius: float) -> None:
             stats["empty"] += 1
 
 
-BUS_SECONDS, BUS_AT = 6.0, (0.0, 3.0)
+BUS_SECONDS, BUS_AT = 6.0, (0.0, 1.5, 3.0, 4.5)
 BUS_STARTS = (20.0, -150.0)  # the bus all in the picture; coming in from the left edge
 
 

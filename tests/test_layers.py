@@ -311,13 +311,15 @@ def test_a_box_with_no_object_in_it_stays_where_it_was_drawn(two_balls):
             assert found.found.all() and found.fixed
 
 
-def _bus_track(path, part: str, at: float) -> tuple[float, bool]:
-    """The worst error of a box drawn at `at` on a part of `samples.bus_frames`' bus, and whether it stayed put."""
-    box = samples.bus_part(part, at) / [640, 320, 640, 320]
+def _bus_track(path, part: str, at: float, seconds: float = 6.0, start: float = 20.0) -> tuple[float, bool]:
+    """The worst error of a box drawn at `at` on a part of `samples.bus_frames(start=start)`' bus, a clip `seconds`
+    long, on the frames where the part is all in the picture; and whether the box stayed put."""
+    box = samples.bus_part(part, at, start=start) / [640, 320, 640, 320]
     found = track(path, Region(tuple(box), at=at), 25.0)
-    truth = np.array([samples.bus_part(part, i / 25) for i in range(150)])
+    truth = np.array([samples.bus_part(part, i / 25, start=start) for i in range(round(seconds * 25))])
+    seen = (truth[:, 0] >= 0) & (truth[:, 2] <= 640)
     centres = np.stack([(truth[:, 0] + truth[:, 2]) / 1280, (truth[:, 1] + truth[:, 3]) / 640], 1)
-    return float(np.abs(found.centres() - centres).max()), found.fixed
+    return float(np.abs(found.centres() - centres)[seen].max()), found.fixed
 
 
 def test_a_box_on_part_of_a_large_object_follows_the_object(tmp_path):
@@ -344,6 +346,19 @@ def test_a_box_on_part_of_a_large_object_follows_the_object(tmp_path):
     holder = tracking.holding_object(image, np.array([x0, y0, x1 - x0, y1 - y0]))
     assert holder is not None and holder[0] == 0 and holder[2] > 250, holder
     assert tracking.holding_object(image, np.array([x0, y0, 0.4, 3.0])) is None  # a box under a pixel wide
+
+
+def test_an_object_the_pictures_edge_cuts_is_followed_by_what_is_in_view(tmp_path, monkeypatch):
+    """A bus comes in from the left edge; boxes on its paint and its side, drawn once it is all in, are followed
+    backwards while it leaves the picture, by the part of its look still in view. Matched by its whole look, it
+    was lost as soon as any of it was out, and its box held there (0.14-0.21 of the picture off)."""
+    path = tmp_path / "coming_in.mkv"
+    samples.write_video(path, samples.bus_frames(start=-150.0), 5.0, 25, codec="ffv1")
+    for part in ("paint", "side"):
+        error, fixed = _bus_track(path, part, 4.0, 5.0, start=-150.0)
+        assert error < 0.02 and not fixed, (part, error)
+    monkeypatch.setattr(tracking.TemplateTracker, "VISIBLE", 1.0)  # the whole look or nothing
+    assert _bus_track(path, "paint", 4.0, 5.0, start=-150.0)[0] > 0.1
 
 
 def test_a_blurred_edge_through_a_box_is_not_an_object():
@@ -374,12 +389,14 @@ def test_a_box_on_one_of_a_row_of_look_alikes_keeps_to_it(tmp_path, monkeypatch)
         return np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8)
 
     path = tmp_path / "shaky_bus.mkv"
-    samples.write_video(path, shaky, 6.0, 25, codec="ffv1")
-    for at in (0.0, 3.0):
-        error, fixed = _bus_track(path, "window", at)
+    samples.write_video(path, shaky, 3.0, 25, codec="ffv1")
+    for at in (0.0, 1.5):
+        error, fixed = _bus_track(path, "window", at, 3.0)
         assert error < 0.02 and not fixed, (at, error)
+    monkeypatch.setattr(tracking.TemplateTracker, "TIE", 0.03)  # near-ties too narrow for this noise
+    assert _bus_track(path, "window", 1.5, 3.0)[0] > 0.2
     monkeypatch.setattr(tracking.TemplateTracker, "TIE", -1.0)  # no ties: the best score alone
-    assert _bus_track(path, "window", 0.0)[0] > 0.2
+    assert _bus_track(path, "window", 0.0, 3.0)[0] > 0.2
 
 
 def test_the_object_in_a_box_is_what_stands_out_from_around_it(two_balls):
