@@ -28,9 +28,9 @@ They should stay where they are drawn (a camera's shake may move them a little):
 With --bus, the clips are instead `samples.bus_frames`, 6 s: a bus half the picture wide drives across a plain sky and
 grass, plain and filmed (seeds 0, 1, ...), all in the picture from the start, and again coming in from the left edge. A
 box is drawn on each of `samples.BUS_PARTS` that is in the picture (a window of a row of 5 alike, half the door, the
-stripe on its side, paint with the stripe's end, plain paint) at 0 s and at 3 s; the error is its centre's distance from
-that part's true centre, on the frames where the part is all in the picture. Boxes on the sky and the grass should stay
-where they are drawn. Printed per clip kind: the worst and median error of the parts' tracks, those off by over 5%,
+stripe on its side, paint with the stripe's end, plain paint) at 0, 1.5, 3 and 4.5 s; the error is its centre's distance
+from that part's true centre, on the frames where the part is all in the picture. Boxes on the sky and the grass should
+stay where they are drawn. Printed per clip kind: the worst and median error of the parts' tracks, those off by over 5%,
 those that stayed where drawn (`Track.fixed`), and how far the scenery's boxes moved.
 
 With --sound, each plain clip also gets a soundtrack of two layers on the embedded default model (fp32, seed 0,
