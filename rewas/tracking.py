@@ -423,8 +423,8 @@ class TemplateTracker:
         # an object that comes nearer or goes away changes its size: every other frame where the match is less than
         # very sure, a size a step larger and one smaller are tried (a sure match is the size it was)
         if self.updates % self.RESCALE_EVERY == 0:
-            # (not while the picture's edge cuts it: part of its look at two sizes is no measure of its size)
-            whole = self._cut(centre, self.size, image.shape[1::-1]) == (0, 0, 0, 0)
+            # (not while the picture's edge cuts its look, as `_match` would: part of it is no measure of its size)
+            whole = self._cut(centre, self.size, image.shape[1::-1], self.fastest + 2) == (0, 0, 0, 0)
             if self.FOUND <= score < self.VERY_SURE and whole:
                 score, centre = self._rescale(image, score, centre)
             else:  # "two checks in a row": a check skipped breaks the row
@@ -463,6 +463,8 @@ class TemplateTracker:
                 continue
             if (step > 1) != (size[0] * size[1] > self.size[0] * self.size[1]) or size == self.size:
                 continue
+            if self._cut(centre, size, image.shape[1::-1], self.fastest + 2) != (0, 0, 0, 0):
+                continue  # a size whose look the picture's edge would cut (or larger than the picture)
             look = cv2.resize(self.first, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,))
             if found > base + self.RESCALE_GAIN and (best is None or found > best[0]):

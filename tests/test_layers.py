@@ -171,6 +171,41 @@ def test_a_loose_box_that_reaches_past_the_edge_keeps_its_centre_on_the_object(t
     assert np.abs(found.centres()[:, 0] * w - truth).max() < 2
 
 
+def test_a_box_past_the_edge_keeps_its_centre_and_pan_inside_the_picture():
+    track_ = tracking.Track(np.array([[-0.3, 0.2, 0.1, 0.4], [0.9, 0.2, 1.4, 0.4]]), np.ones(2, bool), 320, 160, 25.0)
+    assert np.allclose(track_.centres(), [[0.0, 0.3], [1.0, 0.3]])
+    assert np.allclose(track_.pan(follow_s=0.0), [-1.0, 1.0])
+    corner, side = track_.squares()[:, :2], track_.squares()[:, 2]
+    assert (corner >= 0).all() and (side <= 1).all() and (corner[:, 0] + side * 160 / 320 <= 1 + 1e-9).all()
+
+
+def test_an_object_near_the_edge_is_not_sized_by_part_of_its_look(monkeypatch):
+    """The size check compares the object's look at two sizes; near the picture's edge `_match` would match only
+    the part of each in view, which is no measure of its size, so there it is not made."""
+    import cv2
+
+    def picture(x: int, noise: int) -> np.ndarray:
+        image = np.full((100, 200, 3), (200, 190, 170), np.uint8)
+        image[40:60, x : x + 20] = (230, 70, 60)
+        image[45:55, x + 5 : x + 10] = (40, 40, 160)
+        rng = np.random.default_rng(noise)
+        return np.clip(image + rng.normal(0, 25, image.shape), 0, 255).astype(np.uint8)
+
+    checked = []
+    monkeypatch.setattr(
+        tracking.TemplateTracker, "_rescale", lambda self, image, score, c: checked.append(c) or (score, c)
+    )
+    for x, expected in ((90, 1), (1, 0)):  # in the middle; 1 px from the left edge
+        checked.clear()
+        first = picture(x, 0)
+        box = np.array([x - 4.0, 36.0, 28.0, 28.0])
+        follow = tracking.TemplateTracker(cv2, first, box, tracking.object_box(first, box))
+        for k in range(2):
+            ok, _ = follow.update(picture(x, k + 1))
+            assert ok
+        assert len(checked) == expected, (x, checked)
+
+
 def test_an_object_that_leaves_the_picture_is_not_taken_for_its_twin(tmp_path):
     """A red ball rolls out of the picture on the left and comes back; its twin sways on the right. The box holds
     where its ball left, and picks it up again when it is back: the wider search that reaches for a fast object
@@ -351,7 +386,8 @@ def test_a_box_on_part_of_a_large_object_follows_the_object(tmp_path):
 def test_an_object_the_pictures_edge_cuts_is_followed_by_what_is_in_view(tmp_path, monkeypatch):
     """A bus comes in from the left edge; boxes on its paint and its side, drawn once it is all in, are followed
     backwards while it leaves the picture, by the part of its look still in view. Matched by its whole look, it
-    was lost as soon as any of it was out, and its box held there (0.13-0.19 of the picture off; now 0.004)."""
+    was lost as soon as any of it was out, and its box held there (0.16-0.19 of the picture off at 3897a4a; now
+    0.004)."""
     path = tmp_path / "coming_in.mkv"
     samples.write_video(path, samples.bus_frames(start=-150.0), 5.0, 25, codec="ffv1")
     for part in ("paint", "side"):
@@ -359,6 +395,22 @@ def test_an_object_the_pictures_edge_cuts_is_followed_by_what_is_in_view(tmp_pat
         assert error < 0.02 and not fixed, (part, error)
     monkeypatch.setattr(tracking.TemplateTracker, "VISIBLE", 1.0)  # the whole look or nothing
     assert _bus_track(path, "paint", 4.0, 5.0, start=-150.0)[0] > 0.1
+
+
+def test_the_object_is_found_once_and_its_box_scaled_to_the_tracking_frames(tmp_path, monkeypatch):
+    """Half a bus's door, boxed at 4.5 s: on the frame as drawn (at up to 480 px) the door stands out from around the
+    box and is the object; found again on the tracking frame, 98 px high, it was the whole bus. The tracker follows
+    what was found on the frame as drawn, scaled."""
+    path = tmp_path / "door.mkv"
+    samples.write_video(path, samples.bus_frames(start=-150.0), 5.0, 25, codec="ffv1")
+    followed = []
+    real = tracking.follower
+    monkeypatch.setattr(tracking, "follower", lambda *args: followed.append(args) or real(*args))
+    box = samples.bus_part("door", 4.5, start=-150.0) / [640, 320, 640, 320]
+    track(path, Region(tuple(box), at=4.5), 25.0)
+    _, image, drawn, found = followed[0]
+    assert image.shape[0] < 160 and found is not None  # a smaller frame than the one the object was found on
+    assert found[2] / image.shape[1] < 0.2, found / image.shape[1]  # the door (0.055 of the width), not the bus (0.47)
 
 
 def test_a_blurred_edge_through_a_box_is_not_an_object():
