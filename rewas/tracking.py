@@ -151,8 +151,7 @@ def _object_and_short(region: Region, info: VideoInfo, picture: np.ndarray) -> t
     found = target(picture, _pixels(region.box, w, h))
     if found is not None:
         size = max(found[2:]) / min(h, w)
-        x, y, bw, bh = found
-        found = np.array([x / w, y / h, (x + bw) / w, (y + bh) / h])
+        found = _fractions(found, w, h)
     lo, hi = TRACK_SHORT_RANGE
     return found, int(min(short, max(lo, min(hi, round(TRACK_BOX_PX / max(size, 1e-3))))))
 
@@ -161,6 +160,13 @@ def _pixels(box: tuple[float, float, float, float], width: int, height: int) -> 
     """A box as fractions (left, top, right, bottom) -> pixels (x, y, w, h) of a width x height picture."""
     left, top, right, bottom = box
     return np.array([left * width, top * height, (right - left) * width, (bottom - top) * height])
+
+
+def _fractions(box: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`_pixels` undone: boxes as pixels (..., 4) x, y, w, h of a width x height picture -> fractions (left, top,
+    right, bottom)."""
+    x, y, w, h = np.moveaxis(np.asarray(box, dtype=np.float64), -1, 0)
+    return np.stack([x / width, y / height, (x + w) / width, (y + h) / height], -1)
 
 
 def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -357,7 +363,7 @@ class TemplateTracker:
         # an object the picture's edge cuts where it is looked for is matched by the part of its looks still in the
         # picture, were it further out by its fastest move (it can be found further out than it is looked for): with
         # its whole look, a bus driving out of the picture was lost as soon as any of it was out
-        cut = self._cut(centre, (w, h), (width, height), self.fastest + 2)
+        cut = self._cut(centre, (w, h), image.shape)
         if cut is None:
             return -1.0, centre
         left, top, right, bottom = cut
@@ -391,13 +397,13 @@ class TemplateTracker:
             by, bx = ys[near], xs[near]
         return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
 
-    def _cut(
-        self, centre: np.ndarray, size: tuple[int, int], picture: tuple[int, int], slack: np.ndarray | float = 0.0
-    ) -> tuple[int, ...] | None:
-        """The columns and rows (left, top, right, bottom) of a look `size` (w, h) that fall off a picture (width,
-        height) when it is centred up to `slack` (x, y pixels) further out than `centre`, or, where that would leave
-        less than `VISIBLE` of its width or height in the picture, centred on `centre`; None where even that would."""
-        for more in (np.broadcast_to(slack, 2), np.zeros(2)):
+    def _cut(self, centre: np.ndarray, size: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The columns and rows (left, top, right, bottom) of a look `size` (w, h) that fall off a picture of `shape`
+        when it is centred up to the object's fastest move + 2 px further out than `centre`, or, where that would
+        leave less than `VISIBLE` of its width or height in the picture, centred on `centre`; None where even that
+        would."""
+        picture = (shape[1], shape[0])
+        for more in (self.fastest + 2, np.zeros(2)):
             (left, right), (top, bottom) = (
                 (max(0, math.ceil(s / 2 - c + d)), max(0, math.ceil(c + d + s / 2 - n)))
                 for c, s, n, d in zip(centre, size, picture, more)
@@ -424,7 +430,7 @@ class TemplateTracker:
         # very sure, a size a step larger and one smaller are tried (a sure match is the size it was)
         if self.updates % self.RESCALE_EVERY == 0:
             # (not while the picture's edge cuts its look, as `_match` would: part of it is no measure of its size)
-            whole = self._cut(centre, self.size, image.shape[1::-1], self.fastest + 2) == (0, 0, 0, 0)
+            whole = self._cut(centre, self.size, image.shape) == (0, 0, 0, 0)
             if self.FOUND <= score < self.VERY_SURE and whole:
                 score, centre = self._rescale(image, score, centre)
             else:  # "two checks in a row": a check skipped breaks the row
@@ -463,7 +469,7 @@ class TemplateTracker:
                 continue
             if (step > 1) != (size[0] * size[1] > self.size[0] * self.size[1]) or size == self.size:
                 continue
-            if self._cut(centre, size, image.shape[1::-1], self.fastest + 2) != (0, 0, 0, 0):
+            if self._cut(centre, size, image.shape) != (0, 0, 0, 0):
                 continue  # a size whose look the picture's edge would cut (or larger than the picture)
             look = cv2.resize(self.first, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,))
@@ -580,9 +586,6 @@ def track_many(
         px = np.array([*(box for _, box in reversed(behind)), *boxes[i]], dtype=np.float64)
         seen_at = np.array([*(ok for ok, _ in reversed(behind)), *found[i]])
         h, w = firsts[i].shape[:2]
-        fractions = np.stack(
-            [px[:, 0] / w, px[:, 1] / h, (px[:, 0] + px[:, 2]) / w, (px[:, 1] + px[:, 3]) / h], 1
-        )  # fmt: skip
         fixed = targets[i] is None
-        tracks.append(Track(fractions, seen_at, info.width, info.height, fps, fixed))
+        tracks.append(Track(_fractions(px, w, h), seen_at, info.width, info.height, fps, fixed))
     return tracks
