@@ -195,7 +195,7 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
     folder = root / f"{name}-{key}"
     xml = folder / "model.xml"
     with _lock:
-        if xml.is_file() and (folder / "model.bin").is_file():
+        if _whole(folder):
             xml.touch()  # recently used: kept by `_evict`
             return xml
         try:
@@ -225,12 +225,24 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)  # an fp32 model stays fp32
             _store_fp16(tmp / "model.xml")
             del model
-            shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a killed conversion
-            tmp.rename(folder)  # whole or absent: another process never reads a half-written entry
+            # whole or absent: another process never reads a half-written entry. One that converted the same weights
+            # meanwhile has its entry kept (removed, it could be read as it went); ours is dropped
+            if not _whole(folder):
+                shutil.rmtree(folder, ignore_errors=True)  # what is left of an entry whose removal was killed
+                try:
+                    tmp.rename(folder)
+                except OSError:
+                    if not _whole(folder):
+                        raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion leaves nothing behind
         _evict(root, name)
         return xml
+
+
+def _whole(folder: Path) -> bool:
+    """Whether a cache entry has both its files (entries land whole, by renaming; `_evict` may be killed midway)."""
+    return (folder / "model.xml").is_file() and (folder / "model.bin").is_file()
 
 
 def _source(net: nn.Module, example: tuple) -> dict:

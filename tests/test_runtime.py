@@ -5,6 +5,7 @@ models, what `auto` chooses and says, and the command line."""
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 from pathlib import Path
 from xml.etree import ElementTree
@@ -115,6 +116,24 @@ def test_a_cache_entry_that_cannot_be_read_is_converted_again(cache, caplog):
         again.to("cpu", "bf16")
     assert again.dtype == torch.float32 and again._step.dtype == torch.float32  # refused: nothing moved
     assert np.array_equal(again(**ask).waveform, expected)  # its compiled nets still map the unlinked file
+
+
+def test_a_model_converted_by_two_processes_at_once_keeps_the_entry_that_landed_first(cache, monkeypatch):
+    """Two processes (ranks of `rewas batch`, workers) that convert the same weights at once: the one that finishes
+    second keeps the first one's entry, which a caller may be reading, and drops its own. It removed that entry to put
+    its own in place."""
+    net, key = nn.Linear(4, 3).eval(), "same-weights"
+    store, other = runtime._store_fp16, cache / f"step-{key}"
+
+    def the_other_lands_first(xml):
+        store(xml)
+        shutil.copytree(xml.parent, other)  # as the other process's rename would
+        (other / "theirs").touch()
+
+    monkeypatch.setattr(runtime, "_store_fp16", the_other_lands_first)
+    xml = runtime._convert("step", net, (torch.randn(1, 4),), [[-1, 4]], key)
+    assert xml == other / "model.xml" and (other / "theirs").is_file() and (other / "model.bin").is_file()
+    assert [p.name for p in cache.iterdir()] == [other.name]  # ours dropped, nothing half-made left
 
 
 def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
