@@ -34,10 +34,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to each at a time, each computing on one thread:
+# most tests are small models, subprocesses and file work that leave a second thread idle (docs/platforms.md)
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The studio's browser test drives Debian's headless Chromium (installed here if missing; skipped without apt).
 browser:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,10 @@ import pytest
 import torch
 
 from rewas import samples
+
+# converted models (OpenVINO) go to a cache of this test process's own: not the user's, nor another worker's
+os.environ["REWAS_CACHE"] = tempfile.mkdtemp(prefix="rewas-test-cache-")
+atexit.register(shutil.rmtree, os.environ["REWAS_CACHE"], True)
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "rewas" / "assets" / "manifests"  # the released files' keys, shapes
 
