@@ -197,6 +197,16 @@ def bus_part(part: str, t: float, speed: float = 45.0, start: float = 20.0) -> n
     return np.array([left + x, top, right + x, bottom], dtype=np.float64)
 
 
+def bus_part_path(
+    part: str, times: np.ndarray, speed: float = 45.0, start: float = 20.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where one of `BUS_PARTS` is at `times` (seconds) in `bus_frames(speed, start)`: its centres (T, 2) as fractions
+    of the picture, and whether it is all in the picture (T,), where a tracker's error is measured."""
+    truth = np.array([bus_part(part, t, speed, start) for t in times])
+    whole = (truth[:, 0] >= 0) & (truth[:, 2] <= 640)
+    return np.stack([(truth[:, 0] + truth[:, 2]) / 1280, (truth[:, 1] + truth[:, 3]) / 640], 1), whole
+
+
 def impact_curve(impacts: Sequence[float], frames: int, frame_rate: float = 100.0, decay: float = 0.08) -> np.ndarray:
     """(frames,) the loudness an impact sound would have at each frame: 1 at each impact, decaying over `decay` s."""
     t = np.arange(frames) / frame_rate

@@ -200,8 +200,7 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     cx, cy = x + w / 2, y + h / 2
     for scale in HOLDING_SCALES:
         around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
-        cut = around[0] < 0 or around[1] < 0 or around[0] + around[2] > width or around[1] + around[3] > height
-        for edge_band in (True, False) if cut else (True,):
+        for edge_band in (True, False) if _ring_cut(around, image.shape) else (True,):
             parts = _parts(image, around, HOLDING_RATIO, edge_band)
             if parts is None:
                 continue
@@ -242,7 +241,7 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     if clipped is None:
         return None
     x0, y0, x1, y1 = clipped
-    ring = max(3, round(0.25 * min(x1 - x0, y1 - y0)))
+    ring = _ring_width(x1 - x0, y1 - y0)
     rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
     bins = image[ry0:ry1, rx0:rx1, :3].astype(np.int32) * levels // 256  # a colour bin per channel (RGB pictures)
@@ -282,6 +281,22 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
         return None
     stats[1:, AREA][small] = 0
     return (x0, y0), stats, labels
+
+
+def _ring_width(width: int, height: int) -> int:
+    """How wide the ring is that `_parts` compares a box of `width` x `height` pixels with."""
+    return max(3, round(0.25 * min(width, height)))
+
+
+def _ring_cut(box: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether the picture's edges cut the ring around a box (x, y, w, h pixels): where they do, `_parts` lets a band
+    along the box's own edge stand in for what is missing."""
+    clipped = _clipped(box, shape)
+    if clipped is None:
+        return False
+    x0, y0, x1, y1 = clipped
+    ring = _ring_width(x1 - x0, y1 - y0)
+    return min(x0, y0) < ring or x1 + ring > shape[1] or y1 + ring > shape[0]
 
 
 def _clipped(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -417,8 +432,20 @@ class TemplateTracker:
         self.updates += 1
         image = image.astype(np.float32)
         size = np.array(self.size, dtype=np.float64)
-        score, centre = self._match(image, self.centre + self.velocity, 1.5 * size)
-        if score < self.SURE:  # a weak match where the motion led may be the background: look wider too
+        ahead = self.centre + self.velocity
+        half = np.array(self.size) / 2
+        at_edge = (self.centre < half).any() or (self.centre + half > image.shape[1::-1]).any()
+        gone = at_edge and self._cut(ahead, self.size, image.shape) is None
+        if gone:
+            # last seen across the picture's edge, its motion took it out (less than `VISIBLE` of it would be in):
+            # it is looked for only where it was last seen, give or take its size, in case it comes back there.
+            # Looked for widely, a look-alike near where it left was taken for it (a ball that left by the right
+            # edge, its twin at rest 40 px away). An object near the edge that moves fast is not gone: small balls
+            # that bounced on a floor near the bottom were lost
+            score, centre = self._match(image, self.centre, size)
+        else:
+            score, centre = self._match(image, ahead, 1.5 * size)
+        if not gone and score < self.SURE:  # a weak match where the motion led may be the background: look wider too
             # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
             # an object that left the picture would be taken for anything that looks like it)

@@ -165,9 +165,7 @@ def measure_bus(path: Path, speed: float, start: float, stats: dict) -> None:
             if box[0] < 0 or box[2] > 640:
                 continue
             found = track(path, Region(tuple(box / [640, 320, 640, 320]), at=at), FPS)
-            truth = np.array([samples.bus_part(part, t, speed, start) for t in frames])
-            seen = (truth[:, 0] >= 0) & (truth[:, 2] <= 640)
-            centres = np.stack([(truth[:, 0] + truth[:, 2]) / 1280, (truth[:, 1] + truth[:, 3]) / 640], 1)
+            centres, seen = samples.bus_part_path(part, frames, speed, start)
             error = np.abs(found.centres() - centres)[seen].max(axis=1)
             stats["error"].append(error)
             stats["far"] += int(error.max() > FAR)
