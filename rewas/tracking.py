@@ -190,7 +190,8 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     an object that stands out there (its colours `HOLDING_RATIO` times as frequent as in the ring around that area)
     and covers at least half of the box. Where the picture's edges cut that ring, a band along the area's own edge
     stands in, as for `object_box`; an object the picture's edge cuts has its colours in that band too, so it is
-    also looked for against what is left of the ring alone. What spans the picture (sky, floor) is no object."""
+    also looked for against what is left of the ring alone, and in the area stretched to the edges that cut its ring.
+    What spans the picture (sky, floor) is no object."""
     height, width = image.shape[:2]
     drawn = _clipped(box, image.shape)
     if drawn is None:
@@ -200,12 +201,18 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     cx, cy = x + w / 2, y + h / 2
     for scale in HOLDING_SCALES:
         around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
-        for edge_band in (True, False) if _ring_cut(around, image.shape) else (True,):
-            parts = _parts(image, around, HOLDING_RATIO, edge_band)
+        tries = [(around, True)]
+        if _ring_cut(around, image.shape):
+            # an object the picture's edge cuts has its colours in the edge band too: it is asked for against what is
+            # left of the ring alone, then in the area stretched to the edges that cut the ring (what lay between
+            # them, part of that object, was in the ring)
+            tries += [(around, False), (_to_cut_edges(around, image.shape), False)]
+        for area, edge_band in tries:
+            parts = _parts(image, area, HOLDING_RATIO, edge_band)
             if parts is None:
                 continue
             (ax, ay), stats, labels = parts
-            inside = labels[y0 - ay : y1 - ay, x0 - ax : x1 - ax]  # the drawn box (inside `around`)
+            inside = labels[y0 - ay : y1 - ay, x0 - ax : x1 - ax]  # the drawn box (inside `area`)
             counts = np.bincount(inside.ravel(), minlength=len(stats))[1:] * (stats[1:, AREA] > 0)  # no specks
             if not counts.size or counts.max() < HOLDING_SHARE * inside.size:
                 continue
@@ -215,7 +222,7 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
                 continue
             # its own edges are what it is matched by: a margin as wide as a small object's would be mostly
             # background, and a template near the picture's size cannot be followed to its edges
-            return _padded(part, around, image.shape, HOLDING_MARGIN)
+            return _padded(part, area, image.shape, HOLDING_MARGIN)
         if around[0] <= 0 and around[1] <= 0 and around[0] + around[2] >= width and around[1] + around[3] >= height:
             break  # the whole picture was searched
     return None
@@ -297,6 +304,18 @@ def _ring_cut(box: np.ndarray, shape: tuple[int, ...]) -> bool:
     x0, y0, x1, y1 = clipped
     ring = _ring_width(x1 - x0, y1 - y0)
     return min(x0, y0) < ring or x1 + ring > shape[1] or y1 + ring > shape[0]
+
+
+def _to_cut_edges(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A box (x, y, w, h pixels) stretched to each of the picture's edges that cuts its ring."""
+    clipped = _clipped(box, shape)
+    if clipped is None:
+        return box
+    x0, y0, x1, y1 = clipped
+    ring = _ring_width(x1 - x0, y1 - y0)
+    x0, y0 = (0 if v < ring else v for v in (x0, y0))
+    x1, y1 = (n if v + ring > n else v for v, n in ((x1, shape[1]), (y1, shape[0])))
+    return np.array([x0, y0, x1 - x0, y1 - y0], dtype=np.float64)
 
 
 def _clipped(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:

@@ -435,6 +435,15 @@ def test_an_object_the_pictures_edge_cuts_is_followed_by_what_is_in_view(coming_
     assert _bus_track(coming_in, "paint", 4.0, 5.0, start=-150.0)[0] > 0.1
 
 
+def test_a_box_on_part_of_an_object_the_edge_cuts_follows_the_object(coming_in):
+    """Half the bus's door, boxed at 3 s while 15 px of the bus are still off the picture: the bus it lies in is found
+    (`holding_object`'s search area reaches to the edge that cuts its ring: what is left of the ring is sky and grass,
+    not the bus) and followed. The area stopped short of the edge, with the bus's paint between them, and the box
+    stayed where it was drawn (0.21 of the picture off)."""
+    error, fixed = _bus_track(coming_in, "door", 3.0, 5.0, start=-150.0)
+    assert error < 0.02 and not fixed, error
+
+
 def test_the_object_is_found_once_and_its_box_scaled_to_the_tracking_frames(coming_in, monkeypatch):
     """Half a bus's door, boxed at 4.5 s: on the frame as drawn (at up to 480 px) the door stands out from around the
     box and is the object; found again on the tracking frame, 98 px high, it was the whole bus. The tracker follows
