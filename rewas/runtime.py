@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import uuid
 import warnings
 from pathlib import Path
 
@@ -225,19 +226,33 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)  # an fp32 model stays fp32
             _store_fp16(tmp / "model.xml")
             del model
-            # whole or absent: another process never reads a half-written entry. One that converted the same weights
-            # meanwhile has its entry kept (removed, it could be read as it went); ours is dropped
-            if not _whole(folder):
-                shutil.rmtree(folder, ignore_errors=True)  # what is left of an entry whose removal was killed
-                try:
-                    tmp.rename(folder)
-                except OSError:
-                    if not _whole(folder):
-                        raise
+            _land(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion leaves nothing behind
         _evict(root, name)
         return xml
+
+
+def _land(tmp: Path, folder: Path) -> None:
+    """Our converted entry in `tmp` becomes the cache's `folder`, whole or not at all: another process never reads a
+    half-written entry. Where another process that converted the same weights landed first, its entry is kept (removed,
+    it could be read as it went) and ours is left for the caller to drop. The rename fails onto a folder that holds
+    anything, so nothing is removed between a check and the rename."""
+    for _ in range(2):
+        try:
+            tmp.rename(folder)
+            return
+        except OSError:
+            if _whole(folder):
+                return
+            # what is left of an entry whose removal (`_evict`) was killed: moved aside at once, then removed
+            aside = folder.with_name(f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                folder.rename(aside)
+            except OSError:
+                pass  # gone meanwhile
+            shutil.rmtree(aside, ignore_errors=True)
+    tmp.rename(folder)
 
 
 def _whole(folder: Path) -> bool:

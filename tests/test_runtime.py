@@ -136,6 +136,18 @@ def test_a_model_converted_by_two_processes_at_once_keeps_the_entry_that_landed_
     assert [p.name for p in cache.iterdir()] == [other.name]  # ours dropped, nothing half-made left
 
 
+def test_an_entry_half_removed_is_replaced_whole(tmp_path):
+    """What is left of an entry whose removal was killed (its .bin gone) is moved aside and removed, and the new entry
+    lands in its place; nothing else is left in the cache."""
+    ours, folder = tmp_path / ".step-tmp", tmp_path / "step-key"
+    for path, files in ((ours, ("model.xml", "model.bin")), (folder, ("model.xml",))):
+        path.mkdir()
+        for name in files:
+            (path / name).write_text(path.name)
+    runtime._land(ours, folder)
+    assert (folder / "model.bin").read_text() == ".step-tmp" and [p.name for p in tmp_path.iterdir()] == ["step-key"]
+
+
 def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert runtime.resolve("auto", cpu, 26_000_000)[0] == "torch"  # the embedded model
