@@ -34,8 +34,8 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to each at a time, each computing on one thread:
-# most tests are small models, subprocesses and file work that leave a second thread idle (docs/platforms.md)
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to each at a time, each with one torch/OpenMP
+# thread: most tests are small models, subprocesses and file work that leave a second thread idle (docs/platforms.md)
 TEST_WORKERS ?= 2
 
 test: $(STAMP) browser

@@ -158,6 +158,8 @@ BUS_PARTS = {  # parts of `bus_frames`' bus, (left, top, right, bottom) pixels a
 }
 
 
+BUS_WIDTH, BUS_HEIGHT = 640, 320  # `bus_frames`' picture
+
 # boxes on `bus_frames`' sky and grass, fractions of the picture, that the bus never crosses
 BUS_SCENERY = [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320, 560 / 640, 310 / 320)]
 
@@ -165,7 +167,7 @@ BUS_SCENERY = [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320
 def bus_frames(speed: float = 45.0, start: float = 20.0) -> Callable[[float], np.ndarray]:
     """A bus, half the picture wide, driving left to right across a plain sky and grass at `speed` px/s from x =
     `start` (640 x 320): a large object whose parts (`BUS_PARTS`) a region's box may be drawn on."""
-    h, w = 320, 640
+    h, w = BUS_HEIGHT, BUS_WIDTH
     yy, xx = np.mgrid[0:h, 0:w]
 
     def frame(t: float) -> np.ndarray:
@@ -203,8 +205,9 @@ def bus_part_path(
     """Where one of `BUS_PARTS` is at `times` (seconds) in `bus_frames(speed, start)`: its centres (T, 2) as fractions
     of the picture, and whether it is all in the picture (T,), where a tracker's error is measured."""
     truth = np.array([bus_part(part, t, speed, start) for t in times])
-    whole = (truth[:, 0] >= 0) & (truth[:, 2] <= 640)
-    return np.stack([(truth[:, 0] + truth[:, 2]) / 1280, (truth[:, 1] + truth[:, 3]) / 640], 1), whole
+    whole = (truth[:, 0] >= 0) & (truth[:, 2] <= BUS_WIDTH)
+    centres = np.stack([truth[:, 0] + truth[:, 2], truth[:, 1] + truth[:, 3]], 1) / 2 / [BUS_WIDTH, BUS_HEIGHT]
+    return centres, whole
 
 
 def impact_curve(impacts: Sequence[float], frames: int, frame_rate: float = 100.0, decay: float = 0.08) -> np.ndarray:

@@ -202,11 +202,13 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     for scale in HOLDING_SCALES:
         around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
         tries = [(around, True)]
-        if _ring_cut(around, image.shape):
+        ring = _ring(around, image.shape)
+        if ring is not None and any(ring[2]):
             # an object the picture's edge cuts has its colours in the edge band too: it is asked for against what is
             # left of the ring alone, then in the area stretched to the edges that cut the ring (what lay between
             # them, part of that object, was in the ring)
-            tries += [(around, False), (_to_cut_edges(around, image.shape), False)]
+            stretched = _stretched(around, image.shape)
+            tries += [(around, False)] + ([] if stretched is None else [(stretched, False)])
         for area, edge_band in tries:
             parts = _parts(image, area, HOLDING_RATIO, edge_band)
             if parts is None:
@@ -244,11 +246,10 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
     height, width = image.shape[:2]
-    clipped = _clipped(box, image.shape)
-    if clipped is None:
+    around = _ring(box, image.shape)
+    if around is None:
         return None
-    x0, y0, x1, y1 = clipped
-    ring = _ring_width(x1 - x0, y1 - y0)
+    (x0, y0, x1, y1), ring, cut = around
     rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
     bins = image[ry0:ry1, rx0:rx1, :3].astype(np.int32) * levels // 256  # a colour bin per channel (RGB pictures)
@@ -257,7 +258,7 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     inside = bins[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
     outside = bins[~inner]
     full = (x1 - x0 + 2 * ring) * (y1 - y0 + 2 * ring) - (x1 - x0) * (y1 - y0)
-    if len(outside) < full and edge_band:  # the picture's edges cut the ring: the box's edge stands in for it
+    if any(cut) and edge_band:  # the picture's edges cut the ring: the box's edge stands in for it
         band = max(1, ring // 4)
         edge = np.ones(inside.shape[:2], bool)
         edge[band:-band, band:-band] = False
@@ -290,32 +291,29 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     return (x0, y0), stats, labels
 
 
-def _ring_width(width: int, height: int) -> int:
-    """How wide the ring is that `_parts` compares a box of `width` x `height` pixels with."""
-    return max(3, round(0.25 * min(width, height)))
-
-
-def _ring_cut(box: np.ndarray, shape: tuple[int, ...]) -> bool:
-    """Whether the picture's edges cut the ring around a box (x, y, w, h pixels): where they do, `_parts` lets a band
-    along the box's own edge stand in for what is missing."""
+def _ring(box: np.ndarray, shape: tuple[int, ...]):
+    """A box (x, y, w, h pixels) as `_parts` compares it with the ring around it: the box clipped to the picture (x0,
+    y0, x1, y1), the ring's width, and whether the picture's edges cut the ring on its left, top, right and bottom;
+    None where less than 2 x 2 of the box is inside."""
     clipped = _clipped(box, shape)
     if clipped is None:
-        return False
+        return None
     x0, y0, x1, y1 = clipped
-    ring = _ring_width(x1 - x0, y1 - y0)
-    return min(x0, y0) < ring or x1 + ring > shape[1] or y1 + ring > shape[0]
+    ring = max(3, round(0.25 * min(x1 - x0, y1 - y0)))
+    return clipped, ring, (x0 < ring, y0 < ring, x1 + ring > shape[1], y1 + ring > shape[0])
 
 
-def _to_cut_edges(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A box (x, y, w, h pixels) stretched to each of the picture's edges that cuts its ring."""
-    clipped = _clipped(box, shape)
-    if clipped is None:
-        return box
-    x0, y0, x1, y1 = clipped
-    ring = _ring_width(x1 - x0, y1 - y0)
-    x0, y0 = (0 if v < ring else v for v in (x0, y0))
-    x1, y1 = (n if v + ring > n else v for v, n in ((x1, shape[1]), (y1, shape[0])))
-    return np.array([x0, y0, x1 - x0, y1 - y0], dtype=np.float64)
+def _stretched(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A box (x, y, w, h pixels) clipped to the picture and stretched to each of its edges that cuts the box's ring;
+    None where it reaches them already, or the edges cut no ring."""
+    ring = _ring(box, shape)
+    if ring is None:
+        return None
+    (x0, y0, x1, y1), _, (left, top, right, bottom) = ring
+    ends = (0 if left else x0, 0 if top else y0, shape[1] if right else x1, shape[0] if bottom else y1)
+    if ends == (x0, y0, x1, y1):
+        return None
+    return np.array([ends[0], ends[1], ends[2] - ends[0], ends[3] - ends[1]], dtype=np.float64)
 
 
 def _clipped(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -344,8 +342,9 @@ class TemplateTracker:
     with its appearance: the object's own box on the frame it was drawn on (`target`), and a copy that follows slow
     changes of it (blended in where the match is sure). The drawn box moves with it. The search looks around where
     the object's last motion would take it and, unless the match there is sure, more widely around where it was (a
-    bounce reverses it; a weak match may be the background). Nothing matching: the object is lost for that frame,
-    and the box stays.
+    bounce reverses it; a weak match may be the background); an object that left the picture, only where it left and
+    where it would come back in by the same edge. Nothing matching: the object is lost for that frame, and the box
+    stays.
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
     tight or loose, up to half the picture (both halves alike), stay on their ball, on a plain background and on a
@@ -431,6 +430,23 @@ class TemplateTracker:
             by, bx = ys[near], xs[near]
         return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
 
+    def _exits(self, shape: tuple[int, ...], size: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The picture's edges that the object's last look crossed, as searches (centre, reach) for it coming back in
+        by them: centred on the edge, reaching along it as far as the wide search does, and across it by half the
+        look, so that only a look the edge cuts is found (a look-alike wholly in the picture is something else)."""
+        along = (3 + 2) * size + 2 * self.fastest  # the wide search's furthest reach
+        searches = []
+        for axis, end in ((0, shape[1]), (1, shape[0])):
+            for edge in (0, end):
+                crossed = (
+                    self.centre[axis] - size[axis] / 2 < 0 if edge == 0 else self.centre[axis] + size[axis] / 2 > end
+                )
+                if crossed:
+                    where, reach = self.centre.copy(), along.copy()
+                    where[axis], reach[axis] = edge, size[axis] / 2 + 1
+                    searches.append((where, reach))
+        return searches
+
     def _cut(self, centre: np.ndarray, size: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, ...] | None:
         """The columns and rows (left, top, right, bottom) of a look `size` (w, h) that fall off a picture of `shape`
         when it is centred up to the object's fastest move + 2 px further out than `centre`, or, where that would
@@ -452,16 +468,19 @@ class TemplateTracker:
         image = image.astype(np.float32)
         size = np.array(self.size, dtype=np.float64)
         ahead = self.centre + self.velocity
-        half = np.array(self.size) / 2
-        at_edge = (self.centre < half).any() or (self.centre + half > image.shape[1::-1]).any()
-        gone = at_edge and self._cut(ahead, self.size, image.shape) is None
+        exits = self._exits(image.shape, size)
+        gone = bool(exits) and self._cut(ahead, self.size, image.shape) is None
         if gone:
-            # last seen across the picture's edge, its motion took it out (less than `VISIBLE` of it would be in):
-            # it is looked for only where it was last seen, give or take its size, in case it comes back there.
-            # Looked for widely, a look-alike near where it left was taken for it (a ball that left by the right
-            # edge, its twin at rest 40 px away). An object near the edge that moves fast is not gone: small balls
-            # that bounced on a floor near the bottom were lost
+            # last seen across the picture's edge, its motion took it out (less than `VISIBLE` of it would be in): it
+            # is looked for where it was last seen, give or take its size, and where it would be coming back in by
+            # the same edge. Looked for widely, a look-alike near where it left was taken for it (a ball that left by
+            # the right edge, its twin at rest 40 px away). An object near the edge that moves fast is not gone:
+            # small balls that bounced on a floor near the bottom were lost
             score, centre = self._match(image, self.centre, size)
+            for where, reach in exits if score < self.SURE else ():
+                back, found = self._match(image, where, reach)
+                if back > score:
+                    score, centre = back, found
         else:
             score, centre = self._match(image, ahead, 1.5 * size)
         if not gone and score < self.SURE:  # a weak match where the motion led may be the background: look wider too

@@ -160,12 +160,12 @@ def measure_bus(path: Path, speed: float, start: float, stats: dict) -> None:
     -> `stats`. A part's error counts on the frames where it is all in the picture."""
     frames = np.arange(round(BUS_SECONDS * FPS)) / FPS
     for part in samples.BUS_PARTS:
+        centres, seen = samples.bus_part_path(part, frames, speed, start)
         for at in BUS_AT:
             box = samples.bus_part(part, at, speed, start)
             if box[0] < 0 or box[2] > 640:
                 continue
             found = track(path, Region(tuple(box / [640, 320, 640, 320]), at=at), FPS)
-            centres, seen = samples.bus_part_path(part, frames, speed, start)
             error = np.abs(found.centres() - centres)[seen].max(axis=1)
             stats["error"].append(error)
             stats["far"] += int(error.max() > FAR)

@@ -14,7 +14,8 @@ import torch
 
 from rewas import samples
 
-# converted models (OpenVINO) go to a cache of this test process's own: not the user's, nor another worker's
+# converted models (OpenVINO) go to a cache of this test process's own: not the user's, nor another worker's (a test of
+# the default location must delenv it; a worker killed outright leaves its folder in the temp dir)
 os.environ["REWAS_CACHE"] = tempfile.mkdtemp(prefix="rewas-test-cache-")
 atexit.register(shutil.rmtree, os.environ["REWAS_CACHE"], True)
 
