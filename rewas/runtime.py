@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -236,23 +237,31 @@ def _convert(name: str, net: nn.Module, example: tuple, shapes: list, key: str) 
 def _land(tmp: Path, folder: Path) -> None:
     """Our converted entry in `tmp` becomes the cache's `folder`, whole or not at all: another process never reads a
     half-written entry. Where another process that converted the same weights landed first, its entry is kept (removed,
-    it could be read as it went) and ours is left for the caller to drop. The rename fails onto a folder that holds
-    anything, so nothing is removed between a check and the rename."""
-    for _ in range(2):
+    it could be read as it went) and ours is left for the caller to drop. The rename is tried first, and fails onto a
+    folder that holds anything."""
+    for attempt in range(3):
         try:
             tmp.rename(folder)
             return
         except OSError:
             if _whole(folder):
                 return
-            # what is left of an entry whose removal (`_evict`) was killed: moved aside at once, then removed
-            aside = folder.with_name(f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            if attempt == 2:
+                raise
+        # what is left of an entry whose removal (`_evict`) was killed: moved aside at once, then removed; if it is
+        # whole after all (another process landed its entry meanwhile), it is put back
+        aside = folder.with_name(f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            folder.rename(aside)
+        except FileNotFoundError:
+            continue  # gone meanwhile
+        if _whole(aside):
             try:
-                folder.rename(aside)
+                aside.rename(folder)
+                return
             except OSError:
-                pass  # gone meanwhile
-            shutil.rmtree(aside, ignore_errors=True)
-    tmp.rename(folder)
+                pass
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _whole(folder: Path) -> bool:
@@ -384,6 +393,12 @@ def _evict(root: Path, name: str) -> None:
     entries = sorted(root.glob(f"{name}-*/model.xml"), key=lambda p: p.stat().st_mtime, reverse=True)
     for xml in entries[KEEP:]:
         shutil.rmtree(xml.parent, ignore_errors=True)
+    for left in root.glob(f".{name}-*"):  # conversions and removals killed midway (a live one is minutes old)
+        try:
+            if time.time() - left.stat().st_mtime > 86400:
+                shutil.rmtree(left, ignore_errors=True)
+        except OSError:
+            pass  # removed meanwhile
 
 
 def _map(path: Path) -> mmap.mmap:

@@ -5,6 +5,7 @@ models, what `auto` chooses and says, and the command line."""
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -120,8 +121,8 @@ def test_a_cache_entry_that_cannot_be_read_is_converted_again(cache, caplog):
 
 def test_a_model_converted_by_two_processes_at_once_keeps_the_entry_that_landed_first(cache, monkeypatch):
     """Two processes (ranks of `rewas batch`, workers) that convert the same weights at once: the one that finishes
-    second keeps the first one's entry, which a caller may be reading, and drops its own. It removed that entry to put
-    its own in place."""
+    second keeps the first one's entry, which a caller may be reading, and drops its own. Before 2026-12-06 it removed
+    that entry to put its own in place."""
     net, key = nn.Linear(4, 3).eval(), "same-weights"
     store, other = runtime._store_fp16, cache / f"step-{key}"
 
@@ -138,7 +139,8 @@ def test_a_model_converted_by_two_processes_at_once_keeps_the_entry_that_landed_
 
 def test_an_entry_half_removed_is_replaced_whole(tmp_path):
     """What is left of an entry whose removal was killed (its .bin gone) is moved aside and removed, and the new entry
-    lands in its place; nothing else is left in the cache."""
+    lands in its place; nothing else is left in the cache. A whole entry is never replaced; leftovers of killed
+    conversions are swept once a day old."""
     ours, folder = tmp_path / ".step-tmp", tmp_path / "step-key"
     for path, files in ((ours, ("model.xml", "model.bin")), (folder, ("model.xml",))):
         path.mkdir()
@@ -146,6 +148,16 @@ def test_an_entry_half_removed_is_replaced_whole(tmp_path):
             (path / name).write_text(path.name)
     runtime._land(ours, folder)
     assert (folder / "model.bin").read_text() == ".step-tmp" and [p.name for p in tmp_path.iterdir()] == ["step-key"]
+    theirs = tmp_path / ".step-ours"  # a whole entry is there: it is kept, ours is left to be dropped
+    shutil.copytree(folder, theirs)
+    (theirs / "model.bin").write_text("ours")
+    runtime._land(theirs, folder)
+    assert (folder / "model.bin").read_text() == ".step-tmp" and theirs.is_dir()
+    old = tmp_path / ".step-killed"  # what a conversion killed a day ago left is swept with the old entries
+    old.mkdir()
+    os.utime(old, (0, 0))
+    runtime._evict(tmp_path, "step")
+    assert not old.exists() and theirs.is_dir()  # a fresh one may be a conversion running
 
 
 def test_auto_takes_openvino_for_large_models_on_a_cpu(monkeypatch):
