@@ -202,8 +202,8 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     for scale in HOLDING_SCALES:
         around = np.array([cx - scale * w / 2, cy - scale * h / 2, scale * w, scale * h])
         tries = [(around, True)]
-        ring = _ring(around, image.shape)
-        if ring is not None and any(ring[2]):
+        compared = _ring(around, image.shape)
+        if compared is not None and any(compared[2]):
             # an object the picture's edge cuts has its colours in the edge band too: it is asked for against what is
             # left of the ring alone, then in the area stretched to the edges that cut the ring (what lay between
             # them, part of that object, was in the ring)
@@ -305,7 +305,7 @@ def _ring(box: np.ndarray, shape: tuple[int, ...]):
 
 def _stretched(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     """A box (x, y, w, h pixels) clipped to the picture and stretched to each of its edges that cuts the box's ring;
-    None where it reaches them already, or the edges cut no ring."""
+    None where it reaches them already, where the edges cut no ring, or where less than 2 x 2 of it is inside."""
     ring = _ring(box, shape)
     if ring is None:
         return None
@@ -430,11 +430,15 @@ class TemplateTracker:
             by, bx = ys[near], xs[near]
         return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
 
+    def _wide_reach(self, size: np.ndarray, missed: int) -> np.ndarray:
+        """How far the wider search reaches (x, y pixels) after `missed` frames without the object."""
+        return (3 + min(missed, 2)) * size + 2 * self.fastest
+
     def _exits(self, shape: tuple[int, ...], size: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The picture's edges that the object's last look crossed, as searches (centre, reach) for it coming back in
         by them: centred on the edge, reaching along it as far as the wide search does, and across it by half the
         look, so that only a look the edge cuts is found (a look-alike wholly in the picture is something else)."""
-        along = (3 + 2) * size + 2 * self.fastest  # the wide search's furthest reach
+        along = self._wide_reach(size, missed=2)  # as far as the wider search ever reaches
         searches = []
         for axis, end in ((0, shape[1]), (1, shape[0])):
             for edge in (0, end):
@@ -469,7 +473,9 @@ class TemplateTracker:
         size = np.array(self.size, dtype=np.float64)
         ahead = self.centre + self.velocity
         exits = self._exits(image.shape, size)
-        gone = bool(exits) and self._cut(ahead, self.size, image.shape) is None
+        # where a missed object would be by now, moving on as it did, tells whether it has left: kept where it was
+        # last seen, a ball lost half out of the picture never left, and the wider search took the background
+        gone = bool(exits) and self._cut(ahead + self.missed * self.velocity, self.size, image.shape) is None
         if gone:
             # last seen across the picture's edge, its motion took it out (less than `VISIBLE` of it would be in): it
             # is looked for where it was last seen, give or take its size, and where it would be coming back in by
@@ -479,7 +485,7 @@ class TemplateTracker:
             score, centre = self._match(image, self.centre, size)
             for where, reach in exits if score < self.SURE else ():
                 back, found = self._match(image, where, reach)
-                if back > score:
+                if back >= self.SURE and back > score:  # half its look along a whole edge: only a sure match
                     score, centre = back, found
         else:
             score, centre = self._match(image, ahead, 1.5 * size)
@@ -487,8 +493,7 @@ class TemplateTracker:
             # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
             # an object that left the picture would be taken for anything that looks like it)
-            reach = (3 + min(self.missed, 2)) * size + 2 * self.fastest
-            wide, where = self._match(image, self.centre, reach)
+            wide, where = self._match(image, self.centre, self._wide_reach(size, self.missed))
             if wide > score:
                 score, centre = wide, where
         # an object that comes nearer or goes away changes its size: every other frame where the match is less than
