@@ -179,7 +179,7 @@ def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     parts = _parts(image, box)
     if parts is None:
         return None
-    _, stats, _ = parts
+    _, stats, *_ = parts
     return _padded(stats[1 + int(np.argmax(stats[1:, AREA]))], box, image.shape)
 
 
@@ -213,7 +213,7 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
             parts = _parts(image, area, HOLDING_RATIO, edge_band)
             if parts is None:
                 continue
-            (ax, ay), stats, labels = parts
+            (ax, ay), stats, labels, *_ = parts
             inside = labels[y0 - ay : y1 - ay, x0 - ax : x1 - ax]  # the drawn box (inside `area`)
             counts = np.bincount(inside.ravel(), minlength=len(stats))[1:] * (stats[1:, AREA] > 0)  # no specks
             if not counts.size or counts.max() < HOLDING_SHARE * inside.size:
@@ -239,12 +239,41 @@ def target(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
 
 def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge_band: bool = True):
     """The connected parts of what stands out in `box` (x, y, w, h pixels, clipped to the picture) from a ring around it
-    (colours `ratio` times as frequent inside; where the picture's edges cut the ring, a band along the box's own
-    edge stands in, with `edge_band`, else what is left of the ring must be a tenth of it): ((x0, y0) of the clipped
-    box, OpenCV's stats per part (row 0 the rest; specks and lines have their AREA set to 0: not objects), the labels
-    (H, W) over the box), or None when nothing does."""
+    (`_standing_out`): ((x0, y0) of the clipped box, OpenCV's stats per part (row 0 the rest; specks and lines have
+    their AREA set to 0: not objects), the labels (H, W) over the box, the colours that stand out and the box's
+    pixels' bins), or None when nothing does."""
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
+    standing = _standing_out(image, box, ratio, edge_band)
+    if standing is None:
+        return None
+    (x0, y0, x1, y1), own, inside = standing
+    mask = own[inside[..., 0], inside[..., 1], inside[..., 2]].astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return None
+    area = stats[1:, AREA]
+    small = area < max(6, 0.002 * (x1 - x0) * (y1 - y0))  # specks of noise are not objects
+    # nor is a line a pixel or two wide: where a blurred edge between two colours runs through the box, the colours
+    # between them are in it and not around it (half a bus's door, boxed, gave a sliver of its edge, 5 x 14 px)
+    small |= area < THIN * stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
+    if small.all():
+        return None
+    stats[1:, AREA][small] = 0
+    return (x0, y0), stats, labels, own, inside
+
+
+def _bins(image: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB pixels -> their colour bins (`COLOUR_LEVELS` per channel), int."""
+    return image[..., :3].astype(np.int32) * COLOUR_LEVELS // 256
+
+
+def _standing_out(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge_band: bool = True):
+    """The colours that stand out in `box` (x, y, w, h pixels, clipped to the picture) from a ring around it: those
+    `ratio` times as frequent inside, a colour's neighbours pooled with it (noise moves it by a bin). Where the
+    picture's edges cut the ring, a band along the box's own edge stands in, with `edge_band`, else what is left of
+    the ring must be a tenth of it. Returns ((x0, y0, x1, y1) the clipped box, the colours (L, L, L) bool, the box's
+    pixels' bins (H, W, 3)), or None where there is too little of a ring to tell."""
     height, width = image.shape[:2]
     around = _ring(box, image.shape)
     if around is None:
@@ -252,7 +281,7 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     (x0, y0, x1, y1), ring, cut = around
     rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
-    bins = image[ry0:ry1, rx0:rx1, :3].astype(np.int32) * levels // 256  # a colour bin per channel (RGB pictures)
+    bins = _bins(image[ry0:ry1, rx0:rx1])
     inner = np.zeros((ry1 - ry0, rx1 - rx0), bool)
     inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
     inside = bins[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
@@ -270,25 +299,18 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     def frequency(colours: np.ndarray) -> np.ndarray:  # (N, 3) bins -> share of each colour, neighbours pooled
         codes = (colours[:, 0] * levels + colours[:, 1]) * levels + colours[:, 2]
         counts = np.bincount(codes, minlength=levels**3).reshape((levels,) * 3).astype(np.float64)
-        padded, pooled = np.pad(counts, 1), np.zeros_like(counts)
-        for i, j, k in np.ndindex(3, 3, 3):  # a colour counts for its neighbours: noise moves it by a bin
-            pooled += padded[i : i + levels, j : j + levels, k : k + levels]
-        return pooled / len(colours)
+        return _pooled(counts) / len(colours)
 
-    own = frequency(inside.reshape(-1, 3)) > ratio * frequency(outside)
-    mask = own[inside[..., 0], inside[..., 1], inside[..., 2]].astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count < 2:
-        return None
-    area = stats[1:, AREA]
-    small = area < max(6, 0.002 * (x1 - x0) * (y1 - y0))  # specks of noise are not objects
-    # nor is a line a pixel or two wide: where a blurred edge between two colours runs through the box, the colours
-    # between them are in it and not around it (half a bus's door, boxed, gave a sliver of its edge, 5 x 14 px)
-    small |= area < THIN * stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
-    if small.all():
-        return None
-    stats[1:, AREA][small] = 0
-    return (x0, y0), stats, labels
+    return (x0, y0, x1, y1), frequency(inside.reshape(-1, 3)) > ratio * frequency(outside), inside
+
+
+def _pooled(table: np.ndarray) -> np.ndarray:
+    """A (L, L, L) table over colour bins, each bin's value summed with its 26 neighbours'."""
+    levels = table.shape[0]
+    padded, pooled = np.pad(table, 1), np.zeros_like(table)
+    for i, j, k in np.ndindex(3, 3, 3):
+        pooled += padded[i : i + levels, j : j + levels, k : k + levels]
+    return pooled
 
 
 def _ring(box: np.ndarray, shape: tuple[int, ...]):
@@ -361,6 +383,7 @@ class TemplateTracker:
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
+    COVERED = 0.5  # a match short of sure shows the object's own colours on this share of the pixels they cover
     VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
@@ -384,9 +407,16 @@ class TemplateTracker:
         self.start_speed = np.zeros(2)  # `fastest` over its first START_FRAMES frames: how it moved when drawn
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
+        self._frame = image  # the picture being followed in, as it came (`_shown` reads its colours)
+        self.colours = self._own_colours(image, np.array([x, y, *self.size], dtype=np.float64))
 
     def _match(
-        self, image: np.ndarray, centre: np.ndarray, reach: np.ndarray, looks: tuple[np.ndarray, ...] | None = None
+        self,
+        image: np.ndarray,
+        centre: np.ndarray,
+        reach: np.ndarray,
+        looks: tuple[np.ndarray, ...] | None = None,
+        shape: bool = False,
     ) -> tuple[float, np.ndarray]:
         """The best match within `reach` (x, y pixels) of `centre` of the object's two looks (`anchor`, `template`;
         or `looks`, another size of them): its score and centre."""
@@ -413,6 +443,18 @@ class TemplateTracker:
         scores = cv2.matchTemplate(area, looks[0], cv2.TM_CCOEFF_NORMED)
         for look in looks[1:]:
             scores = np.maximum(scores, cv2.matchTemplate(area, look, cv2.TM_CCOEFF_NORMED))
+        # on a textured picture, the background in the look (a round object's corners, its margin) can outweigh the
+        # object: the place it was drawn on, the object gone from it, matched better than the object 60 px on, and
+        # the box went back there. A match short of sure must show the object's own colours where its look has them
+        # (where the best is sure by more than a tie, every match that counts is sure: nothing to check)
+        shown = None if self.colours is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
+        if shown is not None and shown.sum() >= 4:
+            present = self._shown(self._frame[y0:y1, x0:x1])
+            if shape and shown.mean() < 0.9:
+                outline = cv2.matchTemplate(present, shown, cv2.TM_CCOEFF_NORMED)
+                scores = np.maximum(scores, np.minimum(outline, np.float32(self.SURE - 0.01)))
+            covered = cv2.matchTemplate(present, shown, cv2.TM_CCORR) / shown.sum()
+            scores = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
         # looks: without that, noise picked a neighbouring window, the move it made became the next frame's
         # prediction, and the box hopped along the row a window per frame. Only near-ties: weighing every match
@@ -429,6 +471,35 @@ class TemplateTracker:
             near = np.argmin((xs + x0 + ox - centre[0]) ** 2 + (ys + y0 + oy - centre[1]) ** 2)
             by, bx = ys[near], xs[near]
         return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
+
+    def _own_colours(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """The colours (L, L, L) bool of the object in its look (`box`, x, y, w, h pixels, on `image`): those that stand
+        out from what is just around the look, of its largest part where it is in the middle half of the look, a
+        bin's neighbours with them; None where they cover under a tenth of the look (nothing to tell it by). Only
+        those: a blotch of a textured picture in the look's margin stands out as well, and stays where the object
+        was drawn."""
+        parts = _parts(image, box)
+        if parts is None:
+            return None
+        _, stats, labels, own, inside = parts
+        part = labels == 1 + int(np.argmax(stats[1:, AREA]))
+        h, w = part.shape
+        core = np.zeros_like(part)
+        core[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
+        if (part & core).sum() >= 0.25 * core.sum():  # the middle of its look, where the margin's blotches are not
+            part &= core
+        present = np.zeros(own.shape)
+        present[inside[part, 0], inside[part, 1], inside[part, 2]] = 1
+        colours = own & (_pooled(present) > 0)
+        self.colours = colours  # `_shown` reads it
+        return colours if self._shown(self.anchor).mean() >= 0.1 else None
+
+    def _shown(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's colours, else 0."""
+        levels = COLOUR_LEVELS
+        bins = _bins(pixels).astype(np.uint16)  # (small ints: the lookup's codes cost less to make)
+        codes = (bins[..., 0] * levels + bins[..., 1]) * levels + bins[..., 2]
+        return self.colours.reshape(-1).take(codes).astype(np.float32)
 
     def _wide_reach(self, size: np.ndarray, missed: int) -> np.ndarray:
         """How far the wider search reaches (x, y pixels) after `missed` frames without the object."""
@@ -469,6 +540,7 @@ class TemplateTracker:
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
         self.updates += 1
+        self._frame = image
         image = image.astype(np.float32)
         size = np.array(self.size, dtype=np.float64)
         ahead = self.centre + self.velocity
@@ -488,7 +560,7 @@ class TemplateTracker:
                 if back >= self.SURE and back > score:  # half its look along a whole edge: only a sure match
                     score, centre = back, found
         else:
-            score, centre = self._match(image, ahead, 1.5 * size)
+            score, centre = self._match(image, ahead, 1.5 * size, shape=True)
         if not gone and score < self.SURE:  # a weak match where the motion led may be the background: look wider too
             # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
