@@ -37,6 +37,8 @@ SPREAD_PERCENTILE = 95  # the square holds the object's motion around that path 
 MARGIN = 1.5  # the square's side, at least this many times the box's larger side
 COLOUR_LEVELS = 16  # per channel, for the colours that tell the object in a box from what is around it
 OBJECT_RATIO = 4.0  # a colour is the object's where it is this many times as frequent inside the box as around it
+HUE_LEVELS = 24  # per share of r + g + b, for the hues a tracker knows its object by
+DARK = 60  # r + g + b under which a pixel's hue is noise
 HOLDING_SCALES = (3, 9, 27)  # how far around a box with no object in it the object it lies in is looked for
 HOLDING_SHARE = 0.5  # that object covers at least this share of the box
 HOLDING_RATIO = 16.0  # its colours are this many times as frequent in the picture around the box as around that
@@ -179,7 +181,7 @@ def object_box(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     parts = _parts(image, box)
     if parts is None:
         return None
-    _, stats, *_ = parts
+    _, stats, _ = parts
     return _padded(stats[1 + int(np.argmax(stats[1:, AREA]))], box, image.shape)
 
 
@@ -213,7 +215,7 @@ def holding_object(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
             parts = _parts(image, area, HOLDING_RATIO, edge_band)
             if parts is None:
                 continue
-            (ax, ay), stats, labels, *_ = parts
+            (ax, ay), stats, labels = parts
             inside = labels[y0 - ay : y1 - ay, x0 - ax : x1 - ax]  # the drawn box (inside `area`)
             counts = np.bincount(inside.ravel(), minlength=len(stats))[1:] * (stats[1:, AREA] > 0)  # no specks
             if not counts.size or counts.max() < HOLDING_SHARE * inside.size:
@@ -239,41 +241,12 @@ def target(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
 
 def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge_band: bool = True):
     """The connected parts of what stands out in `box` (x, y, w, h pixels, clipped to the picture) from a ring around it
-    (`_standing_out`): ((x0, y0) of the clipped box, OpenCV's stats per part (row 0 the rest; specks and lines have
-    their AREA set to 0: not objects), the labels (H, W) over the box, the colours that stand out and the box's
-    pixels' bins), or None when nothing does."""
+    (colours `ratio` times as frequent inside; where the picture's edges cut the ring, a band along the box's own
+    edge stands in, with `edge_band`, else what is left of the ring must be a tenth of it): ((x0, y0) of the clipped
+    box, OpenCV's stats per part (row 0 the rest; specks and lines have their AREA set to 0: not objects), the labels
+    (H, W) over the box), or None when nothing does."""
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
-    standing = _standing_out(image, box, ratio, edge_band)
-    if standing is None:
-        return None
-    (x0, y0, x1, y1), own, inside = standing
-    mask = own[inside[..., 0], inside[..., 1], inside[..., 2]].astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count < 2:
-        return None
-    area = stats[1:, AREA]
-    small = area < max(6, 0.002 * (x1 - x0) * (y1 - y0))  # specks of noise are not objects
-    # nor is a line a pixel or two wide: where a blurred edge between two colours runs through the box, the colours
-    # between them are in it and not around it (half a bus's door, boxed, gave a sliver of its edge, 5 x 14 px)
-    small |= area < THIN * stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
-    if small.all():
-        return None
-    stats[1:, AREA][small] = 0
-    return (x0, y0), stats, labels, own, inside
-
-
-def _bins(image: np.ndarray) -> np.ndarray:
-    """(..., 3) RGB pixels -> their colour bins (`COLOUR_LEVELS` per channel), int."""
-    return image[..., :3].astype(np.int32) * COLOUR_LEVELS // 256
-
-
-def _standing_out(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge_band: bool = True):
-    """The colours that stand out in `box` (x, y, w, h pixels, clipped to the picture) from a ring around it: those
-    `ratio` times as frequent inside, a colour's neighbours pooled with it (noise moves it by a bin). Where the
-    picture's edges cut the ring, a band along the box's own edge stands in, with `edge_band`, else what is left of
-    the ring must be a tenth of it. Returns ((x0, y0, x1, y1) the clipped box, the colours (L, L, L) bool, the box's
-    pixels' bins (H, W, 3)), or None where there is too little of a ring to tell."""
     height, width = image.shape[:2]
     around = _ring(box, image.shape)
     if around is None:
@@ -281,7 +254,7 @@ def _standing_out(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATI
     (x0, y0, x1, y1), ring, cut = around
     rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
-    bins = _bins(image[ry0:ry1, rx0:rx1])
+    bins = image[ry0:ry1, rx0:rx1, :3].astype(np.int32) * levels // 256  # a colour bin per channel (RGB pictures)
     inner = np.zeros((ry1 - ry0, rx1 - rx0), bool)
     inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
     inside = bins[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
@@ -299,18 +272,41 @@ def _standing_out(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATI
     def frequency(colours: np.ndarray) -> np.ndarray:  # (N, 3) bins -> share of each colour, neighbours pooled
         codes = (colours[:, 0] * levels + colours[:, 1]) * levels + colours[:, 2]
         counts = np.bincount(codes, minlength=levels**3).reshape((levels,) * 3).astype(np.float64)
-        return _pooled(counts) / len(colours)
+        return _pooled(counts) / len(colours)  # a colour counts for its neighbours: noise moves it by a bin
 
-    return (x0, y0, x1, y1), frequency(inside.reshape(-1, 3)) > ratio * frequency(outside), inside
+    own = frequency(inside.reshape(-1, 3)) > ratio * frequency(outside)
+    mask = own[inside[..., 0], inside[..., 1], inside[..., 2]].astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return None
+    area = stats[1:, AREA]
+    small = area < max(6, 0.002 * (x1 - x0) * (y1 - y0))  # specks of noise are not objects
+    # nor is a line a pixel or two wide: where a blurred edge between two colours runs through the box, the colours
+    # between them are in it and not around it (half a bus's door, boxed, gave a sliver of its edge, 5 x 14 px)
+    small |= area < THIN * stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
+    if small.all():
+        return None
+    stats[1:, AREA][small] = 0
+    return (x0, y0), stats, labels
 
 
 def _pooled(table: np.ndarray) -> np.ndarray:
-    """A (L, L, L) table over colour bins, each bin's value summed with its 26 neighbours'."""
-    levels = table.shape[0]
+    """A table over colour bins (L, L, ...), each bin's value summed with its neighbours' (26 in 3 dimensions)."""
     padded, pooled = np.pad(table, 1), np.zeros_like(table)
-    for i, j, k in np.ndindex(3, 3, 3):
-        pooled += padded[i : i + levels, j : j + levels, k : k + levels]
+    for offset in np.ndindex(*(3,) * table.ndim):
+        pooled += padded[tuple(slice(o, o + n) for o, n in zip(offset, table.shape))]
     return pooled
+
+
+def _hues(pixels: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB pixels -> (...) int: the bin of each one's chromaticity (its r and g shares of r + g + b, which
+    light and shade leave as they are), `HUE_LEVELS` each; HUE_LEVELS ** 2 for a pixel too dark to have one."""
+    p = pixels[..., :3].astype(np.float32)
+    total = p.sum(-1)
+    scale = HUE_LEVELS / np.maximum(total, 1)
+    r = np.minimum((p[..., 0] * scale).astype(np.int32), HUE_LEVELS - 1)
+    g = np.minimum((p[..., 1] * scale).astype(np.int32), HUE_LEVELS - 1)
+    return np.where(total < DARK, HUE_LEVELS**2, r * HUE_LEVELS + g)
 
 
 def _ring(box: np.ndarray, shape: tuple[int, ...]):
@@ -383,7 +379,7 @@ class TemplateTracker:
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
-    COVERED = 0.5  # a match short of sure shows the object's own colours on this share of the pixels they cover
+    COVERED = 0.5  # a match short of sure shows the object's own hues on this share of the pixels they cover
     VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
@@ -407,8 +403,8 @@ class TemplateTracker:
         self.start_speed = np.zeros(2)  # `fastest` over its first START_FRAMES frames: how it moved when drawn
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
-        self._frame = image  # the picture being followed in, as it came (`_shown` reads its colours)
-        self.colours = self._own_colours(image, np.array([x, y, *self.size], dtype=np.float64))
+        self._frame = image  # the picture being followed in, as it came (`_shown` reads its hues)
+        self.hues = self._own_hues(image, np.array([x, y, *self.size], dtype=np.float64))
 
     def _match(
         self,
@@ -419,7 +415,8 @@ class TemplateTracker:
         shape: bool = False,
     ) -> tuple[float, np.ndarray]:
         """The best match within `reach` (x, y pixels) of `centre` of the object's two looks (`anchor`, `template`;
-        or `looks`, another size of them): its score and centre."""
+        or `looks`, another size of them): its score and centre. With `shape`, where the object's hues are laid out
+        as in its look also matches (never as a sure match)."""
         looks = looks or (self.anchor, self.template)
         h, w = looks[0].shape[:2]
         height, width = image.shape[:2]
@@ -445,9 +442,11 @@ class TemplateTracker:
             scores = np.maximum(scores, cv2.matchTemplate(area, look, cv2.TM_CCOEFF_NORMED))
         # on a textured picture, the background in the look (a round object's corners, its margin) can outweigh the
         # object: the place it was drawn on, the object gone from it, matched better than the object 60 px on, and
-        # the box went back there. A match short of sure must show the object's own colours where its look has them
-        # (where the best is sure by more than a tie, every match that counts is sure: nothing to check)
-        shown = None if self.colours is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
+        # the box went back there. A match short of sure must show the object's own hues where its look has them
+        # (where the best is sure by more than a tie, every match that counts is sure: nothing to check). Near where
+        # it is expected, the layout of its hues matches too; in the wider search that took a blotch of its hue as
+        # it left, and as a sure match it would let the edge search take such a blotch for it coming back
+        shown = None if self.hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
         if shown is not None and shown.sum() >= 4:
             present = self._shown(self._frame[y0:y1, x0:x1])
             if shape and shown.mean() < 0.9:
@@ -472,34 +471,44 @@ class TemplateTracker:
             by, bx = ys[near], xs[near]
         return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
 
-    def _own_colours(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-        """The colours (L, L, L) bool of the object in its look (`box`, x, y, w, h pixels, on `image`): those that stand
-        out from what is just around the look, of its largest part where it is in the middle half of the look, a
-        bin's neighbours with them; None where they cover under a tenth of the look (nothing to tell it by). Only
+    def _own_hues(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """The hues (`_hues` codes, bool) of the object in its look (`box`, x, y, w, h pixels, on `image`): those that
+        stand out from what is just around the look, of its largest part where it is in the middle half of the look,
+        a bin's neighbours with them; None where they cover under a tenth of the look (nothing to tell it by). Only
         those: a blotch of a textured picture in the look's margin stands out as well, and stays where the object
-        was drawn."""
-        parts = _parts(image, box)
-        if parts is None:
+        was drawn. Hues, not colours: in a shadow the object's colours are others, and it was lost."""
+        parts = _parts(image, box)  # which of the look's pixels are the object
+        around = _ring(box, image.shape)
+        if parts is None or around is None:
             return None
-        _, stats, labels, own, inside = parts
+        _, stats, labels = parts
+        (x0, y0, x1, y1), ring, _ = around
         part = labels == 1 + int(np.argmax(stats[1:, AREA]))
         h, w = part.shape
         core = np.zeros_like(part)
         core[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
         if (part & core).sum() >= 0.25 * core.sum():  # the middle of its look, where the margin's blotches are not
             part &= core
-        present = np.zeros(own.shape)
-        present[inside[part, 0], inside[part, 1], inside[part, 2]] = 1
-        colours = own & (_pooled(present) > 0)
-        self.colours = colours  # `_shown` reads it
-        return colours if self._shown(self.anchor).mean() >= 0.1 else None
+        height, width = image.shape[:2]
+        rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
+        codes = _hues(image[ry0:ry1, rx0:rx1])
+        inner = np.zeros(codes.shape, bool)
+        inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
+        inside, outside = codes[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0], codes[~inner]
+        if len(outside) < 0.1 * (x1 - x0) * (y1 - y0):  # too little of a ring to tell what stands out from
+            return None
+
+        def frequency(hues: np.ndarray) -> np.ndarray:  # share of each hue, neighbours pooled (too dark: none)
+            counts = np.bincount(hues, minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
+            return _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)) / len(hues)
+
+        own = frequency(inside.ravel()) > OBJECT_RATIO * frequency(outside)
+        hues = np.append(own & (frequency(inside[part]) > 0), False)  # (the last code: too dark to tell)
+        return hues if hues.take(_hues(self.anchor)).mean() >= 0.1 else None
 
     def _shown(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's colours, else 0."""
-        levels = COLOUR_LEVELS
-        bins = _bins(pixels).astype(np.uint16)  # (small ints: the lookup's codes cost less to make)
-        codes = (bins[..., 0] * levels + bins[..., 1]) * levels + bins[..., 2]
-        return self.colours.reshape(-1).take(codes).astype(np.float32)
+        """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's hues, else 0."""
+        return self.hues.take(_hues(pixels)).astype(np.float32)
 
     def _wide_reach(self, size: np.ndarray, missed: int) -> np.ndarray:
         """How far the wider search reaches (x, y pixels) after `missed` frames without the object."""

@@ -5,6 +5,7 @@
     python scripts/measure_tracking.py --sound      # also each ball's layer on the default model (docs/layers.md)
     python scripts/measure_tracking.py --size 320x640 --radius 5   # small balls in a larger picture
     python scripts/measure_tracking.py --bus        # boxes on parts of a large object, and on the scenery
+    python scripts/measure_tracking.py --blotches   # a ball moving across a blotchy picture, 6 kinds of motion
 
 The clips are `samples.two_objects_frames`, 8 s: two balls, one in each half, each landing at the onsets of its
 own corpus ball sound (seeds 0, 1, 2, as tests/test_layers.py and docs/layers.md use), on the corpus's plain
@@ -32,6 +33,12 @@ stripe on its side, paint with the stripe's end, plain paint) at 0, 1.5, 3 and 4
 from that part's true centre, on the frames where the part is all in the picture. Boxes on the sky and the grass should
 stay where they are drawn. Printed per clip kind: the worst and median error of the parts' tracks, those off by over 5%,
 those that stayed where drawn (`Track.fixed`), and how far the scenery's boxes moved.
+
+With --blotches, the clips are instead a red ball on a blotchy, noisy picture (random colours in 8 px squares), 2 s, a
+box drawn tight around it at 0 s, 10 seeds of each of: slow (4 px a frame) and fast (10 px a frame) across it, a bounce
+on an invisible floor, a zigzag, blotches 8% of which are the ball's own colour, and the right half of the picture in
+shadow (0.6 of its light, the ball's too). Printed per kind: the worst error (pixels) while all of the ball is in the
+picture, the frames off by over 8 px, and the tracks with any such frame.
 
 With --sound, each plain clip also gets a soundtrack of two layers on the embedded default model (fp32, seed 0,
 prompt "a rubber ball bouncing on a wooden floor"), one per ball, with the ball's tight box (2% margin, drawn at
@@ -229,14 +236,66 @@ def measure_sound(pipe, path: Path, frame_fn, wavs: list[np.ndarray], rows: dict
             rows.setdefault((kind, side), []).append(row)
 
 
+BLOTCH_KINDS = {  # the ball's centre (x, y pixels of the 320 x 160 picture) at t s
+    "slow": lambda t: (60 + 100 * t, 80),
+    "fast": lambda t: (40 + 250 * t, 80),
+    "bounce": lambda t: (60 + 100 * t, 130 - 400 * (t % 1) * (1 - t % 1)),
+    "zigzag": lambda t: (160 + 100 * np.sin(np.pi * t), 80 + 40 * np.sin(1.4 * np.pi * t)),
+    "own colour": lambda t: (60 + 100 * t, 80),
+    "shadow": lambda t: (60 + 100 * t, 80),
+}
+BALL_COLOUR = np.array((230, 70, 60))
+
+
+def blotches(clips: int) -> None:
+    h, w = 160, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    grey = np.array((170, 160, 140))
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, at in BLOTCH_KINDS.items():
+            worst, off, tracks = 0.0, 0, 0
+            for seed in range(clips):
+                rng = np.random.default_rng([seed, 7])
+                picture = 0.6 * np.kron(rng.integers(0, 256, (21, 41, 3)), np.ones((8, 8, 1)))[:h, :w] + 0.4 * grey
+                if kind == "own colour":
+                    own = np.kron(rng.random((21, 41)) < 0.08, np.ones((8, 8)))[:h, :w, None] > 0
+                    picture = np.where(own, BALL_COLOUR, picture)
+
+                def frame(t: float, picture=picture, at=at, kind=kind) -> np.ndarray:
+                    image = picture.copy()
+                    x, y = at(t)
+                    image[(xx - x) ** 2 + (yy - y) ** 2 < 12**2] = BALL_COLOUR
+                    if kind == "shadow":
+                        image[:, w // 2 + 20 :] *= 0.6
+                    noise = np.random.default_rng(round(t * 1000)).normal(0, 4, image.shape)
+                    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+                path = Path(tmp) / f"{kind}_{seed}.mkv"
+                samples.write_video(path, frame, 2.0, FPS, codec="ffv1")
+                x, y = at(0.0)
+                found = track(path, Region(((x - 16) / w, (y - 16) / h, (x + 16) / w, (y + 16) / h)), FPS)
+                boxes = found.boxes * [w, h, w, h]
+                centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+                truth = np.array([at(k / FPS) for k in range(len(centres))])
+                inside = (truth[:, 0] > 12) & (truth[:, 0] < w - 12)
+                error = np.abs(centres - truth).max(axis=1)[inside]
+                worst, off, tracks = max(worst, error.max()), off + int((error > 8).sum()), tracks + (error > 8).any()
+            print(f"{kind}: worst error {worst:.0f} px, frames off by over 8 px {off}, tracks off {tracks}/{clips}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=3, help="clips (seeds 0, 1, ... of the ball sounds)")
+    parser.add_argument("--clips", type=int, help="clips (seeds 0, 1, ...; default 3, 10 with --blotches)")
     parser.add_argument("--sound", action="store_true", help="also each ball's layer on the default model")
     parser.add_argument("--size", default="160x320", help="the picture's HEIGHTxWIDTH in pixels (default 160x320)")
     parser.add_argument("--radius", type=int, help="the balls' radius in pixels (default 1/12 of the height)")
     parser.add_argument("--bus", action="store_true", help="boxes on a large object's parts instead of the balls")
+    parser.add_argument("--blotches", action="store_true", help="a ball moving across a blotchy picture instead")
     args = parser.parse_args()
+    if args.blotches:
+        blotches(args.clips or 10)
+        return 0
+    args.clips = args.clips or 3
     if args.bus:
         bus(args.clips)
         return 0
