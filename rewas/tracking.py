@@ -610,7 +610,7 @@ class TemplateTracker:
         cv2 = self.cv2
         h0, w0 = self.first.shape[:2]
         reach = 0.75 * np.array(self.size, dtype=np.float64) + 2
-        base, _ = self._match(image, centre, reach, (self.anchor,))
+        base, _ = self._match(image, centre, reach, (self.anchor,), shape=True)
         best = None
         for step in (self.SCALE_STEP, 1 / self.SCALE_STEP):
             scale = self.scale * step
@@ -623,7 +623,7 @@ class TemplateTracker:
             if self._cut(centre, size, image.shape) != (0, 0, 0, 0):
                 continue  # a size whose look the picture's edge would cut (or larger than the picture)
             look = cv2.resize(self.first, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,))
+            found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,), shape=True)
             if found > base + self.RESCALE_GAIN and (best is None or found > best[0]):
                 best = (found, where, scale, look)
         if best is None or best[2] != self.pending:  # a size is taken once two checks in a row find it better

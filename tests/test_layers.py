@@ -249,6 +249,9 @@ def test_an_object_that_left_the_picture_is_not_taken_for_a_look_alike_near_wher
     assert w - 4 < centres[-1, 0] < w + 15, centres[-1]  # held where the ball left, half out
 
 
+GREY = (170, 160, 140)  # the blotchy pictures' tint
+
+
 def _leaves_blotches(tmp_path, seed: int, shadow: bool = False) -> np.ndarray:
     """A red ball crosses a blotchy, noisy picture at 5 px a frame and leaves by its right edge, for 2 s (`shadow`:
     through a shadow over the picture from x = 250 on, 0.6 of the light); the tracked box's unclipped centres (T, 2),
@@ -258,7 +261,7 @@ def _leaves_blotches(tmp_path, seed: int, shadow: bool = False) -> np.ndarray:
     blotches = np.kron(np.random.default_rng(seed).integers(0, 256, (21, 41, 3)), np.ones((8, 8, 1)))[:h, :w]
 
     def frame(t: float) -> np.ndarray:
-        image = 0.6 * blotches + 0.4 * np.array((170, 160, 140))
+        image = 0.6 * blotches + 0.4 * np.array(GREY)
         image[(xx - 200 - 125 * t) ** 2 + (yy - 80) ** 2 < 12**2] = (230, 70, 60)
         if shadow:
             image[:, 250:] *= 0.6
@@ -291,6 +294,31 @@ def test_a_box_does_not_go_back_to_where_it_was_drawn_on_a_textured_picture(tmp_
     assert np.abs(centres[inside, 0] - truth[inside]).max() < 8, centres[inside, 0] - truth[inside]
     assert (np.abs(centres[:, 1] - 80) < 8).all(), centres[:, 1]
     assert (centres[30:, 0] > 320 - 16).all(), centres[30:, 0]
+
+
+def test_an_object_that_comes_nearer_on_a_textured_picture_is_followed_at_its_size(tmp_path):
+    """A red ball crosses a blotchy, noisy picture at 4 px a frame and grows from 12 to 28 px in radius (it comes
+    nearer). Its sizes are compared by the layout of its hues as well as by its look: by its look alone, at its drawn
+    size with the blotches of its margin, no other size matched better, and once it had nearly doubled the box fell
+    behind it at its own speed (78 px behind by 2 s)."""
+    h, w = 160, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng([2, 3])
+    blotches = 0.6 * np.kron(rng.integers(0, 256, (21, 41, 3)), np.ones((8, 8, 1)))[:h, :w] + 0.4 * np.array(GREY)
+
+    def frame(t: float) -> np.ndarray:
+        image = blotches.copy()
+        image[(xx - 60 - 100 * t) ** 2 + (yy - 80) ** 2 < (12 + 8 * t) ** 2] = (230, 70, 60)
+        noise = np.random.default_rng(round(t * 1000)).normal(0, 4, image.shape)
+        return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+    path = tmp_path / "comes_nearer.mkv"
+    samples.write_video(path, frame, 2.0, 25, codec="ffv1")
+    boxes = track(path, Region((44 / w, 64 / h, 76 / w, 96 / h)), 25.0).boxes * [w, h, w, h]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    truth = 60 + 4 * np.arange(len(centres))
+    assert np.abs(centres[:, 0] - truth).max() < 8, centres[:, 0] - truth
+    assert (np.abs(centres[:, 1] - 80) < 8).all(), centres[:, 1]
 
 
 def test_a_box_follows_its_object_into_a_shadow(tmp_path):
