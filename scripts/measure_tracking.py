@@ -36,8 +36,9 @@ those that stayed where drawn (`Track.fixed`), and how far the scenery's boxes m
 
 With --blotches, the clips are instead a red ball on a blotchy, noisy picture (random colours in 8 px squares), 2 s, a
 box drawn tight around it at 0 s, 10 seeds of each of: slow (4 px a frame) and fast (10 px a frame) across it, a bounce
-on an invisible floor, a zigzag, blotches 8% of which are the ball's own colour, and the right half of the picture in
-shadow (0.6 of its light, the ball's too). Printed per kind: the worst error (pixels) while all of the ball is in the
+on an invisible floor, a zigzag, blotches 8% of which are the ball's own colour, the right half of the picture in
+shadow (0.6 of its light, the ball's too), the ball coming nearer (its radius 12 to 28 px), and its twin crossing its
+path the other way, 10 px lower. Printed per kind: the worst error (pixels) while all of the ball is in the
 picture, the frames off by over 8 px, and the tracks with any such frame.
 
 With --sound, each plain clip also gets a soundtrack of two layers on the embedded default model (fp32, seed 0,
@@ -243,6 +244,8 @@ BLOTCH_KINDS = {  # the ball's centre (x, y pixels of the 320 x 160 picture) at 
     "zigzag": lambda t: (160 + 100 * np.sin(np.pi * t), 80 + 40 * np.sin(1.4 * np.pi * t)),
     "own colour": lambda t: (60 + 100 * t, 80),
     "shadow": lambda t: (60 + 100 * t, 80),
+    "comes nearer": lambda t: (60 + 100 * t, 80),
+    "crosses its twin": lambda t: (60 + 100 * t, 80),
 }
 BALL_COLOUR = np.array((230, 70, 60))
 
@@ -264,7 +267,10 @@ def blotches(clips: int) -> None:
                 def frame(t: float, picture=picture, at=at, kind=kind) -> np.ndarray:
                     image = picture.copy()
                     x, y = at(t)
-                    image[(xx - x) ** 2 + (yy - y) ** 2 < 12**2] = BALL_COLOUR
+                    if kind == "crosses its twin":  # going the other way, 10 px lower, behind the ball
+                        image[(xx - 260 + 100 * t) ** 2 + (yy - 90) ** 2 < 12**2] = BALL_COLOUR
+                    radius = 12 + 8 * t if kind == "comes nearer" else 12
+                    image[(xx - x) ** 2 + (yy - y) ** 2 < radius**2] = BALL_COLOUR
                     if kind == "shadow":
                         image[:, w // 2 + 20 :] *= 0.6
                     noise = np.random.default_rng(round(t * 1000)).normal(0, 4, image.shape)
