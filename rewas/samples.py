@@ -161,7 +161,10 @@ BUS_PARTS = {  # parts of `bus_frames`' bus, (left, top, right, bottom) pixels a
 BUS_WIDTH, BUS_HEIGHT = 640, 320  # `bus_frames`' picture
 
 # boxes on `bus_frames`' sky and grass, fractions of the picture, that the bus never crosses
-BUS_SCENERY = [(400 / 640, 10 / 320, 500 / 640, 80 / 320), (400 / 640, 260 / 320, 560 / 640, 310 / 320)]
+BUS_SCENERY = [
+    (400 / BUS_WIDTH, 10 / BUS_HEIGHT, 500 / BUS_WIDTH, 80 / BUS_HEIGHT),
+    (400 / BUS_WIDTH, 260 / BUS_HEIGHT, 560 / BUS_WIDTH, 310 / BUS_HEIGHT),
+]
 
 
 def bus_frames(speed: float = 45.0, start: float = 20.0) -> Callable[[float], np.ndarray]:

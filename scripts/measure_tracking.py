@@ -161,6 +161,7 @@ def measure(path: Path, frame_fn, stats: dict, radius: float) -> None:
 
 BUS_SECONDS, BUS_AT = 6.0, (0.0, 1.5, 3.0, 4.5)
 BUS_STARTS = (20.0, -150.0)  # the bus all in the picture; coming in from the left edge
+BUS_PIXELS = [samples.BUS_WIDTH, samples.BUS_HEIGHT] * 2  # a box's (left, top, right, bottom) in pixels per fraction
 
 
 def measure_bus(path: Path, speed: float, start: float, stats: dict) -> None:
@@ -171,9 +172,9 @@ def measure_bus(path: Path, speed: float, start: float, stats: dict) -> None:
         centres, seen = samples.bus_part_path(part, frames, speed, start)
         for at in BUS_AT:
             box = samples.bus_part(part, at, speed, start)
-            if box[0] < 0 or box[2] > 640:
+            if box[0] < 0 or box[2] > samples.BUS_WIDTH:
                 continue
-            found = track(path, Region(tuple(box / [640, 320, 640, 320]), at=at), FPS)
+            found = track(path, Region(tuple(box / BUS_PIXELS), at=at), FPS)
             error = np.abs(found.centres() - centres)[seen].max(axis=1)
             stats["error"].append(error)
             stats["far"] += int(error.max() > FAR)

@@ -477,7 +477,7 @@ def test_a_box_with_no_object_in_it_stays_where_it_was_drawn(two_balls):
 def _bus_track(path, part: str, at: float, seconds: float = 6.0, start: float = 20.0) -> tuple[float, bool]:
     """The worst error of a box drawn at `at` on a part of `samples.bus_frames(start=start)`' bus, a clip `seconds`
     long, on the frames where the part is all in the picture; and whether the box stayed put."""
-    box = samples.bus_part(part, at, start=start) / [640, 320, 640, 320]
+    box = samples.bus_part(part, at, start=start) / ([samples.BUS_WIDTH, samples.BUS_HEIGHT] * 2)
     found = track(path, Region(tuple(box), at=at), 25.0)
     centres, seen = samples.bus_part_path(part, np.arange(round(seconds * 25)) / 25, start=start)
     return float(np.abs(found.centres() - centres)[seen].max()), found.fixed
@@ -568,7 +568,7 @@ def test_the_object_is_found_once_and_its_box_scaled_to_the_tracking_frames(comi
     followed = []
     real = tracking.follower
     monkeypatch.setattr(tracking, "follower", lambda *args: followed.append(args) or real(*args))
-    box = samples.bus_part("door", 4.5, start=-150.0) / [640, 320, 640, 320]
+    box = samples.bus_part("door", 4.5, start=-150.0) / ([samples.BUS_WIDTH, samples.BUS_HEIGHT] * 2)
     track(coming_in, Region(tuple(box), at=4.5), 25.0)
     _, image, drawn, found = followed[0]
     assert image.shape[0] < 160 and found is not None  # a smaller frame than the one the object was found on
