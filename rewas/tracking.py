@@ -291,14 +291,15 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
 
 
 def _pooled(table: np.ndarray) -> np.ndarray:
-    """A table over colour bins (L, L, ...), each bin's value summed with its neighbours' (26 in 3 dimensions)."""
+    """A table over bins (L, L, ...) of colours or hues, each bin's value summed with its neighbours' (26 in 3
+    dimensions)."""
     padded, pooled = np.pad(table, 1), np.zeros_like(table)
     for offset in np.ndindex(*(3,) * table.ndim):
         pooled += padded[tuple(slice(o, o + n) for o, n in zip(offset, table.shape))]
     return pooled
 
 
-def _hues(pixels: np.ndarray) -> np.ndarray:
+def _hue_codes(pixels: np.ndarray) -> np.ndarray:
     """(..., 3) RGB pixels -> (...) int: the bin of each one's chromaticity (its r and g shares of r + g + b, which
     light and shade leave as they are), `HUE_LEVELS` each; HUE_LEVELS ** 2 for a pixel too dark to have one."""
     p = pixels[..., :3].astype(np.float32)
@@ -362,7 +363,9 @@ class TemplateTracker:
     the object's last motion would take it and, unless the match there is sure, more widely around where it was (a
     bounce reverses it; a weak match may be the background); an object that left the picture, only where it left and
     where it would come back in by the same edge. Nothing matching: the object is lost for that frame, and the box
-    stays.
+    stays. A match short of sure must also show the object's own hues (`_own_hues`, learnt when it is drawn), and
+    near where it is expected, and in the size checks, where its hues are laid out as in its look also matches: the
+    background the look holds (a round object's corners, its margin) outweighed the object on a textured picture.
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
     tight or loose, up to half the picture (both halves alike), stay on their ball, on a plain background and on a
@@ -380,6 +383,9 @@ class TemplateTracker:
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
     COVERED = 0.5  # a match short of sure shows the object's own hues on this share of the pixels they cover
+    # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
+    # layout); and the fewest pixels of them a look cut by the picture's edge must keep to be checked by them
+    HUE_SHARE, HUE_PIXELS = (0.1, 0.9), 4
     VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
@@ -403,8 +409,7 @@ class TemplateTracker:
         self.start_speed = np.zeros(2)  # `fastest` over its first START_FRAMES frames: how it moved when drawn
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
-        self._frame = image  # the picture being followed in, as it came (`_shown` reads its hues)
-        self.hues = self._own_hues(image, np.array([x, y, *self.size], dtype=np.float64))
+        self.own_hues = self._own_hues(image, np.array([x, y, *self.size], dtype=np.float64))
 
     def _match(
         self,
@@ -412,10 +417,10 @@ class TemplateTracker:
         centre: np.ndarray,
         reach: np.ndarray,
         looks: tuple[np.ndarray, ...] | None = None,
-        shape: bool = False,
+        layout: bool = False,
     ) -> tuple[float, np.ndarray]:
         """The best match within `reach` (x, y pixels) of `centre` of the object's two looks (`anchor`, `template`;
-        or `looks`, another size of them): its score and centre. With `shape`, where the object's hues are laid out
+        or `looks`, another size of them): its score and centre. With `layout`, where the object's hues are laid out
         as in its look also matches (never as a sure match)."""
         looks = looks or (self.anchor, self.template)
         h, w = looks[0].shape[:2]
@@ -446,12 +451,13 @@ class TemplateTracker:
         # (where the best is sure by more than a tie, every match that counts is sure: nothing to check). Near where
         # it is expected, the layout of its hues matches too; in the wider search that took a blotch of its hue as
         # it left, and as a sure match it would let the edge search take such a blotch for it coming back
-        shown = None if self.hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
-        if shown is not None and shown.sum() >= 4:
-            present = self._shown(self._frame[y0:y1, x0:x1])
-            if shape and shown.mean() < 0.9:
-                outline = cv2.matchTemplate(present, shown, cv2.TM_CCOEFF_NORMED)
-                scores = np.maximum(scores, np.minimum(outline, np.float32(self.SURE - 0.01)))
+        shown = None if self.own_hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
+        if shown is not None and shown.sum() >= self.HUE_PIXELS:
+            present = self._shown(area)
+            # (a look all of its hues has no layout: normalised, it would match equally anywhere)
+            if layout and shown.mean() < self.HUE_SHARE[1]:
+                laid_out = cv2.matchTemplate(present, shown, cv2.TM_CCOEFF_NORMED)
+                scores = np.maximum(scores, np.minimum(laid_out, np.float32(self.SURE - 0.01)))
             covered = cv2.matchTemplate(present, shown, cv2.TM_CCORR) / shown.sum()
             scores = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
@@ -472,12 +478,14 @@ class TemplateTracker:
         return float(scores[by, bx]), np.array([x0 + bx + ox, y0 + by + oy])
 
     def _own_hues(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-        """The hues (`_hues` codes, bool) of the object in its look (`box`, x, y, w, h pixels, on `image`): those that
-        stand out from what is just around the look, of its largest part where it is in the middle half of the look,
-        a bin's neighbours with them; None where they cover under a tenth of the look (nothing to tell it by). Only
-        those: a blotch of a textured picture in the look's margin stands out as well, and stays where the object
-        was drawn. Hues, not colours: in a shadow the object's colours are others, and it was lost."""
-        parts = _parts(image, box)  # which of the look's pixels are the object
+        """The object's hues in its look (`box`, x, y, w, h pixels, on `image`), as a table over `_hue_codes`: those
+        that stand out from what is just around the look (`OBJECT_RATIO`), and that its largest part has where it
+        lies in the middle of the look (the middle half of its width and height, unless under a quarter of that is
+        the part), a bin's neighbours with them; None where they cover under `HUE_SHARE[0]` of the look (nothing to
+        tell it by) or where less ring than a tenth of the look is in the picture. Only the middle: a blotch of a
+        textured picture in the look's margin stands out as well, and stays where the object was drawn. Hues, not
+        colours: in a shadow the object's colours are others, and it was lost."""
+        parts = _parts(image, box)  # the object's pixels, told by their colours as `object_box` told them
         around = _ring(box, image.shape)
         if parts is None or around is None:
             return None
@@ -491,11 +499,11 @@ class TemplateTracker:
             part &= core
         height, width = image.shape[:2]
         rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
-        codes = _hues(image[ry0:ry1, rx0:rx1])
+        codes = _hue_codes(image[ry0:ry1, rx0:rx1])
         inner = np.zeros(codes.shape, bool)
         inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
         inside, outside = codes[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0], codes[~inner]
-        if len(outside) < 0.1 * (x1 - x0) * (y1 - y0):  # too little of a ring to tell what stands out from
+        if len(outside) < 0.1 * (x1 - x0) * (y1 - y0):
             return None
 
         def frequency(hues: np.ndarray) -> np.ndarray:  # share of each hue, neighbours pooled (too dark: none)
@@ -503,12 +511,12 @@ class TemplateTracker:
             return _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)) / len(hues)
 
         own = frequency(inside.ravel()) > OBJECT_RATIO * frequency(outside)
-        hues = np.append(own & (frequency(inside[part]) > 0), False)  # (the last code: too dark to tell)
-        return hues if hues.take(_hues(self.anchor)).mean() >= 0.1 else None
+        hues = np.append(own & (frequency(inside[part]) > 0), False)  # a pixel with no hue is never the object's
+        return hues if hues.take(_hue_codes(self.anchor)).mean() >= self.HUE_SHARE[0] else None
 
     def _shown(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's hues, else 0."""
-        return self.hues.take(_hues(pixels)).astype(np.float32)
+        return self.own_hues.take(_hue_codes(pixels)).astype(np.float32)
 
     def _wide_reach(self, size: np.ndarray, missed: int) -> np.ndarray:
         """How far the wider search reaches (x, y pixels) after `missed` frames without the object."""
@@ -549,7 +557,6 @@ class TemplateTracker:
 
     def update(self, image: np.ndarray) -> tuple[bool, np.ndarray]:
         self.updates += 1
-        self._frame = image
         image = image.astype(np.float32)
         size = np.array(self.size, dtype=np.float64)
         ahead = self.centre + self.velocity
@@ -569,7 +576,7 @@ class TemplateTracker:
                 if back >= self.SURE and back > score:  # half its look along a whole edge: only a sure match
                     score, centre = back, found
         else:
-            score, centre = self._match(image, ahead, 1.5 * size, shape=True)
+            score, centre = self._match(image, ahead, 1.5 * size, layout=True)
         if not gone and score < self.SURE:  # a weak match where the motion led may be the background: look wider too
             # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:
@@ -610,7 +617,7 @@ class TemplateTracker:
         cv2 = self.cv2
         h0, w0 = self.first.shape[:2]
         reach = 0.75 * np.array(self.size, dtype=np.float64) + 2
-        base, _ = self._match(image, centre, reach, (self.anchor,), shape=True)
+        base, _ = self._match(image, centre, reach, (self.anchor,), layout=True)
         best = None
         for step in (self.SCALE_STEP, 1 / self.SCALE_STEP):
             scale = self.scale * step
@@ -623,7 +630,8 @@ class TemplateTracker:
             if self._cut(centre, size, image.shape) != (0, 0, 0, 0):
                 continue  # a size whose look the picture's edge would cut (or larger than the picture)
             look = cv2.resize(self.first, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            found, where = self._match(image, centre, 0.75 * np.array(size, dtype=np.float64) + 2, (look,), shape=True)
+            reach = 0.75 * np.array(size, dtype=np.float64) + 2
+            found, where = self._match(image, centre, reach, (look,), layout=True)
             if found > base + self.RESCALE_GAIN and (best is None or found > best[0]):
                 best = (found, where, scale, look)
         if best is None or best[2] != self.pending:  # a size is taken once two checks in a row find it better
@@ -634,7 +642,10 @@ class TemplateTracker:
         self.size = (self.anchor.shape[1], self.anchor.shape[0])
         grow = self.size[0] * self.size[1] > self.template.shape[0] * self.template.shape[1]
         self.template = cv2.resize(self.template, self.size, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
-        return self._match(image, centre, 0.75 * np.array(self.size, dtype=np.float64) + 2)  # both looks, this size
+        # both looks, this size, as the sizes were compared: by their look alone, the size just taken often matched
+        # under 0.5 on a textured picture, and the frame counted as one the object was not seen in
+        reach = 0.75 * np.array(self.size, dtype=np.float64) + 2
+        return self._match(image, centre, reach, layout=True)
 
 
 class FixedBox:

@@ -5,7 +5,7 @@
     python scripts/measure_tracking.py --sound      # also each ball's layer on the default model (docs/layers.md)
     python scripts/measure_tracking.py --size 320x640 --radius 5   # small balls in a larger picture
     python scripts/measure_tracking.py --bus        # boxes on parts of a large object, and on the scenery
-    python scripts/measure_tracking.py --blotches   # a ball moving across a blotchy picture, 6 kinds of motion
+    python scripts/measure_tracking.py --blotches   # a ball crossing a blotchy picture, 8 kinds of scene
 
 The clips are `samples.two_objects_frames`, 8 s: two balls, one in each half, each landing at the onsets of its
 own corpus ball sound (seeds 0, 1, 2, as tests/test_layers.py and docs/layers.md use), on the corpus's plain
@@ -36,8 +36,8 @@ those that stayed where drawn (`Track.fixed`), and how far the scenery's boxes m
 
 With --blotches, the clips are instead a red ball on a blotchy, noisy picture (random colours in 8 px squares), 2 s, a
 box drawn tight around it at 0 s, 10 seeds of each of: slow (4 px a frame) and fast (10 px a frame) across it, a bounce
-on an invisible floor, a zigzag, blotches 8% of which are the ball's own colour, the right half of the picture in
-shadow (0.6 of its light, the ball's too), the ball coming nearer (its radius 12 to 28 px), and its twin crossing its
+on an invisible floor, a zigzag, blotches 8% of which are the ball's own colour, the picture in shadow from x = 180 on
+(0.6 of its light, the ball's too), the ball coming nearer (its radius 12 to 28 px), and its twin crossing its
 path the other way, 10 px lower. Printed per kind: the worst error (pixels) while all of the ball is in the
 picture, the frames off by over 8 px, and the tracks with any such frame.
 
@@ -300,9 +300,9 @@ def main() -> int:
     parser.add_argument("--blotches", action="store_true", help="a ball moving across a blotchy picture instead")
     args = parser.parse_args()
     if args.blotches:
-        blotches(args.clips or 10)
+        blotches(10 if args.clips is None else args.clips)
         return 0
-    args.clips = args.clips or 3
+    args.clips = 3 if args.clips is None else args.clips
     if args.bus:
         bus(args.clips)
         return 0

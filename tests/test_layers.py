@@ -314,11 +314,17 @@ def test_an_object_that_comes_nearer_on_a_textured_picture_is_followed_at_its_si
 
     path = tmp_path / "comes_nearer.mkv"
     samples.write_video(path, frame, 2.0, 25, codec="ffv1")
-    boxes = track(path, Region((44 / w, 64 / h, 76 / w, 96 / h)), 25.0).boxes * [w, h, w, h]
+    followed = track(path, Region((44 / w, 64 / h, 76 / w, 96 / h)), 25.0)
+    boxes = followed.boxes * [w, h, w, h]
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     truth = 60 + 4 * np.arange(len(centres))
     assert np.abs(centres[:, 0] - truth).max() < 8, centres[:, 0] - truth
     assert (np.abs(centres[:, 1] - 80) < 8).all(), centres[:, 1]
+    # the box drawn 32 px round a ball of radius 12 grows with it, to about 32 * 28 / 12 px (39 px by its look alone)
+    grown = (boxes[-1, 2] - boxes[-1, 0]) / (32 * (12 + 8 * (len(boxes) - 1) / 25) / 12)
+    assert abs(grown - 1) < 0.2, grown
+    # seen on every frame: the size just taken was matched by its look alone, at under 0.5, and that frame was lost
+    assert followed.found.all(), np.flatnonzero(~followed.found)
 
 
 def test_a_box_follows_its_object_into_a_shadow(tmp_path):
