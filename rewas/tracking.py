@@ -384,7 +384,7 @@ class TemplateTracker:
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
     COVERED = 0.5  # a match short of sure shows the object's own hues on this share of the pixels they cover
     # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
-    # layout); and the fewest pixels of them a look cut by the picture's edge must keep to be checked by them
+    # layout); and the fewest pixels of them a look (cut by the picture's edge, or small) must have to be checked
     HUE_SHARE, HUE_PIXELS = (0.1, 0.9), 4
     VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
@@ -485,7 +485,10 @@ class TemplateTracker:
         tell it by) or where less ring than a tenth of the look is in the picture. Only the middle: a blotch of a
         textured picture in the look's margin stands out as well, and stays where the object was drawn. Hues, not
         colours: in a shadow the object's colours are others, and it was lost."""
-        parts = _parts(image, box)  # the object's pixels, told by their colours as `object_box` told them
+        # the object's pixels, told by their colours as `object_box` told them; where the picture's edges cut the
+        # ring, by what is left of it alone: an object filling its look in a corner of the picture has its colours
+        # in the band along the look's edge that would stand in, and nothing stood out
+        parts = _parts(image, box, edge_band=False)
         around = _ring(box, image.shape)
         if parts is None or around is None:
             return None

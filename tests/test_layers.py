@@ -327,6 +327,30 @@ def test_an_object_that_comes_nearer_on_a_textured_picture_is_followed_at_its_si
     assert followed.found.all(), np.flatnonzero(~followed.found)
 
 
+def test_the_hues_an_object_is_known_by():
+    """A red ball's hues are learnt, also where it fills a corner of the picture (the band along its look's edge, which
+    stands in for the ring the edges cut, held its colours, and nothing stood out); a grey ball on a grey picture and a
+    dark one have none to tell them by, and are followed by their looks alone."""
+    import cv2
+
+    def learnt(ball: tuple[int, int, int], at: tuple[int, int], background=(30, 90, 30)) -> np.ndarray | None:
+        yy, xx = np.mgrid[0:60, 0:80]
+        image = np.full((60, 80, 3), background, np.uint8)
+        image[(xx - at[0]) ** 2 + (yy - at[1]) ** 2 < 8**2] = ball
+        x0, y0 = max(0, at[0] - 12), max(0, at[1] - 12)
+        box = np.array([x0, y0, min(80, at[0] + 12) - x0, min(60, at[1] + 12) - y0], dtype=np.float64)
+        found = tracking.target(image, box)
+        assert found is not None
+        return tracking.TemplateTracker(cv2, image, box, found).own_hues
+
+    red = tracking._hue_codes(np.array([[220, 40, 40]], np.uint8))[0]
+    for at in ((40, 30), (76, 58), (78, 56)):  # in the middle; filling the bottom-right corner
+        hues = learnt((220, 40, 40), at)
+        assert hues is not None and hues[red], at
+    assert learnt((200, 200, 200), (40, 30), background=(100, 100, 100)) is None
+    assert learnt((10, 10, 10), (40, 30)) is None
+
+
 def test_a_box_follows_its_object_into_a_shadow(tmp_path):
     """The ball of `_leaves_blotches` passes into a shadow. The object is known by its hues (shares of r + g + b), which
     the shadow leaves as they are: known by its colours, the ball in the shadow was not there (0.6 of its light moves
