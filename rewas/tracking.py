@@ -467,6 +467,10 @@ class TemplateTracker:
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
         others = scores.copy()  # another object's match, not the best one's own slope: half a template off or more
         ry, rx = (h - 1) // 2, (w - 1) // 2
+        if shown is not None and best < self.SURE:
+            # checked by hue, a match is another object's from a quarter of a look off: a ball's twin crossing its path
+            # made one patch of its hue with it, matched as well 8-10 px off, and the box went off with the twin
+            ry, rx = (h - 1) // 4, (w - 1) // 4
         others[max(0, by - ry) : by + ry + 1, max(0, bx - rx) : bx + rx + 1] = -1
         # peaks of the scores themselves: the masked copy's border makes false peaks on the best match's own slope
         if cv2.minMaxLoc(others)[1] >= best - self.TIE:
