@@ -452,7 +452,8 @@ class TemplateTracker:
         # it is expected, the layout of its hues matches too; in the wider search that took a blotch of its hue as
         # it left, and as a sure match it would let the edge search take such a blotch for it coming back
         shown = None if self.own_hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
-        if shown is not None and shown.sum() >= self.HUE_PIXELS:
+        checked = shown is not None and shown.sum() >= self.HUE_PIXELS
+        if checked:
             present = self._shown(area)
             # (a look all of its hues has no layout: normalised, it would match equally anywhere)
             if layout and shown.mean() < self.HUE_SHARE[1]:
@@ -466,12 +467,16 @@ class TemplateTracker:
         # down by its distance lost small balls that bounce faster than the prediction (8 of 48 tracks over 5% off)
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
         others = scores.copy()  # another object's match, not the best one's own slope: half a template off or more
-        ry, rx = (h - 1) // 2, (w - 1) // 2
-        if shown is not None and best < self.SURE:
-            # checked by hue, a match is another object's from a quarter of a look off: a ball's twin crossing its path
-            # made one patch of its hue with it, matched as well 8-10 px off, and the box went off with the twin
-            ry, rx = (h - 1) // 4, (w - 1) // 4
-        others[max(0, by - ry) : by + ry + 1, max(0, bx - rx) : bx + rx + 1] = -1
+        if checked and best < self.SURE:
+            # checked by hue, another island of matches within a tie of the best: a ball's twin crossing its path made
+            # one patch of its hue with it, matched about as well 8 px across and 10 down, within half a look, and the
+            # box went off with the twin (a box a quarter of a look wide let the flat top that the layout's cap makes
+            # count as other matches, and moved the box by a few pixels)
+            _, islands = cv2.connectedComponents((scores >= best - self.TIE).astype(np.uint8), connectivity=8)
+            others[islands == islands[by, bx]] = -1
+        else:
+            ry, rx = (h - 1) // 2, (w - 1) // 2
+            others[max(0, by - ry) : by + ry + 1, max(0, bx - rx) : bx + rx + 1] = -1
         # peaks of the scores themselves: the masked copy's border makes false peaks on the best match's own slope
         if cv2.minMaxLoc(others)[1] >= best - self.TIE:
             peaks = scores == cv2.dilate(scores, np.ones((3, 3), np.uint8))
