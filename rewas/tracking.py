@@ -247,18 +247,11 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
     (H, W) over the box), or None when nothing does."""
     cv2 = require("cv2", extra="layers", for_="a layer's region (its tracker)")
 
-    height, width = image.shape[:2]
-    around = _ring(box, image.shape)
-    if around is None:
-        return None
-    (x0, y0, x1, y1), ring, cut = around
-    rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
     levels = COLOUR_LEVELS
-    bins = image[ry0:ry1, rx0:rx1, :3].astype(np.int32) * levels // 256  # a colour bin per channel (RGB pictures)
-    inner = np.zeros((ry1 - ry0, rx1 - rx0), bool)
-    inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
-    inside = bins[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
-    outside = bins[~inner]
+    split = _inside_and_around(image, box, lambda p: p[..., :3].astype(np.int32) * levels // 256)  # bins per channel
+    if split is None:
+        return None
+    (x0, y0, x1, y1), ring, cut, inside, outside = split
     full = (x1 - x0 + 2 * ring) * (y1 - y0 + 2 * ring) - (x1 - x0) * (y1 - y0)
     if any(cut) and edge_band:  # the picture's edges cut the ring: the box's edge stands in for it
         band = max(1, ring // 4)
@@ -288,6 +281,23 @@ def _parts(image: np.ndarray, box: np.ndarray, ratio: float = OBJECT_RATIO, edge
         return None
     stats[1:, AREA][small] = 0
     return (x0, y0), stats, labels
+
+
+def _inside_and_around(image: np.ndarray, box: np.ndarray, values):
+    """`values(pixels)` (per pixel, of the picture around a box, x, y, w, h pixels) split as `_parts` compares them:
+    ((x0, y0, x1, y1) the box clipped to the picture, the ring's width, which sides of the ring the picture's edges
+    cut (`_ring`), the box's values (H, W, ...), the ring's (N, ...)), or None where less than 2 x 2 of the box is in
+    the picture."""
+    around = _ring(box, image.shape)
+    if around is None:
+        return None
+    (x0, y0, x1, y1), ring, cut = around
+    height, width = image.shape[:2]
+    rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
+    found = values(image[ry0:ry1, rx0:rx1])
+    inner = np.zeros((ry1 - ry0, rx1 - rx0), bool)
+    inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
+    return (x0, y0, x1, y1), ring, cut, found[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0], found[~inner]
 
 
 def _pooled(table: np.ndarray) -> np.ndarray:
@@ -498,23 +508,17 @@ class TemplateTracker:
         # ring, by what is left of it alone: an object filling its look in a corner of the picture has its colours
         # in the band along the look's edge that would stand in, and nothing stood out
         parts = _parts(image, box, edge_band=False)
-        around = _ring(box, image.shape)
-        if parts is None or around is None:
+        split = _inside_and_around(image, box, _hue_codes)
+        if parts is None or split is None:
             return None
         _, stats, labels = parts
-        (x0, y0, x1, y1), ring, _ = around
+        (x0, y0, x1, y1), _, _, inside, outside = split
         part = labels == 1 + int(np.argmax(stats[1:, AREA]))
         h, w = part.shape
         core = np.zeros_like(part)
         core[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
         if (part & core).sum() >= 0.25 * core.sum():  # the middle of its look, where the margin's blotches are not
             part &= core
-        height, width = image.shape[:2]
-        rx0, ry0, rx1, ry1 = max(0, x0 - ring), max(0, y0 - ring), min(width, x1 + ring), min(height, y1 + ring)
-        codes = _hue_codes(image[ry0:ry1, rx0:rx1])
-        inner = np.zeros(codes.shape, bool)
-        inner[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = True
-        inside, outside = codes[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0], codes[~inner]
         if len(outside) < 0.1 * (x1 - x0) * (y1 - y0):
             return None
 
@@ -524,7 +528,7 @@ class TemplateTracker:
 
         own = frequency(inside.ravel()) > OBJECT_RATIO * frequency(outside)
         hues = np.append(own & (frequency(inside[part]) > 0), False)  # a pixel with no hue is never the object's
-        return hues if hues.take(_hue_codes(self.anchor)).mean() >= self.HUE_SHARE[0] else None
+        return hues if hues.take(inside).mean() >= self.HUE_SHARE[0] else None  # `inside` is the look
 
     def _shown(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's hues, else 0."""
