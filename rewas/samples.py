@@ -167,6 +167,17 @@ BUS_SCENERY = [
 ]
 
 
+BLOTCH_TINT = (170, 160, 140)  # `blotches`' grey
+
+
+def blotches(rng: np.random.Generator, height: int = 160, width: int = 320) -> np.ndarray:
+    """(height, width, 3) float: random colours in 8 px squares drawn from `rng`, 0.6 of them over 0.4 of a grey: a
+    textured picture, whose blotches a tracker's look of an object holds in its margin (tests/test_layers.py,
+    scripts/measure_tracking.py --blotches)."""
+    squares = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3))
+    return 0.6 * np.kron(squares, np.ones((8, 8, 1)))[:height, :width] + 0.4 * np.array(BLOTCH_TINT)
+
+
 def bus_frames(speed: float = 45.0, start: float = 20.0) -> Callable[[float], np.ndarray]:
     """A bus, half the picture wide, driving left to right across a plain sky and grass at `speed` px/s from x =
     `start` (640 x 320): a large object whose parts (`BUS_PARTS`) a region's box may be drawn on."""

@@ -254,13 +254,12 @@ BALL_COLOUR = np.array((230, 70, 60))
 def blotches(clips: int) -> None:
     h, w = 160, 320
     yy, xx = np.mgrid[0:h, 0:w]
-    grey = np.array((170, 160, 140))
     with tempfile.TemporaryDirectory() as tmp:
         for kind, at in BLOTCH_KINDS.items():
             worst, off, tracks = 0.0, 0, 0
             for seed in range(clips):
                 rng = np.random.default_rng([seed, 7])
-                picture = 0.6 * np.kron(rng.integers(0, 256, (21, 41, 3)), np.ones((8, 8, 1)))[:h, :w] + 0.4 * grey
+                picture = samples.blotches(rng, h, w)
                 if kind == "own colour":
                     own = np.kron(rng.random((21, 41)) < 0.08, np.ones((8, 8)))[:h, :w, None] > 0
                     picture = np.where(own, BALL_COLOUR, picture)

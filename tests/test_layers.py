@@ -249,29 +249,17 @@ def test_an_object_that_left_the_picture_is_not_taken_for_a_look_alike_near_wher
     assert w - 4 < centres[-1, 0] < w + 15, centres[-1]  # held where the ball left, half out
 
 
-GREY = (170, 160, 140)  # the blotchy pictures' tint
-
-
 def _leaves_blotches(tmp_path, seed: int, shadow: bool = False) -> np.ndarray:
     """A red ball crosses a blotchy, noisy picture at 5 px a frame and leaves by its right edge, for 2 s (`shadow`:
     through a shadow over the picture from x = 250 on, 0.6 of the light); the tracked box's unclipped centres (T, 2),
     pixels of the 320 x 160 picture, from a box drawn round the ball at 0 s."""
-    h, w = 160, 320
-    yy, xx = np.mgrid[0:h, 0:w]
-    blotches = np.kron(np.random.default_rng(seed).integers(0, 256, (21, 41, 3)), np.ones((8, 8, 1)))[:h, :w]
 
-    def frame(t: float) -> np.ndarray:
-        image = 0.6 * blotches + 0.4 * np.array(GREY)
+    def paint(image, t, xx, yy):
         image[(xx - 200 - 125 * t) ** 2 + (yy - 80) ** 2 < 12**2] = (230, 70, 60)
         if shadow:
             image[:, 250:] *= 0.6
-        noise = np.random.default_rng(round(t * 1000)).normal(0, 4, image.shape)
-        return np.clip(image + noise, 0, 255).astype(np.uint8)
 
-    path = tmp_path / f"leaves_blotches_{seed}_{shadow}.mkv"
-    samples.write_video(path, frame, 2.0, 25, codec="ffv1")
-    boxes = track(path, Region((184 / w, 64 / h, 216 / w, 96 / h)), 25.0).boxes * [w, h, w, h]
-    return (boxes[:, :2] + boxes[:, 2:]) / 2
+    return _followed_on_blotches(tmp_path, seed, paint, (184, 64, 216, 96))[1]
 
 
 def test_an_object_that_left_a_textured_picture_is_not_taken_for_the_background(tmp_path):
@@ -296,14 +284,15 @@ def test_a_box_does_not_go_back_to_where_it_was_drawn_on_a_textured_picture(tmp_
     assert (centres[30:, 0] > 320 - 16).all(), centres[30:, 0]
 
 
-def _followed_on_blotches(tmp_path, seed: list[int], paint) -> tuple[Track, np.ndarray]:
-    """A 2 s clip of a blotchy, noisy 320 x 160 picture (its blotches from `seed`) on which `paint(image, t, xx, yy)`
-    draws, tracked from a box drawn round (60, 80) at 0 s: the track, and its boxes' unclipped centres (T, 2) in
-    pixels."""
+def _followed_on_blotches(
+    tmp_path, seed: int | list[int], paint, box: tuple[int, int, int, int] = (44, 64, 76, 96)
+) -> tuple[Track, np.ndarray]:
+    """A 2 s clip of a blotchy, noisy 320 x 160 picture (`samples.blotches` from `seed`) on which `paint(image, t, xx,
+    yy)` draws, tracked from `box` (left, top, right, bottom pixels) drawn at 0 s: the track, and its boxes' unclipped
+    centres (T, 2) in pixels."""
     h, w = 160, 320
     yy, xx = np.mgrid[0:h, 0:w]
-    rng = np.random.default_rng(seed)
-    blotches = 0.6 * np.kron(rng.integers(0, 256, (21, 41, 3)), np.ones((8, 8, 1)))[:h, :w] + 0.4 * np.array(GREY)
+    blotches = samples.blotches(np.random.default_rng(seed), h, w)
 
     def frame(t: float) -> np.ndarray:
         image = blotches.copy()
@@ -313,7 +302,8 @@ def _followed_on_blotches(tmp_path, seed: list[int], paint) -> tuple[Track, np.n
 
     path = tmp_path / "blotches.mkv"
     samples.write_video(path, frame, 2.0, 25, codec="ffv1")
-    followed = track(path, Region((44 / w, 64 / h, 76 / w, 96 / h)), 25.0)
+    left, top, right, bottom = box
+    followed = track(path, Region((left / w, top / h, right / w, bottom / h)), 25.0)
     boxes = followed.boxes * [w, h, w, h]
     return followed, (boxes[:, :2] + boxes[:, 2:]) / 2
 
