@@ -320,6 +320,36 @@ def _hue_codes(pixels: np.ndarray) -> np.ndarray:
     return np.where(total < DARK, HUE_LEVELS**2, r * HUE_LEVELS + g)
 
 
+def _beside(hues: np.ndarray) -> np.ndarray:
+    """A table over `_hue_codes` (as `TemplateTracker._own_hues` gives) -> the hues next to those in it, not in it."""
+    table = hues[:-1].reshape(HUE_LEVELS, HUE_LEVELS).astype(np.float32)
+    return np.append(_pooled(table).ravel() > 0, False) & ~hues
+
+
+def _hues_standing_out(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The hues of a look (`box`, x, y, w, h pixels, on `image`) that stand out from what is just around it
+    (`OBJECT_RATIO`, a bin's neighbours pooled with it), as a flat table over `_hue_codes` less its last code (too
+    dark); the look's codes (H, W); and its largest part (H, W) bool, told by its colours as `object_box` tells
+    them. None where less ring than a tenth of the look is in the picture, or no part stands out."""
+    # where the picture's edges cut the ring, by what is left of it alone: an object filling its look in a corner of
+    # the picture has its colours in the band along the look's edge that would stand in, and nothing stood out
+    parts = _parts(image, box, edge_band=False)
+    split = _inside_and_around(image, box, _hue_codes)
+    if parts is None or split is None:
+        return None
+    _, stats, labels = parts
+    (x0, y0, x1, y1), _, _, inside, outside = split
+    if len(outside) < 0.1 * (x1 - x0) * (y1 - y0):
+        return None
+
+    def frequency(hues: np.ndarray) -> np.ndarray:  # share of each hue, neighbours pooled (too dark: none)
+        counts = np.bincount(hues, minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
+        return _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)).ravel() / len(hues)
+
+    own = frequency(inside.ravel()) > OBJECT_RATIO * frequency(outside)
+    return own, inside, labels == 1 + int(np.argmax(stats[1:, AREA]))
+
+
 def _ring(box: np.ndarray, shape: tuple[int, ...]):
     """A box (x, y, w, h pixels) as `_parts` compares it with the ring around it: the box clipped to the picture (x0,
     y0, x1, y1), the ring's width, and whether the picture's edges cut the ring on its left, top, right and bottom;
@@ -367,15 +397,16 @@ def _padded(part: np.ndarray, box: np.ndarray, shape: tuple[int, ...], margin: f
 
 
 class TemplateTracker:
-    """The object found again in every frame by normalised cross-correlation (OpenCV's matchTemplate, in colour)
-    with its appearance: the object's own box on the frame it was drawn on (`target`), and a copy that follows slow
-    changes of it (blended in where the match is sure). The drawn box moves with it. The search looks around where
-    the object's last motion would take it and, unless the match there is sure, more widely around where it was (a
-    bounce reverses it; a weak match may be the background); an object that left the picture, only where it left and
-    where it would come back in by the same edge. Nothing matching: the object is lost for that frame, and the box
-    stays. A match short of sure must also show the object's own hues (`_own_hues`, learnt when it is drawn), and
-    near where it is expected, and in the size checks, where its hues are laid out as in its look also matches: the
-    background the look holds (a round object's corners, its margin) outweighed the object on a textured picture.
+    """The object found again in every frame by normalised cross-correlation (OpenCV's matchTemplate, in colour) with
+    its appearance: the object's own box on the frame it was drawn on (`target`), and a copy that follows slow changes
+    of it (blended in where the match is sure). The drawn box moves with it. The search looks around where the object's
+    last motion would take it and, unless the match there is sure, more widely around where it was (a bounce reverses
+    it; a weak match may be the background); an object that left the picture, only where it left and where it would come
+    back in by the same edge. Nothing matching: the object is lost for that frame, and the box stays. A match short of
+    sure must also show the object's own hues (`_own_hues`, learnt when it is drawn, and next to them those it shows as
+    the light changes, `_follow_hues`), and near where it is expected, and in the size checks, where its hues are laid
+    out as in its look also matches: the background the look holds (a round object's corners, its margin) outweighed the
+    object on a textured picture.
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
     tight or loose, up to half the picture (both halves alike), stay on their ball, on a plain background and on a
@@ -396,6 +427,8 @@ class TemplateTracker:
     # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
     # layout); and the fewest pixels of them a look (cut by the picture's edge, or small) must have to be checked
     HUE_SHARE, HUE_PIXELS = (0.1, 0.9), 4
+    HUE_FOLLOW = 0.8  # a found object that shows its hues on less than this of what its look did learns new ones
+    HUE_NEW = 0.1  # that its largest part shows on this share of its pixels, at least
     VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
 
@@ -420,6 +453,11 @@ class TemplateTracker:
         self.offset = drawn[:2] - self.centre  # the drawn box's corner from the object's centre
         self.drawn_size = drawn[2:]
         self.own_hues = self._own_hues(image, np.array([x, y, *self.size], dtype=np.float64))
+        # the hues it is looked for by in the picture: its own, and those it has shown since next to them
+        self.seen_hues = None if self.own_hues is None else self.own_hues.copy()
+        self.hue_share = 0.0 if self.own_hues is None else float(self._shown(self.anchor).mean())
+        if self.seen_hues is not None:
+            self._hues_beside()
 
     def _match(
         self,
@@ -464,7 +502,7 @@ class TemplateTracker:
         shown = None if self.own_hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
         checked = shown is not None and shown.sum() >= self.HUE_PIXELS
         if checked:
-            present = self._shown(area)
+            present = self._shown(area, self.seen_hues)
             # (a look all of its hues has no layout: normalised, it would match equally anywhere)
             if layout and shown.mean() < self.HUE_SHARE[1]:
                 laid_out = cv2.matchTemplate(present, shown, cv2.TM_CCOEFF_NORMED)
@@ -504,35 +542,60 @@ class TemplateTracker:
         tell it by) or where less ring than a tenth of the look is in the picture. Only the middle: a blotch of a
         textured picture in the look's margin stands out as well, and stays where the object was drawn. Hues, not
         colours: in a shadow the object's colours are others, and it was lost."""
-        # the object's pixels, told by their colours as `object_box` told them; where the picture's edges cut the
-        # ring, by what is left of it alone: an object filling its look in a corner of the picture has its colours
-        # in the band along the look's edge that would stand in, and nothing stood out
-        parts = _parts(image, box, edge_band=False)
-        split = _inside_and_around(image, box, _hue_codes)
-        if parts is None or split is None:
+        found = _hues_standing_out(image, box)
+        if found is None:
             return None
-        _, stats, labels = parts
-        (x0, y0, x1, y1), _, _, inside, outside = split
-        part = labels == 1 + int(np.argmax(stats[1:, AREA]))
+        own, inside, part = found
         h, w = part.shape
         core = np.zeros_like(part)
         core[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
         if (part & core).sum() >= 0.25 * core.sum():  # the middle of its look, where the margin's blotches are not
             part &= core
-        if len(outside) < 0.1 * (x1 - x0) * (y1 - y0):
-            return None
-
-        def frequency(hues: np.ndarray) -> np.ndarray:  # share of each hue, neighbours pooled (too dark: none)
-            counts = np.bincount(hues, minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
-            return _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)) / len(hues)
-
-        own = frequency(inside.ravel()) > OBJECT_RATIO * frequency(outside)
-        hues = np.append(own & (frequency(inside[part]) > 0), False)  # a pixel with no hue is never the object's
+        counts = np.bincount(inside[part], minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
+        shown = _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)).ravel() > 0
+        hues = np.append(own & shown, False)  # a pixel with no hue is never the object's
         return hues if hues.take(inside).mean() >= self.HUE_SHARE[0] else None  # `inside` is the look
 
-    def _shown(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's hues, else 0."""
-        return self.own_hues.take(_hue_codes(pixels)).astype(np.float32)
+    def _shown(self, pixels: np.ndarray, hues: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) float32: 1 where `pixels` (H, W, 3) have one of the object's hues (`hues`, else its own), else 0."""
+        return (self.own_hues if hues is None else hues).take(_hue_codes(pixels)).astype(np.float32)
+
+    def _follow_hues(self, image: np.ndarray) -> None:
+        """Where the object, found, shows the hues it is looked for by (`seen_hues`) on less than `HUE_FOLLOW` of the
+        share of its look they covered when drawn, or hues next to them on more than the rest of that share, those of
+        the hues next to them that stand out from around its look now and that its largest part shows (`HUE_NEW`) are
+        looked for too. A picture whose colour balance drifted (a camera's white balance, light of another colour)
+        moved its hues out of those learnt when it was drawn, and every match short of sure failed the check; into a
+        warmer light, a third of a ball's moved at once, and the next frame, with half, was a miss, so waiting for its
+        hues to fall was too late. Next to them only, so that a box that took something else does not learn to look
+        for it."""
+        x, y = (int(round(c - s / 2)) for c, s in zip(self.centre, self.size))
+        look = image[max(0, y) : y + self.size[1], max(0, x) : x + self.size[0]]
+        if look.shape[:2] != (self.size[1], self.size[0]):  # the picture's edge cuts it: no measure of its hues
+            return
+        codes = _hue_codes(
+            look[::2, ::2]
+        )  # shares of the look: every other pixel tells them as well, in a quarter the time
+        seen, beside = self.seen_hues.take(codes).mean(), self.beside_hues.take(codes).mean()
+        more = (1 - self.HUE_FOLLOW) * self.hue_share
+        if seen >= self.HUE_FOLLOW * self.hue_share and beside < self.beside_share + more:
+            return
+        found = _hues_standing_out(image, np.array([x, y, *self.size], dtype=np.float64))
+        if found is not None:
+            own, inside, part = found
+            # those its largest part itself shows, not their neighbours: those pooled in grew the hues it was looked
+            # for by from 11 to 34 bins in 2 s of a ball crossing a blotchy picture in light that did not change
+            shown = np.bincount(inside[part], minlength=HUE_LEVELS**2 + 1)[:-1] >= self.HUE_NEW * part.sum()
+            new = np.append(own & shown, False) & self.beside_hues
+            if new.any():
+                self.seen_hues |= new
+                self._hues_beside()
+
+    def _hues_beside(self) -> None:
+        """The hues next to those the object is looked for by (`beside_hues`), and the share of its look as drawn
+        that they cover (`beside_share`): a ball's edges, blended with what is around it, show some of them."""
+        self.beside_hues = _beside(self.seen_hues)
+        self.beside_share = float(self._shown(self.first, self.beside_hues).mean())
 
     def _wide_reach(self, size: np.ndarray, missed: int) -> np.ndarray:
         """How far the wider search reaches (x, y pixels) after `missed` frames without the object."""
@@ -613,6 +676,9 @@ class TemplateTracker:
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
             self.fastest = np.maximum(self.fastest * self.FASTEST_DECAY, np.abs(self.velocity))
+            # (a match sure by more than a tie is not checked by hue: there, every few frames keeps up with the light)
+            if self.seen_hues is not None and (score < self.SURE + self.TIE or self.updates % 4 == 0):
+                self._follow_hues(image)
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
                 patch = image[y : y + self.size[1], x : x + self.size[0]]

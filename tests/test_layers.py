@@ -381,6 +381,28 @@ def test_a_box_follows_its_object_into_a_shadow(tmp_path):
     assert (np.abs(centres[:, 1] - 80) < 8).all(), centres[:, 1]
 
 
+@pytest.mark.parametrize("light", ["drifts", "warmer"])
+def test_a_box_follows_its_object_as_the_colour_of_the_light_changes(tmp_path, light):
+    """A red ball crosses a blotchy, noisy picture at 4 px a frame while the picture's colour balance drifts (its red
+    to 0.7 and its blue to 1.36 over 2 s, as a camera's white balance can), or into a warmer light (red 1.45, blue 0.55
+    from x = 180 on). Its hues leave those learnt when it was drawn, every match short of sure failed the check, and
+    the box stopped while the ball went on (96 px behind it by 2 s in the drift, 82 px at the warmer light's edge). A
+    found object that shows its hues less than its look did, or hues next to them more, looks for those too."""
+
+    def paint(image, t, xx, yy):
+        image[(xx - 60 - 100 * t) ** 2 + (yy - 80) ** 2 < 12**2] = (230, 70, 60)
+        if light == "drifts":
+            image *= 1 + t / 2 * np.array((-0.3, 0.0, 0.36))
+        else:
+            image[:, 180:] *= (1.45, 1.0, 0.55)
+
+    followed, centres = _followed_on_blotches(tmp_path, [2, 1], paint)
+    truth = 60 + 4 * np.arange(len(centres))
+    assert np.abs(centres[:, 0] - truth).max() < 8, centres[:, 0] - truth
+    assert np.abs(centres[:, 1] - 80).max() < 8, centres[:, 1]
+    assert followed.found.all(), np.flatnonzero(~followed.found)
+
+
 def test_an_object_thrown_out_of_the_picture_is_found_coming_back_in_further_along(tmp_path):
     """A ball thrown up drifts 60 px/s; it leaves by the top edge and comes back in by it 1 s later, 60 px (about two
     of its looks) further right. Once it has left, it is also looked for along that edge, where its look would be cut:
