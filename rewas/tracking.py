@@ -422,6 +422,10 @@ class TemplateTracker:
     VERY_SURE = 0.95  # a match this good is at the object's size: no other size is tried
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
+    # the layout of its hues blurred (`_match`'s `loose`) counts up to this: enough for the object to be found, and
+    # under its exact layout, which tells it from its twin as the two cross (at 0.65 and more, the blurred one made
+    # one patch of them, and the box went off with the twin)
+    LOOSE = FOUND + 0.1
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
     COVERED = 0.5  # a match short of sure shows the object's own hues on this share of the pixels they cover
     # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
@@ -466,10 +470,12 @@ class TemplateTracker:
         reach: np.ndarray,
         looks: tuple[np.ndarray, ...] | None = None,
         layout: bool = False,
+        loose: bool = False,
     ) -> tuple[float, np.ndarray]:
         """The best match within `reach` (x, y pixels) of `centre` of the object's two looks (`anchor`, `template`;
         or `looks`, another size of them): its score and centre. With `layout`, where the object's hues are laid out
-        as in its look also matches (never as a sure match)."""
+        as in its look also matches (never as a sure match); with `loose` too, where they are so laid out blurred
+        (up to `LOOSE`)."""
         looks = looks or (self.anchor, self.template)
         h, w = looks[0].shape[:2]
         height, width = image.shape[:2]
@@ -503,11 +509,19 @@ class TemplateTracker:
         checked = shown is not None and shown.sum() >= self.HUE_PIXELS
         if checked:
             present = self._shown(area, self.seen_hues)
+            # where its hues lie, blurred over a sixth of the look: its parts may have turned (a striped ball that
+            # rolls) and cover much the same ground; by the hues' exact pixels, the check and the layout failed a
+            # ball whose stripes had turned a quarter, and it was lost until they turned back (10 of 10 pictures)
+            k = max(3, min(h, w) // 6) | 1
+            spread, spread_look = cv2.blur(present, (k, k)), cv2.blur(shown, (k, k))
             # (a look all of its hues has no layout: normalised, it would match equally anywhere)
             if layout and shown.mean() < self.HUE_SHARE[1]:
                 laid_out = cv2.matchTemplate(present, shown, cv2.TM_CCOEFF_NORMED)
                 scores = np.maximum(scores, np.minimum(laid_out, np.float32(self.SURE - 0.01)))
-            covered = cv2.matchTemplate(present, shown, cv2.TM_CCORR) / shown.sum()
+                if loose:
+                    loosely = cv2.matchTemplate(spread, spread_look, cv2.TM_CCOEFF_NORMED)
+                    scores = np.maximum(scores, np.minimum(loosely, np.float32(self.LOOSE)))
+            covered = cv2.matchTemplate(spread, spread_look, cv2.TM_CCORR) / float((spread_look**2).sum())
             scores = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
         # looks: without that, noise picked a neighbouring window, the move it made became the next frame's
@@ -655,7 +669,7 @@ class TemplateTracker:
                 if back >= self.SURE and back > score:  # half its look along a whole edge: only a sure match
                     score, centre = back, found
         else:
-            score, centre = self._match(image, ahead, 1.5 * size, layout=True)
+            score, centre = self._match(image, ahead, 1.5 * size, layout=True, loose=True)
         if not gone and score < self.SURE:  # a weak match where the motion led may be the background: look wider too
             # a small, fast object can move by more than its size, and a bounce takes it from rest to full speed in
             # a frame: the reach grows with the fastest it has moved, and for two frames it is not found (no more:

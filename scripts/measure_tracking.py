@@ -5,7 +5,7 @@
     python scripts/measure_tracking.py --sound      # also each ball's layer on the default model (docs/layers.md)
     python scripts/measure_tracking.py --size 320x640 --radius 5   # small balls in a larger picture
     python scripts/measure_tracking.py --bus        # boxes on parts of a large object, and on the scenery
-    python scripts/measure_tracking.py --blotches   # a ball crossing a blotchy picture, 10 kinds of scene
+    python scripts/measure_tracking.py --blotches   # a ball crossing a blotchy picture, 11 kinds of scene
 
 The clips are `samples.two_objects_frames`, 8 s: two balls, one in each half, each landing at the onsets of its
 own corpus ball sound (seeds 0, 1, 2, as tests/test_layers.py and docs/layers.md use), on the corpus's plain
@@ -38,9 +38,10 @@ With --blotches, the clips are instead a red ball on a blotchy, noisy picture (r
 box drawn tight around it at 0 s, 10 seeds of each of: slow (4 px a frame) and fast (10 px a frame) across it, a bounce
 on an invisible floor, a zigzag, blotches 8% of which are the ball's own colour, the picture in shadow from x = 180 on
 (0.6 of its light, the ball's too), the ball coming nearer (its radius 12 to 28 px), its twin crossing its path the
-other way, 10 px lower, the picture's colour balance drifting (its red to 0.7, its blue to 1.36 by 2 s), and the picture
-in a warmer light from x = 180 on (red 1.45, blue 0.55, the ball's too). Printed per kind: the worst error (pixels)
-while all of the ball is in the picture, the frames off by over 8 px, and the tracks with any such frame.
+other way, 10 px lower, the picture's colour balance drifting (its red to 0.7, its blue to 1.36 by 2 s), the picture in
+a warmer light from x = 180 on (red 1.45, blue 0.55, the ball's too), and a ball of yellow and blue stripes 5 px wide
+that rolls (its stripes turn with it). Printed per kind: the worst error (pixels) while all of the ball is in the
+picture, the frames off by over 8 px, and the tracks with any such frame.
 
 With --sound, each plain clip also gets a soundtrack of two layers on the embedded default model (fp32, seed 0,
 prompt "a rubber ball bouncing on a wooden floor"), one per ball, with the ball's tight box (2% margin, drawn at
@@ -250,8 +251,10 @@ BLOTCH_KINDS = {  # the ball's centre (x, y pixels of the 320 x 160 picture) at 
     "crosses its twin": lambda t: (60 + 100 * t, 80),
     "colour balance drifts": lambda t: (60 + 100 * t, 80),
     "warm light": lambda t: (60 + 100 * t, 80),
+    "rolls, striped": lambda t: (60 + 100 * t, 80),
 }
 BALL_COLOUR = np.array((230, 70, 60))
+STRIPES = np.array((230, 200, 40)), np.array((40, 70, 200))
 
 
 def blotches(clips: int) -> None:
@@ -273,7 +276,13 @@ def blotches(clips: int) -> None:
                     if kind == "crosses its twin":  # going the other way, 10 px lower, behind the ball
                         image[(xx - 260 + 100 * t) ** 2 + (yy - 90) ** 2 < 12**2] = BALL_COLOUR
                     radius = 12 + 8 * t if kind == "comes nearer" else 12
-                    image[(xx - x) ** 2 + (yy - y) ** 2 < radius**2] = BALL_COLOUR
+                    ball = (xx - x) ** 2 + (yy - y) ** 2 < radius**2
+                    if kind == "rolls, striped":  # 5 px bands, turning with the ball as it rolls
+                        turned = (x - at(0.0)[0]) / radius
+                        bands = np.floor(((xx - x) * np.cos(turned) + (yy - y) * np.sin(turned)) / 5) % 2 == 0
+                        image[ball & bands], image[ball & ~bands] = STRIPES
+                    else:
+                        image[ball] = BALL_COLOUR
                     if kind == "shadow":
                         image[:, w // 2 + 20 :] *= 0.6
                     elif kind == "colour balance drifts":  # a camera's white balance, over the whole clip

@@ -403,6 +403,26 @@ def test_a_box_follows_its_object_as_the_colour_of_the_light_changes(tmp_path, l
     assert followed.found.all(), np.flatnonzero(~followed.found)
 
 
+def test_a_box_follows_a_striped_ball_that_rolls_on_a_textured_picture(tmp_path):
+    """A ball of yellow and blue stripes 5 px wide rolls across a blotchy, noisy picture at 4 px a frame, its stripes
+    turning with it. Matched by its hues' exact pixels, it was lost whenever its stripes had turned a quarter from how
+    they lay when the box was drawn (its look and the layout of its hues both matched under 0.5 there, and where its
+    hues were checked, half of them lay elsewhere), and found again when they turned back. Where its hues lie is now
+    also compared blurred over a sixth of its look."""
+
+    def paint(image, t, xx, yy):
+        x, turned = 60 + 100 * t, 100 * t / 14
+        ball = (xx - x) ** 2 + (yy - 80) ** 2 < 14**2
+        bands = np.floor(((xx - x) * np.cos(turned) + (yy - 80) * np.sin(turned)) / 5) % 2 == 0
+        image[ball & bands], image[ball & ~bands] = (230, 200, 40), (40, 70, 200)
+
+    followed, centres = _followed_on_blotches(tmp_path, [4, 2], paint, (42, 62, 78, 98))
+    truth = 60 + 4 * np.arange(len(centres))
+    assert np.abs(centres[:, 0] - truth).max() < 8, centres[:, 0] - truth
+    assert np.abs(centres[:, 1] - 80).max() < 8, centres[:, 1]
+    assert followed.found.all(), np.flatnonzero(~followed.found)
+
+
 def test_an_object_thrown_out_of_the_picture_is_found_coming_back_in_further_along(tmp_path):
     """A ball thrown up drifts 60 px/s; it leaves by the top edge and comes back in by it 1 s later, 60 px (about two
     of its looks) further right. Once it has left, it is also looked for along that edge, where its look would be cut:
