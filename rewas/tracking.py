@@ -422,10 +422,7 @@ class TemplateTracker:
     VERY_SURE = 0.95  # a match this good is at the object's size: no other size is tried
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
-    # the layout of its hues blurred (`_match`'s `loose`) counts up to this: enough for the object to be found, and
-    # under its exact layout, which tells it from its twin as the two cross (at 0.65 and more, the blurred one made
-    # one patch of them, and the box went off with the twin)
-    LOOSE = FOUND + 0.1
+    LOOSE = FOUND + 0.1  # a match by where the object's hues lie blurred (`_match`) counts up to this: found, no more
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
     COVERED = 0.5  # a match short of sure shows the object's own hues on this share of the pixels they cover
     # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
@@ -507,22 +504,31 @@ class TemplateTracker:
         # it left, and as a sure match it would let the edge search take such a blotch for it coming back
         shown = None if self.own_hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
         checked = shown is not None and shown.sum() >= self.HUE_PIXELS
+        strict = None  # the matches that show the object's hues where its look has them exactly
         if checked:
             present = self._shown(area, self.seen_hues)
-            # where its hues lie, blurred over a sixth of the look: its parts may have turned (a striped ball that
-            # rolls) and cover much the same ground; by the hues' exact pixels, the check and the layout failed a
-            # ball whose stripes had turned a quarter, and it was lost until they turned back (10 of 10 pictures)
-            k = max(3, min(h, w) // 6) | 1
-            spread, spread_look = cv2.blur(present, (k, k)), cv2.blur(shown, (k, k))
             # (a look all of its hues has no layout: normalised, it would match equally anywhere)
-            if layout and shown.mean() < self.HUE_SHARE[1]:
+            laid = layout and shown.mean() < self.HUE_SHARE[1]
+            if laid:
                 laid_out = cv2.matchTemplate(present, shown, cv2.TM_CCOEFF_NORMED)
                 scores = np.maximum(scores, np.minimum(laid_out, np.float32(self.SURE - 0.01)))
-                if loose:
-                    loosely = cv2.matchTemplate(spread, spread_look, cv2.TM_CCOEFF_NORMED)
-                    scores = np.maximum(scores, np.minimum(loosely, np.float32(self.LOOSE)))
-            covered = cv2.matchTemplate(spread, spread_look, cv2.TM_CCORR) / float((spread_look**2).sum())
-            scores = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
+            covered = cv2.matchTemplate(present, shown, cv2.TM_CCORR) / shown.sum()
+            strict = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
+            # and loosely: where its hues lie, blurred over a sixth of the look, up to `LOOSE`. An object's parts may
+            # have turned (a striped ball that rolls) and cover much the same ground: by the hues' exact pixels, the
+            # check and the layout failed a ball whose stripes had turned a quarter, and it was lost until they
+            # turned back (10 of 10 pictures). Never more than found: loose matches let by at up to 0.65 made one
+            # island of matches (`others`, below) with the ball's twin crossing its path, and the box went with it
+            k = max(3, min(h, w) // 6) | 1
+            spread, spread_look = cv2.blur(present, (k, k)), cv2.blur(shown, (k, k))
+            loosely = scores
+            if laid and loose:
+                loosely = np.maximum(loosely, cv2.matchTemplate(spread, spread_look, cv2.TM_CCOEFF_NORMED))
+            spread_covered = cv2.matchTemplate(spread, spread_look, cv2.TM_CCORR) / float((spread_look**2).sum())
+            loosely = np.where(spread_covered >= self.COVERED, np.minimum(loosely, np.float32(self.LOOSE)), -1)
+            scores = np.maximum(strict, loosely.astype(np.float32))
+            if strict.max() >= scores.max():  # the best shows its hues exactly: the loose ones are no other match
+                scores = strict
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
         # looks: without that, noise picked a neighbouring window, the move it made became the next frame's
         # prediction, and the box hopped along the row a window per frame. Only near-ties: weighing every match
