@@ -582,20 +582,19 @@ class TemplateTracker:
 
     def _follow_hues(self, image: np.ndarray) -> None:
         """Where the object, found, shows the hues it is looked for by (`seen_hues`) on less than `HUE_FOLLOW` of the
-        share of its look they covered when drawn, or hues next to them on more than the rest of that share, those of
-        the hues next to them that stand out from around its look now and that its largest part shows (`HUE_NEW`) are
-        looked for too. A picture whose colour balance drifted (a camera's white balance, light of another colour)
-        moved its hues out of those learnt when it was drawn, and every match short of sure failed the check; into a
-        warmer light, a third of a ball's moved at once, and the next frame, with half, was a miss, so waiting for its
-        hues to fall was too late. Next to them only, so that a box that took something else does not learn to look
-        for it."""
+        share of its look they covered when drawn, or hues next to them on more of its look than its look as drawn did
+        by the rest of that share, those of the hues next to them that stand out from around its look now and that its
+        largest part shows (`HUE_NEW`) are looked for too. A picture whose colour balance drifted (a camera's white
+        balance, light of another colour) moved its hues out of those learnt when it was drawn, and every match short of
+        sure failed the check; into a warmer light, a third of a ball's moved at once, and the next frame, with half,
+        was a miss, so waiting for its hues to fall was too late. Next to them only, so that a box that took something
+        else does not learn to look for it."""
         x, y = (int(round(c - s / 2)) for c, s in zip(self.centre, self.size))
         look = image[max(0, y) : y + self.size[1], max(0, x) : x + self.size[0]]
         if look.shape[:2] != (self.size[1], self.size[0]):  # the picture's edge cuts it: no measure of its hues
             return
-        codes = _hue_codes(
-            look[::2, ::2]
-        )  # shares of the look: every other pixel tells them as well, in a quarter the time
+        # shares of the look: every other pixel tells them as well, in a quarter of the time
+        codes = _hue_codes(look[::2, ::2])
         seen, beside = self.seen_hues.take(codes).mean(), self.beside_hues.take(codes).mean()
         more = (1 - self.HUE_FOLLOW) * self.hue_share
         if seen >= self.HUE_FOLLOW * self.hue_share and beside < self.beside_share + more:
