@@ -406,7 +406,8 @@ class TemplateTracker:
     sure must also show the object's own hues (`_own_hues`, learnt when it is drawn, and next to them those it shows as
     the light changes, `_follow_hues`), and near where it is expected, and in the size checks, where its hues are laid
     out as in its look also matches: the background the look holds (a round object's corners, its margin) outweighed the
-    object on a textured picture.
+    object on a textured picture. Near where it is expected, a match that shows the object's hues only blurred (its
+    parts have turned) counts as found, and no more (`LOOSE`).
 
     Measured on two balls that fall, bounce and drift (scripts/measure_tracking.py, docs/layers.md): boxes drawn
     tight or loose, up to half the picture (both halves alike), stay on their ball, on a plain background and on a
@@ -428,7 +429,9 @@ class TemplateTracker:
     # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
     # layout); and the fewest pixels of them a look (cut by the picture's edge, or small) must have to be checked
     HUE_SHARE, HUE_PIXELS = (0.1, 0.9), 4
-    HUE_FOLLOW = 0.8  # a found object that shows its hues on less than this of what its look did learns new ones
+    # a found object that shows its hues on less than this share of what its look did, or hues next to them on more
+    # than its look did by the rest of that share, learns new ones (`_follow_hues`)
+    HUE_FOLLOW = 0.8
     HUE_NEW = 0.1  # that its largest part shows on this share of its pixels, at least
     VISIBLE = 0.25  # an object the picture's edge cuts is matched by what is in it, down to this share of its sides
     START_FRAMES = 2  # the frames after the drawn one whose moves tell the backward pass how the object moved
@@ -456,7 +459,7 @@ class TemplateTracker:
         self.own_hues = self._own_hues(image, np.array([x, y, *self.size], dtype=np.float64))
         # the hues it is looked for by in the picture: its own, and those it has shown since next to them
         self.seen_hues = None if self.own_hues is None else self.own_hues.copy()
-        self.hue_share = 0.0 if self.own_hues is None else float(self._shown(self.anchor).mean())
+        self.hue_share = 0.0 if self.own_hues is None else float(self._shown(self.first).mean())
         if self.seen_hues is not None:
             self._hues_beside()
 
@@ -471,8 +474,8 @@ class TemplateTracker:
     ) -> tuple[float, np.ndarray]:
         """The best match within `reach` (x, y pixels) of `centre` of the object's two looks (`anchor`, `template`;
         or `looks`, another size of them): its score and centre. With `layout`, where the object's hues are laid out
-        as in its look also matches (never as a sure match); with `loose` too, where they are so laid out blurred
-        (up to `LOOSE`)."""
+        as in its look also matches (never as a sure match); with `loose`, where they show only blurred, laid out or
+        not, also matches, up to `LOOSE`."""
         looks = looks or (self.anchor, self.template)
         h, w = looks[0].shape[:2]
         height, width = image.shape[:2]
@@ -504,7 +507,7 @@ class TemplateTracker:
         # it left, and as a sure match it would let the edge search take such a blotch for it coming back
         shown = None if self.own_hues is None or scores.max() >= self.SURE + self.TIE else self._shown(looks[0])
         checked = shown is not None and shown.sum() >= self.HUE_PIXELS
-        strict = None  # the matches that show the object's hues where its look has them exactly
+        loosely_best = False  # the best match shows the object's hues only loosely (`loose`)
         if checked:
             present = self._shown(area, self.seen_hues)
             # (a look all of its hues has no layout: normalised, it would match equally anywhere)
@@ -514,26 +517,34 @@ class TemplateTracker:
                 scores = np.maximum(scores, np.minimum(laid_out, np.float32(self.SURE - 0.01)))
             covered = cv2.matchTemplate(present, shown, cv2.TM_CCORR) / shown.sum()
             strict = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
-            # and loosely: where its hues lie, blurred over a sixth of the look, up to `LOOSE`. An object's parts may
-            # have turned (a striped ball that rolls) and cover much the same ground: by the hues' exact pixels, the
-            # check and the layout failed a ball whose stripes had turned a quarter, and it was lost until they
-            # turned back (10 of 10 pictures). Never more than found: loose matches let by at up to 0.65 made one
-            # island of matches (`others`, below) with the ball's twin crossing its path, and the box went with it
-            k = max(3, min(h, w) // 6) | 1
-            spread, spread_look = cv2.blur(present, (k, k)), cv2.blur(shown, (k, k))
-            loosely = scores
-            if laid and loose:
-                loosely = np.maximum(loosely, cv2.matchTemplate(spread, spread_look, cv2.TM_CCOEFF_NORMED))
-            spread_covered = cv2.matchTemplate(spread, spread_look, cv2.TM_CCORR) / float((spread_look**2).sum())
-            loosely = np.where(spread_covered >= self.COVERED, np.minimum(loosely, np.float32(self.LOOSE)), -1)
-            scores = np.maximum(strict, loosely.astype(np.float32))
-            if strict.max() >= scores.max():  # the best shows its hues exactly: the loose ones are no other match
-                scores = strict
+            if loose:
+                # and loosely: where its hues lie, blurred over a sixth of the look's shorter side, up to `LOOSE`. An
+                # object's parts may have turned (a striped ball that rolls) and cover much the same ground: by the
+                # hues' exact pixels, the check and the layout failed a ball whose stripes had turned a quarter, and
+                # it was lost until they turned back (10 of 10 pictures). Never more than found, and only where no
+                # exact match is as good: loose matches let by at up to 0.65, or beside a better exact one, made one
+                # island of matches (`others`, below) with the ball's twin crossing its path, and the box went with it
+                k = max(3, min(h, w) // 6) | 1
+                spread, spread_look = cv2.blur(present, (k, k)), cv2.blur(shown, (k, k))
+                loosely = scores
+                if laid:
+                    loosely = np.maximum(loosely, cv2.matchTemplate(spread, spread_look, cv2.TM_CCOEFF_NORMED))
+                covered = cv2.matchTemplate(spread, spread_look, cv2.TM_CCORR) / float((spread_look**2).sum())
+                loosely = np.where(covered >= self.COVERED, np.minimum(loosely, np.float32(self.LOOSE)), np.float32(-1))
+                loosely_best = bool(loosely.max() > strict.max())
+            scores = np.maximum(strict, loosely) if loosely_best else strict
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
         # looks: without that, noise picked a neighbouring window, the move it made became the next frame's
         # prediction, and the box hopped along the row a window per frame. Only near-ties: weighing every match
         # down by its distance lost small balls that bounce faster than the prediction (8 of 48 tracks over 5% off)
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
+        if loosely_best:
+            # loose matches capped alike make a flat top: its middle, not its first point in OpenCV's scan order,
+            # which put the box 4-5 px above a rolling ball and a little to its left, and its motion with it
+            _, tops = cv2.connectedComponents((scores >= best).astype(np.uint8), connectivity=8)
+            ys, xs = np.nonzero(tops == tops[by, bx])
+            middle = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+            by, bx = int(ys[middle]), int(xs[middle])
         others = scores.copy()  # another object's match, not the best one's own slope: half a template off or more
         if checked and best < self.SURE:
             # checked by hue, another island of matches within a tie of the best: a ball's twin crossing its path made
@@ -695,8 +706,10 @@ class TemplateTracker:
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
             self.fastest = np.maximum(self.fastest * self.FASTEST_DECAY, np.abs(self.velocity))
-            # (a match sure by more than a tie is not checked by hue: there, every few frames keeps up with the light)
-            if self.seen_hues is not None and (score < self.SURE + self.TIE or self.updates % 4 == 0):
+            # (a match sure by more than a tie is not checked by hue: there, every fourth frame keeps up with the light;
+            # a loose match may be a few pixels off the object, and teaches nothing)
+            often = score < self.SURE + self.TIE or self.updates % 4 == 0
+            if self.seen_hues is not None and score > self.LOOSE and often:
                 self._follow_hues(image)
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
