@@ -423,7 +423,7 @@ class TemplateTracker:
     VERY_SURE = 0.95  # a match this good is at the object's size: no other size is tried
     SCALE_STEP, SCALES, RESCALE_EVERY = 1.1, (0.25, 4.0), 2  # sizes tried, how far from the drawn one, how often
     RESCALE_GAIN = 0.04  # a size is taken where it matches this much better, twice in a row (balls took wrong ones)
-    LOOSE = FOUND + 0.1  # a match by where the object's hues lie blurred (`_match`) counts up to this: found, no more
+    LOOSE = np.float32(FOUND + 0.1)  # a match by where the object's hues lie blurred (`_match`) counts up to this
     TIE = 0.06  # matches within this of the best score are as good as it (a look-alike, in noise): the nearest is taken
     COVERED = 0.5  # a match short of sure shows the object's own hues on this share of the pixels they cover
     # the share of its look the object's hues cover, at least (else they tell nothing) and at most (else they have no
@@ -518,7 +518,8 @@ class TemplateTracker:
             covered = cv2.matchTemplate(present, shown, cv2.TM_CCORR) / shown.sum()
             strict = np.where((covered >= self.COVERED) | (scores >= self.SURE), scores, np.float32(-1))
             if loose:
-                # and loosely: where its hues lie, blurred over a sixth of the look's shorter side, up to `LOOSE`. An
+                # and loosely: where its hues lie, blurred over about a sixth of the look's shorter side (odd, 3 px at
+                # least), up to `LOOSE` (the blurred layout may also lift a match that passes the exact check). An
                 # object's parts may have turned (a striped ball that rolls) and cover much the same ground: by the
                 # hues' exact pixels, the check and the layout failed a ball whose stripes had turned a quarter, and
                 # it was lost until they turned back (10 of 10 pictures). Never more than found, and only where no
@@ -530,7 +531,7 @@ class TemplateTracker:
                 if laid:
                     loosely = np.maximum(loosely, cv2.matchTemplate(spread, spread_look, cv2.TM_CCOEFF_NORMED))
                 covered = cv2.matchTemplate(spread, spread_look, cv2.TM_CCORR) / float((spread_look**2).sum())
-                loosely = np.where(covered >= self.COVERED, np.minimum(loosely, np.float32(self.LOOSE)), np.float32(-1))
+                loosely = np.where(covered >= self.COVERED, np.minimum(loosely, self.LOOSE), np.float32(-1))
                 loosely_best = bool(loosely.max() > strict.max())
             scores = np.maximum(strict, loosely) if loosely_best else strict
         # of matches as good as each other (a bus's windows, a row of look-alikes), the nearest to where the search
@@ -706,10 +707,8 @@ class TemplateTracker:
         if ok:
             self.velocity, self.centre = (centre - self.centre) / (1 + self.missed), centre  # a move per frame
             self.fastest = np.maximum(self.fastest * self.FASTEST_DECAY, np.abs(self.velocity))
-            # (a match sure by more than a tie is not checked by hue: there, every fourth frame keeps up with the light;
-            # a loose match may be a few pixels off the object, and teaches nothing)
-            often = score < self.SURE + self.TIE or self.updates % 4 == 0
-            if self.seen_hues is not None and score > self.LOOSE and often:
+            # (a match sure by more than a tie is not checked by hue: there, every fourth frame keeps up with the light)
+            if self.seen_hues is not None and (score < self.SURE + self.TIE or self.updates % 4 == 0):
                 self._follow_hues(image)
             if score >= self.SURE:
                 x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
