@@ -320,10 +320,19 @@ def _hue_codes(pixels: np.ndarray) -> np.ndarray:
     return np.where(total < DARK, HUE_LEVELS**2, r * HUE_LEVELS + g)
 
 
+def _hue_counts(codes: np.ndarray) -> np.ndarray:
+    """`_hue_codes` (any shape) -> (HUE_LEVELS ** 2,) float: how many pixels have each hue (too dark: none)."""
+    return np.bincount(codes.ravel(), minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
+
+
+def _pooled_hues(table: np.ndarray) -> np.ndarray:
+    """(HUE_LEVELS ** 2,) values per hue -> each summed with its neighbours' (`_pooled`), flat again."""
+    return _pooled(table.reshape(HUE_LEVELS, HUE_LEVELS)).ravel()
+
+
 def _beside(hues: np.ndarray) -> np.ndarray:
     """A table over `_hue_codes` (as `TemplateTracker._own_hues` gives) -> the hues next to those in it, not in it."""
-    table = hues[:-1].reshape(HUE_LEVELS, HUE_LEVELS).astype(np.float32)
-    return np.append(_pooled(table).ravel() > 0, False) & ~hues
+    return np.append(_pooled_hues(hues[:-1].astype(np.float64)) > 0, False) & ~hues
 
 
 def _hues_standing_out(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -343,10 +352,9 @@ def _hues_standing_out(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, 
         return None
 
     def frequency(hues: np.ndarray) -> np.ndarray:  # share of each hue, neighbours pooled (too dark: none)
-        counts = np.bincount(hues, minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
-        return _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)).ravel() / len(hues)
+        return _pooled_hues(_hue_counts(hues)) / hues.size
 
-    own = frequency(inside.ravel()) > OBJECT_RATIO * frequency(outside)
+    own = frequency(inside) > OBJECT_RATIO * frequency(outside)
     return own, inside, labels == 1 + int(np.argmax(stats[1:, AREA]))
 
 
@@ -458,9 +466,10 @@ class TemplateTracker:
         self.drawn_size = drawn[2:]
         self.own_hues = self._own_hues(image, np.array([x, y, *self.size], dtype=np.float64))
         # the hues it is looked for by in the picture: its own, and those it has shown since next to them
-        self.seen_hues = None if self.own_hues is None else self.own_hues.copy()
-        self.hue_share = 0.0 if self.own_hues is None else float(self._shown(self.first).mean())
-        if self.seen_hues is not None:
+        self.seen_hues = None
+        if self.own_hues is not None:
+            self.seen_hues = self.own_hues.copy()
+            self.hue_share = float(self._shown(self.first).mean())  # of its look as drawn
             self._hues_beside()
 
     def _match(
@@ -583,8 +592,7 @@ class TemplateTracker:
         core[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
         if (part & core).sum() >= 0.25 * core.sum():  # the middle of its look, where the margin's blotches are not
             part &= core
-        counts = np.bincount(inside[part], minlength=HUE_LEVELS**2 + 1)[:-1].astype(np.float64)
-        shown = _pooled(counts.reshape(HUE_LEVELS, HUE_LEVELS)).ravel() > 0
+        shown = _pooled_hues(_hue_counts(inside[part])) > 0
         hues = np.append(own & shown, False)  # a pixel with no hue is never the object's
         return hues if hues.take(inside).mean() >= self.HUE_SHARE[0] else None  # `inside` is the look
 
@@ -601,10 +609,10 @@ class TemplateTracker:
         sure failed the check; into a warmer light, a third of a ball's moved at once, and the next frame, with half,
         was a miss, so waiting for its hues to fall was too late. Next to them only, so that a box that took something
         else does not learn to look for it."""
-        x, y = (int(round(c - s / 2)) for c, s in zip(self.centre, self.size))
-        look = image[max(0, y) : y + self.size[1], max(0, x) : x + self.size[0]]
-        if look.shape[:2] != (self.size[1], self.size[0]):  # the picture's edge cuts it: no measure of its hues
+        at = self._look_now(image)
+        if at is None:  # the picture's edge cuts it: no measure of its hues
             return
+        x, y, look = at
         # shares of the look: every other pixel tells them as well, in a quarter of the time
         codes = _hue_codes(look[::2, ::2])
         seen, beside = self.seen_hues.take(codes).mean(), self.beside_hues.take(codes).mean()
@@ -616,11 +624,18 @@ class TemplateTracker:
             own, inside, part = found
             # those its largest part itself shows, not their neighbours: those pooled in grew the hues it was looked
             # for by from 11 to 34 bins in 2 s of a ball crossing a blotchy picture in light that did not change
-            shown = np.bincount(inside[part], minlength=HUE_LEVELS**2 + 1)[:-1] >= self.HUE_NEW * part.sum()
+            shown = _hue_counts(inside[part]) >= self.HUE_NEW * part.sum()
             new = np.append(own & shown, False) & self.beside_hues
             if new.any():
                 self.seen_hues |= new
                 self._hues_beside()
+
+    def _look_now(self, image: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+        """The object's look at its centre now, at its size now, with its corner (x, y pixels), or None where the
+        picture's edge cuts it."""
+        x, y = (int(round(c - s / 2)) for c, s in zip(self.centre, self.size))
+        look = image[max(0, y) : y + self.size[1], max(0, x) : x + self.size[0]]
+        return (x, y, look) if look.shape[:2] == (self.size[1], self.size[0]) else None
 
     def _hues_beside(self) -> None:
         """The hues next to those the object is looked for by (`beside_hues`), and the share of its look as drawn
@@ -710,11 +725,9 @@ class TemplateTracker:
             # (a match sure by more than a tie is not checked by hue: there, every fourth frame keeps up with the light)
             if self.seen_hues is not None and (score < self.SURE + self.TIE or self.updates % 4 == 0):
                 self._follow_hues(image)
-            if score >= self.SURE:
-                x, y = (int(round(c - s / 2)) for c, s in zip(centre, self.size))
-                patch = image[y : y + self.size[1], x : x + self.size[0]]
-                if x >= 0 and y >= 0 and patch.shape == self.template.shape:
-                    self.template = (1 - self.BLEND) * self.template + self.BLEND * patch
+            at = self._look_now(image) if score >= self.SURE else None
+            if at is not None:
+                self.template = (1 - self.BLEND) * self.template + self.BLEND * at[2]
         if self.updates <= self.START_FRAMES:
             self.start_speed = self.fastest.copy()
         self.missed = 0 if ok else self.missed + 1
