@@ -16,11 +16,13 @@ ours: one line, exit 1, and REWAS_DEBUG=1 re-raises it with its traceback. No pa
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import logging
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -1018,6 +1020,17 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (`rewas info | head`): polled for an error, where the
+    platform can. A broken pipe anywhere else (a socket, a subprocess) stays an error of ours."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file behind stdout
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .download import DownloadError
@@ -1033,6 +1046,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewas: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 128 + int(signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as e:
+        if isinstance(e, BrokenPipeError) and _reader_gone():
+            # as a Unix tool that SIGPIPE ends: nothing to say, and no one to say it to; what stdout still buffers
+            # goes nowhere rather than failing again at the exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + 13  # SIGPIPE's number on Linux and macOS
         if os.environ.get("REWAS_DEBUG"):
             raise
         if isinstance(e, UserError):  # bad input or options: the line says what to fix
@@ -1052,5 +1070,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The `rewas` command, as a process (the console script and `python -m rewas`): `main`, then the exit.
+
+    Once a command has imported torch, tearing the interpreter down takes 0.25-0.3 s on a 2-core CPU (its modules'
+    and libraries' destructors), a tenth of what `rewas generate` on the default model costs, and it writes nothing
+    of ours: every output is closed before it is renamed into place. So, the command done, the atexit handlers run
+    (logging's flush, temporary folders, worker pools), the standard streams are flushed, and the process ends
+    there. Python's usual exit remains for a thread still running, for a profiler or tracer watching (cProfile,
+    coverage, a debugger: they write their results after `main` returns) and where atexit has no
+    `_run_exitfuncs`."""
+    code = main()
+    flush = getattr(atexit, "_run_exitfuncs", None)
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if flush is None or others or sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
+    flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`rewas info | head`): nothing more can reach it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
