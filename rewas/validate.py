@@ -65,13 +65,18 @@ def auto_dtype(on: torch.device) -> tuple[torch.dtype, str]:
     return torch.float32, "this CPU has no native bf16 (no AVX512-BF16 or AMX), where fp32 is faster"
 
 
-def channels_last(on: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the denoiser's convolutions are faster with channels-last weights on `on` in `dtype`: in bf16 on an
-    AMX CPU, where oneDNN's kernels take that layout (docs/speed.md). fp32 there, and bf16 on an AVX512-BF16 CPU
-    without AMX (the paper's UNet), were no faster; GPUs are not measured."""
+def channels_last(on: torch.device, dtype: torch.dtype, widest: int) -> bool:
+    """Whether the denoiser's convolutions are faster with channels-last weights on `on` in `dtype`, for a UNet whose
+    widest level has `widest` channels: in bf16 on an AMX CPU, where oneDNN's kernels take that layout, and on an
+    AVX512-BF16 CPU without AMX up to 384 channels, beyond which its blocked layout wins (docs/speed.md: a guided
+    step 0.88-0.91 of the default layout's time up to 384, 1.00 at 576, 1.15 for the paper's 960). fp32 was no
+    faster on either; GPUs are not measured."""
     import torch
 
-    return on.type == "cpu" and dtype == torch.bfloat16 and native_bf16() == "AMX"
+    if on.type != "cpu" or dtype != torch.bfloat16:
+        return False
+    isa = native_bf16()
+    return isa == "AMX" or (isa == "AVX512-BF16" and widest <= 384)
 
 
 def dtype(value: str | torch.dtype | None, on: torch.device, name: str = "dtype") -> torch.dtype:
