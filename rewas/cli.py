@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 
 from ._optional import require, require_extra
-from .errors import MissingFileError, Terminated, UserError, is_environment, one_line
+from .errors import DownloadError, MissingFileError, Terminated, UserError, is_environment, one_line
 from .soundtrack import LAYER_FORM, LAYER_HELP
 
 EXIT_USER = 2
@@ -1033,8 +1033,6 @@ def _reader_gone() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .download import DownloadError
-
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:

@@ -14,11 +14,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .errors import DownloadError
 from .release import COMPONENTS, MAIN, PHI, REWAS, SYNCHFORMER, Remote, components_lacking
-
-
-class DownloadError(RuntimeError):
-    pass
 
 
 def _listing() -> str:

@@ -21,6 +21,11 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (still a FileNotFoundError for API callers)."""
 
 
+class DownloadError(RuntimeError):
+    """A released file could not be fetched or verified (`rewas download`): the network or the remote, not the
+    user and not a bug; one line, exit 1."""
+
+
 # a full disk or quota, a file-size limit, a read-only file system, out of memory, an I/O error
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ENOMEM, errno.EIO)
 
