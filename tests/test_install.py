@@ -241,3 +241,41 @@ def test_make_install_asks_for_the_cpu_build_of_torch_on_linux():
         text=True,
     )
     assert any(x.endswith('install --quiet --no-deps  "torch==2.13.0"') for x in gpu.stdout.splitlines())
+
+
+def test_a_built_wheel_alone_generates_with_the_default_model(clip, tmp_path):
+    """What `pip install rewas` gets, with nothing read from the checkout: the package's data (the default model,
+    the studio's page, the release manifests) and the `rewas` command. Built offline from a copy of the package's
+    sources (setuptools writes its build/ beside them) and installed into a folder of its own."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "rewas", src / "rewas", ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = subprocess.run(
+        [*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("rewas-*.whl")
+    site = tmp_path / "site"
+    done = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)])
+    assert done.returncode == 0
+    assert "rewas = rewas.cli:run" in next(site.glob("rewas-*.dist-info/entry_points.txt")).read_text()
+    env = dict(os.environ, PYTHONPATH=str(site))
+    probe = (
+        "import importlib.resources as r, rewas\n"
+        "assets = r.files('rewas') / 'assets'\n"
+        "print(rewas.__file__)\n"
+        "print(all((assets / p).is_file() for p in ('default/config.json', 'default/unet.safetensors',"
+        " 'studio/curve.js', 'manifests/phi.json')))\n"
+    )
+    where = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.split() == [str(site / "rewas" / "__init__.py"), "True"]
+    out = tmp_path / "out.mp4"
+    command = [str(site / "bin" / "rewas"), "generate", str(clip), "--prompt", "a ball", "--steps", "2", "-q", "-o"]
+    res = subprocess.run([sys.executable, *command, str(out)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert out.stat().st_size > 1000
