@@ -373,7 +373,7 @@ class ReWaSPipeline:
     def _arrange(self) -> None:
         """The UNet's and adapter's convolution weights in channels-last layout where PyTorch runs them faster so
         (`validate.channels_last`: one guided step of the default model in bf16 took 55 against 72 ms on an AMX
-        CPU, 35 against 44 ms on an AVX512-BF16 one), else in the default layout. Only the layout changes, not the
+        CPU, 39 against 43 ms on an AVX512-BF16 one), else in the default layout. Only the layout changes, not the
         values; the activations follow the weights' layout. Done when PyTorch's denoiser is made (`denoiser`), for
         the device and dtype of that moment: a model that goes to OpenVINO is never laid out for PyTorch first
         (converting takes the default layout), and one that comes back from it, or whose conversion failed, is laid
