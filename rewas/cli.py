@@ -1026,7 +1026,7 @@ def _reader_gone() -> bool:
     try:
         poll = select.poll()
         poll.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(event & select.POLLERR for _, event in poll.poll(0))
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))  # a pipe; a socket
     except (AttributeError, OSError, ValueError):  # no poll (Windows), no file behind stdout
         return False
 
@@ -1037,6 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         args.func(args)
+        if sys.stdout is not None:  # what a command printed to a pipe or a file is written now, its failure ours
+            sys.stdout.flush()
     except BatchIncomplete:
         return EXIT_INTERNAL
     except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM: everything was cleaned up on the way out
@@ -1072,24 +1074,42 @@ def run() -> None:
     """The `rewas` command, as a process (the console script and `python -m rewas`): `main`, then the exit.
 
     Once a command has imported torch, tearing the interpreter down takes 0.25-0.3 s on a 2-core CPU (its modules'
-    and libraries' destructors), a tenth of what `rewas generate` on the default model costs, and it writes nothing
-    of ours: every output is closed before it is renamed into place. So, the command done, the atexit handlers run
-    (logging's flush, temporary folders, worker pools), the standard streams are flushed, and the process ends
-    there. Python's usual exit remains for a thread still running, for a profiler or tracer watching (cProfile,
-    coverage, a debugger: they write their results after `main` returns) and where atexit has no
+    and libraries' destructors), over a tenth of what `rewas generate` on the default model costs, and it writes
+    nothing of ours: every output is closed before it is renamed into place, and `main` has flushed stdout. So, the
+    command done, the atexit handlers run (logging's flush, temporary folders, multiprocessing's workers), the
+    streams of Python and of C libraries are flushed, and the process ends there. Python's usual exit remains for a
+    thread still running (a concurrent.futures pool), for a profiler, tracer or debugger watching (cProfile,
+    coverage, pdb: they write their results after `main` returns), for `python -i`, and where atexit has no
     `_run_exitfuncs`."""
     code = main()
     flush = getattr(atexit, "_run_exitfuncs", None)
-    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
-    if flush is None or others or sys.getprofile() is not None or sys.gettrace() is not None:
+    if flush is None or _watched() or sys.flags.inspect:
         sys.exit(code)
     flush()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`rewas info | head`): nothing more can reach it
-            pass
+            if stream is not None:  # no stream where its descriptor was closed at start
+                stream.flush()
+        except (OSError, ValueError):  # stdout's failures are `main`'s; what is left cannot be told anywhere
+            code = code or EXIT_INTERNAL
+    try:  # what native libraries printf'd into C's own buffer of stdout
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to ask (Windows)
+        pass
     os._exit(code)
+
+
+def _watched() -> bool:
+    """Whether another thread runs, or a profiler, tracer or debugger watches: through sys.setprofile/settrace, or
+    through sys.monitoring (Python 3.12+: cProfile and debuggers there register a tool instead)."""
+    if any(t is not threading.current_thread() and not t.daemon for t in threading.enumerate()):
+        return True
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))
 
 
 if __name__ == "__main__":

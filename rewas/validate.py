@@ -69,8 +69,8 @@ def channels_last(on: torch.device, dtype: torch.dtype, widest: int) -> bool:
     """Whether the denoiser's convolutions are faster with channels-last weights on `on` in `dtype`, for a UNet whose
     widest level has `widest` channels: in bf16 on an AMX CPU, where oneDNN's kernels take that layout, and on an
     AVX512-BF16 CPU without AMX up to 384 channels, beyond which its blocked layout wins (docs/speed.md: a guided
-    step 0.88-0.98 of the default layout's time up to 384, 1.00 at 576, 1.15 for the paper's 960). fp32 was no
-    faster on either; GPUs are not measured."""
+    step 0.88-0.98 of the default layout's time up to 384, 1.00 at 576, 1.15 at 960, the paper preset's width; the
+    paper preset itself 1.08). fp32 was no faster on either; GPUs are not measured."""
     import torch
 
     if on.type != "cpu" or dtype != torch.bfloat16:

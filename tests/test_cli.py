@@ -2,11 +2,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import types
 
 import numpy as np
 import pytest
 from avcheck import durations, ffmpeg_audio, ffmpeg_decodes_video, pyav_audio, streams
 
+from rewas import cli
 from rewas.cli import main
 
 
@@ -518,30 +521,58 @@ def test_a_generation_with_the_default_model_imports_no_compiler(media, tmp_path
     assert res.stdout.strip().splitlines()[-1] == "0 False"
 
 
+# stdout to a pipe or a file, as Python buffers it by default (this shell may set PYTHONUNBUFFERED)
+BUFFERED = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
 def test_the_command_flushes_runs_atexit_and_skips_the_teardown():
-    """`rewas` (cli.run) ends the process once the command is done: its output and atexit handlers first, then
-    no interpreter teardown (0.25-0.3 s once torch is imported), which a __del__ at teardown would show."""
+    """`rewas` (cli.run) ends the process once the command is done: its output (Python's and a C library's) and
+    atexit handlers first, then no interpreter teardown (0.25-0.3 s once torch is imported), which a __del__ at
+    teardown would show."""
     probe = (
-        "import atexit, sys\n"
+        "import atexit, ctypes, sys\n"
         "from rewas import cli\n"
         "class Teardown:\n"
         "    def __del__(self):\n"
         "        sys.stderr.write('teardown\\n')\n"
         "keep = Teardown()\n"
         "atexit.register(lambda: sys.stderr.write('atexit\\n'))\n"
+        "ctypes.CDLL(None).printf(b'native\\n')\n"
         "sys.argv = ['rewas', *sys.argv[1:]]\n"
         "cli.run()\n"
     )
-    res = subprocess.run([sys.executable, "-c", probe, "info", "debug"], capture_output=True, text=True)
+
+    def probe_run(*argv: str, source: str = probe):
+        return subprocess.run([sys.executable, "-c", source, *argv], capture_output=True, text=True, env=BUFFERED)
+
+    res = probe_run("info", "debug")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("model debug") and res.stdout.rstrip().splitlines()[-1].startswith("  and --runtime")
+    lines = res.stdout.rstrip().splitlines()
+    assert lines[0] == "model debug (debug)" and lines[-2].startswith("  and --runtime") and lines[-1] == "native"
     assert res.stderr.splitlines() == ["atexit"]
-    res = subprocess.run([sys.executable, "-c", probe, "info", "nothing-such"], capture_output=True, text=True)
+    res = probe_run("info", "nothing-such")
     assert res.returncode == 2 and res.stderr.splitlines()[0].startswith("rewas: error:")
     assert res.stderr.splitlines()[1:] == ["atexit"]
-    res = subprocess.run([sys.executable, "-c", probe.replace("cli.run()", "sys.exit(cli.main())"), "info", "debug"],
-                         capture_output=True, text=True)  # fmt: skip
+    res = probe_run("info", "debug", source=probe.replace("cli.run()", "sys.exit(cli.main())"))
     assert res.returncode == 0 and res.stderr.splitlines() == ["atexit", "teardown"]  # the probe sees a teardown
+
+
+def test_watchers_and_other_threads_keep_the_usual_exit(monkeypatch):
+    """cProfile and debuggers register a sys.monitoring tool on Python 3.12+ instead of sys.setprofile."""
+    assert not cli._watched()
+    monitoring = types.SimpleNamespace(get_tool=lambda tool: "cProfile" if tool == 2 else None)
+    monkeypatch.setattr(sys, "monitoring", monitoring, raising=False)
+    assert cli._watched()
+    monkeypatch.setattr(sys, "monitoring", types.SimpleNamespace(get_tool=lambda tool: None), raising=False)
+    assert not cli._watched()
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        assert cli._watched()
+    finally:
+        stop.set()
+        worker.join()
 
 
 def test_a_profiler_still_gets_the_usual_exit(tmp_path):
@@ -557,11 +588,32 @@ def test_a_profiler_still_gets_the_usual_exit(tmp_path):
 
 def test_a_reader_that_goes_away_ends_the_command_quietly():
     """`rewas info | head -1`: the reader closes the pipe; rewas stops as a Unix tool does (128 + SIGPIPE), with
-    no "internal error"."""
-    read, write = os.pipe()
-    os.close(read)
-    try:
-        res = subprocess.run([sys.executable, "-m", "rewas", "info", "debug"], stdout=write, stderr=subprocess.PIPE)
-    finally:
-        os.close(write)
-    assert res.returncode == 141 and res.stderr == b""
+    no "internal error", whether Python buffers stdout or not."""
+    for env in (BUFFERED, dict(BUFFERED, PYTHONUNBUFFERED="1")):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            command = [sys.executable, "-m", "rewas", "info", "debug"]
+            res = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, env=env)
+        finally:
+            os.close(write)
+        assert res.returncode == 141 and res.stderr == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_output_that_cannot_be_written_is_an_error_and_no_stdout_is_none():
+    with open("/dev/full", "w") as full:  # a full disk: one line, exit 1 (the machine, not a bug of ours)
+        res = subprocess.run(
+            [sys.executable, "-m", "rewas", "info", "debug", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=BUFFERED,
+        )
+    assert res.returncode == 1 and res.stderr.decode().splitlines() == [
+        "rewas: error: [Errno 28] No space left on device"
+    ]
+    # started with its stdout closed (a daemon, cron): nothing to print to, and nothing failed
+    res = subprocess.run(
+        [sys.executable, "-m", "rewas", "info", "debug"], stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1)
+    )
+    assert res.returncode == 0 and res.stderr == b""

@@ -129,8 +129,9 @@ def _isa(monkeypatch, isa: str | None) -> None:
 
 def test_channels_last_where_it_was_measured_faster(monkeypatch):
     """docs/speed.md: a guided step in bf16 with channels-last weights took 0.88-0.98 of the default layout's time on
-    an AVX512-BF16 CPU without AMX for UNets up to 384 channels wide (the default model's is 192), 1.00 at 576 and
-    1.15 at the paper's 960; on an AMX CPU the default model's took 55 against 72 ms, the paper's 0.92 of it."""
+    an AVX512-BF16 CPU without AMX for UNets up to 384 channels wide (the default model's is 192), 1.00 at 576, 1.15
+    at 960 and 1.08 for the paper preset (960); on an AMX CPU the default model's took 55 against 72 ms, the paper's
+    0.92 of it."""
     cpu, bf16 = torch.device("cpu"), torch.bfloat16
     for isa, widths in (
         ("AMX", {192: True, 960: True}),
