@@ -558,21 +558,25 @@ def test_the_command_flushes_runs_atexit_and_skips_the_teardown():
 
 
 def test_watchers_and_other_threads_keep_the_usual_exit(monkeypatch):
-    """cProfile and debuggers register a sys.monitoring tool on Python 3.12+ instead of sys.setprofile."""
-    assert not cli._watched()
-    monitoring = types.SimpleNamespace(get_tool=lambda tool: "cProfile" if tool == 2 else None)
-    monkeypatch.setattr(sys, "monitoring", monitoring, raising=False)
-    assert cli._watched()
+    """cProfile and debuggers register a sys.monitoring tool on Python 3.12+ instead of sys.setprofile. (The test's
+    own process has threads and may have a tracer of its own: each condition is set up alone.)"""
+    here = threading.current_thread()
+    monkeypatch.setattr(threading, "enumerate", lambda: [here, types.SimpleNamespace(daemon=True)])
+    monkeypatch.setattr(sys, "getprofile", lambda: None)
+    monkeypatch.setattr(sys, "gettrace", lambda: None)
     monkeypatch.setattr(sys, "monitoring", types.SimpleNamespace(get_tool=lambda tool: None), raising=False)
     assert not cli._watched()
-    stop = threading.Event()
-    worker = threading.Thread(target=stop.wait)
-    worker.start()
-    try:
-        assert cli._watched()
-    finally:
-        stop.set()
-        worker.join()
+    monkeypatch.setattr(
+        sys, "monitoring", types.SimpleNamespace(get_tool=lambda tool: "cProfile" if tool == 2 else None)
+    )
+    assert cli._watched()
+    monkeypatch.delattr(sys, "monitoring")  # Python 3.11 and before
+    assert not cli._watched()
+    monkeypatch.setattr(sys, "gettrace", lambda: print)
+    assert cli._watched()
+    monkeypatch.setattr(sys, "gettrace", lambda: None)
+    monkeypatch.setattr(threading, "enumerate", lambda: [here, types.SimpleNamespace(daemon=False)])
+    assert cli._watched()
 
 
 def test_a_profiler_still_gets_the_usual_exit(tmp_path):
