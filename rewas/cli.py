@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from .soundtrack import LAYER_FORM, LAYER_HELP
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
+EXIT_PIPE = 128 + 13  # as a Unix tool that SIGPIPE ends (SIGPIPE is 13 on Linux and macOS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1031,14 +1033,45 @@ def _reader_gone() -> bool:
         return False
 
 
+def _discard_stdout() -> None:
+    """What stdout still buffers goes nowhere: it could not be written, and would fail again at the exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind stdout
+        pass
+
+
+def _flush_stdout() -> int | None:
+    """Write what was printed to a pipe or a file (Python buffers it) as part of the command: None when written (or
+    no stdout), else the exit code of the failure: the reader gone (EXIT_PIPE, nothing said), or one line."""
+    if sys.stdout is None:  # started with its descriptor closed
+        return None
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        _discard_stdout()
+        if isinstance(e, BrokenPipeError) or (os.name == "nt" and e.errno == errno.EINVAL):  # Windows' word for it
+            return EXIT_PIPE
+        print(f"rewas: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) and argument errors (2): what help printed is written here too
+        failed = _flush_stdout() if e.code == 0 else None
+        if failed is not None:
+            raise SystemExit(failed) from None
+        raise
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         args.func(args)
-        if sys.stdout is not None:  # what a command printed to a pipe or a file is written now, its failure ours
-            sys.stdout.flush()
+        failed = _flush_stdout()
+        if failed is not None:
+            return failed
     except BatchIncomplete:
         return EXIT_INTERNAL
     except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM: everything was cleaned up on the way out
@@ -1046,11 +1079,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewas: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 128 + int(signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as e:
-        if isinstance(e, BrokenPipeError) and _reader_gone():
-            # as a Unix tool that SIGPIPE ends: nothing to say, and no one to say it to; what stdout still buffers
-            # goes nowhere rather than failing again at the exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 128 + 13  # SIGPIPE's number on Linux and macOS
+        if isinstance(e, BrokenPipeError) and _reader_gone():  # while printing: nothing to say, no one to say it to
+            _discard_stdout()
+            return EXIT_PIPE
         if os.environ.get("REWAS_DEBUG"):
             raise
         if isinstance(e, UserError):  # bad input or options: the line says what to fix
@@ -1078,12 +1109,12 @@ def run() -> None:
     nothing of ours: every output is closed before it is renamed into place, and `main` has flushed stdout. So, the
     command done, the atexit handlers run (logging's flush, temporary folders, multiprocessing's workers), the
     streams of Python and of C libraries are flushed, and the process ends there. Python's usual exit remains for a
-    thread still running (a concurrent.futures pool), for a profiler, tracer or debugger watching (cProfile,
-    coverage, pdb: they write their results after `main` returns), for `python -i`, and where atexit has no
-    `_run_exitfuncs`."""
+    thread still running (a concurrent.futures pool), for a program that runs rewas inside itself or a profiler,
+    tracer or debugger watching (cProfile, memray, coverage, pdb: they write their results after `main` returns),
+    for `python -i`, and where atexit has no `_run_exitfuncs`."""
     code = main()
     flush = getattr(atexit, "_run_exitfuncs", None)
-    if flush is None or _watched() or sys.flags.inspect:
+    if flush is None or not _outermost(sys._getframe(1)) or _watched() or sys.flags.inspect:
         sys.exit(code)
     flush()
     for stream in (sys.stdout, sys.stderr):
@@ -1096,9 +1127,28 @@ def run() -> None:
         import ctypes
 
         ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):  # no C library to ask (Windows)
+    except (ImportError, OSError, AttributeError, TypeError):  # no ctypes, or no C library to ask (Windows)
         pass
     os._exit(code)
+
+
+def _outermost(caller) -> bool:
+    """Whether `run`'s caller is the program itself: the console script's module (or a `python -c`), or
+    rewas/__main__.py run by `python -m rewas` (runpy's `_run_code` under `_run_module_as_main`, at the bottom of
+    the stack). Anything that runs rewas inside itself (`python -m cProfile`, memray, pdb, coverage, a test) calls
+    it through other frames, and reports after rewas returns: it keeps the usual exit."""
+    if caller.f_code.co_name != "<module>":
+        return False
+    above = caller.f_back
+    if above is None:
+        return True
+    below = above.f_back
+    return (
+        above.f_code.co_name == "_run_code"
+        and below is not None
+        and below.f_code.co_name == "_run_module_as_main"
+        and below.f_back is None
+    )
 
 
 def _watched() -> bool:

@@ -555,6 +555,11 @@ def test_the_command_flushes_runs_atexit_and_skips_the_teardown():
     assert res.stderr.splitlines()[1:] == ["atexit"]
     res = probe_run("info", "debug", source=probe.replace("cli.run()", "sys.exit(cli.main())"))
     assert res.returncode == 0 and res.stderr.splitlines() == ["atexit", "teardown"]  # the probe sees a teardown
+    # run inside another program (as cProfile -m, memray or pdb run it): that program reports after, so it keeps
+    # the usual exit
+    inside = probe.replace("cli.run()", "import runpy\nrunpy.run_module('rewas', run_name='__main__', alter_sys=True)")
+    res = probe_run("info", "debug", source=inside)
+    assert res.returncode == 0 and res.stderr.splitlines() == ["atexit", "teardown"]
 
 
 def test_watchers_and_other_threads_keep_the_usual_exit(monkeypatch):
@@ -617,7 +622,14 @@ def test_output_that_cannot_be_written_is_an_error_and_no_stdout_is_none():
         "rewas: error: [Errno 28] No space left on device"
     ]
     # started with its stdout closed (a daemon, cron): nothing to print to, and nothing failed
-    res = subprocess.run(
-        [sys.executable, "-m", "rewas", "info", "debug"], stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1)
-    )
+    closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "rewas", "info", "debug"]
+    res = subprocess.run(closed, stderr=subprocess.PIPE)
     assert res.returncode == 0 and res.stderr == b""
+    # help, written to a full disk or to a reader gone, is a failure too
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(
+            [sys.executable, "-m", "rewas", "--help"], stdout=full, stderr=subprocess.PIPE, env=BUFFERED
+        )
+    assert res.returncode == 1 and res.stderr.decode().splitlines() == [
+        "rewas: error: [Errno 28] No space left on device"
+    ]
