@@ -43,6 +43,10 @@ class _Parser(argparse.ArgumentParser):
         print(f"rewas: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_USER)
 
+    def exit(self, status=0, message=None):  # --help, --version: what they printed is written as a command's is
+        failed = _flush_stdout() if status == 0 else None
+        super().exit(status if failed is None else failed, message)
+
     def parse_known_args(self, args=None, namespace=None):
         # a subcommand's parser reports its own unknown flags, so the hint names the command that was run
         namespace, extras = super().parse_known_args(args, namespace)
@@ -1058,13 +1062,7 @@ def _flush_stdout() -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help (0) and argument errors (2): what help printed is written here too
-        failed = _flush_stdout() if e.code == 0 else None
-        if failed is not None:
-            raise SystemExit(failed) from None
-        raise
+    args = build_parser().parse_args(argv)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:

@@ -611,25 +611,17 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
 def test_output_that_cannot_be_written_is_an_error_and_no_stdout_is_none():
-    with open("/dev/full", "w") as full:  # a full disk: one line, exit 1 (the machine, not a bug of ours)
-        res = subprocess.run(
-            [sys.executable, "-m", "rewas", "info", "debug", "--json"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            env=BUFFERED,
-        )
-    assert res.returncode == 1 and res.stderr.decode().splitlines() == [
-        "rewas: error: [Errno 28] No space left on device"
-    ]
+    def to_full_disk(*argv: str) -> subprocess.CompletedProcess:  # one line, exit 1 (the machine, not a bug of ours)
+        with open("/dev/full", "w") as full:
+            command = [sys.executable, "-m", "rewas", *argv]
+            return subprocess.run(command, stdout=full, stderr=subprocess.PIPE, env=BUFFERED)
+
+    for argv in (["info", "debug", "--json"], ["--help"]):  # a command's output, and help's
+        res = to_full_disk(*argv)
+        assert res.returncode == 1 and res.stderr.decode().splitlines() == [
+            "rewas: error: [Errno 28] No space left on device"
+        ], argv
     # started with its stdout closed (a daemon, cron): nothing to print to, and nothing failed
     closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "rewas", "info", "debug"]
     res = subprocess.run(closed, stderr=subprocess.PIPE)
     assert res.returncode == 0 and res.stderr == b""
-    # help, written to a full disk or to a reader gone, is a failure too
-    with open("/dev/full", "w") as full:
-        res = subprocess.run(
-            [sys.executable, "-m", "rewas", "--help"], stdout=full, stderr=subprocess.PIPE, env=BUFFERED
-        )
-    assert res.returncode == 1 and res.stderr.decode().splitlines() == [
-        "rewas: error: [Errno 28] No space left on device"
-    ]
