@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -51,6 +52,12 @@ def _box_label(region) -> str:
     return _box_text(region.box) + (f" at {region.at:g} s" if region.at else "")
 
 
+def _short(text: str, most: int = 60) -> str:
+    """A prompt as the page's status line and tables show it: a long one cut, so that it does not swamp them."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= most else text[: most - 1].rstrip() + "…"
+
+
 def _newest(kept: list) -> list:
     """A session's takes (or mixes) with a new one: the newest MAX_TAKES; the older ones' files go."""
     for old in kept[:-MAX_TAKES]:
@@ -77,11 +84,15 @@ class Take:
 
     def row(self) -> list:
         edits = "; ".join(edits_mod.label(e) for e in self.edits) or "none"
-        return [self.number, self.prompt, self.negative_prompt, self.seed, edits, self.source, f"{self.seconds:.1f} s"]
+        prompts = _short(self.prompt), _short(self.negative_prompt)
+        return [self.number, *prompts, self.seed, edits, self.source, f"{self.seconds:.1f} s"]
 
     def delete(self) -> None:
         for path in (self.video, self.wav, self.csv):
             Path(path).unlink(missing_ok=True)
+
+
+_LAYER_KEYS = itertools.count(1)  # MixLayer.key
 
 
 @dataclass
@@ -94,13 +105,26 @@ class MixLayer:
     solo: bool = False
     heard: np.ndarray | None = None  # its own energy per mel frame in the last mix it was heard in
     heard_in: int | None = None  # that mix's number
+    # the same layer whatever is added or removed around it (a mix that ends after a removal hands each sound to
+    # the layer it was of), kept through mute, solo and updates
+    key: int = field(default_factory=_LAYER_KEYS.__next__)
 
-    def row(self, number: int) -> list:
+    def row(self, number: int, any_solo: bool) -> list:
         layer = self.layer
         edits = "; ".join(edits_mod.label(e) for e in layer.edits) or "none"
         pan = "follows" if layer.pan is None and layer.region is not None else f"{layer.pan or 0:+.2f}"
-        flags = " ".join(f for f, on in (("muted", self.mute), ("solo", self.solo)) if on)
-        return [number, layer.prompt, self.source, edits, f"{layer.gain_db:+.1f} dB", pan, flags]
+        if self.solo:
+            heard = "solo"
+        elif self.mute:
+            heard = "muted"
+        else:
+            heard = "no (solo elsewhere)" if any_solo else "yes"
+        return [number, heard, _short(layer.prompt), self.source, edits, f"{layer.gain_db:+.1f} dB", pan]
+
+
+def heard_layers(layers: list[MixLayer]) -> list[int]:
+    """The indices of the layers a mix hears: the soloed ones if any, else all that are not muted."""
+    return [i for i, m in enumerate(layers) if m.solo] or [i for i, m in enumerate(layers) if not m.mute]
 
 
 FIXED_SOURCE = " (stays put)"  # a region's source, where nothing in its box stands out
@@ -136,6 +160,7 @@ class Session:
     shown_layer: int | None = None  # else the layer (from 1) whose energy in its last mix the editor shows
     audio: AudioConfig | None = None  # the model's, kept so that edits never touch the model
     energy: dict = field(default_factory=dict)  # the curve's source as soundtrack.Layer fields ({}: phi, whole frame)
+    energy_prompt: str = ""  # the prompt a region's curve was predicted for (a phi that reads the prompt)
     corners: list = field(default_factory=list)  # the points clicked on the frame, (x, y) fractions, the last two
     picture: tuple | None = None  # (seconds, (H, W, 3) uint8): the clip's picture last shown, without the box
     layers: list[MixLayer] = field(default_factory=list)
@@ -306,7 +331,8 @@ class Studio:
             parsed = parse_box(text)
             if parsed is None or "@" in text:  # the time is the picture's field, not part of the box
                 raise UserError(f"box {text!r}: give left,top,right,bottom, fractions of the picture")
-            box = Region(parsed[0]).box  # inside the picture, or a line saying how it is not
+            left, top, right, bottom = parsed[0]  # any two opposite corners, as clicks may be
+            box = Region((min(left, right), min(top, bottom), max(left, right), max(top, bottom))).box
             session.corners = [box[:2], box[2:]]
         return session
 
@@ -348,29 +374,51 @@ class Studio:
         pipe = self.pipeline(session.model)
         layer = Layer(prompt or "a layer", **energy)
         session.timeline, found = layer_timeline(pipe, session.video, layer)
-        session.source, session.energy = source, energy
+        session.source, session.energy, session.energy_prompt = source, energy, layer.prompt
         return session, found
+
+    def _curve_for(self, session: Session, prompt: str) -> bool:
+        """The curve in the editor predicted again for `prompt` where phi reads the prompt, makes the curve (the
+        whole picture or a region) and predicted it for another: a layer is sampled with phi's curve for its own
+        prompt, and the editor shows that one. -> whether it was predicted again (the edits stay)."""
+        pipe = self.pipeline(session.model)
+        if not pipe.config.phi.text_dim:
+            return False
+        if "region" in session.energy:
+            if session.energy_prompt == prompt:
+                return False
+            self._use_energy(session, session.energy, session.source, prompt)
+            return True
+        if session.energy or session.phi_prompt == prompt:  # a level, a recording, a CSV: no phi
+            return False
+        session.phi, session.phi_prompt = pipe.prepare(session.video, prompt=prompt), prompt
+        session.timeline = session.phi
+        return True
 
     def add_layer(
         self, session: Session, prompt: str, negative_prompt: str = "", gain_db: float = 0.0, pan: float | None = None
-    ) -> Session:
+    ) -> tuple[Session, bool]:
         """The prompt, the curve's source and its edits, as a new layer of the session's soundtrack (the editor's
-        edits then start afresh for the next one). pan None: the centre, or a region's follows its object."""
+        edits then start afresh for the next one). pan None: the centre, or a region's follows its object.
+        -> (session, whether the curve was predicted again for the prompt: `_curve_for`)."""
         self._need_clip(session)
-        layer = self._layer(session, prompt, negative_prompt, gain_db, pan)
+        layer, again = self._layer(session, prompt, negative_prompt, gain_db, pan)
         session.layers, session.edits = [*session.layers, MixLayer(layer, session.source)], []
-        return session
+        # the editor now makes the next layer: no take's sound drawn over a curve it was not made with
+        session.shown, session.shown_layer = None, None
+        return session, again
 
     def update_layer(
         self, session: Session, number: int, prompt: str, negative_prompt: str = "", gain_db: float = 0.0, pan=None
-    ) -> Session:
-        """Layer `number` (from 1) becomes the prompt, curve and edits being edited."""
+    ) -> tuple[Session, bool]:
+        """Layer `number` (from 1) becomes the prompt, curve and edits being edited. -> (session, whether the
+        curve was predicted again for the prompt)."""
         index = self._layer_index(session, number)
-        layer = self._layer(session, prompt, negative_prompt, gain_db, pan)
+        layer, again = self._layer(session, prompt, negative_prompt, gain_db, pan)
         session.layers[index] = dataclasses.replace(
             session.layers[index], layer=layer, source=session.source, heard=None, heard_in=None
         )  # what an earlier mix made of it is no longer this layer's sound
-        return session
+        return session, again
 
     def select_layer(self, session: Session, number: int) -> tuple[Session, object]:
         """Layer `number`'s curve and edits back in the editor; -> (session, its soundtrack.Layer)."""
@@ -383,6 +431,7 @@ class Studio:
             self._use_energy(session, energy, mixed.source, mixed.layer.prompt)
         else:
             self.use_video_curve(session)
+            self._curve_for(session, mixed.layer.prompt)
         if "region" in energy:
             session.corners = [energy["region"].box[:2], energy["region"].box[2:]]
         session.edits = list(mixed.layer.edits)
@@ -414,12 +463,16 @@ class Studio:
         from .soundtrack import Soundtrack, render, stem_names, write_soundtrack
 
         self._need_clip(session)
-        soloed = [i for i, m in enumerate(session.layers) if m.solo]
-        playing = soloed or [i for i, m in enumerate(session.layers) if not m.mute]
-        layers = [session.layers[i].layer for i in playing]
-        if not layers:
+        playing = heard_layers(session.layers)
+        if not playing:
             raise UserError("add a layer first (or un-mute one)")
         seed = self._seed(seed)
+        # a layer's seed and stem number are its place in the whole list, as if every layer were heard: muting or
+        # soloing others leaves its sound as it was (numbered among those heard, muting the first gave the second
+        # the first's seed, and another sound)
+        mixed = [(session.layers[i].key, session.layers[i].layer) for i in playing]
+        layers = [layer if layer.seed is not None else dataclasses.replace(layer, seed=seed + i) for i, (_, layer)
+                  in zip(playing, mixed)]  # fmt: skip
         steps = self._steps(steps)
         pipe = self.pipeline(session.model)
         start = time.monotonic()
@@ -432,7 +485,8 @@ class Studio:
             video = mux(session.video, result.mix, result.sample_rate, f"{stem}.mp4", probe(session.video))
             written.append(str(video))
             outputs = [(f"{stem}.wav", lambda tmp: write_wav(tmp, result.mix, result.sample_rate))]
-            for name, part, curve in zip(stem_names(result.soundtrack), result.stems, result.curves):
+            names = stem_names(result.soundtrack, [i + 1 for i in playing])
+            for name, part, curve in zip(names, result.stems, result.curves):
                 outputs.append(
                     (f"{stem}-{name}.wav", functools.partial(write_wav, waveform=part, sample_rate=result.sample_rate))
                 )
@@ -450,22 +504,31 @@ class Studio:
             for path in written:
                 Path(path).unlink(missing_ok=True)
             raise
-        for i, sound in zip(playing, result.sounds):  # each layer's own energy, for the editor's green line
-            energy = waveform_energy(sound, pipe.config.audio).numpy()
-            session.layers[i] = dataclasses.replace(session.layers[i], heard=energy, heard_in=number)
+        # each layer's own energy, for the editor's green line: the layers as they are now (one may have been
+        # removed or changed while the mix ran: its sound is no one's)
+        places = {m.key: i for i, m in enumerate(session.layers)}
+        for (key, layer), sound in zip(mixed, result.sounds):
+            i = places.get(key)
+            if i is not None and session.layers[i].layer is layer:
+                energy = waveform_energy(sound, pipe.config.audio).numpy()
+                session.layers[i] = dataclasses.replace(session.layers[i], heard=energy, heard_in=number)
         mix = Mix(number, written[0], written[1:], time.monotonic() - start, len(layers))
         session.mixes = _newest([*session.mixes, mix])
         return mix
 
     def _layer(self, session: Session, prompt, negative_prompt, gain_db, pan):
+        """The layer being edited -> (soundtrack.Layer, whether its curve was predicted again for its prompt)."""
         from .soundtrack import Layer
 
-        return Layer(
+        layer = Layer(
             prompt or "", negative_prompt or "", edits=tuple(session.edits), gain_db=float(gain_db or 0.0),
             pan=None if pan is None else float(pan), **session.energy,
         )  # fmt: skip
+        return layer, self._curve_for(session, layer.prompt)
 
     def _layer_index(self, session: Session, number) -> int:
+        if number is None:
+            raise UserError("pick a layer first (its number, beside the layers table)")
         try:
             index = int(number) - 1
         except (TypeError, ValueError):
@@ -823,7 +886,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 add_layer = gr.Button("Add as a layer", elem_id="rewas-add-layer")
         with gr.Row():
             layers_table = gr.Dataframe(
-                headers=["layer", "prompt", "curve from", "edits", "gain", "pan", ""],
+                headers=["layer", "in the mix", "prompt", "curve from", "edits", "gain", "pan"],
                 label="layers",
                 interactive=False,
                 elem_id="rewas-layers",
@@ -868,11 +931,21 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             """A video (an upload) and the model to use -> its clip, with phi's curve."""
             if not video:
                 return {status: "Upload a video or pick an example."}
-            s = studio.open_video(s, uploaded(video), model)
+            had = [] if s is None else [(len(s.layers), "layer"), (len(s.takes), "take"), (len(s.mixes), "mix")]
+            try:
+                s = studio.open_video(s, uploaded(video), model)
+            except UserError as e:
+                if s is not None and s.video:  # the player shows the new file; the page still works on the old one
+                    raise UserError(f"{one_line(e)}. The clip you had open stays open") from None
+                raise
             note = f"{s.timeline.duration:.2f} s. The curve is φ's prediction from the video; drag on it to draw."
+            closed = [f"{n} {what}{'es' if what == 'mix' else 's'}" if n > 1 else f"1 {what}" for n, what in had if n]
+            if closed:  # they belong to the clip before: say so, not quietly empty the tables
+                note += f" The last clip's {', '.join(closed)} went with it."
             return {
                 session: s, curve: studio.view(s), status: note, takes: takes_table(s), reopen: choices(s),
                 picture: studio.frame(s), layers_table: [], layer_no: gr.update(choices=[], value=None),
+                box_text: "", at: 0.0,
             }  # fmt: skip
 
         def on_model(video, s, model):
@@ -945,16 +1018,23 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             """Every edit undone."""
             return edited(studio.reset(s))
 
-        def layered(s, note):
+        def layered(s, note, picked=None):
+            """The layers table and picker after a change; `picked`: the layer that stays picked."""
             numbers = list(range(1, len(s.layers) + 1))
+            any_solo = any(m.solo for m in s.layers)
             return {
                 session: s, curve: studio.view(s), status: note,
-                layers_table: [m.row(n) for n, m in zip(numbers, s.layers)],
-                layer_no: gr.update(choices=numbers, value=None),
+                layers_table: [m.row(n, any_solo) for n, m in zip(numbers, s.layers)],
+                layer_no: gr.update(choices=numbers, value=picked if picked in numbers else None),
             }  # fmt: skip
 
         def on_picture(s, at):
             """The picture at `at` seconds, with the box clicked so far."""
+            studio._need_clip(s)
+            end = s.timeline.duration
+            if at is not None and at > end:  # the field says which moment is shown, and a region is drawn at it
+                return {picture: studio.frame(s, end), at: end, status: f"The clip ends at {end:.2f} s: its last "
+                        "moment is shown. Click two corners of a box around an object."}  # fmt: skip
             return {picture: studio.frame(s, at), status: "Click two corners of a box around an object."}
 
         def on_click(s, at, evt: gr.SelectData):
@@ -962,7 +1042,12 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             h, w = studio.frame(s, at).shape[:2]  # the picture shown: decoded once, kept in the session
             s = studio.click(s, min(1.0, evt.index[0] / w), min(1.0, evt.index[1] / h))
             box = studio.box(s)
-            note = "Now the opposite corner." if box is None else f"Box {_box_text(box)}."
+            if box is None:
+                note = "Now the opposite corner."
+            elif box[0] == box[2] or box[1] == box[3]:
+                note = f"Box {_box_text(box)} has no size: click two opposite corners of a box around the object."
+            else:
+                note = f"Box {_box_text(box)}."
             return {session: s, picture: studio.frame(s, at), status: note, box_text: _box_text(box) if box else ""}
 
         on_click.__annotations__["evt"] = gr.SelectData  # a real class: gradio cannot resolve the string "gr.…"
@@ -985,21 +1070,25 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         def pan_of(s, value, follows):
             return None if follows and "region" in s.energy else value
 
+        predicted_again = " Its curve is φ's prediction for its own prompt, predicted again."
+
         def on_add_layer(s, prompt, negative_prompt, gain_db, pan, follows):
             """The prompt, curve and edits being edited, with a gain (dB) and a pan (-1 left to 1 right; a region's
             follows its object if `follows`), as a new layer."""
-            s = studio.add_layer(s, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
-            return layered(s, f"Layer {len(s.layers)} added: {s.layers[-1].layer.prompt}. The editor starts afresh.")
+            s, again = studio.add_layer(s, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
+            note = f"Layer {len(s.layers)} added: {_short(s.layers[-1].layer.prompt)}."
+            note += predicted_again if again else ""
+            return layered(s, note + " The edits start afresh for the next layer.")
 
         def on_update_layer(s, number, prompt, negative_prompt, gain_db, pan, follows):
             """Layer `number` becomes the prompt, curve and edits being edited."""
-            s = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
-            return layered(s, f"Layer {number} updated.")
+            s, again = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
+            return layered(s, f"Layer {number} updated." + (predicted_again if again else ""), picked=number)
 
         def on_select_layer(s, number):
             """A layer's prompt, curve and edits back in the editor."""
             if number is None:
-                return {}
+                return {status: "Pick a layer: its number, beside the layers table."}
             s, layer = studio.select_layer(s, number)
             mixed = s.layers[int(number) - 1]
             out = layered(s, f"Layer {number}: its curve and edits are in the editor; Update keeps changes.")
@@ -1009,11 +1098,19 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             })  # fmt: skip
             return out
 
+        boxes = {mute: False, solo: False}  # (the handler's arguments take the boxes' names, as its API does)
+
         def on_mix_flags(s, number, mute, solo):
             """Mute or solo layer `number` in the mix."""
-            if number is None:
-                return {}
-            return layered(studio.mix_layer(s, number, mute, solo), f"Layer {number}: mute {mute}, solo {solo}.")
+            if number is None:  # the boxes speak for no layer
+                return {status: "Pick a layer first: its number, beside the layers table.", **boxes}
+            s = studio.mix_layer(s, number, mute, solo)
+            heard = heard_layers(s.layers)
+            said = "solo" if solo else "muted" if mute else "heard" if int(number) - 1 in heard else "not muted"
+            note = f"Layer {number}: {said}. The mix hears " + (
+                f"layer{'s' if len(heard) > 1 else ''} {', '.join(str(i + 1) for i in heard)}." if heard else "none."
+            )
+            return layered(s, note, picked=int(number))
 
         def on_remove_layer(s, number):
             return layered(studio.remove_layer(s, number), f"Layer {number} removed.")
@@ -1026,7 +1123,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
             return {session: s, result: mix.video, files: [mix.video, *mix.files], status: note, curve: studio.view(s)}
 
         everything = [session, curve, status, takes, prompt, negative, seed, result, files, reopen]
-        everything += [picture, box_text, layers_table, layer_no, gain, pan, follow, mute, solo]
+        everything += [picture, box_text, layers_table, layer_no, gain, pan, follow, mute, solo, at]
         # what runs the model waits in one queue, one job at a time; edits of the curve never wait behind a take
         model_job = dict(outputs=everything, concurrency_id="model", concurrency_limit=1, show_progress_on=[curve])
         edit_job = dict(outputs=everything, concurrency_limit=None, show_progress="hidden")
@@ -1048,9 +1145,9 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         use_region.click(guarded(on_region), [session, box_text, at, prompt], api_name="use_region", **model_job)
         use_level.click(guarded(on_level), [session, level], api_name="use_level", **model_job)
         layer_inputs = [session, prompt, negative, gain, pan, follow]
-        add_layer.click(guarded(on_add_layer), layer_inputs, api_name="add_layer", **edit_job)
+        add_layer.click(guarded(on_add_layer), layer_inputs, api_name="add_layer", **model_job)  # phi may run
         update_inputs = [session, layer_no, prompt, negative, gain, pan, follow]
-        update_layer.click(guarded(on_update_layer), update_inputs, api_name="update_layer", **edit_job)
+        update_layer.click(guarded(on_update_layer), update_inputs, api_name="update_layer", **model_job)
         layer_no.input(guarded(on_select_layer), [session, layer_no], api_name="select_layer", **model_job)
         mute.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name="mix_layer", **edit_job)
         solo.input(guarded(on_mix_flags), [session, layer_no, mute, solo], api_name=False, **edit_job)

@@ -63,11 +63,13 @@ class Region:
         if len(box) != 4 or not all(math.isfinite(v) for v in box):
             raise UserError(f"region: the box must be 4 finite numbers left,top,right,bottom (got {self.box!r})")
         left, top, right, bottom = box
-        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
-            raise UserError(
-                f"region: the box {','.join(f'{v:g}' for v in box)} is not inside the frame (left < right and "
-                "top < bottom, as fractions of the picture's width and height, from 0 to 1)"
-            )
+        named = f"region: the box {','.join(f'{v:g}' for v in box)}"
+        if not all(0 <= v <= 1 for v in box):
+            raise UserError(f"{named} is not inside the frame (fractions of the picture's width and height, 0 to 1)")
+        if left == right or top == bottom:
+            raise UserError(f"{named} has no size (its left and right, or its top and bottom, are the same)")
+        if not (left < right and top < bottom):
+            raise UserError(f"{named} has its corners swapped: give left,top,right,bottom, left < right, top < bottom")
         if not (math.isfinite(at) and at >= 0):
             raise UserError(f"region: the time the box was drawn must be >= 0 seconds (got {self.at!r})")
         object.__setattr__(self, "box", box)

@@ -282,11 +282,12 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
     session = studio.use_region(studio.set_box(session, "0.18,0.16,0.32,0.36"))
     assert session.source == "the region 0.18,0.16,0.32,0.36"
     session = studio.range_edit(session, "mute", 2.5, 3.0, None)
-    session = studio.add_layer(session, "a ball", gain_db=-3)
+    session, again = studio.add_layer(session, "a ball", gain_db=-3)
+    assert not again  # the debug model's phi does not read the prompt
     session = studio.use_level(session, -5)
-    session = studio.add_layer(session, "wind", pan=0.5)
-    assert [m.row(n)[:3] for n, m in enumerate(session.layers, 1)] == [
-        [1, "a ball", "the region 0.18,0.16,0.32,0.36"], [2, "wind", "a flat level of -5 nats"],
+    session, _ = studio.add_layer(session, "wind", pan=0.5)
+    assert [m.row(n, False)[:4] for n, m in enumerate(session.layers, 1)] == [
+        [1, "yes", "a ball", "the region 0.18,0.16,0.32,0.36"], [2, "yes", "wind", "a flat level of -5 nats"],
     ]  # fmt: skip
     assert session.edits == [] and session.layers[1].layer.edits == ()  # each layer its own edits
     session, layer = studio.select_layer(session, 1)  # its curve and edits back in the editor
@@ -317,6 +318,13 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
     assert json.loads(Path(mix.files[-1]).read_text())["layers"][0]["edits"] == ["mute 2.5-3"]
     again = render(studio.pipeline("debug"), session.video, soundtrack)
     np.testing.assert_array_equal(again.mix, mixed)
+    # muting a layer leaves the others' sounds as they were: each keeps its seed and its stem's number
+    session = studio.mix_layer(session, 1, mute=True, solo=False)
+    alone = studio.generate_mix(session, seed=3, steps=2)
+    assert [Path(f).name for f in alone.files[1:3]] == ["mix003-seed3-02_wind.wav", "mix003-seed3-02_wind.csv"]
+    np.testing.assert_array_equal(sf.read(alone.files[1], dtype="float32")[0], stems[1])
+    assert [m.row(n, True)[1] for n, m in enumerate(session.layers, 1)] == ["muted", "no (solo elsewhere)"]
+    session = studio.mix_layer(session, 1, mute=False, solo=False)
     session = studio.remove_layer(session, 1)
     assert [m.layer.prompt for m in session.layers] == ["wind"]
     with pytest.raises(UserError, match="there is no layer 5"):
@@ -324,6 +332,31 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
     session = studio.mix_layer(session, 1, mute=True, solo=False)
     with pytest.raises(UserError, match="add a layer first"):
         studio.generate_mix(session)
+
+
+def test_a_layer_removed_while_its_mix_runs(studio, tmp_path):
+    """The page lets a layer be removed while a mix runs: the mix ends as it began, and each sound goes to the layer
+    it was of (the one removed has none to take)."""
+    from rewas import samples
+    from rewas.energy import waveform_energy
+    from rewas.soundtrack import read_soundtrack, render
+
+    clip = tmp_path / "two.mp4"
+    samples.write_video(clip, samples.two_objects_frames([0.6, 1.5], [1.0, 1.8]), 2.0, 25)
+    session = studio.open_video(Session(), str(clip), "debug")
+    session, _ = studio.add_layer(studio.use_level(session, -4), "a ball")
+    session, _ = studio.add_layer(studio.use_level(session, -6), "wind")
+    removed = []
+
+    def progress(fraction, text):  # the user clicks Remove on layer 1 as the sampler starts
+        if not removed:
+            removed.append(studio.remove_layer(session, 1))
+
+    mix = studio.generate_mix(session, seed=2, steps=2, progress=progress)
+    assert mix.layers == 2 and [m.layer.prompt for m in session.layers] == ["wind"]
+    wind = render(studio.pipeline("debug"), session.video, read_soundtrack(mix.files[-1])).sounds[1]
+    assert session.layers[0].heard_in == mix.number
+    np.testing.assert_allclose(session.layers[0].heard, waveform_energy(wind, session.audio).numpy(), atol=1e-5)
 
 
 def test_a_regions_curve_in_the_editor_is_the_one_its_layer_is_sampled_with(tmp_path):
@@ -339,8 +372,24 @@ def test_a_regions_curve_in_the_editor_is_the_one_its_layer_is_sampled_with(tmp_
         session = studio.open_video(Session(), str(clip), "default")
         session = studio.use_region(studio.set_box(session, "0.17,0.15,0.33,0.38"), 0.0, "a ball bouncing")
         shown = studio.curve(session)
-        session = studio.add_layer(session, "a ball bouncing")
+        session, again = studio.add_layer(session, "a ball bouncing")
+        assert not again
         sampled = layer_timeline(studio.pipeline("default"), session.video, session.layers[0].layer)[0]
         np.testing.assert_array_equal(shown, sampled.curve[0, : len(shown)].numpy())
+        # the box used before the prompt was typed (or the prompt changed after): the curve is predicted again for
+        # the layer's prompt when it is added, so that the edits are made on the curve the layer will follow
+        session = studio.use_region(studio.set_box(session, "0.17,0.15,0.33,0.38"), 0.0, "")
+        session = studio.range_edit(session, "mute", 2.5, 3.0, None)
+        unprompted = studio.curve(session)
+        session, again = studio.add_layer(session, "a ball bouncing")
+        assert again and np.abs(studio.curve(session) - unprompted).max() > 0.1
+        np.testing.assert_array_equal(studio.curve(session)[:200], shown[:200])  # before the muted end: as above
+        assert [str(e) for e in session.layers[1].layer.edits] == ["mute 2.5-3"]  # the edits stay
+        # the whole picture's curve likewise, for a layer with another prompt than the take's
+        session = studio.use_video_curve(session)
+        session, again = studio.add_layer(session, "a door slams")
+        whole = layer_timeline(studio.pipeline("default"), session.video, session.layers[2].layer)[0]
+        assert again and session.phi_prompt == "a door slams"
+        np.testing.assert_array_equal(studio.curve(session), whole.curve[0, : len(shown)].numpy())
     finally:
         studio.close()

@@ -90,7 +90,7 @@ def test_layers_through_the_api(server, tmp_path):
     assert client.predict("a ball", "", -3, 0, True, api_name="/add_layer")[STATUS].startswith("Layer 1 added")
     client.predict(-5, api_name="/use_level")
     assert client.predict("wind", "", 0, 0.5, True, api_name="/add_layer")[STATUS].startswith("Layer 2 added")
-    assert client.predict(2, True, False, api_name="/mix_layer")[STATUS] == "Layer 2: mute True, solo False."
+    assert client.predict(2, True, False, api_name="/mix_layer")[STATUS] == "Layer 2: muted. The mix hears layer 1."
     client.predict(2, False, False, api_name="/mix_layer")
     out = client.predict(5, 2, 3.0, api_name="/generate_mix")
     assert out[STATUS].startswith("Mix 1: 2 layer(s), stereo")
@@ -105,7 +105,7 @@ def test_layers_through_the_api(server, tmp_path):
                             "(draw it around the whole object for it to follow the object)."), message  # fmt: skip
     message = client.predict("0.5,0.2,0.1", 0, "", api_name="/use_region")[STATUS]
     assert message.startswith("⚠️ box '0.5,0.2,0.1': give left,top,right,bottom"), message
-    message = client.predict("0.5,0.2,0.1,0.9", 0, "", api_name="/use_region")[STATUS]
+    message = client.predict("0.5,0.2,1.3,0.9", 0, "", api_name="/use_region")[STATUS]
     assert "is not inside the frame" in message, message
 
 
