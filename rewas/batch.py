@@ -79,6 +79,28 @@ def read_items(source: str | os.PathLike, prompt: str | None = None) -> list[Ite
     return items
 
 
+def check_outputs(source: str | os.PathLike, items: list[Item], outdir: Path, *, wav: bool, energy: bool) -> None:
+    """Before any work, as `rewas generate` does: no item's output may be one of its inputs (its video, its curve,
+    its reference recording, its layers' files), nor a stems folder hold one, and a folder of videos is not its own
+    output folder (the outputs would be read as videos on the next run)."""
+    if os.path.isdir(source) and outdir.resolve() == Path(source).resolve():
+        raise UserError(f"-o {outdir}: is the folder of the videos; write the outputs to another folder")
+    for item in items:
+        inputs = [item.video, item.energy_in, item.extra.get("reference")]
+        if item.soundtrack is not None:
+            inputs += [p for layer in item.soundtrack.layers for p in (layer.energy_from, layer.energy_in)]
+        inputs = [Path(str(p)) for p in inputs if p and os.path.exists(str(p))]
+        outputs = [outdir / f"{item.name}{suffix}" for suffix, on in ((".mp4", True), (".wav", wav), (".csv", energy))]
+        for out in (o for o in outputs if o.exists()):
+            hit = next((p for p in inputs if os.path.samefile(out, p)), None)
+            if hit is not None:
+                raise UserError(f"item {item.name}: its output {out} would overwrite its input {hit}")
+        stems = (outdir / f"{item.name}.stems").resolve()
+        hit = next((p for p in inputs if p.resolve().is_relative_to(stems)), None) if item.soundtrack else None
+        if hit is not None:
+            raise UserError(f"item {item.name}: its stems folder {stems.name} would replace its input {hit}")
+
+
 def _jsonl_rows(path: str) -> list[tuple[str, dict]]:
     rows = []
     for n, row in read_jsonl(path):

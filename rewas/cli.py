@@ -270,7 +270,7 @@ def _generate_layers(args) -> None:
     files = [p for layer in soundtrack.layers for p in (layer.energy_from, layer.energy_in) if p]
     inputs = [args.video, *([args.soundtrack] if args.soundtrack else []), *files]  # a layer's files are inputs too
     _check_outputs(inputs, [args.output, args.wav])
-    _check_stems_folder(stems, inputs, [args.output, args.wav])
+    _check_stems_folder(stems, inputs, [args.output, args.wav], args.soundtrack)
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     device = _device(args.device)
     dtype = _precision(args, device)
@@ -308,16 +308,21 @@ def _generate_layers(args) -> None:
         print(f"rewas: stages: {stages}", file=sys.stderr)
 
 
-def _check_stems_folder(stems: Path, inputs: list[str], outputs: list[str | None]) -> None:
-    """The stems folder may be new, empty, or an earlier run's (it has a soundtrack.json): it is replaced whole.
-    Anything else there, or an input or output inside it, is refused before any work."""
-    if stems.exists() and not stems.is_dir():
-        raise UserError(f"--stems {stems}: exists and is not a folder")
-    if stems.is_dir() and any(stems.iterdir()) and not (stems / "soundtrack.json").is_file():
-        raise UserError(f"--stems {stems}: a folder with other files in it; give a new or empty one")
+def _check_stems_folder(stems: Path, inputs: list[str], outputs: list[str | None], read: str | None) -> None:
+    """The stems folder may be new, empty, or an earlier run's (`soundtrack.is_stems_folder`): it is replaced whole.
+    Anything else there, or an input or output inside it, is refused before any work; but for `read`, its
+    soundtrack.json, which was read already (`--soundtrack OUT.stems/soundtrack.json`: the same audio again)."""
+    from .soundtrack import check_stems_folder
+
+    try:
+        check_stems_folder(stems)
+    except UserError as e:
+        raise UserError(f"--stems {str(e).removeprefix('stems folder ')}") from None
     if not stems.resolve().parent.is_dir():
         raise UserError(f"--stems {stems}: folder {stems.parent} does not exist")
     for path in [*inputs, *(o for o in outputs if o)]:
+        if read is not None and path == read and Path(path).resolve() == (stems / "soundtrack.json").resolve():
+            continue
         if Path(path).resolve().is_relative_to(stems.resolve()):
             raise UserError(f"--stems {stems}: holds {path}, which would be replaced with the stems")
 
@@ -334,6 +339,7 @@ def cmd_batch(args) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"-o {outdir}: exists and is not a folder")
     items = batch.read_items(args.input, args.prompt)  # fails fast on a bad manifest, before the model loads
+    batch.check_outputs(args.input, items, outdir, wav=args.wav, energy=args.energy_out)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     state = None
     if world > 1:  # launched by `accelerate launch` (or torchrun): one model per rank, items split by position
@@ -1026,6 +1032,23 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+_swallowed: list[KeyboardInterrupt] = []  # interruptions raised where Python could not pass them on
+
+
+def _quiet_unraisable(hook):
+    """sys.unraisablehook that keeps, and says nothing of, an interruption raised where Python cannot pass it on (a
+    finaliser, such as a progress bar's `__del__`, that Ctrl+C or SIGTERM landed in): `main` still ends as
+    interrupted. Anything else goes to `hook`."""
+
+    def unraisable(info):
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            _swallowed.append(info.exc_value)
+        else:
+            hook(info)
+
+    return unraisable
+
+
 def _reader_gone() -> bool:
     """Whether stdout is a pipe whose reader has closed it (`rewas info | head`): polled for an error, where the
     platform can. A broken pipe anywhere else (a socket, a subprocess) stays an error of ours."""
@@ -1065,8 +1088,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    hook, sys.unraisablehook = sys.unraisablehook, _quiet_unraisable(sys.unraisablehook)
+    _swallowed.clear()
     try:
         args.func(args)
+        if _swallowed:  # the outputs are whole, but the user asked to stop: the exit says so
+            raise _swallowed[-1]
         failed = _flush_stdout()
         if failed is not None:
             return failed
@@ -1094,6 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERNAL
     finally:
+        sys.unraisablehook = hook
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return 0

@@ -306,16 +306,65 @@ def read_soundtrack(path: str | os.PathLike) -> Soundtrack:
     return Soundtrack.from_dict(data, str(path)).files_from(path.resolve().parent)
 
 
-def write_soundtrack(path: str | os.PathLike, soundtrack: Soundtrack) -> None:
-    Path(path).write_text(json.dumps(soundtrack.to_dict(), indent=2) + "\n")
+def write_soundtrack(path: str | os.PathLike, soundtrack: Soundtrack, folder: str | os.PathLike | None = None) -> None:
+    """The soundtrack as JSON at `path`; its layers' energy files relative to `folder` (default: the file's own),
+    where the file will be read from, as `read_soundtrack` takes them (absolute where no relative path leads there,
+    another drive): relative to the working directory, a file written elsewhere could not find them."""
+    folder = os.path.abspath(folder if folder is not None else os.path.dirname(os.path.abspath(path)))
+
+    def relative(file: str) -> str:
+        try:
+            return os.path.relpath(os.path.abspath(file), folder)
+        except ValueError:
+            return os.path.abspath(file)
+
+    layers = [
+        dataclasses.replace(layer, **{k: relative(getattr(layer, k)) for k in FILE_KEYS if getattr(layer, k)})
+        for layer in soundtrack.layers
+    ]
+    data = dataclasses.replace(soundtrack, layers=tuple(layers)).to_dict()
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
-def stem_names(soundtrack: Soundtrack) -> list[str]:
-    """File names (no suffix) of the layers' stems, in order: 01_rain, 02_a_dog_barking, … (safe on any system)."""
+STEM_FILE = re.compile(r"\d{2,}_[a-z0-9_]+\.(wav|csv)")  # what `write_stems` names a layer's files
+
+
+def is_stems_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds what `write_stems` writes and nothing else (an earlier run's stems, which a new run
+    replaces whole): its soundtrack.json and files named as stems and curves, no folders, no links."""
+    entries = list(Path(folder).iterdir())
+    own = all(
+        e.is_file() and not e.is_symlink() and (e.name == "soundtrack.json" or STEM_FILE.fullmatch(e.name))
+        for e in entries
+    )
+    return own and (Path(folder) / "soundtrack.json").is_file()
+
+
+def check_stems_folder(folder: str | os.PathLike) -> None:
+    """A stems folder may be new, empty, or an earlier run's (`is_stems_folder`): anything else would be lost when
+    the folder is replaced, and is refused."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise UserError(f"stems folder {folder}: is a link; give the folder's own path")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"stems folder {folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not is_stems_folder(folder):
+        other = sorted(
+            e.name for e in folder.iterdir() if e.name != "soundtrack.json" and not STEM_FILE.fullmatch(e.name)
+        )
+        what = f" ({', '.join(other[:3])}{', …' if len(other) > 3 else ''})" if other else ""
+        raise UserError(
+            f"stems folder {folder}: holds files that are not an earlier run's stems{what}; give a new or empty one"
+        )
+
+
+def stem_names(soundtrack: Soundtrack, numbers: list[int] | None = None) -> list[str]:
+    """File names (no suffix) of the layers' stems, in order: 01_rain, 02_a_dog_barking, … (safe on any system);
+    `numbers`: each layer's own number instead of its place (the studio's, where muted layers are left out)."""
     names = []
     for i, layer in enumerate(soundtrack.layers):
         slug = re.sub(r"[^a-z0-9]+", "_", (layer.name or layer.prompt).lower()).strip("_")[:40] or "layer"
-        names.append(f"{i + 1:02d}_{slug}")
+        names.append(f"{i + 1 if numbers is None else numbers[i]:02d}_{slug}")
     return names
 
 
@@ -437,13 +486,14 @@ def write_stems(folder: str | os.PathLike, result: SoundtrackResult, audio) -> l
     from .energy import write_csv
     from .files import atomic_folder
 
+    check_stems_folder(folder)  # never a folder of the user's own files replaced
     names = []
     with atomic_folder(folder) as tmp:
         for name, stem, curve in zip(stem_names(result.soundtrack), result.stems, result.curves):
             write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
             write_csv(tmp / f"{name}.csv", curve, audio)
             names += [f"{name}.wav", f"{name}.csv"]
-        write_soundtrack(tmp / "soundtrack.json", result.soundtrack)
+        write_soundtrack(tmp / "soundtrack.json", result.soundtrack, folder)
     return [*names, "soundtrack.json"]
 
 

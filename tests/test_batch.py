@@ -76,6 +76,34 @@ def test_twelve_items_two_bad_ten_done_and_a_nonzero_exit(clips, tmp_path, capsy
     assert code == 0 and len(report["items"]) == 10
 
 
+def test_an_item_never_writes_over_its_own_inputs(clips, tmp_path, capsys):
+    """As `rewas generate` refuses to: an item's curve that --energy-out would replace, its reference recording
+    that --wav would, a layer's curve inside its stems folder, the folder of videos as its own output folder. All
+    before any work, in one line, the files as they were."""
+    folder, good = clips
+    out = tmp_path / "out"
+    (out / "b.stems").mkdir(parents=True)
+    curve, ref, inner = out / "a.csv", out / "r.wav", out / "b.stems" / "01_rain.csv"
+    for path in (curve, inner):
+        path.write_text("time_s,energy\n0,-5\n1,-6\n")
+    sf.write(ref, np.zeros(1600, np.float32), 16000)
+    before = {p: p.read_bytes() for p in (curve, ref, inner)}
+    layered = {"name": "b", "video": str(good[1]), "layers": [{"prompt": "rain", "energy_in": str(inner)}]}
+    cases = [
+        ([{"name": "a", "video": str(good[0]), "prompt": "x", "energy_in": str(curve)}], ["--energy-out"], "a.csv"),
+        ([{"name": "r", "video": str(good[0]), "prompt": "x", "reference": str(ref)}], ["--wav"], "r.wav"),
+        ([layered], [], "its stems folder b.stems would replace its input"),
+    ]
+    for rows, flags, words in cases:
+        code = main(["batch", str(_manifest(tmp_path, rows)), "-o", str(out), "--model", "debug", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in before} == before and not (out / "results.jsonl").exists()
+    code = main(["batch", str(folder), "-o", str(folder), "--prompt", "x", "--model", "debug"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is the folder of the videos" in err, err
+
+
 def test_items_from_a_folder_a_csv_and_bad_manifests(clips, tmp_path):
     folder, good = clips
     (folder / "clip01.txt").write_text("a bell\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -874,7 +875,8 @@ def test_layer_specs_and_files_are_read_strictly(tmp_path):
     assert Layer.from_dict(layer.to_dict()) == layer
     bad = {
         "a dog;colour=red": "unknown key 'colour'",
-        "a dog;region=0.5,0.2,0.1,0.9": "not inside the frame",
+        "a dog;region=0.5,0.2,0.1,0.9": "has its corners swapped",
+        "a dog;region=0.5,0.2,0.5,0.9": "has no size",
         "a dog;region=0.1,0.2,1.5,0.9": "not inside the frame",
         "a dog;region=0.1,0.2": "LEFT,TOP,RIGHT,BOTTOM",
         "a dog;level=-5;energy-in=e.csv": "at most one energy source",
@@ -927,6 +929,32 @@ def test_cli_layers_write_a_stereo_video_stems_curves_and_a_file_that_reproduces
     assert "rewas: layer 1's region: nothing in the box stands out from around it, and it lies on no object" in err
     assert "layer 2's region" not in err
     assert np.array_equal(sf.read(tmp_path / "a.wav", dtype="float32")[0], mixed)
+    # as docs/layers.md has it: the same output again from its own stems' file, which the new stems replace
+    same = ["generate", media["v25"], "-o", out, "--model", debug_model_dir, "-q"]
+    code, err = run_cli([*same, "--soundtrack", stems / "soundtrack.json"], capsys)
+    assert code == 0, err
+    assert np.array_equal(load_audio(out), load_audio(again))
+
+
+def test_a_soundtrack_file_finds_its_layers_energy_files_wherever_it_is_read_from(
+    debug_model_dir, media, tmp_path, capsys, monkeypatch
+):
+    """A layer's CSV given relative to the working directory, the output in a folder below it: the stems'
+    soundtrack.json names the CSV relative to itself, so it renders again from anywhere."""
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    (tmp_path / "work" / "curve.csv").write_text("time_s,energy\n0,-6\n0.5,-3\n1,-8\n")
+    monkeypatch.chdir(tmp_path / "work")
+    args = [media["v25"], "--model", debug_model_dir, "--steps", "2", "-q", "--seed", "1"]
+    code, err = run_cli(["generate", *args, "-o", "sub/a.mp4", "--layer", "rain;energy-in=curve.csv"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "work" / "sub" / "a.stems" / "soundtrack.json").read_text())
+    assert saved["layers"][0]["energy_in"] == os.path.join("..", "..", "curve.csv")
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(["generate", *args, "-o", "b.mp4", "--soundtrack", "work/sub/a.stems/soundtrack.json"], capsys)
+    assert code == 0, err
+    from rewas.audio import load_audio
+
+    assert np.array_equal(load_audio(tmp_path / "b.mp4"), load_audio("work/sub/a.mp4"))
 
 
 def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, capsys):
@@ -934,6 +962,12 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
     base = ["generate", media["v25"], "-o", out, "--model", debug_model_dir, "-q"]
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "mine.txt").write_text("mine")
+    (tmp_path / "look").mkdir()  # it looks like an earlier run's stems, but holds the user's own files too
+    (tmp_path / "look" / "soundtrack.json").write_text('{"layers": [{"prompt": "rain", "level": -5}]}')
+    (tmp_path / "look" / "raw").mkdir()
+    (tmp_path / "look" / "01_mine.csv").write_text("time_s,energy\n0,-5\n")
+    (tmp_path / "look" / "notes.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "keep")
     ref = tmp_path / "ref.wav"
     sf.write(ref, np.zeros(1600, np.float32), 16000)
     cases = {
@@ -942,7 +976,9 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
         ("--layer", "a ball;speed=3"): "unknown key",
         ("--layer", "a ball", "--prompt", "x"): "--prompt",
         ("--layer", "a ball", "--mute", "1-2"): "curve edits",
-        ("--layer", "a ball", "--stems", tmp_path / "keep"): "other files in it",
+        ("--layer", "a ball", "--stems", tmp_path / "keep"): "holds files that are not an earlier run's stems",
+        ("--layer", "a ball", "--stems", tmp_path / "look"): "not an earlier run's stems (notes.txt, raw)",
+        ("--layer", "a ball", "--stems", tmp_path / "link"): "is a link",
         ("--stems", tmp_path / "s"): "has no stems",
         ("--soundtrack", tmp_path / "none.json"): "no such soundtrack file",
         (): "--prompt is missing: say what should be heard (or give --layer/--soundtrack",
@@ -952,6 +988,8 @@ def test_cli_refuses_bad_layers_in_one_line(debug_model_dir, media, tmp_path, ca
         code, err = run_cli([*base, *extra], capsys)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not out.exists() and (tmp_path / "keep" / "mine.txt").read_text() == "mine"
+        assert sorted(p.name for p in (tmp_path / "look").iterdir()) == ["01_mine.csv", "notes.txt", "raw",
+                                                                         "soundtrack.json"]  # fmt: skip
         assert sf.read(ref)[0].shape == (1600,)
     code, err = run_cli(["generate", media["audio_only"], "-o", out, "--layer", "a;region=0,0,1,1", "-q"], capsys)
     assert code == 2 and "no video stream" in err and len(err.strip().splitlines()) == 1, err
