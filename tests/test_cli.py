@@ -625,3 +625,23 @@ def test_output_that_cannot_be_written_is_an_error_and_no_stdout_is_none():
     closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "rewas", "info", "debug"]
     res = subprocess.run(closed, stderr=subprocess.PIPE)
     assert res.returncode == 0 and res.stderr == b""
+
+
+@pytest.mark.parametrize(
+    "stop, code, said", [("Terminated", 143, "terminated"), ("KeyboardInterrupt", 130, "interrupted")]
+)
+def test_an_interruption_that_lands_in_a_finaliser_still_ends_the_command(monkeypatch, capsys, stop, code, said):
+    """SIGTERM or Ctrl+C that arrives while a finaliser runs (a progress bar's `__del__`, as the command ends) is
+    an exception Python can only report, with a traceback, and then carries on: the command ended 0. It ends as
+    interrupted, in one line."""
+    from rewas.errors import Terminated
+
+    stops = {"Terminated": Terminated, "KeyboardInterrupt": KeyboardInterrupt}
+
+    class Bar:
+        def __del__(self):
+            raise stops[stop]
+
+    monkeypatch.setattr(cli, "cmd_info", lambda args: Bar() and None)  # made and collected at once
+    assert main(["info", "debug"]) == code
+    assert capsys.readouterr().err == f"rewas: {said}\n"

@@ -1,3 +1,4 @@
+import av
 import numpy as np
 import pytest
 from avcheck import durations, ffmpeg_audio, first_click, pyav_audio, streams, video_packets
@@ -41,6 +42,12 @@ def test_codec_that_mp4_cannot_hold_is_reencoded(media, tmp_path):
     assert abs(first_click(ffmpeg_audio(out), 16000) - 0.5) <= 0.005
     copied = mux(media["mpeg4_avi"], np.zeros(16000), 16000, tmp_path / "out.mkv", probe(media["mpeg4_avi"]))
     assert probe(copied).codec == "mpeg4"
+    # a MOV takes raw pictures as a stream nothing can open, and an M4V wanted a constant rate, which ffmpeg took
+    # from Matroska's 1/1000 s time base: the same 25 frames a second, re-encoded, in both
+    for suffix in (".mov", ".m4v"):
+        out = mux(media["raw_mkv"], np.zeros(16000), 16000, tmp_path / f"raw{suffix}", info)
+        with av.open(str(out)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 25 and probe(out).codec == "h264"
 
 
 def test_refuses_to_overwrite_input_and_bad_suffix(media, tmp_path):
