@@ -148,7 +148,7 @@ def _item(row: dict, where: str, base: str, prompt: str | None) -> Item:
 def _check_overrides(values: dict, where: str) -> None:
     """An item's seed, steps and guidance by the rules of the API and the CLI; its name (the file stem of its
     video unless given) one an output can have."""
-    for key, check in (("seed", validate.seed), ("steps", validate.whole), ("guidance", validate.non_negative)):
+    for key, check in (("seed", validate.seed), ("steps", validate.whole), ("guidance", validate.guidance)):
         if key in values:
             check(values[key], f"{where}: {key!r}")
     values.setdefault("name", Path(values["video"]).stem)

@@ -78,9 +78,9 @@ def _check_sampler_options(args) -> None:
     for flag, name, check in (
         ("--steps", "steps", validate.whole),
         ("--batch-size", "batch_size", validate.whole),
-        ("--guidance", "guidance", validate.non_negative),
-        ("--eta", "eta", validate.non_negative),
-        ("--control-scale", "control_scale", validate.non_negative),
+        ("--guidance", "guidance", validate.guidance),
+        ("--eta", "eta", validate.eta),
+        ("--control-scale", "control_scale", validate.control_scale),
         ("--seed", "seed", validate.seed),
     ):
         value = getattr(args, name, None)
@@ -125,6 +125,9 @@ def _load(args, device, dtype):
     )
     if getattr(args, "verbose", False):
         print(f"rewas: the video encoder and the denoiser on {pipe.runtime} ({pipe.runtime_reason})", file=sys.stderr)
+    most = pipe.config.diffusion.num_train_timesteps
+    if getattr(args, "steps", None) is not None and args.steps > most:  # before any progress bar: one line
+        raise UserError(f"--steps must be at most {most}, the model's diffusion steps (got {args.steps})")
     return pipe
 
 

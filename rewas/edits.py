@@ -183,9 +183,12 @@ def gate(muted: np.ndarray, samples: int, hop: int, ramp: int = 160) -> np.ndarr
 
 
 def _moving_average(x: np.ndarray, width: float) -> np.ndarray:
-    """Hann-weighted moving average `width` frames wide; the ends are averaged over the frames that exist."""
-    half = max(1, int(round(width / 2)))
+    """Hann-weighted moving average `width` frames wide; the ends are averaged over the frames that exist. A window
+    wider than twice the curve is that wide: every frame it reaches is already in it (wider, a smoothing of 1e9 s
+    asked for hundreds of GB, and one wider than the clip failed)."""
+    half = max(1, min(len(x), int(round(width / 2))))
     weights = np.hanning(2 * half + 1)[1:-1] if half > 1 else np.ones(1)
-    total = np.convolve(x, weights, mode="same")
-    norm = np.convolve(np.ones_like(x), weights, mode="same")
+    start = (len(weights) - 1) // 2  # "same" of the full convolution, for a window longer than the curve too
+    total = np.convolve(x, weights)[start : start + len(x)]
+    norm = np.convolve(np.ones_like(x), weights)[start : start + len(x)]
     return total / norm

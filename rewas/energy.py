@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import validate
 from .audio import load_audio, log_mel, mel_filterbank
 from .config import AudioConfig, EnergyConfig, ModelConfig
 from .errors import UserError, one_line
@@ -250,4 +251,4 @@ def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: need at least one row of two finite numbers")
     if np.any(np.diff(data[:, 0]) <= 0):
         raise UserError(f"{path}: time_s must increase from row to row")
-    return data[:, 0], data[:, 1]
+    return validate.energy((data[:, 0], data[:, 1]), str(path))  # values in nats, as the pipeline takes them

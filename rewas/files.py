@@ -142,8 +142,10 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
 
 @contextmanager
 def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds."""
+    """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds. What a killed writer left
+    beside it is cleared first."""
     out = Path(out)
+    remove_stale_temps(out.parent)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(), suffix=out.suffix)
     os.close(fd)
     try:

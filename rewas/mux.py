@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio import write_wav
 from .errors import MediaError
-from .files import temp_prefix
+from .files import remove_stale_temps, temp_prefix
 from .frames import VideoInfo
 
 CONTAINERS = {".mp4": True, ".m4v": True, ".mov": True, ".mkv": False}  # suffix -> wants +faststart
@@ -82,6 +82,7 @@ def mux(
     too, so the sync holds there as well.
     """
     out = check_output_path(out, video)
+    remove_stale_temps(out.parent)  # what a killed run left (`kill -9` while ffmpeg wrote)
     samples = round(info.duration * sample_rate)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix()) as tmp:
         wav = Path(tmp) / "audio.wav"

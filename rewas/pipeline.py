@@ -679,9 +679,12 @@ class ReWaSPipeline:
         eta = cfg.eta if eta is None else eta
         batch_size = (4 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
         steps, batch_size = validate.whole(steps, "steps"), validate.whole(batch_size, "batch_size")
-        guidance = validate.non_negative(guidance, "guidance")  # 1: no guidance; below 1, towards no prompt
-        control_scale = validate.non_negative(control_scale, "control_scale")  # 0: no energy control
-        eta = validate.non_negative(eta, "eta")
+        most = self.config.diffusion.num_train_timesteps
+        if steps > most:  # the sampler's steps are among the diffusion's own
+            raise UserError(f"steps must be at most {most}, the model's diffusion steps (got {steps})")
+        guidance = validate.guidance(guidance)  # 1: no guidance; below 1, towards no prompt
+        control_scale = validate.control_scale(control_scale)  # 0: no energy control
+        eta = validate.eta(eta)
         if scheduler is not None and not isinstance(scheduler, str):
             raise UserError(f"scheduler must be a name such as 'ddim' or 'dpmsolver++' (got {scheduler!r})")
         scheduler = scheduler or cfg.scheduler

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -66,7 +65,7 @@ class Layer:
         if self.region is not None and not isinstance(self.region, Region):
             set_("region", _region(self.region, what))
         if self.level is not None:
-            set_("level", _number(self.level, f"{what}: level"))
+            set_("level", validate.number(self.level, f"{what}: level", *validate.ENERGY_RANGE))
         for key in FILE_KEYS:
             value = getattr(self, key)
             if value is not None and not isinstance(value, (str, os.PathLike)):
@@ -116,9 +115,7 @@ class Layer:
 
 
 def _number(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{what} must be a finite number (got {value!r})")
-    return float(value)
+    return validate.number(value, what)  # numpy's numbers too, as the pipeline's arguments take them
 
 
 def _region(value, what: str) -> Region:

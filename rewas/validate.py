@@ -118,8 +118,30 @@ def number(value, name: str, low: float | None = None, high: float | None = None
 
 
 def non_negative(value, name: str) -> float:
-    """A finite real number >= 0 (guidance, eta, control scale)."""
+    """A finite real number >= 0."""
     return number(value, name, low=0)
+
+
+# far past any useful setting: beyond, the guided prediction or the hint's residuals overflow, and the latent is NaN
+SCALE_MOST = 100.0
+# nats of mean log-mel energy: silence is -11.5, the loudest a band can be about 3.5. Wider than that, for a curve
+# made another way; a value past it is a mistake (dB given as nats, an overflowed number), which sampled NaN
+ENERGY_RANGE = (-50.0, 50.0)
+
+
+def guidance(value, name: str = "guidance") -> float:
+    """Classifier-free guidance: 0 to SCALE_MOST (1: none; below 1, towards no prompt)."""
+    return number(value, name, low=0, high=SCALE_MOST)
+
+
+def control_scale(value, name: str = "control_scale") -> float:
+    """The energy hint's weight: 0 (no energy control) to SCALE_MOST."""
+    return number(value, name, low=0, high=SCALE_MOST)
+
+
+def eta(value, name: str = "eta") -> float:
+    """DDIM's eta, 0 (deterministic) to 1 (as much noise as DDPM): more leaves its noise term with no real size."""
+    return number(value, name, low=0, high=1)
 
 
 def prompt(value, name: str = "prompt", required: bool = True) -> str:
@@ -188,6 +210,12 @@ def energy(value, name: str = "energy"):
             raise UserError(f"{name}: {what} must be a non-empty 1-D sequence (got shape {a.shape})")
         if not np.isfinite(a).all():
             raise UserError(f"{name}: {what} hold NaN or infinite values")
+        low, high = ENERGY_RANGE
+        if what == "the values" and not ((a >= low) & (a <= high)).all():
+            raise UserError(
+                f"{name}: values from {a.min():g} to {a.max():g} nats; an energy curve lies between {low:g} and "
+                f"{high:g} (silence is -11.5, a loud sound about -2)"
+            )
         return a
 
     if isinstance(value, tuple):

@@ -114,6 +114,18 @@ def test_bad_options_exit_2(media, tmp_path, capsys):
         ["info", "nonexistent-model"],
         ["frobnicate"],
     ]
+    # finite but huge numbers sampled a NaN latent, an internal error; a step count past the diffusion's own, or a
+    # curve in dB (-60) taken as nats, are the user's mistakes too
+    big = tmp_path / "big.csv"
+    big.write_text("time_s,energy\n0,1e30\n0.5,-5\n")
+    decibels = tmp_path / "db.csv"
+    decibels.write_text("time_s,energy\n0,-60\n0.5,-5\n")
+    sample = ["generate", media["v25"], "-o", tmp_path / "o.mp4", "--model", "debug"]
+    for extra in (
+        ["--guidance", "1e30"], ["--control-scale", "1e30"], ["--eta", "2"], ["--steps", "1001", "--prompt", "x"],
+        ["--energy-in", big, "--prompt", "x"], ["--energy-in", decibels, "--prompt", "x"], ["--layer", "a;level=1e30"],
+    ):  # fmt: skip
+        cases.append([*sample, *extra])
     before = media["v25"].read_bytes()
     for args in cases:
         code, _, err = run(args, capsys)

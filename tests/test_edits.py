@@ -83,6 +83,17 @@ def test_apply_mute_gain_scale_smooth_draw():
     assert np.all(np.diff(out[100:200]) > 0)
 
 
+def test_a_smoothing_wider_than_the_clip_averages_it():
+    """Wider than the curve, a smoothing failed (an internal error); a billion seconds asked for 745 GB."""
+    curve = -6.0 + np.random.default_rng(0).normal(size=100)
+    for width in (1.5, 5.0, 1e9):  # seconds: the curve is 1 s of 10 ms frames
+        smoothed = edits.apply(curve, [parse("smooth", str(width))])
+        assert smoothed.shape == (100,) and np.std(smoothed) < 0.3 * np.std(curve)
+    np.testing.assert_array_equal(
+        edits.apply(curve, [parse("smooth", "5")]), edits.apply(curve, [parse("smooth", "1e9")])
+    )
+
+
 def test_edits_apply_in_order_and_stay_within_the_curves_range():
     curve = np.full(300, -6.0)
     a = edits.apply(curve, [parse("mute", "0-3"), parse("gain", "+6dB")])  # silence made louder: a quiet floor

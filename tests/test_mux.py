@@ -61,3 +61,20 @@ def test_refuses_to_overwrite_input_and_bad_suffix(media, tmp_path):
     with pytest.raises(MediaError, match="does not exist"):
         mux(media["v25"], np.zeros(100), 16000, tmp_path / "nope" / "out.mp4", info)
     assert not list(tmp_path.iterdir())
+
+
+def test_what_a_killed_run_left_beside_the_output_goes(media, tmp_path):
+    """`kill -9` while ffmpeg wrote leaves its temporary folder; the next output written there clears it (only the
+    dead process's)."""
+    import subprocess
+    import sys
+
+    from rewas import files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f"{files.temp_prefix(dead.pid)}vm"
+    left.mkdir()
+    (left / "out.mp4").write_bytes(b"partial")
+    mux(media["v25"], np.zeros(100), 16000, tmp_path / "out.mp4", probe(media["v25"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
