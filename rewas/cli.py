@@ -167,7 +167,7 @@ def cmd_generate(args) -> None:
     from . import validate
     from .audio import write_wav
     from .energy import read_csv, reference_curve, write_csv
-    from .files import atomic_path
+    from .files import atomic_outputs
     from .frames import probe
     from .mux import CONTAINERS, mux
     from .pipeline import check_duration
@@ -215,13 +215,14 @@ def cmd_generate(args) -> None:
             control_scale=args.control_scale,
             batch_size=args.batch_size,
         )
-    mux(args.video, result.waveform, result.sample_rate, args.output, info)
-    if args.wav:
-        with atomic_path(args.wav) as tmp:
-            write_wav(tmp, result.waveform, result.sample_rate)
-    if args.energy_out:
-        with atomic_path(args.energy_out) as tmp:
-            write_csv(tmp, result.energy, pipe.config.audio)
+    outputs = [args.output, *(o for o in (args.wav, args.energy_out) if o)]
+    with atomic_outputs(*outputs) as temps:  # all of them or none
+        video, *others = temps
+        mux(args.video, result.waveform, result.sample_rate, video, info)
+        if args.wav:
+            write_wav(others.pop(0), result.waveform, result.sample_rate)
+        if args.energy_out:
+            write_csv(others.pop(0), result.energy, pipe.config.audio)
     if not args.quiet:
         print(
             f"wrote {args.output} ({result.duration:.2f} s, seed {result.seed}, {result.timings['total']:.1f} s)",
@@ -239,7 +240,7 @@ def _generate_layers(args) -> None:
 
     from . import soundtrack as st
     from .audio import write_wav
-    from .files import atomic_path
+    from .files import atomic_outputs
     from .frames import probe
     from .mux import mux
     from .pipeline import check_duration
@@ -288,11 +289,13 @@ def _generate_layers(args) -> None:
             callback=_updater(bar),
             progress=None if args.quiet else bar.set_postfix_str,
         )
-    mux(args.video, result.mix, result.sample_rate, args.output, info)
-    if args.wav:
-        with atomic_path(args.wav) as tmp:
-            write_wav(tmp, result.mix, result.sample_rate)
-    st.write_stems(stems, result, pipe.config.audio)
+    st.check_stems_folder(stems)  # as it is now: checked before the model loaded, and again as it is replaced
+    with atomic_outputs(args.output, stems, *([args.wav] if args.wav else [])) as (video, folder, *wav):
+        mux(args.video, result.mix, result.sample_rate, video, info)
+        folder.mkdir()
+        st.write_stems_into(folder, result, pipe.config.audio, stems)
+        if wav:
+            write_wav(wav[0], result.mix, result.sample_rate)
     if not args.quiet:
         n = len(result.stems)
         master = f", mix lowered {-result.master_db:.1f} dB to stay under full scale" if result.master_db < 0 else ""

@@ -150,10 +150,7 @@ def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
-        os.replace(tmp, out)
+        _place(Path(tmp), out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -195,6 +192,27 @@ def _write_error(path: str | os.PathLike, reason: str, code: int) -> OSError:
     return error
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """A finished temporary file or folder becomes `out`, with the usual permissions (mkstemp and mkdtemp make
+    0600 and 0700). A folder replaces an existing one whose files are gone only once the new one is in place."""
+    os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
+    if tmp.is_dir() and out.is_dir() and not out.is_symlink() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if tmp.is_dir() and out.is_dir() and not out.is_symlink():
+        out.rmdir()
+    os.replace(tmp, out)
+
+
 @contextmanager
 def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; it becomes `out` only if the block succeeds, so a failed or killed
@@ -206,18 +224,46 @@ def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
-        if out.is_dir() and not out.is_symlink() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if out.is_dir() and not out.is_symlink():
-                out.rmdir()
-            os.replace(tmp, out)
+        _place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl+C and SIGTERM wait until the block is done (where the platform can hold them: POSIX, main thread)."""
+    import signal
+    import threading
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hold else None
+    try:
+        yield
+    finally:
+        if hold:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # one that came is delivered now
+
+
+@contextmanager
+def atomic_outputs(*outs: str | os.PathLike) -> Iterator[list[Path]]:
+    """Outputs that belong together (a video, its WAV and curve; a stems folder), written or not as one: yield a
+    temporary path beside each, of the same name (a file to write, or a folder to make); once the block succeeds
+    they all replace their outputs, with Ctrl+C and SIGTERM held off while they are renamed. A failure or an
+    interruption before that (a full disk at the last file) leaves none of them, and the earlier ones as they were:
+    written one after another, a failed WAV left a new video beside an old WAV."""
+    outs = [Path(o) for o in outs]
+    folders: list[Path] = []
+    try:
+        for out in outs:
+            remove_stale_temps(out.parent)
+            folders.append(Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix())))
+        temps = [folder / out.name for folder, out in zip(folders, outs)]
+        yield temps
+        with _signals_held():
+            for tmp, out in zip(temps, outs):
+                _place(tmp, out)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

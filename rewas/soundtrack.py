@@ -479,18 +479,25 @@ def render(
 def write_stems(folder: str | os.PathLike, result: SoundtrackResult, audio) -> list[str]:
     """A folder of a rendered soundtrack, written whole or not at all (replacing an earlier one): each layer's stem
     NN_NAME.wav (stereo, as in the mix) and curve NN_NAME.csv, and soundtrack.json. -> the files' names."""
-    from .audio import write_wav
-    from .energy import write_csv
     from .files import atomic_folder
 
     check_stems_folder(folder)  # never a folder of the user's own files replaced
-    names = []
     with atomic_folder(folder) as tmp:
-        for name, stem, curve in zip(stem_names(result.soundtrack), result.stems, result.curves):
-            write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
-            write_csv(tmp / f"{name}.csv", curve, audio)
-            names += [f"{name}.wav", f"{name}.csv"]
-        write_soundtrack(tmp / "soundtrack.json", result.soundtrack, folder)
+        return write_stems_into(tmp, result, audio, folder)
+
+
+def write_stems_into(tmp: Path, result: SoundtrackResult, audio, folder: str | os.PathLike) -> list[str]:
+    """`write_stems`' files, into the empty folder `tmp` that will become `folder` (the soundtrack file names its
+    energy files relative to that). -> the files' names."""
+    from .audio import write_wav
+    from .energy import write_csv
+
+    names = []
+    for name, stem, curve in zip(stem_names(result.soundtrack), result.stems, result.curves):
+        write_wav(tmp / f"{name}.wav", stem, result.sample_rate)
+        write_csv(tmp / f"{name}.csv", curve, audio)
+        names += [f"{name}.wav", f"{name}.csv"]
+    write_soundtrack(tmp / "soundtrack.json", result.soundtrack, folder)
     return [*names, "soundtrack.json"]
 
 

@@ -657,3 +657,43 @@ def test_an_interruption_that_lands_in_a_finaliser_still_ends_the_command(monkey
     monkeypatch.setattr(cli, "cmd_info", lambda args: Bar() and None)  # made and collected at once
     assert main(["info", "debug"]) == code
     assert capsys.readouterr().err == f"rewas: {said}\n"
+
+
+def test_outputs_are_written_all_or_none(media, tmp_path, capsys, monkeypatch):
+    """A video, its WAV and its curve belong together: a disk that fills at the last of them leaves none of them
+    new, and the earlier run's as they were (written one after another, the new video stood beside the old WAV)."""
+    import errno
+
+    from rewas import energy
+
+    out, wav, curve = tmp_path / "o.mp4", tmp_path / "o.wav", tmp_path / "o.csv"
+    args = ["generate", media["v25"], "--prompt", "x", "-o", out, "--wav", wav, "--energy-out", curve, "-q"]
+    code, _, err = run([*args, "--model", "debug", "--steps", "1", "--seed", "1"], capsys)
+    assert code == 0, err
+    before = {p: p.read_bytes() for p in (out, wav, curve)}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(energy, "write_csv", full)
+    code, _, err = run([*args, "--model", "debug", "--steps", "1", "--seed", "2"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "No space left" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "o.mp4", "o.wav"]  # no temporary left
+
+
+def test_interruptions_wait_while_outputs_are_put_in_place():
+    """Ctrl+C or SIGTERM while a command's outputs are renamed into place comes once they all are."""
+    import signal
+
+    from rewas.files import _signals_held
+
+    came = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: came.append("SIGTERM"))
+    try:
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert came == []
+        assert came == ["SIGTERM"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
