@@ -71,8 +71,8 @@ def read_items(source: str | os.PathLike, prompt: str | None = None) -> list[Ite
         base = os.path.dirname(os.path.abspath(source))
         items = [_item(row, where, base, prompt) for where, row in rows]
     names: dict[str, int] = {}
-    for item in items:
-        names[item.name] = names.get(item.name, 0) + 1
+    for item in items:  # X and x are one file where names are not told apart by case (macOS, Windows)
+        names[item.name.casefold()] = names.get(item.name.casefold(), 0) + 1
     repeated = sorted(n for n, c in names.items() if c > 1)
     if repeated:
         raise UserError(f"{source}: two items would write the same output: {', '.join(repeated[:3])} (give a 'name')")

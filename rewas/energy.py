@@ -234,7 +234,7 @@ def write_csv(path, energy: np.ndarray, cfg: AudioConfig = AudioConfig()) -> Non
 
 def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
     """A `time_s,energy` CSV (header required) -> (times, values). Raises UserError on malformed files."""
-    with open(check_input_file(path, "energy CSV"), encoding="utf-8") as f:
+    with open(check_input_file(path, "energy CSV"), encoding="utf-8-sig") as f:  # a spreadsheet's BOM too
         try:
             header = f.readline().strip().replace(" ", "").lower()
         except UnicodeDecodeError:

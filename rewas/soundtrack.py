@@ -72,7 +72,10 @@ class Layer:
                 raise UserError(f"{what}: {key} must be a file path")
             if value is not None:
                 set_(key, os.fspath(value))
-        set_("edits", tuple(validate.edits(list(self.edits), f"{what}: edits")))
+        edits = (
+            self.edits if isinstance(self.edits, (str, edits_mod.Edit)) else list(self.edits)
+        )  # one, as the pipeline
+        set_("edits", tuple(validate.edits(edits, f"{what}: edits")))
         set_("gain_db", _number(self.gain_db, f"{what}: gain_db"))
         if self.pan is not None:
             pan = _number(self.pan, f"{what}: pan")
@@ -168,7 +171,9 @@ LAYER_HELP = (
 
 def parse_layer(spec: str) -> Layer:
     """The command line's `--layer` -> Layer; anything malformed is a one-line user error naming the key."""
-    parts = [p.strip() for p in str(spec).split(";")]
+    if not isinstance(spec, str):
+        raise UserError(f"a layer spec is text, 'PROMPT;key=value;...' (got {type(spec).__name__})")
+    parts = [p.strip() for p in spec.split(";")]
     fields: dict = {}
     edits: list = []
     for i, part in enumerate(parts):
@@ -187,6 +192,8 @@ def parse_layer(spec: str) -> Layer:
         elif key not in _SPEC_KEYS:
             known = ", ".join([*_SPEC_KEYS, *_SPEC_EDITS])
             raise UserError(f"--layer {spec!r}: unknown key {key!r} (known: {known})")
+        elif _SPEC_KEYS[key] in fields:  # the last one winning quietly hid a typo
+            raise UserError(f"--layer {spec!r}: {key} is given twice")
         else:
             fields[_SPEC_KEYS[key]] = _spec_value(key, value, spec)
     if not fields.get("prompt"):
@@ -273,7 +280,9 @@ class Soundtrack:
         unknown = sorted(set(d) - {"format", "version", "model", "sampler", "layers"})
         if unknown:
             raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: model, sampler, layers)")
-        sampler = d.get("sampler") or {}
+        if d.get("version", 1) != 1:
+            raise UserError(f"{where}: version {d['version']!r}; this rewas reads version 1")
+        sampler = {} if d.get("sampler") is None else d["sampler"]
         if not isinstance(sampler, dict) or set(sampler) - set(SAMPLER_KEYS):
             raise UserError(f"{where}: sampler takes {', '.join(SAMPLER_KEYS)}")
         layers = d.get("layers")

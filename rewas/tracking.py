@@ -57,9 +57,12 @@ class Region:
     def __post_init__(self):
         try:
             box = tuple(float(v) for v in self.box)
-            at = float(self.at)
         except (TypeError, ValueError):
             raise UserError(f"region: the box must be 4 numbers left,top,right,bottom (got {self.box!r})") from None
+        try:
+            at = float(self.at)
+        except (TypeError, ValueError):
+            raise UserError(f"region: the time the box was drawn must be seconds (got {self.at!r})") from None
         if len(box) != 4 or not all(math.isfinite(v) for v in box):
             raise UserError(f"region: the box must be 4 finite numbers left,top,right,bottom (got {self.box!r})")
         left, top, right, bottom = box

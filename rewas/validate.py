@@ -112,7 +112,7 @@ def number(value, name: str, low: float | None = None, high: float | None = None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise UserError(f"{name} must be a finite number (got {value!r})")
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"between {low} and {high}"
+        bounds = f">= {low:g}" if high is None else f"<= {high:g}" if low is None else f"between {low:g} and {high:g}"
         raise UserError(f"{name} must be {bounds} (got {value!r})")
     return float(value)
 

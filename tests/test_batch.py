@@ -121,6 +121,8 @@ def test_items_from_a_folder_a_csv_and_bad_manifests(clips, tmp_path):
         "bad seed": f'{{"video": "{good[0]}", "prompt": "x", "seed": 1.5}}',
         "unknown field": f'{{"video": "{good[0]}", "prompt": "x", "colour": 1}}',
         "same name": f'{{"video": "{good[0]}", "prompt": "x"}}\n{{"video": "{good[0]}", "prompt": "y"}}',
+        "names told apart by case only": f'{{"video": "{good[0]}", "prompt": "x", "name": "A"}}\n'
+        f'{{"video": "{good[0]}", "prompt": "y", "name": "a"}}',  # one file on macOS and Windows
         "empty": "\n",
     }
     for what, text in cases.items():

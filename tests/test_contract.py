@@ -37,13 +37,13 @@ BAD_CALLS = {  # kwargs of a call -> what the error must name
     "prompt not text": (dict(prompt=["a", "b"]), "prompt must be a string"),
     "prompt empty": (dict(prompt="  "), "prompt is empty"),
     "negative prompt not text": (dict(negative_prompt=3), "negative_prompt must be a string"),
-    "guidance negative": (dict(guidance=-1.0), "guidance must be >= 0"),
+    "guidance negative": (dict(guidance=-1.0), "guidance must be between 0 and 100"),
     "guidance NaN": (dict(guidance=float("nan")), "guidance must be a finite number"),
-    "control_scale negative": (dict(control_scale=-3.0), "control_scale must be >= 0"),
+    "control_scale negative": (dict(control_scale=-3.0), "control_scale must be between 0 and 100"),
     "steps zero": (dict(steps=0), "steps must be a whole number >= 1 (got 0)"),
     "steps float": (dict(steps=2.5), "steps must be a whole number"),
     "batch_size zero": (dict(batch_size=0), "batch_size must be a whole number >= 1"),
-    "eta negative": (dict(eta=-0.5), "eta must be >= 0"),
+    "eta negative": (dict(eta=-0.5), "eta must be between 0 and 1"),
     "seed text": (dict(seed="x"), "seed must be a whole number"),
     "seed too large": (dict(seed=2**63), "seed must be a whole number"),
     "scheduler unknown": (dict(scheduler="euler"), "euler"),
@@ -224,8 +224,8 @@ def test_an_empty_prompt_is_refused_by_every_entry_point(debug_pipe, clip, tmp_p
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--guidance", "-1", "--guidance must be >= 0"),
-        ("--control-scale", "-3", "--control-scale must be >= 0"),
+        ("--guidance", "-1", "--guidance must be between 0 and 100"),
+        ("--control-scale", "-3", "--control-scale must be between 0 and 100"),
         ("--steps", "0", "--steps must be a whole number >= 1 (got 0)"),
         ("--seed", "-4", "--seed must be a whole number from 0"),
         ("--dtype", "fp16", "--dtype fp16 on a CPU"),
@@ -243,7 +243,11 @@ def test_batch_manifest_numbers_follow_the_same_rules(tmp_path, clip, capsys):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"video": str(clip), "prompt": "x", "guidance": -2}) + "\n")
     code, err = run_cli(["batch", manifest, "-o", tmp_path / "out", "--model", "debug"], capsys)
-    assert code == 2 and "m.jsonl:1: 'guidance' must be >= 0 (got -2.0)" in err and not (tmp_path / "out").exists()
+    assert (
+        code == 2
+        and "m.jsonl:1: 'guidance' must be between 0 and 100 (got -2.0)" in err
+        and not (tmp_path / "out").exists()
+    )
 
 
 # ------------------------------------------------------------------------------------ manifests between commands

@@ -883,10 +883,23 @@ def test_layer_specs_and_files_are_read_strictly(tmp_path):
         "a dog;pan=2": "pan must be from -1",
         ";gain=-3": "starts with the layer's prompt",
         "a dog;mute=x": "--mute",
+        "a dog;level=-5;level=-6": "level is given twice",
+        "a dog;prompt=a cat": "prompt is given twice",
+        None: "a layer spec is text",
     }
     for spec, words in bad.items():
         with pytest.raises(UserError, match=words.replace("(", r"\(")):
             parse_layer(spec)
+    assert Layer("a dog", edits="mute 1-2").edits == (Edit("mute", 1, 2),)  # one edit, as the pipeline takes it
+    with pytest.raises(UserError, match="the time the box was drawn must be seconds"):
+        Region((0.1, 0.2, 0.5, 0.9), at="x")
+    for extra, words in (({"version": 2}, "this rewas reads version 1"), ({"sampler": []}, "sampler takes")):
+        with pytest.raises(UserError, match=words):
+            Soundtrack.from_dict({**extra, "layers": [{"prompt": "rain", "level": -5}]})
+    (tmp_path / "bom.csv").write_bytes("\ufefftime_s,energy\n0,-5\n".encode())  # as a spreadsheet saves it
+    from rewas.energy import read_csv
+
+    assert read_csv(tmp_path / "bom.csv")[1].tolist() == [-5.0]
     (tmp_path / "s.toml").write_text('[[layers]]\nprompt = "rain"\nlevel = -5\nvolume = 3\n')
     with pytest.raises(UserError, match="unknown key.*volume"):
         read_soundtrack(tmp_path / "s.toml")
