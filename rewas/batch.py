@@ -70,10 +70,10 @@ def read_items(source: str | os.PathLike, prompt: str | None = None) -> list[Ite
             raise UserError(f"{source}: the manifest is empty")
         base = os.path.dirname(os.path.abspath(source))
         items = [_item(row, where, base, prompt) for where, row in rows]
-    names: dict[str, int] = {}
+    names: dict[str, list[str]] = {}
     for item in items:  # X and x are one file where names are not told apart by case (macOS, Windows)
-        names[item.name.casefold()] = names.get(item.name.casefold(), 0) + 1
-    repeated = sorted(n for n, c in names.items() if c > 1)
+        names.setdefault(item.name.casefold(), []).append(item.name)
+    repeated = sorted(" and ".join(dict.fromkeys(n)) for n in names.values() if len(n) > 1)
     if repeated:
         raise UserError(f"{source}: two items would write the same output: {', '.join(repeated[:3])} (give a 'name')")
     return items
@@ -83,6 +83,8 @@ def check_outputs(source: str | os.PathLike, items: list[Item], outdir: Path, *,
     """Before any work, as `rewas generate` does: no item's output may be one of its inputs (its video, its curve,
     its reference recording, its layers' files), nor a stems folder hold one, and a folder of videos is not its own
     output folder (the outputs would be read as videos on the next run)."""
+    from .soundtrack import check_stems_folder
+
     if os.path.isdir(source) and outdir.resolve() == Path(source).resolve():
         raise UserError(f"-o {outdir}: is the folder of the videos; write the outputs to another folder")
     for item in items:
@@ -90,15 +92,22 @@ def check_outputs(source: str | os.PathLike, items: list[Item], outdir: Path, *,
         if item.soundtrack is not None:
             inputs += [p for layer in item.soundtrack.layers for p in (layer.energy_from, layer.energy_in)]
         inputs = [Path(str(p)) for p in inputs if p and os.path.exists(str(p))]
-        outputs = [outdir / f"{item.name}{suffix}" for suffix, on in ((".mp4", True), (".wav", wav), (".csv", energy))]
+        layered = item.soundtrack is not None  # (its curves are in its stems folder: no NAME.csv)
+        written = ((".mp4", True), (".wav", wav), (".csv", energy and not layered))
+        outputs = [outdir / f"{item.name}{suffix}" for suffix, on in written if on]
         for out in (o for o in outputs if o.exists()):
             hit = next((p for p in inputs if os.path.samefile(out, p)), None)
             if hit is not None:
                 raise UserError(f"item {item.name}: its output {out} would overwrite its input {hit}")
-        stems = (outdir / f"{item.name}.stems").resolve()
-        hit = next((p for p in inputs if p.resolve().is_relative_to(stems)), None) if item.soundtrack else None
-        if hit is not None:
-            raise UserError(f"item {item.name}: its stems folder {stems.name} would replace its input {hit}")
+        if layered:
+            stems = outdir / f"{item.name}.stems"
+            hit = next((p for p in inputs if p.resolve().is_relative_to(stems.resolve())), None)
+            if hit is not None:
+                raise UserError(f"item {item.name}: its stems folder {stems.name} would replace its input {hit}")
+            try:  # a folder of the user's own files, found now rather than after the item is rendered
+                check_stems_folder(stems)
+            except UserError as e:
+                raise UserError(f"item {item.name}: {e}") from None
 
 
 def _jsonl_rows(path: str) -> list[tuple[str, dict]]:

@@ -114,6 +114,7 @@ class _SayHandler(logging.Handler):
 
 def _load(args, device, dtype):
     """The model of --model on `device` in `dtype`, its networks on --runtime; with -v, which runtime and why."""
+    from . import validate
     from .pipeline import ReWaSPipeline
 
     log = logging.getLogger("rewas.runtime")  # a first use of OpenVINO converts the model: say so, it takes a while
@@ -125,9 +126,8 @@ def _load(args, device, dtype):
     )
     if getattr(args, "verbose", False):
         print(f"rewas: the video encoder and the denoiser on {pipe.runtime} ({pipe.runtime_reason})", file=sys.stderr)
-    most = pipe.config.diffusion.num_train_timesteps
-    if getattr(args, "steps", None) is not None and args.steps > most:  # before any progress bar: one line
-        raise UserError(f"--steps must be at most {most}, the model's diffusion steps (got {args.steps})")
+    if getattr(args, "steps", None) is not None:  # before any progress bar: one line
+        validate.steps(args.steps, pipe.config.diffusion.num_train_timesteps, "--steps")
     return pipe
 
 
@@ -195,11 +195,7 @@ def cmd_generate(args) -> None:
 
     pipe = _load(args, device, dtype)
     with tqdm(total=None, desc="generating", unit="step", file=sys.stderr, disable=args.quiet) as bar:
-
-        def progress(step: int, total: int) -> None:
-            bar.total = total
-            bar.update(step - bar.n)
-
+        progress = _updater(bar)
         result = pipe(
             args.video,
             prompt=args.prompt,
@@ -274,7 +270,8 @@ def _generate_layers(args) -> None:
     files = [p for layer in soundtrack.layers for p in (layer.energy_from, layer.energy_in) if p]
     inputs = [args.video, *([args.soundtrack] if args.soundtrack else []), *files]  # a layer's files are inputs too
     _check_outputs(inputs, [args.output, args.wav])
-    _check_stems_folder(stems, inputs, [args.output, args.wav], args.soundtrack)
+    _check_stems_folder(stems, inputs, [args.output, args.wav], args.soundtrack, given=bool(args.stems))
+    stems = stems.absolute()  # `--stems .`: a folder to replace has a name, and it is not where we stand
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     device = _device(args.device)
     dtype = _precision(args, device)
@@ -314,23 +311,29 @@ def _generate_layers(args) -> None:
         print(f"rewas: stages: {stages}", file=sys.stderr)
 
 
-def _check_stems_folder(stems: Path, inputs: list[str], outputs: list[str | None], read: str | None) -> None:
+def _check_stems_folder(
+    stems: Path, inputs: list[str], outputs: list[str | None], read: str | None, given: bool
+) -> None:
     """The stems folder may be new, empty, or an earlier run's (`soundtrack.is_stems_folder`): it is replaced whole.
-    Anything else there, or an input or output inside it, is refused before any work; but for `read`, its
-    soundtrack.json, which was read already (`--soundtrack OUT.stems/soundtrack.json`: the same audio again)."""
+    Anything else there, or an input or output inside it, or the working folder, is refused before any work; but
+    for `read`, its soundtrack.json, which was read already (`--soundtrack OUT.stems/soundtrack.json`: the same
+    audio again). `given`: named by --stems (else the default beside the output, and the error says so)."""
     from .soundtrack import check_stems_folder
 
+    named = f"--stems {stems}" if given else f"stems folder {stems}"
     try:
         check_stems_folder(stems)
     except UserError as e:
-        raise UserError(f"--stems {str(e).removeprefix('stems folder ')}") from None
+        raise UserError(f"{named}{str(e).removeprefix(f'stems folder {stems}')}") from None
     if not stems.resolve().parent.is_dir():
-        raise UserError(f"--stems {stems}: folder {stems.parent} does not exist")
+        raise UserError(f"{named}: folder {stems.parent} does not exist")
+    if Path.cwd().resolve().is_relative_to(stems.resolve()):
+        raise UserError(f"{named}: is the working folder or holds it; name a folder beside it")
     for path in [*inputs, *(o for o in outputs if o)]:
         if read is not None and path == read and Path(path).resolve() == (stems / "soundtrack.json").resolve():
             continue
         if Path(path).resolve().is_relative_to(stems.resolve()):
-            raise UserError(f"--stems {stems}: holds {path}, which would be replaced with the stems")
+            raise UserError(f"{named}: holds {path}, which would be replaced with the stems")
 
 
 def cmd_batch(args) -> None:
@@ -380,6 +383,8 @@ def cmd_batch(args) -> None:
     with tqdm(total=len(todo), desc="batch", unit="item", file=sys.stderr, disable=args.quiet or rank != 0) as bar:
 
         def progress(item, row) -> None:
+            if _swallowed:  # (see _updater)
+                raise _swallowed[-1]
             bar.update(1)
             if row["status"] != "ok":
                 bar.write(f"rewas: {item.name}: {row['error']}", file=sys.stderr)
@@ -546,11 +551,7 @@ def cmd_evaluate(args) -> None:
         embedders[name] = path
     read_manifest(args.manifest)  # a malformed manifest fails now, not behind a progress bar
     with tqdm(total=None, desc="evaluating", unit="clip", file=sys.stderr, disable=args.quiet) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+        progress = _updater(bar)
         report = evaluate(
             args.manifest, which=which, onset_seconds=args.onset_seconds, embedders=embedders, progress=progress
         )
@@ -635,8 +636,16 @@ def cmd_download(args) -> None:
 
 
 def _updater(bar):
-    """progress(done, total) callback that drives a tqdm bar."""
-    return lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n))
+    """progress(done, total) callback that drives a tqdm bar; where an interruption was swallowed by a finaliser,
+    the work stops at its next step, not minutes later at its end."""
+
+    def update(done: int, total: int) -> None:
+        if _swallowed:
+            raise _swallowed[-1]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update
 
 
 def cmd_train(args) -> None:

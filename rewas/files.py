@@ -142,10 +142,8 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
 
 @contextmanager
 def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds. What a killed writer left
-    beside it is cleared first."""
+    """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds."""
     out = Path(out)
-    remove_stale_temps(out.parent)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(), suffix=out.suffix)
     os.close(fd)
     try:
@@ -192,16 +190,18 @@ def _write_error(path: str | os.PathLike, reason: str, code: int) -> OSError:
     return error
 
 
-def _umask() -> int:
+def _usual_mode(path: Path) -> None:
+    """A finished temporary file or folder gets the permissions an output usually has (the umask's), not mkstemp's
+    and mkdtemp's 0600 and 0700."""
     umask = os.umask(0)
     os.umask(umask)
-    return umask
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _place(tmp: Path, out: Path) -> None:
-    """A finished temporary file or folder becomes `out`, with the usual permissions (mkstemp and mkdtemp make
-    0600 and 0700). A folder replaces an existing one whose files are gone only once the new one is in place."""
-    os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
+    """A finished temporary file or folder becomes `out`. A folder replaces an existing one whose files are gone
+    only once the new one is in place."""
+    _usual_mode(tmp)
     if tmp.is_dir() and out.is_dir() and not out.is_symlink() and any(out.iterdir()):
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
         os.replace(out, old / out.name)
@@ -232,27 +232,35 @@ def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """Ctrl+C and SIGTERM wait until the block is done (where the platform can hold them: POSIX, main thread)."""
+    """Ctrl+C and SIGTERM wait until the block is done, then take effect as they would have (main thread only).
+    Their handlers are swapped for ones that only note them: masking the signals holds them off the main thread
+    alone, and torch's or tqdm's threads took them, the handler then running in the block all the same."""
     import signal
     import threading
 
-    held = {signal.SIGINT, signal.SIGTERM}
-    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hold else None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda n, frame: came.append(n)) for signum in held}
     try:
         yield
     finally:
-        if hold:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # one that came is delivered now
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):  # now, to the handlers that were there
+            signal.raise_signal(signum)
 
 
 @contextmanager
 def atomic_outputs(*outs: str | os.PathLike) -> Iterator[list[Path]]:
     """Outputs that belong together (a video, its WAV and curve; a stems folder), written or not as one: yield a
-    temporary path beside each, of the same name (a file to write, or a folder to make); once the block succeeds
-    they all replace their outputs, with Ctrl+C and SIGTERM held off while they are renamed. A failure or an
-    interruption before that (a full disk at the last file) leaves none of them, and the earlier ones as they were:
-    written one after another, a failed WAV left a new video beside an old WAV."""
+    temporary path beside each, of the same name (a file to write, or a folder to make). Once the block succeeds,
+    with Ctrl+C and SIGTERM held off, the earlier outputs are moved aside and the new ones put in their places;
+    should a move fail (a file open in another program on Windows), those done are undone and the earlier ones come
+    back. A failure before that (a full disk at the last file) leaves none of them: written one after another, a
+    failed WAV left a new video beside an old WAV."""
     outs = [Path(o) for o in outs]
     folders: list[Path] = []
     try:
@@ -261,9 +269,27 @@ def atomic_outputs(*outs: str | os.PathLike) -> Iterator[list[Path]]:
             folders.append(Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix())))
         temps = [folder / out.name for folder, out in zip(folders, outs)]
         yield temps
+        asides = [folder / f"earlier-{out.name}" for folder, out in zip(folders, outs)]
         with _signals_held():
-            for tmp, out in zip(temps, outs):
-                _place(tmp, out)
+            moved, placed = [], []
+            try:
+                for out, aside in zip(outs, asides):
+                    if os.path.lexists(out):
+                        os.replace(out, aside)
+                        moved.append((aside, out))
+                for tmp, out in zip(temps, outs):
+                    _usual_mode(tmp)
+                    os.replace(tmp, out)
+                    placed.append(out)
+            except BaseException:
+                for out in placed:
+                    if out.is_dir() and not out.is_symlink():
+                        shutil.rmtree(out)
+                    else:
+                        out.unlink()
+                for aside, out in moved:
+                    os.replace(aside, out)
+                raise
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,8 @@ from .files import remove_stale_temps, temp_prefix
 from .frames import VideoInfo
 
 CONTAINERS = {".mp4": True, ".m4v": True, ".mov": True, ".mkv": False}  # suffix -> wants +faststart
-RE_ENCODE = {"rawvideo"}  # codecs re-encoded whatever the container
+# raw pictures: a MOV or MP4 takes them as a stream no player (ffmpeg included) can open; Matroska holds them well
+RAW_HOLDERS = {".mkv"}
 
 
 class MuxError(RuntimeError):
@@ -111,13 +112,15 @@ def mux(
         tail = ["-c:a", "aac", "-b:a", audio_bitrate, "-output_ts_offset", f"{-info.start_time:.6f}"]
         if CONTAINERS[out.suffix.lower()]:
             tail += ["-movflags", "+faststart"]
-        # raw pictures copy into a MOV "successfully", as a stream no player (ffmpeg included) can open
-        result = None if info.codec in RE_ENCODE else _run(base + ["-c:v", "copy"] + tail + [os.fspath(partial)])
+        copy = info.codec != "rawvideo" or out.suffix.lower() in RAW_HOLDERS
+        result = _run(base + ["-c:v", "copy"] + tail + [os.fspath(partial)]) if copy else None
         if result is None or result.returncode != 0:  # the codec does not fit this container: re-encode the picture
             # the source's time base: libx264's default 1/fps grid would round an off-grid start by up to a frame;
             # and each frame as it was: the M4V muxer asks for a constant rate, which ffmpeg then took from that
             # time base (a WebM's 1/1000 s: 1000 frames a second, 40 copies of each)
+            # 4:2:0 needs an even width and height: an odd one gets a last row or column of black
             encode = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-enc_time_base:v", "demux"]
+            encode += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
             result = _run(base + encode + ["-fps_mode:v", "passthrough"] + tail + [os.fspath(partial)])
         if result.returncode != 0:
             raise MuxError(f"ffmpeg could not write {out}: {result.stderr.strip().splitlines()[-1:]}")

@@ -678,10 +678,8 @@ class ReWaSPipeline:
         guidance = cfg.guidance if guidance is None else guidance
         eta = cfg.eta if eta is None else eta
         batch_size = (4 if self.device.type == "cpu" else 8) if batch_size is None else batch_size
-        steps, batch_size = validate.whole(steps, "steps"), validate.whole(batch_size, "batch_size")
-        most = self.config.diffusion.num_train_timesteps
-        if steps > most:  # the sampler's steps are among the diffusion's own
-            raise UserError(f"steps must be at most {most}, the model's diffusion steps (got {steps})")
+        steps = validate.steps(steps, self.config.diffusion.num_train_timesteps)
+        batch_size = validate.whole(batch_size, "batch_size")
         guidance = validate.guidance(guidance)  # 1: no guidance; below 1, towards no prompt
         control_scale = validate.control_scale(control_scale)  # 0: no energy control
         eta = validate.eta(eta)

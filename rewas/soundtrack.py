@@ -72,9 +72,8 @@ class Layer:
                 raise UserError(f"{what}: {key} must be a file path")
             if value is not None:
                 set_(key, os.fspath(value))
-        edits = (
-            self.edits if isinstance(self.edits, (str, edits_mod.Edit)) else list(self.edits)
-        )  # one, as the pipeline
+        # a single edit, as the pipeline takes one: a string iterated was read letter by letter
+        edits = self.edits if isinstance(self.edits, (str, edits_mod.Edit)) else list(self.edits)
         set_("edits", tuple(validate.edits(edits, f"{what}: edits")))
         set_("gain_db", _number(self.gain_db, f"{what}: gain_db"))
         if self.pan is not None:
@@ -312,17 +311,21 @@ def read_soundtrack(path: str | os.PathLike) -> Soundtrack:
     return Soundtrack.from_dict(data, str(path)).files_from(path.resolve().parent)
 
 
-def write_soundtrack(path: str | os.PathLike, soundtrack: Soundtrack, folder: str | os.PathLike | None = None) -> None:
+def write_soundtrack(
+    path: str | os.PathLike, soundtrack: Soundtrack, folder: str | os.PathLike | None = None, *, absolute: bool = False
+) -> None:
     """The soundtrack as JSON at `path`; its layers' energy files relative to `folder` (default: the file's own),
-    where the file will be read from, as `read_soundtrack` takes them (absolute where no relative path leads there,
-    another drive): relative to the working directory, a file written elsewhere could not find them."""
-    folder = os.path.abspath(folder if folder is not None else os.path.dirname(os.path.abspath(path)))
+    where the file will be read from, as `read_soundtrack` takes them: relative to the working directory, a file
+    written elsewhere could not find them. Real paths, as `read_soundtrack` resolves the file's folder (`..` out of
+    a link leads where the file system goes); absolute where no relative path leads there (another drive), or with
+    `absolute` (a file that leaves its folder: the studio's download)."""
+    folder = Path(folder if folder is not None else Path(path).parent).resolve()
 
     def relative(file: str) -> str:
         try:
-            return os.path.relpath(os.path.abspath(file), folder)
+            return str(Path(file).resolve()) if absolute else os.path.relpath(Path(file).resolve(), folder)
         except ValueError:
-            return os.path.abspath(file)
+            return str(Path(file).resolve())
 
     layers = [
         dataclasses.replace(layer, **{k: relative(getattr(layer, k)) for k in FILE_KEYS if getattr(layer, k)})
@@ -333,17 +336,24 @@ def write_soundtrack(path: str | os.PathLike, soundtrack: Soundtrack, folder: st
 
 
 STEM_FILE = re.compile(r"\d{2,}_[a-z0-9_]+\.(wav|csv)")  # what `write_stems` names a layer's files
+# what a file browser leaves in a folder it showed: no one's work, and gone with the folder
+BROWSER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def _not_stems(folder: Path) -> list[str]:
+    """What in `folder` `write_stems` did not write (folders, links, other names), by name."""
+    return sorted(
+        e.name
+        for e in folder.iterdir()
+        if e.name not in BROWSER_FILES
+        and not (e.is_file() and not e.is_symlink() and (e.name == "soundtrack.json" or STEM_FILE.fullmatch(e.name)))
+    )
 
 
 def is_stems_folder(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds what `write_stems` writes and nothing else (an earlier run's stems, which a new run
     replaces whole): its soundtrack.json and files named as stems and curves, no folders, no links."""
-    entries = list(Path(folder).iterdir())
-    own = all(
-        e.is_file() and not e.is_symlink() and (e.name == "soundtrack.json" or STEM_FILE.fullmatch(e.name))
-        for e in entries
-    )
-    return own and (Path(folder) / "soundtrack.json").is_file()
+    return (Path(folder) / "soundtrack.json").is_file() and not _not_stems(Path(folder))
 
 
 def check_stems_folder(folder: str | os.PathLike) -> None:
@@ -355,9 +365,7 @@ def check_stems_folder(folder: str | os.PathLike) -> None:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"stems folder {folder}: exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not is_stems_folder(folder):
-        other = sorted(
-            e.name for e in folder.iterdir() if e.name != "soundtrack.json" and not STEM_FILE.fullmatch(e.name)
-        )
+        other = _not_stems(folder)
         what = f" ({', '.join(other[:3])}{', …' if len(other) > 3 else ''})" if other else ""
         raise UserError(
             f"stems folder {folder}: holds files that are not an earlier run's stems{what}; give a new or empty one"

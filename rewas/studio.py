@@ -413,8 +413,9 @@ class Studio:
     ) -> tuple[Session, bool]:
         """Layer `number` (from 1) becomes the prompt, curve and edits being edited. -> (session, whether the
         curve was predicted again for the prompt)."""
-        index = self._layer_index(session, number)
-        layer, again = self._layer(session, prompt, negative_prompt, gain_db, pan)
+        key = session.layers[self._layer_index(session, number)].key
+        layer, again = self._layer(session, prompt, negative_prompt, gain_db, pan)  # phi may run meanwhile
+        index = self._place_of(session, key, number)  # where it is now: a layer before it may have gone meanwhile
         session.layers[index] = dataclasses.replace(
             session.layers[index], layer=layer, source=session.source, heard=None, heard_in=None
         )  # what an earlier mix made of it is no longer this layer's sound
@@ -424,8 +425,7 @@ class Studio:
         """Layer `number`'s curve and edits back in the editor; -> (session, its soundtrack.Layer)."""
         from .soundtrack import SOURCES
 
-        index = self._layer_index(session, number)
-        mixed = session.layers[index]
+        mixed = session.layers[self._layer_index(session, number)]
         energy = {k: getattr(mixed.layer, k) for k in SOURCES if getattr(mixed.layer, k) is not None}
         if energy:
             self._use_energy(session, energy, mixed.source, mixed.layer.prompt)
@@ -435,7 +435,8 @@ class Studio:
         if "region" in energy:
             session.corners = [energy["region"].box[:2], energy["region"].box[2:]]
         session.edits = list(mixed.layer.edits)
-        session.shown, session.shown_layer = None, index + 1  # the editor shows its sound in the last mix
+        # the editor shows its sound in the last mix; where it is now (phi ran, and a layer may have gone meanwhile)
+        session.shown, session.shown_layer = None, self._place_of(session, mixed.key, number) + 1
         return session, mixed.layer
 
     def mix_layer(self, session: Session, number: int, mute: bool, solo: bool) -> Session:
@@ -494,7 +495,11 @@ class Studio:
                     (f"{stem}-{name}.csv", functools.partial(write_csv, energy=curve, cfg=pipe.config.audio))
                 )
             outputs.append(
-                (f"{stem}-soundtrack.json", functools.partial(write_soundtrack, soundtrack=result.soundtrack))
+                # absolute: the file is downloaded, away from the session's folder that holds a recording it names
+                (
+                    f"{stem}-soundtrack.json",
+                    functools.partial(write_soundtrack, soundtrack=result.soundtrack, absolute=True),
+                )
             )
             for path, write in outputs:
                 with atomic_path(path) as tmp:
@@ -525,6 +530,14 @@ class Studio:
             pan=None if pan is None else float(pan), **session.energy,
         )  # fmt: skip
         return layer, self._curve_for(session, layer.prompt)
+
+    @staticmethod
+    def _place_of(session: Session, key: int, number) -> int:
+        """The index of the layer `key` now; a line saying so where it was removed while it was being worked on."""
+        for i, mixed in enumerate(session.layers):
+            if mixed.key == key:
+                return i
+        raise UserError(f"layer {number} was removed meanwhile")
 
     def _layer_index(self, session: Session, number) -> int:
         if number is None:
@@ -936,7 +949,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 s = studio.open_video(s, uploaded(video), model)
             except UserError as e:
                 if s is not None and s.video:  # the player shows the new file; the page still works on the old one
-                    raise UserError(f"{one_line(e)}. The clip you had open stays open") from None
+                    raise UserError(f"{one_line(e).rstrip('.')}. The clip you had open stays open") from None
                 raise
             note = f"{s.timeline.duration:.2f} s. The curve is φ's prediction from the video; drag on it to draw."
             closed = [f"{n} {what}{'es' if what == 'mix' else 's'}" if n > 1 else f"1 {what}" for n, what in had if n]
@@ -1083,17 +1096,17 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         def on_update_layer(s, number, prompt, negative_prompt, gain_db, pan, follows):
             """Layer `number` becomes the prompt, curve and edits being edited."""
             s, again = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
-            return layered(s, f"Layer {number} updated." + (predicted_again if again else ""), picked=number)
+            return layered(s, f"Layer {number} updated." + (predicted_again if again else ""), picked=int(number))
 
         def on_select_layer(s, number):
             """A layer's prompt, curve and edits back in the editor."""
             if number is None:
                 return {status: "Pick a layer: its number, beside the layers table."}
             s, layer = studio.select_layer(s, number)
-            mixed = s.layers[int(number) - 1]
+            mixed = s.layers[s.shown_layer - 1]  # the one picked, wherever it is now
             out = layered(s, f"Layer {number}: its curve and edits are in the editor; Update keeps changes.")
             out.update({
-                prompt: layer.prompt, negative: layer.negative_prompt, gain: layer.gain_db, layer_no: number,
+                prompt: layer.prompt, negative: layer.negative_prompt, gain: layer.gain_db, layer_no: s.shown_layer,
                 pan: layer.pan or 0.0, follow: layer.pan is None, mute: mixed.mute, solo: mixed.solo,
             })  # fmt: skip
             return out

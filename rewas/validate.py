@@ -107,6 +107,17 @@ def whole(value, name: str, low: int = 1) -> int:
     return int(value)
 
 
+def steps(value, diffusion_steps: int, name: str = "steps") -> int:
+    """The sampler's steps: 1 to one under the diffusion's own (all of them put DDIM's first step past its table's
+    end, an IndexError, and DPM-Solver's on one timestep twice, a NaN)."""
+    value = whole(value, name)
+    if value >= diffusion_steps:
+        raise UserError(
+            f"{name} must be at most {diffusion_steps - 1}, under the model's diffusion steps (got {value})"
+        )
+    return value
+
+
 def number(value, name: str, low: float | None = None, high: float | None = None) -> float:
     """A finite real number in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -214,7 +225,7 @@ def energy(value, name: str = "energy"):
         if what == "the values" and not ((a >= low) & (a <= high)).all():
             raise UserError(
                 f"{name}: values from {a.min():g} to {a.max():g} nats; an energy curve lies between {low:g} and "
-                f"{high:g} (silence is -11.5, a loud sound about -2)"
+                f"{high:g} nats, not dB (silence is -11.5, a loud sound about -2)"
             )
         return a
 

@@ -99,6 +99,9 @@ def test_an_item_never_writes_over_its_own_inputs(clips, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert {p: p.read_bytes() for p in before} == before and not (out / "results.jsonl").exists()
+    # without --wav the reference is nobody's output: the item goes ahead
+    items = batch.read_items(_manifest(tmp_path, cases[1][0]))
+    batch.check_outputs(tmp_path / "items.jsonl", items, out, wav=False, energy=True)
     code = main(["batch", str(folder), "-o", str(folder), "--prompt", "x", "--model", "debug"])
     err = capsys.readouterr().err
     assert code == 2 and "is the folder of the videos" in err, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -900,6 +901,21 @@ def test_layer_specs_and_files_are_read_strictly(tmp_path):
     from rewas.energy import read_csv
 
     assert read_csv(tmp_path / "bom.csv")[1].tolist() == [-5.0]
+    # a soundtrack file written through a link names its files as reading it resolves them
+    (tmp_path / "real" / "deep" / "dir").mkdir(parents=True)
+    (tmp_path / "s" / "home").mkdir(parents=True)
+    (tmp_path / "s" / "link").symlink_to(tmp_path / "real" / "deep" / "dir")
+    (tmp_path / "s" / "home" / "curve.csv").write_text("time_s,energy\n0,-5\n")
+    saved = tmp_path / "s" / "link" / "soundtrack.json"
+    write_soundtrack(saved, Soundtrack((Layer("rain", energy_in=str(tmp_path / "s" / "home" / "curve.csv")),)))
+    assert Path(read_soundtrack(saved).layers[0].energy_in).is_file()
+    # what a file browser leaves in a stems folder it showed is no one's work
+    from rewas.soundtrack import is_stems_folder
+
+    (tmp_path / "old.stems").mkdir()
+    for name in ("01_rain.wav", "01_rain.csv", "soundtrack.json", ".DS_Store"):
+        (tmp_path / "old.stems" / name).write_text("")
+    assert is_stems_folder(tmp_path / "old.stems")
     (tmp_path / "s.toml").write_text('[[layers]]\nprompt = "rain"\nlevel = -5\nvolume = 3\n')
     with pytest.raises(UserError, match="unknown key.*volume"):
         read_soundtrack(tmp_path / "s.toml")

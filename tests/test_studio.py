@@ -334,7 +334,7 @@ def test_layers_a_region_clicked_on_the_picture_a_flat_layer_mute_solo_and_the_m
         studio.generate_mix(session)
 
 
-def test_a_layer_removed_while_its_mix_runs(studio, tmp_path):
+def test_a_layer_removed_while_its_mix_runs(studio, tmp_path, monkeypatch):
     """The page lets a layer be removed while a mix runs: the mix ends as it began, and each sound goes to the layer
     it was of (the one removed has none to take)."""
     from rewas import samples
@@ -357,6 +357,17 @@ def test_a_layer_removed_while_its_mix_runs(studio, tmp_path):
     wind = render(studio.pipeline("debug"), session.video, read_soundtrack(mix.files[-1])).sounds[1]
     assert session.layers[0].heard_in == mix.number
     np.testing.assert_allclose(session.layers[0].heard, waveform_energy(wind, session.audio).numpy(), atol=1e-5)
+    # an Update whose curve is predicted again while the layer before it is removed updates the layer it was for
+    session, _ = studio.add_layer(studio.use_level(session, -5), "rain")
+    predict = studio._curve_for
+
+    def removing(s, prompt):
+        studio.remove_layer(s, 1)  # wind goes meanwhile
+        return predict(s, prompt)
+
+    monkeypatch.setattr(studio, "_curve_for", removing)
+    session, _ = studio.update_layer(session, 2, "heavy rain")
+    assert [m.layer.prompt for m in session.layers] == ["heavy rain"]
 
 
 def test_a_regions_curve_in_the_editor_is_the_one_its_layer_is_sampled_with(tmp_path):
