@@ -271,7 +271,6 @@ def _generate_layers(args) -> None:
     inputs = [args.video, *([args.soundtrack] if args.soundtrack else []), *files]  # a layer's files are inputs too
     _check_outputs(inputs, [args.output, args.wav])
     _check_stems_folder(stems, inputs, [args.output, args.wav], args.soundtrack, given=bool(args.stems))
-    stems = stems.absolute()  # `--stems .`: a folder to replace has a name, and it is not where we stand
     info = check_duration(probe(args.video))  # fails fast on a bad video, before the model loads
     device = _device(args.device)
     dtype = _precision(args, device)

@@ -242,9 +242,11 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     came: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda n, frame: came.append(n)) for signum in held}
+    previous: dict[int, object] = {}
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.signal(signum, lambda n, frame: came.append(n))
+            previous[signum] = signal.SIG_DFL if handler is None else handler  # None: set outside Python
         yield
     finally:
         for signum, handler in previous.items():
@@ -253,22 +255,36 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 @contextmanager
 def atomic_outputs(*outs: str | os.PathLike) -> Iterator[list[Path]]:
     """Outputs that belong together (a video, its WAV and curve; a stems folder), written or not as one: yield a
     temporary path beside each, of the same name (a file to write, or a folder to make). Once the block succeeds,
     with Ctrl+C and SIGTERM held off, the earlier outputs are moved aside and the new ones put in their places;
     should a move fail (a file open in another program on Windows), those done are undone and the earlier ones come
-    back. A failure before that (a full disk at the last file) leaves none of them: written one after another, a
-    failed WAV left a new video beside an old WAV."""
+    back (or, where even that fails, are kept where they were moved, and the error says where). A failure before
+    that (a full disk at the last file) leaves none of them: written one after another, a failed WAV left a new
+    video beside an old WAV."""
     outs = [Path(o) for o in outs]
+    if len({os.path.normcase(os.path.abspath(o)) for o in outs}) != len(outs):
+        raise ValueError(f"atomic_outputs: an output named twice in {[str(o) for o in outs]}")
     folders: list[Path] = []
+    kept: set[Path] = set()  # holding an earlier output that could not be put back
     try:
         for out in outs:
             remove_stale_temps(out.parent)
             folders.append(Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix())))
         temps = [folder / out.name for folder, out in zip(folders, outs)]
         yield temps
+        for tmp, out in zip(temps, outs):  # a folder where a file goes, or the other way: someone else's
+            if os.path.lexists(out) and not out.is_symlink() and out.is_dir() != tmp.is_dir():
+                raise UserError(f"{out}: is {'a folder' if out.is_dir() else 'a file'} now; not replaced")
         asides = [folder / f"earlier-{out.name}" for folder, out in zip(folders, outs)]
         with _signals_held():
             moved, placed = [], []
@@ -281,15 +297,31 @@ def atomic_outputs(*outs: str | os.PathLike) -> Iterator[list[Path]]:
                     _usual_mode(tmp)
                     os.replace(tmp, out)
                     placed.append(out)
-            except BaseException:
-                for out in placed:
-                    if out.is_dir() and not out.is_symlink():
-                        shutil.rmtree(out)
-                    else:
-                        out.unlink()
+            except BaseException as e:
+                earlier = {out for _, out in moved}
+                for out in placed:  # each step on its own: one that fails must not stop the others
+                    if out not in earlier or out.is_dir():  # (a file is put back over the new one below)
+                        try:
+                            _remove(out)
+                        except OSError:
+                            pass
+                lost = []
                 for aside, out in moved:
-                    os.replace(aside, out)
+                    try:
+                        os.replace(aside, out)
+                    except OSError:
+                        # beside it under a name no clean-up takes (a temporary's would go with the next run)
+                        spare = out.with_name(f"{out.name}.earlier-{os.getpid()}")
+                        try:
+                            os.replace(aside, spare)
+                        except OSError:
+                            spare = aside
+                            kept.add(aside.parent)
+                        lost.append(f"{out} is at {spare}")
+                if lost:
+                    raise OSError(f"the earlier outputs could not be put back: {'; '.join(lost)}") from e
                 raise
     finally:
         for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder not in kept:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -345,8 +345,11 @@ def _not_stems(folder: Path) -> list[str]:
     return sorted(
         e.name
         for e in folder.iterdir()
-        if e.name not in BROWSER_FILES
-        and not (e.is_file() and not e.is_symlink() and (e.name == "soundtrack.json" or STEM_FILE.fullmatch(e.name)))
+        if not (
+            e.is_file()
+            and not e.is_symlink()
+            and (e.name == "soundtrack.json" or e.name in BROWSER_FILES or STEM_FILE.fullmatch(e.name))
+        )
     )
 
 
@@ -364,7 +367,8 @@ def check_stems_folder(folder: str | os.PathLike) -> None:
         raise UserError(f"stems folder {folder}: is a link; give the folder's own path")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"stems folder {folder}: exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not is_stems_folder(folder):
+    shown = folder.is_dir() and all(e.name in BROWSER_FILES and e.is_file() for e in folder.iterdir())
+    if folder.is_dir() and not shown and not is_stems_folder(folder):  # (shown: empty, but for a browser's files)
         other = _not_stems(folder)
         what = f" ({', '.join(other[:3])}{', …' if len(other) > 3 else ''})" if other else ""
         raise UserError(

@@ -419,6 +419,7 @@ class Studio:
         session.layers[index] = dataclasses.replace(
             session.layers[index], layer=layer, source=session.source, heard=None, heard_in=None
         )  # what an earlier mix made of it is no longer this layer's sound
+        session.shown, session.shown_layer = None, index + 1  # the layer in the editor, under its number now
         return session, again
 
     def select_layer(self, session: Session, number: int) -> tuple[Session, object]:
@@ -1096,7 +1097,8 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         def on_update_layer(s, number, prompt, negative_prompt, gain_db, pan, follows):
             """Layer `number` becomes the prompt, curve and edits being edited."""
             s, again = studio.update_layer(s, number, prompt, negative_prompt, gain_db, pan_of(s, pan, follows))
-            return layered(s, f"Layer {number} updated." + (predicted_again if again else ""), picked=int(number))
+            note = f"Layer {s.shown_layer} updated." + (predicted_again if again else "")
+            return layered(s, note, picked=s.shown_layer)
 
         def on_select_layer(s, number):
             """A layer's prompt, curve and edits back in the editor."""
@@ -1104,7 +1106,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
                 return {status: "Pick a layer: its number, beside the layers table."}
             s, layer = studio.select_layer(s, number)
             mixed = s.layers[s.shown_layer - 1]  # the one picked, wherever it is now
-            out = layered(s, f"Layer {number}: its curve and edits are in the editor; Update keeps changes.")
+            out = layered(s, f"Layer {s.shown_layer}: its curve and edits are in the editor; Update keeps changes.")
             out.update({
                 prompt: layer.prompt, negative: layer.negative_prompt, gain: layer.gain_db, layer_no: s.shown_layer,
                 pan: layer.pan or 0.0, follow: layer.pan is None, mute: mixed.mute, solo: mixed.solo,

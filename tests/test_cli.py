@@ -12,6 +12,7 @@ from avcheck import durations, ffmpeg_audio, ffmpeg_decodes_video, pyav_audio, s
 
 from rewas import cli
 from rewas.cli import main
+from rewas.errors import UserError
 
 
 def read_wav(path) -> np.ndarray:
@@ -742,3 +743,37 @@ def test_work_stops_at_its_next_step_after_a_swallowed_interruption(monkeypatch)
     bar = types.SimpleNamespace(total=None, n=0, update=lambda k: None)
     with pytest.raises(KeyboardInterrupt):
         cli._updater(bar)(1, 20)
+
+
+def test_earlier_outputs_that_cannot_be_put_back_are_kept_and_named(tmp_path, monkeypatch):
+    """Undoing a failed placement can fail too (a scanner holding a file): the earlier output is then kept beside its
+    place under a name no clean-up takes, and the error says where; it was deleted with the temporary folders."""
+    from rewas import files
+
+    video, wav, curve = tmp_path / "v.mp4", tmp_path / "w.wav", tmp_path / "x.csv"
+    video.write_text("user v")
+    wav.write_text("user w")
+    replace = os.replace
+
+    def flaky(src, dst):
+        if Path(dst) == curve or (Path(dst) == wav and "earlier" in Path(src).name):
+            raise PermissionError(13, "in use", str(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", flaky)
+    with pytest.raises(OSError, match="could not be put back") as caught:
+        with files.atomic_outputs(video, wav, curve) as temps:
+            for path in temps:
+                path.write_text("new")
+    spare = tmp_path / f"w.wav.earlier-{os.getpid()}"
+    assert video.read_text() == "user v" and spare.read_text() == "user w" and str(spare) in str(caught.value)
+    assert not curve.exists()
+    with pytest.raises(ValueError, match="named twice"):
+        with files.atomic_outputs(video, tmp_path / "." / "v.mp4"):
+            pass
+    (tmp_path / "o.wav").mkdir()  # someone's folder where a file output goes: refused, not replaced
+    (tmp_path / "o.wav" / "precious").write_text("keep")
+    with pytest.raises(UserError, match="is a folder now"):
+        with files.atomic_outputs(tmp_path / "o.wav") as (path,):
+            path.write_text("new")
+    assert (tmp_path / "o.wav" / "precious").read_text() == "keep"
