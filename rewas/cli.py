@@ -320,10 +320,7 @@ def _check_stems_folder(
     from .soundtrack import check_stems_folder
 
     named = f"--stems {stems}" if given else f"stems folder {stems}"
-    try:
-        check_stems_folder(stems)
-    except UserError as e:
-        raise UserError(f"{named}{str(e).removeprefix(f'stems folder {stems}')}") from None
+    check_stems_folder(stems, named)
     if not stems.resolve().parent.is_dir():
         raise UserError(f"{named}: folder {stems.parent} does not exist")
     if Path.cwd().resolve().is_relative_to(stems.resolve()):
@@ -382,8 +379,7 @@ def cmd_batch(args) -> None:
     with tqdm(total=len(todo), desc="batch", unit="item", file=sys.stderr, disable=args.quiet or rank != 0) as bar:
 
         def progress(item, row) -> None:
-            if _swallowed:  # (see _updater)
-                raise _swallowed[-1]
+            _stop_if_swallowed()
             bar.update(1)
             if row["status"] != "ok":
                 bar.write(f"rewas: {item.name}: {row['error']}", file=sys.stderr)
@@ -635,12 +631,11 @@ def cmd_download(args) -> None:
 
 
 def _updater(bar):
-    """progress(done, total) callback that drives a tqdm bar; where an interruption was swallowed by a finaliser,
-    the work stops at its next step, not minutes later at its end."""
+    """progress(done, total) callback that drives a tqdm bar, a step where a swallowed interruption stops the work
+    (`_stop_if_swallowed`)."""
 
     def update(done: int, total: int) -> None:
-        if _swallowed:
-            raise _swallowed[-1]
+        _stop_if_swallowed()
         bar.total = total
         bar.update(done - bar.n)
 
@@ -1049,6 +1044,12 @@ def _terminate(signum, frame):
 _swallowed: list[KeyboardInterrupt] = []  # interruptions raised where Python could not pass them on
 
 
+def _stop_if_swallowed() -> None:
+    """A long command's step: an interruption a finaliser swallowed stops the work here, not at its end."""
+    if _swallowed:
+        raise _swallowed[-1]
+
+
 def _quiet_unraisable(hook):
     """sys.unraisablehook that keeps, and says nothing of, an interruption raised where Python cannot pass it on (a
     finaliser, such as a progress bar's `__del__`, that Ctrl+C or SIGTERM landed in): `main` still ends as
@@ -1106,8 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
     _swallowed.clear()
     try:
         args.func(args)
-        if _swallowed:  # the outputs are whole, but the user asked to stop: the exit says so
-            raise _swallowed[-1]
+        _stop_if_swallowed()  # the outputs are whole, but the user asked to stop: the exit says so
         failed = _flush_stdout()
         if failed is not None:
             return failed

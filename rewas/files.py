@@ -148,7 +148,8 @@ def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        _place(Path(tmp), out)
+        _usual_mode(Path(tmp))
+        os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -198,36 +199,17 @@ def _usual_mode(path: Path) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def _place(tmp: Path, out: Path) -> None:
-    """A finished temporary file or folder becomes `out`. A folder replaces an existing one whose files are gone
-    only once the new one is in place."""
-    _usual_mode(tmp)
-    if tmp.is_dir() and out.is_dir() and not out.is_symlink() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if tmp.is_dir() and out.is_dir() and not out.is_symlink():
-        out.rmdir()
-    os.replace(tmp, out)
-
-
 @contextmanager
 def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; it becomes `out` only if the block succeeds, so a failed or killed
-    write never leaves a folder that looks whole. An existing `out` is replaced (its files are gone only once
-    the new folder is in place); what a killed writer left beside it is cleared first."""
+    write never leaves a folder that looks whole: `atomic_outputs` of one output. An existing `out` is replaced
+    (its files are gone only once the new folder is in place); what a killed writer left beside it is cleared
+    first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out.parent)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix()))
-    try:
+    with atomic_outputs(out) as (tmp,):
+        tmp.mkdir()
         yield tmp
-        _place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

@@ -118,10 +118,10 @@ def mux(
             # the source's time base: libx264's default 1/fps grid would round an off-grid start by up to a frame;
             # and each frame as it was: the M4V muxer asks for a constant rate, which ffmpeg then took from that
             # time base (a WebM's 1/1000 s: 1000 frames a second, 40 copies of each)
-            # 4:2:0 needs an even width and height: an odd one gets a last row or column of black
             encode = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-enc_time_base:v", "demux"]
-            encode += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-            result = _run(base + encode + ["-fps_mode:v", "passthrough"] + tail + [os.fspath(partial)])
+            encode += ["-fps_mode:v", "passthrough"]
+            encode += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]  # 4:2:0 needs even sides: an odd one gets a black line
+            result = _run(base + encode + tail + [os.fspath(partial)])
         if result.returncode != 0:
             raise MuxError(f"ffmpeg could not write {out}: {result.stderr.strip().splitlines()[-1:]}")
         os.replace(partial, out)

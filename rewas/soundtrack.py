@@ -340,40 +340,41 @@ STEM_FILE = re.compile(r"\d{2,}_[a-z0-9_]+\.(wav|csv)")  # what `write_stems` na
 BROWSER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
-def _not_stems(folder: Path) -> list[str]:
-    """What in `folder` `write_stems` did not write (folders, links, other names), by name."""
-    return sorted(
-        e.name
-        for e in folder.iterdir()
-        if not (
-            e.is_file()
-            and not e.is_symlink()
-            and (e.name == "soundtrack.json" or e.name in BROWSER_FILES or STEM_FILE.fullmatch(e.name))
-        )
-    )
+def _entries(folder: Path) -> tuple[list[str], bool]:
+    """What in `folder` `write_stems` did not write (folders, links, other names), by name; and whether it holds
+    anything but a file browser's files."""
+    others, any_else = [], False
+    for e in folder.iterdir():
+        plain = e.is_file() and not e.is_symlink()
+        if plain and e.name in BROWSER_FILES:
+            continue
+        any_else = True
+        if not (plain and (e.name == "soundtrack.json" or STEM_FILE.fullmatch(e.name))):
+            others.append(e.name)
+    return sorted(others), any_else
 
 
 def is_stems_folder(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds what `write_stems` writes and nothing else (an earlier run's stems, which a new run
     replaces whole): its soundtrack.json and files named as stems and curves, no folders, no links."""
-    return (Path(folder) / "soundtrack.json").is_file() and not _not_stems(Path(folder))
+    return (Path(folder) / "soundtrack.json").is_file() and not _entries(Path(folder))[0]
 
 
-def check_stems_folder(folder: str | os.PathLike) -> None:
-    """A stems folder may be new, empty, or an earlier run's (`is_stems_folder`): anything else would be lost when
-    the folder is replaced, and is refused."""
+def check_stems_folder(folder: str | os.PathLike, named: str | None = None) -> None:
+    """A stems folder may be new, empty (but for a file browser's files), or an earlier run's (`is_stems_folder`):
+    anything else would be lost when the folder is replaced, and is refused. `named`: how the error names it."""
     folder = Path(folder)
+    named = named or f"stems folder {folder}"
     if folder.is_symlink():
-        raise UserError(f"stems folder {folder}: is a link; give the folder's own path")
+        raise UserError(f"{named}: is a link; give the folder's own path")
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"stems folder {folder}: exists and is not a folder")
-    shown = folder.is_dir() and all(e.name in BROWSER_FILES and e.is_file() for e in folder.iterdir())
-    if folder.is_dir() and not shown and not is_stems_folder(folder):  # (shown: empty, but for a browser's files)
-        other = _not_stems(folder)
-        what = f" ({', '.join(other[:3])}{', …' if len(other) > 3 else ''})" if other else ""
-        raise UserError(
-            f"stems folder {folder}: holds files that are not an earlier run's stems{what}; give a new or empty one"
-        )
+        raise UserError(f"{named}: exists and is not a folder")
+    if not folder.is_dir():
+        return
+    others, any_else = _entries(folder)
+    if any_else and (others or not (folder / "soundtrack.json").is_file()):
+        what = f" ({', '.join(others[:3])}{', …' if len(others) > 3 else ''})" if others else ""
+        raise UserError(f"{named}: holds files that are not an earlier run's stems{what}; give a new or empty one")
 
 
 def stem_names(soundtrack: Soundtrack, numbers: list[int] | None = None) -> list[str]:

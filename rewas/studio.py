@@ -37,6 +37,7 @@ MAX_TAKES = 20  # per session; the oldest take's files go when a new one comes
 VIDEO_SOURCE = "the video (φ)"  # where the curve comes from, as the page says it
 SESSION_IDLE_S = 24 * 3600  # a session unused this long is forgotten, with its files
 MAX_POINTS = 1500  # curve values sent to the page (a 3-minute clip has 18,000)
+PICK_A_LAYER = "Pick a layer first: its number, beside the layers table."  # a layer's action, and none is picked
 PICTURE_SHORT = 360  # the picture a region is drawn on: its short side, in pixels (small clips are enlarged)
 
 
@@ -542,7 +543,7 @@ class Studio:
 
     def _layer_index(self, session: Session, number) -> int:
         if number is None:
-            raise UserError("pick a layer first (its number, beside the layers table)")
+            raise UserError(PICK_A_LAYER)
         try:
             index = int(number) - 1
         except (TypeError, ValueError):
@@ -1103,7 +1104,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         def on_select_layer(s, number):
             """A layer's prompt, curve and edits back in the editor."""
             if number is None:
-                return {status: "Pick a layer: its number, beside the layers table."}
+                return {status: PICK_A_LAYER}
             s, layer = studio.select_layer(s, number)
             mixed = s.layers[s.shown_layer - 1]  # the one picked, wherever it is now
             out = layered(s, f"Layer {s.shown_layer}: its curve and edits are in the editor; Update keeps changes.")
@@ -1118,7 +1119,7 @@ def build_app(studio: Studio, *, queue_size: int = 8):
         def on_mix_flags(s, number, mute, solo):
             """Mute or solo layer `number` in the mix."""
             if number is None:  # the boxes speak for no layer
-                return {status: "Pick a layer first: its number, beside the layers table.", **boxes}
+                return {status: PICK_A_LAYER, **boxes}
             s = studio.mix_layer(s, number, mute, solo)
             heard = heard_layers(s.layers)
             said = "solo" if solo else "muted" if mute else "heard" if int(number) - 1 in heard else "not muted"

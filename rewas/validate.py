@@ -128,11 +128,6 @@ def number(value, name: str, low: float | None = None, high: float | None = None
     return float(value)
 
 
-def non_negative(value, name: str) -> float:
-    """A finite real number >= 0."""
-    return number(value, name, low=0)
-
-
 # far past any useful setting: beyond, the guided prediction or the hint's residuals overflow, and the latent is NaN
 SCALE_MOST = 100.0
 # nats of mean log-mel energy: silence is -11.5, the loudest a band can be about 3.5. Wider than that, for a curve
